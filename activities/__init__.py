@@ -1,0 +1,1 @@
+"""Activities: side effects, one module per outside system."""

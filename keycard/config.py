@@ -1,0 +1,392 @@
+"""The keycard.yaml schema (flows, targets, approvers) and its loader, with located error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from keycard.durations import Duration, format_duration
+
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ENV_REF_PATTERN = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+PERMISSION_SET_ARN = re.compile(r"^arn:aws[a-z-]*:sso:::permissionSet/ssoins-[0-9a-f]+/ps-[0-9a-f]+$")
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lower-case letters, digits, - and _")]
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    if not EMAIL_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+class _Strict(BaseModel):
+    """Config models reject unknown keys: a typo must not silently disable a rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvRef(BaseModel):
+    """A secret kept out of the file: `${SLACK_BOT_TOKEN}` in YAML, read from the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    env: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = ENV_REF_PATTERN.match(value.strip())
+            if not match:
+                raise ValueError(
+                    "secrets are never written in keycard.yaml: "
+                    "write an environment reference such as ${MY_SECRET}"
+                )
+            return {"env": match.group(1)}
+        return value
+
+    def resolve(self, environ: dict[str, str] | None = None) -> str:
+        environ = os.environ if environ is None else environ
+        value = environ.get(self.env)
+        if not value:
+            raise LookupError(f"environment variable {self.env} is not set")
+        return value
+
+
+# --- targets: what a flow grants, one model per strategy ------------------------------------
+
+
+class _TargetBase(_Strict):
+    name: Name
+    label: str = Field(default="", description="shown to people; defaults to the name")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class AwsSsoTarget(_TargetBase):
+    """An Identity Center permission set assigned to the requester in one AWS account."""
+
+    account_id: str = Field(description="the 12-digit AWS account id")
+    permission_set: str = Field(description="permission set name (e.g. PowerUserAccess) or ARN")
+
+    @field_validator("account_id", mode="before")
+    @classmethod
+    def _account_id(cls, value: Any) -> str:
+        text = str(value).strip()
+        if not re.fullmatch(r"\d{12}", text):
+            raise ValueError("must be 12 digits")
+        return text
+
+    @field_validator("permission_set")
+    @classmethod
+    def _permission_set(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("arn:") and not PERMISSION_SET_ARN.match(value):
+            raise ValueError(
+                "is not a permission set ARN "
+                "(arn:aws:sso:::permissionSet/ssoins-<id>/ps-<id>); or give the name instead"
+            )
+        if not value:
+            raise ValueError("must name a permission set")
+        return value
+
+
+class GroupTarget(_TargetBase):
+    """Membership of a group: an Identity Center group or an IAM group, by name."""
+
+    group: str = Field(min_length=1, description="the group's display name (IAM: group name)")
+
+
+Strategy = Literal["aws_sso", "aws_sso_group", "aws_iam_group"]
+
+
+# --- prompt fields ----------------------------------------------------------------------------
+
+
+class PromptField(_Strict):
+    """An extra question on the request form, such as an incident number."""
+
+    name: Name
+    label: str = ""
+    type: Literal["string", "int", "bool", "choice", "user"] = "string"
+    required: bool = False
+    choices: list[str] = Field(default_factory=list, description="for type choice")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _choices(self) -> Self:
+        if self.type == "choice" and not self.choices:
+            raise ValueError("a choice field needs a non-empty `choices` list")
+        if self.type != "choice" and self.choices:
+            raise ValueError(f"`choices` only applies to type choice, not {self.type}")
+        return self
+
+
+class Approvers(_Strict):
+    """Who may approve: email addresses and names of groups from `approver_groups`."""
+
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+    @field_validator("users")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        return [_email(x) for x in value]
+
+
+class Requesters(_Strict):
+    """Who may request a flow; left out, everyone may."""
+
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+    @field_validator("users")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        return [_email(x) for x in value]
+
+
+# --- flows ------------------------------------------------------------------------------------
+
+
+class _FlowBase(_Strict):
+    name: Name
+    label: str = ""
+    description: str = ""
+    durations: list[Duration] = Field(
+        min_length=1, description="durations a requester may pick; the first is the default"
+    )
+    max_duration: Duration | None = Field(
+        default=None, description="longest total access, extensions included (default: longest)"
+    )
+    reason_required: bool = True
+    fields: list[PromptField] = Field(default_factory=list)
+    approvers: Approvers = Field(default_factory=Approvers)
+    requesters: Requesters | None = None
+    approvals_required: int = Field(default=1, ge=1, le=10)
+    allow_self_approval: bool = False
+    approval_timeout: Duration = Field(default=timedelta(hours=1))
+    allow_early_revoke: bool = True
+    allow_extension: bool = False
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    @property
+    def maximum(self) -> timedelta:
+        return self.max_duration or max(self.durations)
+
+    @field_validator("durations")
+    @classmethod
+    def _distinct(cls, value: list[timedelta]) -> list[timedelta]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a duration twice")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.max_duration is not None:
+            too_long = [d for d in self.durations if d > self.max_duration]
+            if too_long:
+                raise ValueError(
+                    f"durations {', '.join(format_duration(d) for d in too_long)} exceed "
+                    f"max_duration {format_duration(self.max_duration)}"
+                )
+        names = [t.name for t in self.targets]  # type: ignore[attr-defined]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        field_names = [f.name for f in self.fields]
+        dupes = sorted({n for n in field_names if field_names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"field names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def target(self, name: str) -> AwsSsoTarget | GroupTarget:
+        for target in self.targets:  # type: ignore[attr-defined]
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+
+class AwsSsoFlow(_FlowBase):
+    strategy: Literal["aws_sso"]
+    targets: list[AwsSsoTarget] = Field(min_length=1)
+
+
+class AwsSsoGroupFlow(_FlowBase):
+    strategy: Literal["aws_sso_group"]
+    targets: list[GroupTarget] = Field(min_length=1)
+
+
+class AwsIamGroupFlow(_FlowBase):
+    strategy: Literal["aws_iam_group"]
+    targets: list[GroupTarget] = Field(min_length=1)
+
+
+def _strategy_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("strategy")
+    return getattr(value, "strategy", None)
+
+
+Flow = Annotated[
+    Annotated[AwsSsoFlow, Tag("aws_sso")]
+    | Annotated[AwsSsoGroupFlow, Tag("aws_sso_group")]
+    | Annotated[AwsIamGroupFlow, Tag("aws_iam_group")],
+    Discriminator(
+        _strategy_of,
+        custom_error_type="unknown_strategy",
+        custom_error_message="strategy must be one of aws_sso, aws_sso_group, aws_iam_group",
+    ),
+]
+Target = AwsSsoTarget | GroupTarget
+STRATEGY_TAGS = {"aws_sso", "aws_sso_group", "aws_iam_group"}
+
+
+class AwsSettings(_Strict):
+    """Where Identity Center lives. Credentials and endpoint come from the usual AWS settings."""
+
+    region: str | None = Field(default=None, description="default: AWS_REGION / AWS profile")
+    sso_instance_arn: str | None = Field(default=None, description="default: the only instance")
+    identity_store_id: str | None = Field(default=None, description="default: the instance's")
+
+
+class KeycardConfig(_Strict):
+    """The whole keycard.yaml: reviewed like code, loaded once per process."""
+
+    version: Literal[1] = 1
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    approver_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="named groups of approver emails"
+    )
+    flows: list[Flow] = Field(min_length=1)
+
+    @field_validator("approver_groups")
+    @classmethod
+    def _group_emails(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {name: [_email(x) for x in members] for name, members in value.items()}
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        names = [f.name for f in self.flows]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"flow names must be unique; repeated: {', '.join(dupes)}")
+        for index, flow in enumerate(self.flows):
+            for who in (flow.approvers, flow.requesters):
+                for group in who.groups if who else []:
+                    if group not in self.approver_groups:
+                        known = ", ".join(sorted(self.approver_groups)) or "none defined"
+                        raise ValueError(
+                            f"flows[{index}] ({flow.name}) names group {group!r}, which is not "
+                            f"in approver_groups (known: {known})"
+                        )
+        return self
+
+    def flow(self, name: str) -> AwsSsoFlow | AwsSsoGroupFlow | AwsIamGroupFlow:
+        for flow in self.flows:
+            if flow.name == name:
+                return flow
+        raise KeyError(name)
+
+
+# --- loading and error reporting -----------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """keycard.yaml is unreadable or invalid; `problems` holds one located line each."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source} is not a valid Keycard config:\n" + "\n".join(problems))
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in STRATEGY_TAGS or part.startswith("function-"):
+            continue  # the union's tag, not a key the author wrote
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem, `flows[1].targets[0].account_id: must be 12 digits`."""
+    lines = []
+    for item in error.errors(include_url=False):
+        message = item["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        if item["type"] == "extra_forbidden":
+            message = "is not a known setting (check the spelling)"
+        elif item["type"] == "missing":
+            message = "is required"
+        elif item["type"] == "string_pattern_mismatch" and item["ctx"]["pattern"] == NAME_PATTERN:
+            message = "must be lower-case letters, digits, - or _ (at most 63), e.g. prod-admin"
+        line = f"{_location(item['loc'])}: {message}"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def parse_config(text: str, source: str = "keycard.yaml") -> KeycardConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}not valid YAML: {problem}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): must be a mapping with a `flows` list"])
+    try:
+        return KeycardConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, describe_errors(exc)) from exc
+
+
+def load_config(path: str | os.PathLike[str]) -> KeycardConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    return parse_config(text, str(path))
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("KEYCARD_CONFIG", "keycard.yaml"))
+
+
+def json_schema() -> str:
+    schema = KeycardConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Keycard flows (keycard.yaml)"
+    return json.dumps(schema, indent=2)

@@ -1,0 +1,331 @@
+"""The messages in and out of workflows and activities: one pydantic model each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keycard.config import Flow, Strategy, Target
+from keycard.durations import Duration, format_duration
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestState(StrEnum):
+    PENDING = "PENDING"
+    GRANTING = "GRANTING"
+    ACTIVE = "ACTIVE"
+    REVOKING = "REVOKING"
+    ENDED = "ENDED"
+    DENIED = "DENIED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset(
+    {
+        RequestState.ENDED,
+        RequestState.DENIED,
+        RequestState.EXPIRED,
+        RequestState.CANCELLED,
+        RequestState.FAILED,
+    }
+)
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"  # may act on any request as the approver of last resort, audited as such
+    SERVICE = "service"  # may request on behalf of a named user
+
+
+class Actor(_Message):
+    """Who did something: a person (by email) or a rule or hook acting on the flow's behalf."""
+
+    email: str | None = None
+    rule: str | None = Field(default=None, description="the rule or hook, when no person acted")
+    role: Role = Role.USER
+    via: str = Field(default="cli", description="front door: cli, api, slack, signal, rule")
+    slack_user_id: str | None = None
+    name: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.email or f"rule:{self.rule}"
+
+
+class Requester(_Message):
+    email: str
+    slack_user_id: str | None = None
+    name: str | None = None
+
+
+class AccessRequestInput(_Message):
+    """Everything a request needs, frozen at start so editing keycard.yaml changes no live request."""
+
+    request_id: str
+    requester: Requester
+    flow: Flow
+    target: Target
+    approver_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="the named groups the flow refers to, as they were"
+    )
+    duration: Duration
+    reason: str = ""
+    fields: dict[str, Any] = Field(default_factory=dict)
+    submitted_by: Actor | None = Field(
+        default=None, description="a service acting on the requester's behalf, if any"
+    )
+
+
+# --- decisions: each update (and signal) takes one of these -------------------------------------
+
+
+class DecisionInput(_Message):
+    actor: Actor
+    comment: str = ""
+
+
+class ApproveInput(DecisionInput):
+    pass
+
+
+class DenyInput(DecisionInput):
+    pass
+
+
+class RevokeInput(DecisionInput):
+    pass
+
+
+class CancelInput(DecisionInput):
+    pass
+
+
+class ExtendInput(DecisionInput):
+    duration: Duration = Field(description="how much longer, added to the current expiry")
+
+
+class Approval(_Message):
+    actor: Actor
+    at: datetime
+    comment: str = ""
+
+
+class Extension(_Message):
+    actor: Actor
+    at: datetime
+    duration: Duration
+    expires_at: datetime
+
+
+class RequestView(_Message):
+    """What the `status` query returns: the whole request as a person would want to see it."""
+
+    id: str
+    state: RequestState
+    requester: Requester
+    submitted_by: Actor | None = None
+    flow: str
+    flow_label: str
+    strategy: Strategy
+    target: str
+    target_label: str
+    target_settings: dict[str, str] = Field(default_factory=dict)
+    duration: Duration
+    reason: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+    approvals: list[Approval] = Field(default_factory=list)
+    approvals_required: int
+    approvers: list[str] = Field(default_factory=list, description="who may approve, resolved")
+    decided_by: Actor | None = None
+    requested_at: datetime
+    decided_at: datetime | None = None
+    granted_at: datetime | None = None
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    extensions: list[Extension] = Field(default_factory=list)
+    standing_access: bool = Field(
+        default=False, description="the access existed before Keycard and is left in place"
+    )
+
+    @property
+    def summary(self) -> str:
+        return summary_line(
+            self.requester.email, self.target_label, self.flow_label, self.duration, self.reason
+        )
+
+
+def summary_line(
+    requester: str, target_label: str, flow_label: str, duration: Any, reason: str
+) -> str:
+    """The one line the Temporal UI shows: alice@example.com → Prod PowerUser, 1h: incident 4312."""
+    text = f"{requester} → {flow_label} ({target_label}), {format_duration(duration)}"
+    if reason:
+        text += f": {reason}"
+    return text[:200]
+
+
+# --- lifecycle events: the audit trail and the notifications both come from these --------------
+
+EventType = Literal[
+    "request.created",
+    "request.approved",
+    "request.auto_approved",
+    "request.denied",
+    "request.expired",
+    "request.cancelled",
+    "decision.refused",
+    "access.granted",
+    "access.extended",
+    "access.revoked",
+    "access.ended",
+    "access.grant_failed",
+    "access.revoke_retrying",
+    "hook.failed",
+    "break_glass.used",
+]
+
+
+class TargetRef(_Message):
+    name: str
+    label: str
+    strategy: Strategy
+    settings: dict[str, str] = Field(default_factory=dict)
+
+
+class LifecycleEvent(_Message):
+    """One step of one request. `id` is stable, so a consumer can drop a redelivered event."""
+
+    schema_version: Literal[1] = 1
+    id: str
+    type: EventType
+    time: datetime
+    request_id: str
+    workflow_id: str
+    run_id: str
+    actor: Actor | None = None
+    requester: Requester
+    flow: str
+    target: TargetRef
+    duration: Duration
+    reason: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+    state: RequestState
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditBatch(_Message):
+    events: list[LifecycleEvent]
+
+
+class MessageRef(_Message):
+    """A chat message Keycard posted and may edit later (Slack: channel and ts)."""
+
+    kind: str
+    channel: str
+    ts: str
+
+
+class Notification(_Message):
+    event: LifecycleEvent
+    view: RequestView
+    messages: list[MessageRef] = Field(default_factory=list)
+
+
+class NotificationResult(_Message):
+    messages: list[MessageRef] = Field(default_factory=list)
+
+
+# --- grants and leases ---------------------------------------------------------------------------
+
+
+class AssignmentSpec(_Message):
+    """What to grant to whom, as written in the flow (names may still need resolving)."""
+
+    strategy: Strategy
+    principal_email: str
+    account_id: str | None = None
+    permission_set: str | None = None
+    group: str | None = None
+
+
+class ResolvedAssignment(_Message):
+    """The same grant with every name resolved to the ids the cloud API takes."""
+
+    spec: AssignmentSpec
+    principal_id: str
+    instance_arn: str | None = None
+    identity_store_id: str | None = None
+    permission_set_arn: str | None = None
+    group_id: str | None = None
+
+    @property
+    def grant_key(self) -> str:
+        """Identifies the one assignment: a GrantWorkflow per (target, principal)."""
+        spec = self.spec
+        if spec.strategy == "aws_sso":
+            permission_set_id = (self.permission_set_arn or "").rsplit("/", 1)[-1]
+            resource = f"{spec.account_id}:{permission_set_id}"
+        else:
+            resource = self.group_id or spec.group or ""
+        return f"{spec.strategy}:{resource}:{self.principal_id}"
+
+
+class ResolveInput(_Message):
+    spec: AssignmentSpec
+
+
+class AcquireLeaseInput(_Message):
+    assignment: ResolvedAssignment
+    request_id: str
+    expires_at: datetime
+
+
+class LeaseInput(_Message):
+    request_id: str
+    expires_at: datetime
+
+
+class LeaseResult(_Message):
+    standing: bool = Field(description="the access existed before Keycard; it will not be removed")
+    granted_at: datetime
+
+
+class ReleaseLeaseInput(_Message):
+    assignment: ResolvedAssignment
+    request_id: str
+
+
+class ReleaseInput(_Message):
+    request_id: str
+
+
+class ReleaseResult(_Message):
+    removed: bool = Field(description="this was the last lease and the assignment is now gone")
+    remaining_leases: int = 0
+    standing: bool = False
+
+
+class GrantInput(_Message):
+    assignment: ResolvedAssignment
+
+
+class GrantView(_Message):
+    assignment: ResolvedAssignment
+    leases: dict[str, datetime] = Field(default_factory=dict)
+    assigned: bool = False
+    standing: bool | None = None
+    error: str | None = None
+    revoke_failures: int = 0

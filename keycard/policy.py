@@ -1,0 +1,320 @@
+"""Pure rules: what may be requested, who may decide, and which transitions are legal.
+
+Every front door and the workflow's update validators call these same functions, so a rule is
+written once and a refusal reads the same in Slack, the API and the CLI.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from keycard.config import AwsSsoTarget, Flow, GroupTarget, KeycardConfig, PromptField, Target
+from keycard.durations import format_duration, parse_duration
+from keycard.models import Actor, RequestState, RequestView, Role
+
+
+class Refusal(StrEnum):
+    """Why something was refused; front doors map these to HTTP statuses and Slack wording."""
+
+    INVALID = "invalid"  # the input itself is wrong (unknown flow, duration not allowed, ...)
+    FORBIDDEN = "forbidden"  # this person may not do this
+    CONFLICT = "conflict"  # not in this state
+
+
+class PolicyError(Exception):
+    """A rule said no. `code` is stable (callers match on it); the message is for people."""
+
+    def __init__(self, code: str, message: str, kind: Refusal):
+        super().__init__(message)
+        self.code = code
+        self.kind = kind
+        self.message = message
+
+
+class RequestInvalid(PolicyError):
+    def __init__(self, code: str, message: str):
+        super().__init__(code, message, Refusal.INVALID)
+
+
+class DecisionRefused(PolicyError):
+    pass
+
+
+# --- who -----------------------------------------------------------------------------------------
+
+
+def expand(users: list[str], groups: list[str], approver_groups: dict[str, list[str]]) -> list[str]:
+    """Users plus the members of the named groups, lower-cased, in a stable order."""
+    people: list[str] = []
+    for email in [*users, *(m for g in groups for m in approver_groups.get(g, []))]:
+        email = email.lower()
+        if email not in people:
+            people.append(email)
+    return people
+
+
+def approvers_of(flow: Flow, approver_groups: dict[str, list[str]]) -> list[str]:
+    return expand(flow.approvers.users, flow.approvers.groups, approver_groups)
+
+
+def may_request(flow: Flow, email: str, approver_groups: dict[str, list[str]]) -> bool:
+    if flow.requesters is None:
+        return True
+    allowed = expand(flow.requesters.users, flow.requesters.groups, approver_groups)
+    return email.lower() in allowed
+
+
+def referenced_groups(flow: Flow, approver_groups: dict[str, list[str]]) -> dict[str, list[str]]:
+    names = set(flow.approvers.groups) | set(flow.requesters.groups if flow.requesters else [])
+    return {name: list(approver_groups[name]) for name in sorted(names) if name in approver_groups}
+
+
+# --- new requests --------------------------------------------------------------------------------
+
+
+def find_flow(config: KeycardConfig, name: str) -> Flow:
+    try:
+        return config.flow(name)
+    except KeyError:
+        known = ", ".join(f.name for f in config.flows)
+        raise RequestInvalid("UnknownFlow", f"there is no flow {name!r}; flows: {known}") from None
+
+
+def find_target(flow: Flow, name: str) -> Target:
+    try:
+        return flow.target(name)
+    except KeyError:
+        known = ", ".join(t.name for t in flow.targets)
+        raise RequestInvalid(
+            "UnknownTarget", f"flow {flow.name} has no target {name!r}; targets: {known}"
+        ) from None
+
+
+def choose_duration(flow: Flow, requested: str | timedelta | None) -> timedelta:
+    """The requested duration if the flow allows it; the flow's default if none was given."""
+    if requested is None or requested == "":
+        return flow.durations[0]
+    try:
+        value = parse_duration(requested) if isinstance(requested, str) else requested
+    except ValueError as exc:
+        raise RequestInvalid("InvalidDuration", str(exc)) from None
+    if value not in flow.durations:
+        allowed = ", ".join(format_duration(d) for d in flow.durations)
+        raise RequestInvalid(
+            "DurationNotAllowed",
+            f"flow {flow.name} does not offer {format_duration(value)}; choose one of: {allowed}",
+        )
+    return value
+
+
+def check_fields(flow: Flow, fields: dict[str, Any]) -> dict[str, Any]:
+    """Typed values for the flow's extra fields; refuses unknown, missing and mistyped ones."""
+    declared = {f.name: f for f in flow.fields}
+    unknown = sorted(set(fields) - set(declared))
+    if unknown:
+        known = ", ".join(declared) or "none"
+        raise RequestInvalid(
+            "UnknownField",
+            f"flow {flow.name} has no field {', '.join(unknown)}; its fields: {known}",
+        )
+    result: dict[str, Any] = {}
+    for name, spec in declared.items():
+        raw = fields.get(name)
+        if raw is None or raw == "":
+            if spec.required:
+                raise RequestInvalid("MissingField", f"field {name} is required by {flow.name}")
+            continue
+        result[name] = _coerce_field(spec, raw)
+    return result
+
+
+def _coerce_field(spec: PromptField, raw: Any) -> Any:
+    def bad(expected: str) -> RequestInvalid:
+        return RequestInvalid("InvalidField", f"field {spec.name} must be {expected}, not {raw!r}")
+
+    if spec.type == "int":
+        if isinstance(raw, bool):
+            raise bad("a whole number")
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise bad("a whole number") from None
+    if spec.type == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"true", "yes", "1", "on"}:
+            return True
+        if text in {"false", "no", "0", "off"}:
+            return False
+        raise bad("true or false")
+    if spec.type == "choice":
+        if str(raw) not in spec.choices:
+            raise bad(f"one of {', '.join(spec.choices)}")
+        return str(raw)
+    if spec.type == "user":
+        text = str(raw).strip()
+        if not text:
+            raise bad("a person")
+        return text
+    return str(raw)
+
+
+def check_reason(flow: Flow, reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if flow.reason_required and not reason:
+        raise RequestInvalid("ReasonRequired", f"flow {flow.name} requires a reason for access")
+    if len(reason) > 1000:
+        raise RequestInvalid("ReasonTooLong", "the reason is longer than 1000 characters")
+    return reason
+
+
+def check_requester(flow: Flow, email: str, approver_groups: dict[str, list[str]]) -> None:
+    if not may_request(flow, email, approver_groups):
+        raise RequestInvalid("NotARequester", f"{email} may not request flow {flow.name}")
+
+
+def target_settings(target: Target) -> dict[str, str]:
+    if isinstance(target, AwsSsoTarget):
+        return {"account_id": target.account_id, "permission_set": target.permission_set}
+    if isinstance(target, GroupTarget):
+        return {"group": target.group}
+    return {}
+
+
+# --- decisions on a running request ----------------------------------------------------------------
+
+
+def _wrong_state(view: RequestView, verb: str) -> DecisionRefused:
+    return DecisionRefused(
+        "WrongState",
+        f"request {view.id} is {view.state.value}; it can no longer be {verb}",
+        Refusal.CONFLICT,
+    )
+
+
+def _is_requester(view: RequestView, actor: Actor) -> bool:
+    return bool(actor.email) and actor.email.lower() == view.requester.email.lower()
+
+
+def _is_approver(view: RequestView, actor: Actor) -> bool:
+    return bool(actor.email) and actor.email.lower() in view.approvers
+
+
+def check_approve(view: RequestView, flow: Flow, actor: Actor) -> None:
+    if view.state is not RequestState.PENDING:
+        raise _wrong_state(view, "approved")
+    if _is_requester(view, actor) and not flow.allow_self_approval:
+        raise DecisionRefused(
+            "SelfApproval",
+            f"{actor.display} cannot approve their own request; "
+            f"ask one of {', '.join(view.approvers) or 'the flow approvers'}",
+            Refusal.FORBIDDEN,
+        )
+    if not (_is_approver(view, actor) or actor.role is Role.ADMIN or _self_ok(view, flow, actor)):
+        raise DecisionRefused(
+            "NotAnApprover",
+            f"{actor.display} is not an approver of flow {flow.name}",
+            Refusal.FORBIDDEN,
+        )
+    if any(a.actor.email and a.actor.email == actor.email for a in view.approvals):
+        raise DecisionRefused(
+            "AlreadyApproved",
+            f"{actor.display} has already approved this request; "
+            f"it needs {view.approvals_required} different approvers",
+            Refusal.CONFLICT,
+        )
+
+
+def _self_ok(view: RequestView, flow: Flow, actor: Actor) -> bool:
+    return flow.allow_self_approval and _is_requester(view, actor)
+
+
+def check_deny(view: RequestView, flow: Flow, actor: Actor) -> None:
+    if view.state is not RequestState.PENDING:
+        raise _wrong_state(view, "denied")
+    if _is_requester(view, actor):
+        raise DecisionRefused(
+            "SelfDenial",
+            "you cannot deny your own request; cancel it instead",
+            Refusal.FORBIDDEN,
+        )
+    if not (_is_approver(view, actor) or actor.role is Role.ADMIN):
+        raise DecisionRefused(
+            "NotAnApprover",
+            f"{actor.display} is not an approver of flow {flow.name}",
+            Refusal.FORBIDDEN,
+        )
+
+
+def check_cancel(view: RequestView, flow: Flow, actor: Actor) -> None:
+    if view.state is not RequestState.PENDING:
+        raise _wrong_state(view, "cancelled")
+    on_behalf = view.submitted_by is not None and actor.email == view.submitted_by.email
+    if not (_is_requester(view, actor) or on_behalf or actor.role is Role.ADMIN):
+        raise DecisionRefused(
+            "NotTheRequester",
+            f"only {view.requester.email} (or an admin) can cancel this request",
+            Refusal.FORBIDDEN,
+        )
+
+
+def check_revoke(view: RequestView, flow: Flow, actor: Actor) -> None:
+    if view.state not in (RequestState.ACTIVE, RequestState.GRANTING):
+        if view.state is RequestState.PENDING:
+            raise DecisionRefused(
+                "WrongState",
+                f"request {view.id} is PENDING, not active; cancel or deny it instead",
+                Refusal.CONFLICT,
+            )
+        raise _wrong_state(view, "revoked")
+    if _is_approver(view, actor) or actor.role is Role.ADMIN:
+        return
+    if _is_requester(view, actor):
+        if flow.allow_early_revoke:
+            return
+        raise DecisionRefused(
+            "EarlyRevokeNotAllowed",
+            f"flow {flow.name} does not let requesters end access early; ask an approver",
+            Refusal.FORBIDDEN,
+        )
+    raise DecisionRefused(
+        "NotAllowed",
+        f"{actor.display} may not revoke this request: only the requester, "
+        f"an approver of {flow.name} or an admin can",
+        Refusal.FORBIDDEN,
+    )
+
+
+def check_extend(view: RequestView, flow: Flow, actor: Actor, extra: timedelta) -> None:
+    if view.state is not RequestState.ACTIVE:
+        raise _wrong_state(view, "extended")
+    if not flow.allow_extension:
+        raise DecisionRefused(
+            "ExtensionNotAllowed",
+            f"flow {flow.name} does not allow extensions; request access again",
+            Refusal.FORBIDDEN,
+        )
+    if not (_is_requester(view, actor) or _is_approver(view, actor) or actor.role is Role.ADMIN):
+        raise DecisionRefused(
+            "NotAllowed",
+            f"{actor.display} may not extend this request",
+            Refusal.FORBIDDEN,
+        )
+    if extra <= timedelta(0):
+        raise DecisionRefused(
+            "InvalidDuration", "an extension must be longer than zero", Refusal.INVALID
+        )
+    total = view.duration + sum((e.duration for e in view.extensions), timedelta(0)) + extra
+    if total > flow.maximum:
+        already = total - extra
+        left = flow.maximum - already
+        raise DecisionRefused(
+            "OverMaximum",
+            f"extending by {format_duration(extra)} would make {format_duration(total)} in all, "
+            f"over flow {flow.name}'s maximum of {format_duration(flow.maximum)}"
+            + (f"; at most {format_duration(left)} more" if left > timedelta(0) else ""),
+            Refusal.INVALID,
+        )

@@ -1,0 +1,1 @@
+"""Front doors: each turns a person's action into a workflow call."""
