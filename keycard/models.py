@@ -316,16 +316,41 @@ class ReleaseResult(_Message):
     removed: bool = Field(description="this was the last lease and the assignment is now gone")
     remaining_leases: int = 0
     standing: bool = False
-
-
-class GrantInput(_Message):
-    assignment: ResolvedAssignment
+    pending: bool = Field(default=False, description="removal is still being retried")
+    revoke_failures: int = 0
+    last_error: str | None = None
 
 
 class GrantView(_Message):
     assignment: ResolvedAssignment
     leases: dict[str, datetime] = Field(default_factory=dict)
     assigned: bool = False
+    assigned_at: datetime | None = None
     standing: bool | None = None
     error: str | None = None
     revoke_failures: int = 0
+
+
+class GrantInput(_Message):
+    assignment: ResolvedAssignment
+    carried: GrantView | None = Field(default=None, description="state kept across continue-as-new")
+
+
+class AccessRequestState(_Message):
+    """All of an AccessRequestWorkflow's state, in one model (it could be continued-as-new)."""
+
+    input: AccessRequestInput
+    view: RequestView
+    assignment: ResolvedAssignment | None = None
+    resolved: bool = False
+    failure_type: str | None = None
+    revoked_by: RevokeInput | None = None
+    lease_expires_at: datetime | None = None
+    event_seq: int = 0
+    outbox: list[LifecycleEvent] = Field(default_factory=list)
+    views: list[RequestView] = Field(
+        default_factory=list, description="the request as it was at each event, for messages"
+    )
+    audit_sent: int = 0
+    notified: int = 0
+    messages: list[MessageRef] = Field(default_factory=list)

@@ -1,0 +1,110 @@
+"""Lease activities: a request takes and releases its lease on the GrantWorkflow of its assignment."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import structlog
+from temporalio import activity
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from keycard import temporal as names
+from keycard.models import (
+    AcquireLeaseInput,
+    GrantInput,
+    LeaseInput,
+    LeaseResult,
+    ReleaseInput,
+    ReleaseLeaseInput,
+    ReleaseResult,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class LeaseActivities:
+    """Talks to GrantWorkflows through the Temporal client; holds no state of its own."""
+
+    def __init__(self, client: Client, task_queue: str | None = None):
+        self._client = client
+        self._task_queue = task_queue or names.task_queue()
+
+    @activity.defn(name=names.ACQUIRE_LEASE)
+    async def acquire_lease(self, input: AcquireLeaseInput) -> LeaseResult:
+        """Start the grant workflow if needed and lease it; returns once the access exists."""
+        workflow_id = names.grant_workflow_id(input.assignment.grant_key)
+        start = WithStartWorkflowOperation(
+            names.GRANT_WORKFLOW,
+            GrantInput(assignment=input.assignment),
+            id=workflow_id,
+            task_queue=self._task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"{input.assignment.spec.principal_email}: {input.assignment.grant_key}",
+        )
+        lease = LeaseInput(request_id=input.request_id, expires_at=input.expires_at)
+        log.info("lease.acquire", grant=workflow_id, request_id=input.request_id)
+        try:
+            return await _heartbeating(
+                self._client.execute_update_with_start_workflow(
+                    names.GRANT_ACQUIRE,
+                    lease,
+                    start_workflow_operation=start,
+                    # Same id on a retry of this activity: Temporal hands back the first outcome.
+                    id=f"{input.request_id}:acquire:{input.expires_at.isoformat()}",
+                    result_type=LeaseResult,
+                )
+            )
+        except WorkflowUpdateFailedError as err:
+            raise _as_application_error(err) from err
+
+    @activity.defn(name=names.RELEASE_LEASE)
+    async def release_lease(self, input: ReleaseLeaseInput) -> ReleaseResult:
+        """Drop the lease; if it was the last one, wait (bounded) for the access to be removed."""
+        workflow_id = names.grant_workflow_id(input.assignment.grant_key)
+        handle = self._client.get_workflow_handle(workflow_id)
+        attempt = activity.info().attempt
+        log.info("lease.release", grant=workflow_id, request_id=input.request_id)
+        try:
+            update = await handle.start_update(
+                names.GRANT_RELEASE,
+                ReleaseInput(request_id=input.request_id),
+                id=f"{input.request_id}:release:{activity.info().workflow_run_id}:{attempt}",
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                result_type=ReleaseResult,
+            )
+            return await _heartbeating(update.result())
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                # No grant workflow running: no lease is held, so nothing of ours remains.
+                return ReleaseResult(removed=True)
+            raise
+        except WorkflowUpdateFailedError as err:
+            raise _as_application_error(err) from err
+
+
+async def _heartbeating(call: Awaitable[T]) -> T:
+    """Await a long call while telling Temporal this activity is alive."""
+    task = asyncio.ensure_future(call)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=names.LEASE_HEARTBEAT.total_seconds() / 3)
+        if done:
+            return task.result()
+        activity.heartbeat()
+
+
+def _as_application_error(err: WorkflowUpdateFailedError) -> ApplicationError:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return ApplicationError(cause.message, type=cause.type, non_retryable=cause.non_retryable)
+    return ApplicationError(str(cause or err), type="LeaseFailed")

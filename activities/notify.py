@@ -1,0 +1,53 @@
+"""Notifications when no chat is configured: readable lines on the console, with the next command."""
+
+from __future__ import annotations
+
+import structlog
+from temporalio import activity
+
+from keycard import temporal as names
+from keycard.durations import format_duration
+from keycard.models import Notification, NotificationResult
+
+log = structlog.get_logger("keycard.notify")
+
+
+def console_line(notification: Notification) -> str | None:
+    """What a person should read for this event, or None when it needs no announcement."""
+    event, view = notification.event, notification.view
+    who = event.actor.display if event.actor else "Keycard"
+    what = f"{view.flow_label} ({view.target_label})"
+    match event.type:
+        case "request.created":
+            approvers = ", ".join(view.approvers) or "an admin"
+            return (
+                f"{view.requester.email} asks for {what} for {format_duration(view.duration)}: "
+                f"{view.reason or '(no reason)'}. Approvers: {approvers}. "
+                f"Approve with: keycard approve {view.id} --as <approver>"
+            )
+        case "request.approved":
+            return f"{who} approved {view.id} ({len(view.approvals)} of {view.approvals_required})"
+        case "request.denied" | "request.cancelled" | "request.expired":
+            return f"{view.id} is {view.state.value}: {view.end_reason}"
+        case "access.granted":
+            return f"{view.requester.email} now has {what} until {view.expires_at:%H:%M:%S} UTC"
+        case "access.extended":
+            return f"{who} extended {view.id}; access now ends {view.expires_at:%H:%M:%S} UTC"
+        case "access.revoked" | "access.ended":
+            return f"{view.requester.email} no longer has {what} ({view.end_reason})"
+        case "access.grant_failed":
+            return f"{view.id} FAILED: {view.end_reason}"
+        case "access.revoke_retrying":
+            return f"ALERT: removing {what} from {view.requester.email} keeps failing; retrying"
+        case "decision.refused":
+            return f"refused {event.detail.get('decision')} by {who}: {event.detail.get('reason')}"
+    return None
+
+
+class ConsoleNotifier:
+    @activity.defn(name=names.SEND_NOTIFICATION)
+    async def send(self, notification: Notification) -> NotificationResult:
+        line = console_line(notification)
+        if line:
+            log.info(line, request_id=notification.view.id, event=notification.event.type)
+        return NotificationResult(messages=notification.messages)

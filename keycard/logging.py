@@ -1,0 +1,35 @@
+"""structlog set-up: JSON lines for machines (the default for services), readable for people."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure_logging(json: bool | None = None, level: str | None = None) -> None:
+    json = os.environ.get("KEYCARD_LOG_FORMAT", "json") == "json" if json is None else json
+    level_name = (level or os.environ.get("KEYCARD_LOG_LEVEL", "INFO")).upper()
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.getLevelName(level_name), format="%(message)s"
+    )

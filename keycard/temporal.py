@@ -1,0 +1,100 @@
+"""Names shared by workflows, activities and clients: task queue, ids, search attributes, timeouts.
+
+Activities call workflows (and workflows call activities) by these names, so neither side has to
+import the other, and a rename is one edit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy, SearchAttributeKey
+
+DEFAULT_TASK_QUEUE = "keycard"
+
+
+def task_queue() -> str:
+    return os.environ.get("KEYCARD_TASK_QUEUE", DEFAULT_TASK_QUEUE)
+
+
+# --- workflow types, handler names and ids -----------------------------------------------------
+
+ACCESS_REQUEST_WORKFLOW = "AccessRequestWorkflow"
+REQUEST_SUBMITTED = "submitted"
+REQUEST_STATUS = "status"
+GRANT_WORKFLOW = "GrantWorkflow"
+GRANT_ACQUIRE = "acquire"
+GRANT_RELEASE = "release"
+
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typed from Slack
+
+
+def new_request_id() -> str:
+    return "req-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+def grant_workflow_id(grant_key: str) -> str:
+    return f"grant:{grant_key}"
+
+
+# --- activity names (implementations live in activities/) --------------------------------------
+
+ACQUIRE_LEASE = "leases.acquire"
+RELEASE_LEASE = "leases.release"
+DELIVER_AUDIT = "audit.deliver"
+SEND_NOTIFICATION = "notify.send"
+
+# --- search attributes: the Temporal UI's request list filters on these -------------------------
+
+SA_REQUESTER = SearchAttributeKey.for_keyword("KeycardRequester")
+SA_FLOW = SearchAttributeKey.for_keyword("KeycardFlow")
+SA_TARGET = SearchAttributeKey.for_keyword("KeycardTarget")
+SA_STATE = SearchAttributeKey.for_keyword("KeycardState")
+SEARCH_ATTRIBUTES = (SA_REQUESTER, SA_FLOW, SA_TARGET, SA_STATE)
+
+# --- timeouts and retry policies, in one place -------------------------------------------------
+
+RESOLVE_TIMEOUT = timedelta(seconds=30)
+RESOLVE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+)
+# Granting waits for AWS to report the assignment provisioned; the activity heartbeats meanwhile.
+GRANT_TIMEOUT = timedelta(minutes=10)
+GRANT_HEARTBEAT = timedelta(seconds=30)
+GRANT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=8,
+)
+# A revoke round is a bounded number of attempts; the grant workflow starts another round after a
+# capped pause, forever, and reports each failed round so people are alerted.
+REVOKE_ROUND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+)
+REVOKE_ROUND_PAUSE_MAX = timedelta(minutes=5)
+# Lease calls go to the grant workflow; they are cheap but may wait for a grant or revoke.
+LEASE_TIMEOUT = timedelta(minutes=15)
+LEASE_HEARTBEAT = timedelta(seconds=30)
+LEASE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+)
+# How long a release waits for the assignment to be gone before it reports back "still trying".
+RELEASE_WAIT = timedelta(minutes=2)
+# A lease whose request stopped renewing it (say, a terminated workflow) is dropped this long
+# after its expiry, so access never outlives a request that vanished.
+ORPHAN_LEASE_GRACE = timedelta(minutes=10)
+GRANT_IDLE_TIMEOUT = timedelta(minutes=1)
+# Audit and notification delivery run beside the lifecycle and retry until they succeed, so an
+# outage delays only the delivery, never a grant or a revocation.
+DELIVERY_TIMEOUT = timedelta(seconds=60)
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=1),
+)

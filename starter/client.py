@@ -1,0 +1,329 @@
+"""KeycardClient: the one Python API every front door (CLI, HTTP API, Slack) uses to reach requests."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from keycard import policy
+from keycard import temporal as names
+from keycard.config import KeycardConfig
+from keycard.models import (
+    AccessRequestInput,
+    Actor,
+    ApproveInput,
+    CancelInput,
+    DenyInput,
+    ExtendInput,
+    Requester,
+    RequestState,
+    RequestView,
+    RevokeInput,
+    summary_line,
+)
+from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "DecisionRefused",
+    "KeycardClient",
+    "PolicyError",
+    "RequestInvalid",
+    "RequestNotFound",
+    "RequestPage",
+    "RequestRejected",
+    "RequestSummary",
+    "connect_temporal",
+]
+
+
+class RequestNotFound(PolicyError):
+    def __init__(self, request_id: str):
+        super().__init__("NotFound", f"there is no request {request_id}", Refusal.INVALID)
+        self.request_id = request_id
+
+
+class RequestRejected(PolicyError):
+    """The request was started but failed its checks against AWS (no such user, and so on)."""
+
+    def __init__(self, code: str, message: str, view: RequestView | None = None):
+        super().__init__(code, message, Refusal.INVALID)
+        self.view = view
+
+
+class RequestSummary(BaseModel):
+    """A row of `list`: what visibility knows without asking each workflow."""
+
+    id: str
+    state: RequestState | None
+    requester: str | None
+    flow: str | None
+    target: str | None
+    started_at: datetime | None
+    closed_at: datetime | None
+    summary: str | None = None
+
+
+class RequestPage(BaseModel):
+    requests: list[RequestSummary]
+    next_page_token: str | None = None
+
+
+async def connect_temporal(
+    profile: str | None = None, env: Mapping[str, str] | None = None
+) -> Client:
+    """Connect with Temporal's own environment configuration (TEMPORAL_ADDRESS, _NAMESPACE,
+    _API_KEY, TLS settings, or a profile in temporal.toml), so Temporal Cloud works unchanged."""
+    config = ClientConfig.load_client_connect_config(profile=profile, override_env_vars=env)
+    config.setdefault("target_host", "localhost:7233")
+    return await Client.connect(**config, data_converter=pydantic_data_converter)
+
+
+class KeycardClient:
+    """Request, decide on and read access requests. Refusals raise PolicyError subclasses whose
+    `code` callers match and whose message is written for the person who asked."""
+
+    def __init__(self, client: Client, config: KeycardConfig, task_queue: str | None = None):
+        self.temporal = client
+        self.config = config
+        self.task_queue = task_queue or names.task_queue()
+
+    # --- asking --------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        *,
+        flow: str,
+        target: str,
+        requester: Requester,
+        duration: str | timedelta | None = None,
+        reason: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        submitted_by: Actor | None = None,
+        request_id: str | None = None,
+    ) -> AccessRequestInput:
+        """Check a request against its flow without starting anything; raises RequestInvalid."""
+        flow_def = policy.find_flow(self.config, flow)
+        target_def = policy.find_target(flow_def, target)
+        policy.check_requester(flow_def, requester.email, self.config.approver_groups)
+        return AccessRequestInput(
+            request_id=request_id or names.new_request_id(),
+            requester=requester,
+            flow=flow_def,
+            target=target_def,
+            approver_groups=policy.referenced_groups(flow_def, self.config.approver_groups),
+            duration=policy.choose_duration(flow_def, duration),
+            reason=policy.check_reason(flow_def, reason),
+            fields=policy.check_fields(flow_def, dict(fields or {})),
+            submitted_by=submitted_by,
+        )
+
+    async def request(self, **kwargs: Any) -> RequestView:
+        """Start a request and return it once checked against AWS (PENDING, or decided by a rule).
+
+        Takes the arguments of `prepare`. The same `request_id` twice returns the first request
+        instead of starting a second, which is what makes retries and idempotency keys safe.
+        """
+        input = self.prepare(**kwargs)
+        start = WithStartWorkflowOperation(
+            names.ACCESS_REQUEST_WORKFLOW,
+            input,
+            id=input.request_id,
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(names.SA_REQUESTER, input.requester.email),
+                    SearchAttributePair(names.SA_FLOW, input.flow.name),
+                    SearchAttributePair(names.SA_TARGET, input.target.name),
+                    SearchAttributePair(names.SA_STATE, RequestState.PENDING.value),
+                ]
+            ),
+            static_summary=summary_line(
+                input.requester.email,
+                input.target.display,
+                input.flow.display,
+                input.duration,
+                input.reason,
+            ),
+            static_details=f"Requested by {input.requester.email}"
+            + (f" via {input.submitted_by.display}" if input.submitted_by else ""),
+        )
+        try:
+            result = await self.temporal.execute_update_with_start_workflow(
+                names.REQUEST_SUBMITTED,
+                start_workflow_operation=start,
+                result_type=RequestView,
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise RequestRejected(cause.type or "RequestFailed", cause.message) from None
+            raise
+        log.info("request.started", request_id=input.request_id, flow=input.flow.name)
+        return result
+
+    # --- deciding ------------------------------------------------------------------------------
+
+    async def approve(
+        self, request_id: str, actor: Actor, comment: str = "", *, update_id: str | None = None
+    ) -> RequestView:
+        return await self._decide(
+            request_id, "approved", "approve",
+            ApproveInput(actor=actor, comment=comment), update_id,
+        )  # fmt: skip
+
+    async def deny(
+        self, request_id: str, actor: Actor, comment: str = "", *, update_id: str | None = None
+    ) -> RequestView:
+        return await self._decide(
+            request_id, "denied", "deny",
+            DenyInput(actor=actor, comment=comment), update_id,
+        )  # fmt: skip
+
+    async def cancel(
+        self, request_id: str, actor: Actor, comment: str = "", *, update_id: str | None = None
+    ) -> RequestView:
+        return await self._decide(
+            request_id, "cancelled", "cancel",
+            CancelInput(actor=actor, comment=comment), update_id,
+        )  # fmt: skip
+
+    async def revoke(
+        self, request_id: str, actor: Actor, comment: str = "", *, update_id: str | None = None
+    ) -> RequestView:
+        return await self._decide(
+            request_id, "revoked", "revoke",
+            RevokeInput(actor=actor, comment=comment), update_id,
+        )  # fmt: skip
+
+    async def extend(
+        self,
+        request_id: str,
+        actor: Actor,
+        duration: str | timedelta,
+        comment: str = "",
+        *,
+        update_id: str | None = None,
+    ) -> RequestView:
+        try:
+            extra = ExtendInput(actor=actor, duration=duration, comment=comment)
+        except ValueError as err:
+            raise RequestInvalid("InvalidDuration", _first_error(err)) from None
+        return await self._decide(request_id, "extended", "extend", extra, update_id)
+
+    async def _decide(
+        self, request_id: str, verb: str, update: str, input: Any, update_id: str | None
+    ) -> RequestView:
+        handle = self.temporal.get_workflow_handle(request_id)
+        try:
+            view = await handle.execute_update(update, input, id=update_id, result_type=RequestView)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                kind = Refusal(cause.details[0]) if cause.details else Refusal.CONFLICT
+                raise DecisionRefused(cause.type or "Refused", cause.message, kind) from None
+            raise
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # Finished workflows take no updates; say what state the request ended in.
+            current = await self.get(request_id)
+            raise DecisionRefused(
+                "WrongState",
+                f"request {request_id} is {current.state.value}; it can no longer be {verb}",
+                Refusal.CONFLICT,
+            ) from None
+        log.info(f"request.{verb}", request_id=request_id, actor=input.actor.display)
+        return view
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def get(self, request_id: str) -> RequestView:
+        handle = self.temporal.get_workflow_handle(request_id)
+        try:
+            return await handle.query(names.REQUEST_STATUS, result_type=RequestView)
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise RequestNotFound(request_id) from None
+            raise
+        except WorkflowQueryFailedError as err:
+            raise RequestNotFound(request_id) from err
+
+    async def list(
+        self,
+        *,
+        state: RequestState | str | None = None,
+        flow: str | None = None,
+        requester: str | None = None,
+        target: str | None = None,
+        limit: int = 50,
+        page_token: str | None = None,
+    ) -> RequestPage:
+        """Newest first, from Temporal visibility on Keycard's search attributes."""
+        clauses = [f"WorkflowType = '{names.ACCESS_REQUEST_WORKFLOW}'"]
+        for key, value in (
+            (names.SA_STATE, RequestState(state).value if state else None),
+            (names.SA_FLOW, flow),
+            (names.SA_REQUESTER, requester.lower() if requester else None),
+            (names.SA_TARGET, target),
+        ):
+            if value:
+                clauses.append(f"{key.name} = {_quote(value)}")
+        token = base64.urlsafe_b64decode(page_token) if page_token else None
+        iterator = self.temporal.list_workflows(
+            " AND ".join(clauses), page_size=max(1, min(limit, 1000)), next_page_token=token
+        )
+        await iterator.fetch_next_page()
+        rows = []
+        for execution in iterator.current_page or []:
+            attrs = execution.typed_search_attributes
+            state_value = attrs.get(names.SA_STATE)
+            rows.append(
+                RequestSummary(
+                    id=execution.id,
+                    state=RequestState(state_value) if state_value else None,
+                    requester=attrs.get(names.SA_REQUESTER),
+                    flow=attrs.get(names.SA_FLOW),
+                    target=attrs.get(names.SA_TARGET),
+                    started_at=execution.start_time,
+                    closed_at=execution.close_time
+                    if execution.status != WorkflowExecutionStatus.RUNNING
+                    else None,
+                )
+            )
+        next_token = iterator.next_page_token
+        return RequestPage(
+            requests=rows,
+            next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
+        )
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _first_error(err: Exception) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return str(first.get("msg", err)).removeprefix("Value error, ")
+    return str(err)

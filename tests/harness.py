@@ -1,0 +1,112 @@
+"""Run the real workflows on an in-process worker against a chosen Temporal test server."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.audit import AuditActivities
+from activities.leases import LeaseActivities
+from activities.notify import ConsoleNotifier
+from keycard.config import KeycardConfig, parse_config
+from keycard.models import Actor, LifecycleEvent, Requester
+from starter.client import KeycardClient
+from tests.fakes import FakeCloud
+from workflows.access_request import AccessRequestWorkflow
+from workflows.grant import GrantWorkflow
+
+CONFIG = """
+approver_groups:
+  sre-leads: [bob@example.com, carol@example.com]
+flows:
+  - name: prod-power-user
+    label: Prod PowerUser
+    strategy: aws_sso
+    targets:
+      - {name: prod, label: Production, account_id: "111111111111", permission_set: PowerUserAccess}
+    durations: [1h, 2h, 30m, 1m]
+    max_duration: 4h
+    fields:
+      - {name: incident, type: string}
+    approvers: {groups: [sre-leads]}
+    approval_timeout: 1h
+    allow_extension: true
+  - name: prod-admin
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: AdministratorAccess}
+    durations: [1h]
+    reason_required: false
+    approvers: {users: [bob@example.com, carol@example.com, dave@example.com]}
+    approvals_required: 2
+    allow_early_revoke: false
+"""
+
+ALICE = Requester(email="alice@example.com")
+BOB = Actor(email="bob@example.com")
+CAROL = Actor(email="carol@example.com")
+DAVE = Actor(email="dave@example.com")
+
+
+class MemorySink:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.events: list[LifecycleEvent] = []
+
+    async def write(self, events: list[LifecycleEvent]) -> None:
+        self.events.extend(events)
+
+    def types(self, request_id: str) -> list[str]:
+        return [e.type for e in self.events if e.request_id == request_id]
+
+
+@dataclass
+class Stack:
+    keycard: KeycardClient
+    cloud: FakeCloud
+    audit: MemorySink
+    task_queue: str
+    client: Client
+    extra: dict = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def running_stack(
+    client: Client,
+    config: KeycardConfig | None = None,
+    cloud: FakeCloud | None = None,
+    extra_activities: list | None = None,
+):
+    """A worker with the real workflows and lease activities and a fake cloud, on its own queue."""
+    config = config or parse_config(CONFIG)
+    cloud = cloud or FakeCloud()
+    audit = MemorySink()
+    task_queue = f"test-{uuid.uuid4()}"
+    leases = LeaseActivities(client, task_queue)
+    activities = [
+        *cloud.activities("aws_sso"),
+        leases.acquire_lease,
+        leases.release_lease,
+        AuditActivities([audit]).deliver,
+        *(extra_activities or [ConsoleNotifier().send]),
+    ]
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[AccessRequestWorkflow, GrantWorkflow],
+        activities=activities,
+    ):
+        yield Stack(KeycardClient(client, config, task_queue), cloud, audit, task_queue, client)
+
+
+def unique_id() -> str:
+    return f"req-test-{uuid.uuid4().hex[:10]}"
+
+
+__all__ = ["activity", "running_stack"]

@@ -1,0 +1,546 @@
+"""AccessRequestWorkflow: one access request, from asking to access gone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from keycard import policy
+    from keycard import temporal as names
+    from keycard.durations import format_duration
+    from keycard.failures import root_message, root_type
+    from keycard.models import (
+        AccessRequestInput,
+        AccessRequestState,
+        AcquireLeaseInput,
+        Actor,
+        Approval,
+        ApproveInput,
+        AssignmentSpec,
+        AuditBatch,
+        CancelInput,
+        DecisionInput,
+        DenyInput,
+        EventType,
+        ExtendInput,
+        Extension,
+        LeaseResult,
+        LifecycleEvent,
+        Notification,
+        NotificationResult,
+        ReleaseLeaseInput,
+        ReleaseResult,
+        RequestState,
+        RequestView,
+        ResolvedAssignment,
+        ResolveInput,
+        RevokeInput,
+        TargetRef,
+    )
+    from keycard.strategies import activity_name
+
+
+@workflow.defn(name=names.ACCESS_REQUEST_WORKFLOW)
+class AccessRequestWorkflow:
+    """One request: PENDING → GRANTING → ACTIVE → REVOKING → ENDED (or DENIED, EXPIRED, CANCELLED,
+    FAILED).
+
+    Updates (each with a validator that refuses with a reason and leaves no trace in history):
+    `approve` ApproveInput, `deny` DenyInput, `cancel` CancelInput, `revoke` RevokeInput,
+    `extend` ExtendInput — each returns the RequestView after the decision — and `submitted`
+    (no input), which returns once the request has been checked against AWS, or fails saying why.
+    Signals with the same names carry the same decisions for tools that can only signal; a signal
+    the rules refuse is recorded as `decision.refused` and otherwise ignored.
+    Query: `status` → RequestView.
+    """
+
+    @workflow.init
+    def __init__(self, input: AccessRequestInput) -> None:
+        now = workflow.now()
+        self._s = AccessRequestState(
+            input=input,
+            view=RequestView(
+                id=input.request_id,
+                state=RequestState.PENDING,
+                requester=input.requester,
+                submitted_by=input.submitted_by,
+                flow=input.flow.name,
+                flow_label=input.flow.display,
+                strategy=input.flow.strategy,
+                target=input.target.name,
+                target_label=input.target.display,
+                target_settings=policy.target_settings(input.target),
+                duration=input.duration,
+                reason=input.reason,
+                fields=input.fields,
+                approvals_required=input.flow.approvals_required,
+                approvers=policy.approvers_of(input.flow, input.approver_groups),
+                requested_at=now,
+            ),
+        )
+
+    @workflow.run
+    async def run(self, input: AccessRequestInput) -> RequestView:
+        delivery = [
+            asyncio.create_task(self._deliver_audit()),
+            asyncio.create_task(self._deliver_notifications()),
+        ]
+        self._emit("request.created", input.submitted_by or _requester_actor(input))
+        self._publish()
+
+        if await self._resolve():
+            await self._wait_for_decision()
+        if self._state is RequestState.GRANTING:
+            await self._grant()
+        if self._state is RequestState.ACTIVE:
+            await self._hold_until_expiry_or_revoke()
+            await self._revoke()
+
+        await workflow.wait_condition(self._delivered)
+        for task in delivery:
+            task.cancel()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._s.view
+
+    # --- decisions: updates, their validators, and the same decisions as signals ---------------
+
+    @workflow.update
+    async def submitted(self) -> RequestView:
+        await workflow.wait_condition(lambda: self._s.resolved or self._state.finished)
+        if self._state is RequestState.FAILED and not self._s.resolved:
+            raise ApplicationError(
+                self._s.view.end_reason or "the request could not be checked",
+                type=self._s.failure_type or "RequestFailed",
+                non_retryable=True,
+            )
+        return self._s.view
+
+    @workflow.update
+    def approve(self, input: ApproveInput) -> RequestView:
+        self._apply_approve(input)
+        return self._s.view
+
+    @approve.validator
+    def _validate_approve(self, input: ApproveInput) -> None:
+        self._check(lambda: policy.check_approve(self._s.view, self._flow, input.actor))
+
+    @workflow.update
+    def deny(self, input: DenyInput) -> RequestView:
+        self._apply_deny(input)
+        return self._s.view
+
+    @deny.validator
+    def _validate_deny(self, input: DenyInput) -> None:
+        self._check(lambda: policy.check_deny(self._s.view, self._flow, input.actor))
+
+    @workflow.update
+    def cancel(self, input: CancelInput) -> RequestView:
+        self._apply_cancel(input)
+        return self._s.view
+
+    @cancel.validator
+    def _validate_cancel(self, input: CancelInput) -> None:
+        self._check(lambda: policy.check_cancel(self._s.view, self._flow, input.actor))
+
+    @workflow.update
+    def revoke(self, input: RevokeInput) -> RequestView:
+        self._apply_revoke(input)
+        return self._s.view
+
+    @revoke.validator
+    def _validate_revoke(self, input: RevokeInput) -> None:
+        self._check(lambda: policy.check_revoke(self._s.view, self._flow, input.actor))
+
+    @workflow.update
+    def extend(self, input: ExtendInput) -> RequestView:
+        self._apply_extend(input)
+        return self._s.view
+
+    @extend.validator
+    def _validate_extend(self, input: ExtendInput) -> None:
+        self._check(
+            lambda: policy.check_extend(self._s.view, self._flow, input.actor, input.duration)
+        )
+
+    @workflow.signal(name="approve")
+    def approve_signal(self, input: ApproveInput) -> None:
+        self._signalled("approve", input, policy.check_approve, self._apply_approve)
+
+    @workflow.signal(name="deny")
+    def deny_signal(self, input: DenyInput) -> None:
+        self._signalled("deny", input, policy.check_deny, self._apply_deny)
+
+    @workflow.signal(name="cancel")
+    def cancel_signal(self, input: CancelInput) -> None:
+        self._signalled("cancel", input, policy.check_cancel, self._apply_cancel)
+
+    @workflow.signal(name="revoke")
+    def revoke_signal(self, input: RevokeInput) -> None:
+        self._signalled("revoke", input, policy.check_revoke, self._apply_revoke)
+
+    @workflow.signal(name="extend")
+    def extend_signal(self, input: ExtendInput) -> None:
+        def check(view: RequestView, flow, actor: Actor) -> None:
+            policy.check_extend(view, flow, actor, input.duration)
+
+        self._signalled("extend", input, check, self._apply_extend)
+
+    @workflow.query
+    def status(self) -> RequestView:
+        return self._s.view
+
+    # --- the lifecycle -------------------------------------------------------------------------
+
+    async def _resolve(self) -> bool:
+        """Check the requester and target exist in AWS before anyone is asked to approve."""
+        spec = _assignment_spec(self._s.input)
+        try:
+            self._s.assignment = await workflow.execute_activity(
+                activity_name(spec.strategy, "resolve"),
+                ResolveInput(spec=spec),
+                result_type=ResolvedAssignment,
+                start_to_close_timeout=names.RESOLVE_TIMEOUT,
+                retry_policy=names.RESOLVE_RETRY,
+            )
+        except ActivityError as err:
+            self._s.failure_type = root_type(err)
+            self._finish(RequestState.FAILED, root_message(err))
+            self._emit("access.grant_failed", None, error=self._s.view.end_reason, stage="resolve")
+            return False
+        self._s.resolved = True
+        return True
+
+    async def _wait_for_decision(self) -> None:
+        flow = self._flow
+        try:
+            await workflow.wait_condition(
+                lambda: self._state is not RequestState.PENDING, timeout=flow.approval_timeout
+            )
+        except TimeoutError:
+            self._finish(
+                RequestState.EXPIRED,
+                f"no decision within {format_duration(flow.approval_timeout)}",
+            )
+            self._emit("request.expired", None, approval_timeout=flow.approval_timeout)
+
+    async def _grant(self) -> None:
+        assert self._s.assignment is not None
+        expires_at = workflow.now() + self._total_duration()
+        try:
+            lease = await workflow.execute_activity(
+                names.ACQUIRE_LEASE,
+                AcquireLeaseInput(
+                    assignment=self._s.assignment,
+                    request_id=self._s.view.id,
+                    expires_at=expires_at,
+                ),
+                result_type=LeaseResult,
+                start_to_close_timeout=names.LEASE_TIMEOUT,
+                heartbeat_timeout=names.LEASE_HEARTBEAT,
+                retry_policy=names.LEASE_RETRY,
+            )
+        except ActivityError as err:
+            self._finish(RequestState.FAILED, f"granting access failed: {root_message(err)}")
+            self._emit("access.grant_failed", None, error=root_message(err), stage="grant")
+            return
+        view = self._s.view
+        view.granted_at = workflow.now()
+        view.expires_at = view.granted_at + self._total_duration()
+        view.standing_access = lease.standing
+        self._s.lease_expires_at = expires_at
+        self._set_state(RequestState.ACTIVE)
+        self._emit("access.granted", None, expires_at=view.expires_at, standing=lease.standing)
+
+    async def _hold_until_expiry_or_revoke(self) -> None:
+        view = self._s.view
+        while self._s.revoked_by is None:
+            assert view.expires_at is not None
+            if view.expires_at != self._s.lease_expires_at:
+                await self._renew_lease()  # granted late, or extended: move the lease's expiry
+            remaining = view.expires_at - workflow.now()
+            if remaining <= timedelta(0):
+                return
+            expires_at = view.expires_at
+            try:
+                await workflow.wait_condition(
+                    lambda until=expires_at: (
+                        self._s.revoked_by is not None or view.expires_at != until
+                    ),
+                    timeout=remaining,
+                )
+            except TimeoutError:
+                return
+
+    async def _revoke(self) -> None:
+        assert self._s.assignment is not None
+        early = self._s.revoked_by
+        self._set_state(RequestState.REVOKING)
+        rounds = 0
+        while True:
+            result = await workflow.execute_activity(
+                names.RELEASE_LEASE,
+                ReleaseLeaseInput(assignment=self._s.assignment, request_id=self._s.view.id),
+                result_type=ReleaseResult,
+                start_to_close_timeout=names.LEASE_TIMEOUT,
+                heartbeat_timeout=names.LEASE_HEARTBEAT,
+                retry_policy=names.LEASE_RETRY,
+            )
+            if not result.pending:
+                break
+            rounds += 1
+            self._emit(
+                "access.revoke_retrying",
+                None,
+                failures=result.revoke_failures,
+                error=result.last_error,
+                waited_rounds=rounds,
+            )
+        detail = {
+            "removed": result.removed,
+            "standing": result.standing,
+            "other_leases": result.remaining_leases,
+        }
+        if early is not None:
+            self._finish(RequestState.ENDED, f"revoked early by {early.actor.display}")
+            self._emit("access.revoked", early.actor, comment=early.comment, **detail)
+        else:
+            self._finish(RequestState.ENDED, "expired")
+            self._emit("access.ended", None, **detail)
+
+    async def _renew_lease(self) -> None:
+        assert self._s.assignment is not None and self._s.view.expires_at is not None
+        await workflow.execute_activity(
+            names.ACQUIRE_LEASE,
+            AcquireLeaseInput(
+                assignment=self._s.assignment,
+                request_id=self._s.view.id,
+                expires_at=self._s.view.expires_at,
+            ),
+            result_type=LeaseResult,
+            start_to_close_timeout=names.LEASE_TIMEOUT,
+            heartbeat_timeout=names.LEASE_HEARTBEAT,
+            retry_policy=names.LEASE_RETRY,
+        )
+        self._s.lease_expires_at = self._s.view.expires_at
+
+    # --- applying decisions (already checked) ----------------------------------------------------
+
+    def _apply_approve(self, input: ApproveInput) -> None:
+        view = self._s.view
+        view.approvals.append(Approval(actor=input.actor, at=workflow.now(), comment=input.comment))
+        self._emit(
+            "request.approved",
+            input.actor,
+            comment=input.comment,
+            approvals=len(view.approvals),
+            approvals_required=view.approvals_required,
+        )
+        if len(view.approvals) >= view.approvals_required:
+            self._decide(input.actor, RequestState.GRANTING)
+        else:
+            self._publish()
+
+    def _apply_deny(self, input: DenyInput) -> None:
+        self._decide(input.actor, RequestState.DENIED, f"denied by {input.actor.display}")
+        self._emit("request.denied", input.actor, comment=input.comment)
+
+    def _apply_cancel(self, input: CancelInput) -> None:
+        self._decide(input.actor, RequestState.CANCELLED, f"cancelled by {input.actor.display}")
+        self._emit("request.cancelled", input.actor, comment=input.comment)
+
+    def _apply_revoke(self, input: RevokeInput) -> None:
+        self._s.revoked_by = input
+
+    def _apply_extend(self, input: ExtendInput) -> None:
+        view = self._s.view
+        assert view.expires_at is not None
+        view.expires_at = view.expires_at + input.duration
+        view.extensions.append(
+            Extension(
+                actor=input.actor,
+                at=workflow.now(),
+                duration=input.duration,
+                expires_at=view.expires_at,
+            )
+        )
+        self._emit(
+            "access.extended",
+            input.actor,
+            comment=input.comment,
+            by=input.duration,
+            expires_at=view.expires_at,
+        )
+        self._publish()
+
+    def _decide(self, actor: Actor, state: RequestState, end_reason: str | None = None) -> None:
+        view = self._s.view
+        view.decided_by = actor
+        view.decided_at = workflow.now()
+        if end_reason is not None:
+            self._finish(state, end_reason)
+        else:
+            self._set_state(state)
+
+    def _check(self, rule: Callable[[], None]) -> None:
+        try:
+            rule()
+        except policy.PolicyError as refusal:
+            raise ApplicationError(
+                refusal.message, refusal.kind.value, type=refusal.code, non_retryable=True
+            ) from None
+
+    def _signalled(self, decision: str, input: DecisionInput, rule, apply) -> None:
+        try:
+            rule(self._s.view, self._flow, input.actor)
+        except policy.PolicyError as refusal:
+            workflow.logger.warning("refused %s signal: %s", decision, refusal.message)
+            self._emit(
+                "decision.refused",
+                input.actor,
+                decision=decision,
+                code=refusal.code,
+                reason=refusal.message,
+            )
+            return
+        apply(input)
+
+    # --- state, events and the Temporal UI ---------------------------------------------------------
+
+    @property
+    def _state(self) -> RequestState:
+        return self._s.view.state
+
+    @property
+    def _flow(self):
+        return self._s.input.flow
+
+    def _total_duration(self) -> timedelta:
+        view = self._s.view
+        return view.duration + sum((e.duration for e in view.extensions), timedelta(0))
+
+    def _set_state(self, state: RequestState) -> None:
+        self._s.view.state = state
+        self._publish()
+
+    def _finish(self, state: RequestState, reason: str) -> None:
+        self._s.view.ended_at = workflow.now()
+        self._s.view.end_reason = reason
+        self._set_state(state)
+
+    def _publish(self) -> None:
+        """Keep the Temporal UI's columns and details current."""
+        view = self._s.view
+        workflow.upsert_search_attributes(
+            [
+                names.SA_REQUESTER.value_set(view.requester.email),
+                names.SA_FLOW.value_set(view.flow),
+                names.SA_TARGET.value_set(view.target),
+                names.SA_STATE.value_set(view.state.value),
+            ]
+        )
+        workflow.set_current_details(_details(view))
+
+    def _emit(self, type: EventType, actor: Actor | None, **detail) -> None:
+        view = self._s.view
+        self._s.event_seq += 1
+        info = workflow.info()
+        event = LifecycleEvent(
+            id=f"{info.workflow_id}/{self._s.event_seq}",
+            type=type,
+            time=workflow.now(),
+            request_id=view.id,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            actor=actor,
+            requester=view.requester,
+            flow=view.flow,
+            target=TargetRef(
+                name=view.target,
+                label=view.target_label,
+                strategy=view.strategy,
+                settings=view.target_settings,
+            ),
+            duration=view.duration,
+            reason=view.reason,
+            fields=view.fields,
+            state=view.state,
+            detail=detail,
+        )
+        self._s.outbox.append(event)
+        self._s.views.append(view.model_copy(deep=True))
+
+    def _delivered(self) -> bool:
+        return self._s.audit_sent == len(self._s.outbox) and self._s.notified == len(self._s.outbox)
+
+    async def _deliver_audit(self) -> None:
+        """Send events to the audit sinks in order, batching whatever has piled up."""
+        while True:
+            await workflow.wait_condition(lambda: self._s.audit_sent < len(self._s.outbox))
+            batch = self._s.outbox[self._s.audit_sent :]
+            await workflow.execute_activity(
+                names.DELIVER_AUDIT,
+                AuditBatch(events=batch),
+                start_to_close_timeout=names.DELIVERY_TIMEOUT,
+                retry_policy=names.DELIVERY_RETRY,
+            )
+            self._s.audit_sent += len(batch)
+
+    async def _deliver_notifications(self) -> None:
+        """Tell people, in order; a chat outage delays the messages, never the access."""
+        while True:
+            await workflow.wait_condition(lambda: self._s.notified < len(self._s.outbox))
+            index = self._s.notified
+            result = await workflow.execute_activity(
+                names.SEND_NOTIFICATION,
+                Notification(
+                    event=self._s.outbox[index],
+                    view=self._s.views[index],
+                    messages=self._s.messages,
+                ),
+                result_type=NotificationResult,
+                start_to_close_timeout=names.DELIVERY_TIMEOUT,
+                retry_policy=names.DELIVERY_RETRY,
+            )
+            self._s.messages = result.messages
+            self._s.notified += 1
+
+
+def _requester_actor(input: AccessRequestInput) -> Actor:
+    return Actor(
+        email=input.requester.email,
+        slack_user_id=input.requester.slack_user_id,
+        name=input.requester.name,
+    )
+
+
+def _assignment_spec(input: AccessRequestInput) -> AssignmentSpec:
+    settings = policy.target_settings(input.target)
+    return AssignmentSpec(
+        strategy=input.flow.strategy,
+        principal_email=input.requester.email,
+        account_id=settings.get("account_id"),
+        permission_set=settings.get("permission_set"),
+        group=settings.get("group"),
+    )
+
+
+def _details(view: RequestView) -> str:
+    lines = [f"**{view.state.value}** — {view.summary}"]
+    if view.approvals:
+        who = ", ".join(a.actor.display for a in view.approvals)
+        lines.append(f"Approvals: {len(view.approvals)} of {view.approvals_required} ({who})")
+    elif view.state is RequestState.PENDING:
+        lines.append(
+            f"Waiting for {view.approvals_required} approval(s) from: "
+            + (", ".join(view.approvers) or "an admin")
+        )
+    if view.expires_at and not view.state.finished:
+        lines.append(f"Access until {view.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+    if view.end_reason:
+        lines.append(f"Ended: {view.end_reason}")
+    return "\n".join(lines)
