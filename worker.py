@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Sequence
 
 import boto3
 import structlog
@@ -25,7 +24,6 @@ from workflows.grant import GrantWorkflow
 log = structlog.get_logger(__name__)
 
 WORKFLOWS = [AccessRequestWorkflow, GrantWorkflow]
-GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
 def build_activities(client: Client, config: KeycardConfig, settings: Settings) -> list[Callable]:
@@ -46,30 +44,75 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
     ]
 
 
-def build_worker(client: Client, config: KeycardConfig, settings: Settings) -> Worker:
+def build_worker(
+    client: Client,
+    config: KeycardConfig,
+    settings: Settings,
+    activities: Sequence[Callable] | None = None,
+) -> Worker:
+    """The worker for Keycard's task queue; `activities` replaces the real ones (tests, fakes)."""
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=build_activities(client, config, settings),
-        # In-flight activities get this long to finish when the worker is asked to stop.
-        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        activities=(
+            list(activities)
+            if activities is not None
+            else build_activities(client, config, settings)
+        ),
+        # A stopping worker takes no new tasks and gives in-flight activities this long to finish;
+        # whatever is still running then is cancelled and Temporal retries it on another worker.
+        graceful_shutdown_timeout=settings.worker_shutdown_grace,
     )
 
 
 async def run_worker(
-    client: Client, config: KeycardConfig, settings: Settings, stop: asyncio.Event | None = None
+    client: Client,
+    config: KeycardConfig,
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    activities: Sequence[Callable] | None = None,
+    on_state: Callable[[str, str], None] | None = None,
 ) -> None:
-    """Run until `stop` is set or SIGINT/SIGTERM arrives, then drain and return."""
+    """Run until `stop` is set or SIGINT/SIGTERM arrives, then drain and return.
+
+    `on_state(state, detail)` hears "ready", "draining", "stopped" or "failed" (health endpoints).
+    A worker that fails on its own (say, its namespace vanished) raises instead of idling.
+    """
     stop = stop or asyncio.Event()
+    report = on_state or (lambda state, detail: None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Outside the main thread signals cannot be handled here: the caller owns `stop` then.
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    worker = build_worker(client, config, settings)
+            loop.add_signal_handler(sig, _stop_once, stop, sig)
+    worker = build_worker(client, config, settings, activities)
+    running = asyncio.create_task(worker.run(), name="keycard-worker")
+    stopping = asyncio.create_task(stop.wait(), name="keycard-worker-stop")
     log.info("worker.started", task_queue=settings.task_queue, namespace=client.namespace)
-    async with worker:
-        await stop.wait()
-        log.info("worker.draining")
+    report("ready", "")
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            grace = settings.worker_shutdown_grace.total_seconds()
+            log.info("worker.draining", grace_seconds=grace)
+            report("draining", f"finishing in-flight work (up to {grace:g}s)")
+            await worker.shutdown()
+        await running  # a worker that stopped by itself raises its error here
+    except Exception as err:
+        report("failed", str(err))
+        log.error("worker.failed", error=str(err))
+        raise
+    finally:
+        stopping.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    report("stopped", "")
     log.info("worker.stopped")
+
+
+def _stop_once(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("worker.signal", signal=sig.name, already_stopping=stop.is_set())
+    stop.set()

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+from keycard.durations import parse_duration
 
 
 @dataclass(frozen=True)
@@ -14,9 +19,14 @@ class Settings:
     audit_jsonl: Path | None = None
     audit_stdout: bool = True
     state_dir: Path = field(default_factory=lambda: Path(".keycard"))
+    # Worker process (deployment): health endpoint for orchestrators, and how long a stopping
+    # worker lets in-flight activities finish before they are cancelled and retried elsewhere.
+    worker_health_port: int | None = None
+    worker_health_host: str = "0.0.0.0"  # noqa: S104 - probes reach the container from outside
+    worker_shutdown_grace: timedelta = timedelta(seconds=30)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         jsonl = env.get("KEYCARD_AUDIT_JSONL")
         return cls(
@@ -26,4 +36,16 @@ class Settings:
             audit_stdout=env.get("KEYCARD_AUDIT_STDOUT", "true").lower()
             not in {"0", "false", "no"},
             state_dir=Path(env.get("KEYCARD_STATE_DIR", ".keycard")),
+            **_worker_settings(env),
         )
+
+
+def _worker_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    port = env.get("KEYCARD_WORKER_HEALTH_PORT", "").strip()
+    if port and not port.isdigit():
+        raise ValueError(f"KEYCARD_WORKER_HEALTH_PORT must be a port number, not {port!r}")
+    return {
+        "worker_health_port": int(port) if port else None,
+        "worker_health_host": env.get("KEYCARD_WORKER_HEALTH_HOST", "0.0.0.0"),  # noqa: S104
+        "worker_shutdown_grace": parse_duration(env.get("KEYCARD_WORKER_SHUTDOWN_GRACE", "30s")),
+    }

@@ -254,16 +254,21 @@ def flows_schema() -> None:
 
 @app.command()
 def worker(config_path: ConfigOption = None) -> None:
-    """Run a Keycard worker (workflows and activities) against Temporal until SIGTERM."""
+    """Run a Keycard worker (workflows and activities) against Temporal until SIGTERM.
+
+    SIGTERM drains: no new work is taken and in-flight activities get
+    KEYCARD_WORKER_SHUTDOWN_GRACE (30s) to finish. KEYCARD_WORKER_HEALTH_PORT serves /healthz and
+    /readyz for orchestrators. Logs are JSON lines (KEYCARD_LOG_FORMAT=console for people).
+    """
     from keycard.logging import configure_logging
     from starter.client import connect_temporal
-    from worker import run_worker
+    from starter.health import serve_worker
 
     configure_logging()
     config = load(config_path)
 
     async def go() -> None:
-        await run_worker(await connect_temporal(), config, Settings.from_env())
+        await serve_worker(await connect_temporal(), config, Settings.from_env())
 
     run(go)
 
