@@ -14,6 +14,7 @@ from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestView, Role
 from keycard.policy import PolicyError
 from keycard.settings import Settings
+from starter.doctor import doctor as _doctor
 
 T = TypeVar("T")
 
@@ -271,6 +272,9 @@ def worker(config_path: ConfigOption = None) -> None:
         await serve_worker(await connect_temporal(), config, Settings.from_env())
 
     run(go)
+
+
+app.command(name="doctor")(_doctor)
 
 
 @app.command()

@@ -1,0 +1,631 @@
+"""`keycard doctor`: check a deployment before a user finds out what is wrong with it.
+
+Every check reads only: it connects, describes and lists, and never changes Temporal, AWS or
+Slack. Each finding is OK, WARN or FAIL with one sentence saying what was found and what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.envconfig import ClientConfig
+from temporalio.service import RPCError, RPCStatusCode
+
+from keycard import temporal as names
+from keycard.config import (
+    AwsIamGroupFlow,
+    AwsSsoFlow,
+    AwsSsoGroupFlow,
+    ConfigError,
+    KeycardConfig,
+    load_config,
+)
+from keycard.durations import format_duration
+from keycard.settings import Settings
+
+# --- the minimal IAM policy --------------------------------------------------------------------
+
+# Exactly the calls the strategy activities (activities/aws_sso.py, aws_iam.py) and this doctor
+# make; tests/starter/test_doctor.py checks both ways. deploy/iam-policy.json is this, printed.
+IAM_POLICY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "KeycardReadIdentityCenter",
+            "Effect": "Allow",
+            "Action": [
+                "sso:DescribeAccountAssignmentCreationStatus",
+                "sso:DescribeAccountAssignmentDeletionStatus",
+                "sso:DescribePermissionSet",
+                "sso:ListAccountAssignments",
+                "sso:ListInstances",
+                "sso:ListPermissionSets",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "KeycardAssignPermissionSets",
+            "Effect": "Allow",
+            "Action": ["sso:CreateAccountAssignment", "sso:DeleteAccountAssignment"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "KeycardIdentityStore",
+            "Effect": "Allow",
+            "Action": [
+                "identitystore:CreateGroupMembership",
+                "identitystore:DeleteGroupMembership",
+                "identitystore:GetGroupId",
+                "identitystore:GetGroupMembershipId",
+                "identitystore:GetUserId",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "KeycardIamGroups",
+            "Effect": "Allow",
+            "Action": [
+                "iam:AddUserToGroup",
+                "iam:GetGroup",
+                "iam:GetUser",
+                "iam:ListGroupsForUser",
+                "iam:ListUserTags",
+                "iam:ListUsers",
+                "iam:RemoveUserFromGroup",
+            ],
+            "Resource": "*",
+        },
+    ],
+}
+
+
+def iam_policy_json() -> str:
+    return json.dumps(IAM_POLICY, indent=2) + "\n"
+
+
+# --- findings ----------------------------------------------------------------------------------
+
+
+class Level(StrEnum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    check: str
+    message: str
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, level: Level, check: str, message: str) -> None:
+        self.findings.append(Finding(level, check, message))
+
+    def ok(self, check: str, message: str) -> None:
+        self.add(Level.OK, check, message)
+
+    def warn(self, check: str, message: str) -> None:
+        self.add(Level.WARN, check, message)
+
+    def fail(self, check: str, message: str) -> None:
+        self.add(Level.FAIL, check, message)
+
+    @property
+    def failed(self) -> bool:
+        return any(f.level is Level.FAIL for f in self.findings)
+
+    def of(self, level: Level) -> list[Finding]:
+        return [f for f in self.findings if f.level is level]
+
+
+POLICY_HINT = "the minimal policy is in deploy/iam-policy.json (or `keycard doctor --iam-policy`)"
+CONNECT_TIMEOUT = 10.0
+# AWS never lets a permission set's session be shorter than this.
+AWS_MIN_SESSION = timedelta(hours=1)
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+async def diagnose(config_path: Path) -> Report:
+    """Run every check with the settings the worker would use: its environment, as it is."""
+    env = dict(os.environ)
+    report = Report()
+    config = _check_config(report, config_path)
+    await _check_temporal(report, env, Settings.from_env(env).task_queue)
+    if config is not None:
+        await asyncio.to_thread(_check_aws, report, config)
+    await _check_slack(report, env)
+    return report
+
+
+def doctor(
+    config_path: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="keycard.yaml (default: $KEYCARD_CONFIG)"),
+    ] = None,
+    iam_policy: Annotated[
+        bool, typer.Option("--iam-policy", help="print the minimal IAM policy and exit")
+    ] = False,
+) -> None:
+    """Check Temporal, AWS Identity Center, Slack and keycard.yaml; exit 1 if anything fails."""
+    if iam_policy:
+        typer.echo(iam_policy_json(), nl=False)
+        return
+    path = config_path or Settings.from_env().config_path
+    report = asyncio.run(diagnose(path))
+    colours = {Level.OK: typer.colors.GREEN, Level.WARN: typer.colors.YELLOW}
+    width = max((len(f.check) for f in report.findings), default=0)
+    for finding in report.findings:
+        label = typer.style(f"{finding.level.value:<4}", fg=colours.get(finding.level, "red"))
+        typer.echo(f"{label}  {finding.check:<{width}}  {finding.message}")
+    counts = {level: len(report.of(level)) for level in Level}
+    summary = ", ".join(f"{counts[level]} {level.value}" for level in Level)
+    if report.failed:
+        typer.secho(f"\n{summary}: fix the FAIL lines above.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.secho(f"\n{summary}.", fg=typer.colors.GREEN)
+
+
+# --- keycard.yaml ------------------------------------------------------------------------------
+
+
+def _check_config(report: Report, path: Path) -> KeycardConfig | None:
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        report.fail(
+            "keycard.yaml",
+            f"{err.source} is not valid: {'; '.join(err.problems)}. Fix it; "
+            f"`keycard flows validate {path}` shows each problem with its location.",
+        )
+        return None
+    targets = sum(len(flow.targets) for flow in config.flows)
+    report.ok("keycard.yaml", f"{path} is valid: {len(config.flows)} flows, {targets} targets.")
+    return config
+
+
+# --- Temporal ----------------------------------------------------------------------------------
+
+
+async def _check_temporal(report: Report, env: Mapping[str, str], task_queue: str) -> None:
+    try:
+        connect = ClientConfig.load_client_connect_config(override_env_vars=env)
+    except Exception as err:  # a malformed temporal.toml or TLS file: say which
+        report.fail(
+            "temporal",
+            f"Temporal's client settings cannot be read ({err}). Check TEMPORAL_CONFIG_FILE, "
+            "TEMPORAL_PROFILE and the TEMPORAL_TLS_* paths.",
+        )
+        return
+    connect.setdefault("target_host", "localhost:7233")
+    address, namespace = connect["target_host"], connect.get("namespace", "default")
+    try:
+        client = await asyncio.wait_for(Client.connect(**connect), CONNECT_TIMEOUT)
+    except Exception as err:
+        report.fail(
+            "temporal",
+            f"cannot reach Temporal at {address} ({_connect_problem(err)}). Set "
+            "TEMPORAL_ADDRESS to the frontend's host:port; for Temporal Cloud also TEMPORAL_API_KEY or the "
+            "TEMPORAL_TLS_CLIENT_CERT_PATH/_KEY_PATH pair (docs/deployment.md).",
+        )
+        return
+    report.ok("temporal", f"connected to {address}.")
+
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            report.fail(
+                "namespace",
+                f"namespace {namespace!r} does not exist on {address}. Create it "
+                f"(temporal operator namespace create --namespace {namespace}) or set "
+                "TEMPORAL_NAMESPACE to the one Keycard should use.",
+            )
+            return
+        report.fail("namespace", f"cannot describe namespace {namespace!r}: {_short(err)}.")
+        return
+    report.ok("namespace", f"namespace {namespace!r} exists.")
+
+    await _check_search_attributes(report, client, namespace)
+    await _check_pollers(report, client, namespace, task_queue)
+
+
+async def _check_search_attributes(report: Report, client: Client, namespace: str) -> None:
+    try:
+        response = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except RPCError as err:
+        report.warn(
+            "search attributes",
+            f"cannot list the search attributes of {namespace!r} ({_short(err)}); make sure "
+            f"{', '.join(k.name for k in names.SEARCH_ATTRIBUTES)} exist as Keyword.",
+        )
+        return
+    existing = dict(response.custom_attributes)
+    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    missing = [k.name for k in names.SEARCH_ATTRIBUTES if k.name not in existing]
+    wrong = [
+        f"{k.name} is {IndexedValueType.Name(existing[k.name]).removeprefix('INDEXED_VALUE_TYPE_')}"
+        for k in names.SEARCH_ATTRIBUTES
+        if k.name in existing and existing[k.name] != keyword
+    ]
+    if missing:
+        create = " ".join(f"--name {name} --type Keyword" for name in missing)
+        report.fail(
+            "search attributes",
+            f"missing in namespace {namespace!r}: {', '.join(missing)}; new requests cannot "
+            f"start without them. Create them: temporal operator search-attribute create "
+            f"--namespace {namespace} {create}",
+        )
+    if wrong:
+        report.fail(
+            "search attributes",
+            f"{'; '.join(wrong)} in namespace {namespace!r}, but Keycard needs Keyword. "
+            "Remove and re-create them as Keyword.",
+        )
+    if not missing and not wrong:
+        report.ok(
+            "search attributes",
+            f"{', '.join(k.name for k in names.SEARCH_ATTRIBUTES)} are Keyword attributes.",
+        )
+
+
+async def _check_pollers(report: Report, client: Client, namespace: str, task_queue: str) -> None:
+    try:
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+    except RPCError as err:
+        report.warn("workers", f"cannot describe task queue {task_queue!r}: {_short(err)}.")
+        return
+    pollers = {poller.identity for poller in response.pollers}
+    if not pollers:
+        report.warn(
+            "workers",
+            f"no worker has polled task queue {task_queue!r} in namespace {namespace!r} lately; "
+            "requests will wait until one does. Start `keycard worker` with the same TEMPORAL_* "
+            "settings and KEYCARD_TASK_QUEUE.",
+        )
+        return
+    report.ok("workers", f"{len(pollers)} worker(s) polling task queue {task_queue!r}.")
+
+
+# --- AWS ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _PermissionSet:
+    name: str
+    arn: str
+    session: timedelta | None
+
+
+def _check_aws(report: Report, config: KeycardConfig) -> None:
+    import boto3  # only the doctor and the worker talk to AWS; keep `keycard --help` fast
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    strategies = {flow.strategy for flow in config.flows}
+    session = boto3.session.Session(region_name=config.aws.region)
+    region = config.aws.region or session.region_name
+    if not region:
+        report.fail(
+            "aws",
+            "no AWS region: set aws.region in keycard.yaml or AWS_REGION in the environment.",
+        )
+        return
+    # One quick attempt per call: the doctor reports a problem, it does not wait it out.
+    quick = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5)
+
+    def client(service: str) -> Any:
+        return session.client(service, region_name=region, config=quick)
+
+    def call(check: str, action: str, fn: Callable[[], Any], not_found: str | None = None) -> Any:
+        """Run one AWS call; on failure record a FAIL naming the action and return None."""
+        try:
+            return fn()
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if not_found and code in {"ResourceNotFoundException", "NoSuchEntity"}:
+                report.fail(check, not_found)
+            elif "AccessDenied" in code or code in {"UnauthorizedOperation", "AccessDenied"}:
+                report.fail(
+                    check,
+                    f"the AWS credentials may not call {action} ({code}); grant it: {POLICY_HINT}.",
+                )
+            else:
+                report.fail(check, f"{action} failed: {_short(err)}.")
+        except BotoCoreError as err:
+            report.fail(check, f"{action} failed: {_short(err)}. Check AWS_ENDPOINT_URL/region.")
+        return None
+
+    if session.get_credentials() is None:
+        report.fail(
+            "aws credentials",
+            "no AWS credentials found: give the worker a role (ECS task role, EKS IRSA or Pod "
+            "Identity) or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+        )
+        return
+    identity = call("aws credentials", "sts:GetCallerIdentity", client("sts").get_caller_identity)
+    if identity is None:
+        return
+    report.ok("aws credentials", f"AWS accepts the credentials of {identity['Arn']}.")
+
+    if strategies & {"aws_sso", "aws_sso_group"}:
+        _check_identity_center(report, config, client, call)
+    if "aws_iam_group" in strategies:
+        iam = client("iam")
+        for flow in config.flows:
+            if isinstance(flow, AwsIamGroupFlow):
+                for target in flow.targets:
+                    where = f"target {flow.name}/{target.name}"
+                    found = call(
+                        where,
+                        "iam:GetGroup",
+                        lambda group=target.group: iam.get_group(GroupName=group, MaxItems=1),
+                        not_found=f"IAM group {target.group!r} does not exist; create it or fix "
+                        "the target's `group`.",
+                    )
+                    if found is not None:
+                        report.ok(where, f"IAM group {target.group!r} exists.")
+
+
+def _check_identity_center(report: Report, config: KeycardConfig, client, call) -> None:
+    sso_admin, store = client("sso-admin"), client("identitystore")
+    pages = call(
+        "identity center",
+        "sso:ListInstances",
+        lambda: list(sso_admin.get_paginator("list_instances").paginate()),
+    )
+    if pages is None:
+        return
+    instances = [i for page in pages for i in page.get("Instances", [])]
+    wanted = config.aws.sso_instance_arn
+    chosen = [i for i in instances if not wanted or i["InstanceArn"] == wanted]
+    if len(chosen) != 1:
+        found = ", ".join(i["InstanceArn"] for i in instances) or "none"
+        report.fail(
+            "identity center",
+            (
+                f"instance {wanted} is not among this account's instances ({found}); fix "
+                "aws.sso_instance_arn."
+                if wanted
+                else f"expected exactly one Identity Center instance, found {found}. Enable "
+                "Identity Center, or name the instance in aws.sso_instance_arn."
+            ),
+        )
+        return
+    instance_arn = chosen[0]["InstanceArn"]
+    store_id = config.aws.identity_store_id or chosen[0]["IdentityStoreId"]
+    report.ok("identity center", f"instance {instance_arn}, identity store {store_id}.")
+
+    # A lookup of an address nobody has proves identitystore:GetUserId is allowed, changing nothing.
+    probe = call(
+        "identity store",
+        "identitystore:GetUserId",
+        lambda: _user_lookup_allowed(store, store_id),
+    )
+    if probe is not None:
+        report.ok("identity store", "users can be looked up by email (identitystore:GetUserId).")
+
+    sets = _permission_sets(call, sso_admin, instance_arn)
+    if sets is None:
+        return
+    for flow in config.flows:
+        if isinstance(flow, AwsSsoFlow):
+            _check_sso_flow(report, flow, sets, instance_arn, sso_admin, call)
+        elif isinstance(flow, AwsSsoGroupFlow):
+            for target in flow.targets:
+                where = f"target {flow.name}/{target.name}"
+                found = call(
+                    where,
+                    "identitystore:GetGroupId",
+                    lambda group=target.group: store.get_group_id(
+                        IdentityStoreId=store_id,
+                        AlternateIdentifier={
+                            "UniqueAttribute": {
+                                "AttributePath": "displayName",
+                                "AttributeValue": group,
+                            }
+                        },
+                    ),
+                    not_found=f"Identity Center group {target.group!r} does not exist in store "
+                    f"{store_id}; create it or fix the target's `group`.",
+                )
+                if found is not None:
+                    report.ok(where, f"Identity Center group {target.group!r} exists.")
+
+
+def _user_lookup_allowed(store, store_id: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        store.get_user_id(
+            IdentityStoreId=store_id,
+            AlternateIdentifier={
+                "UniqueAttribute": {
+                    "AttributePath": "emails.value",
+                    "AttributeValue": "keycard-doctor-probe@invalid.example",
+                }
+            },
+        )
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+    return True
+
+
+def _permission_sets(call, sso_admin, instance_arn: str) -> dict[str, _PermissionSet] | None:
+    pages = call(
+        "permission sets",
+        "sso:ListPermissionSets",
+        lambda: list(
+            sso_admin.get_paginator("list_permission_sets").paginate(InstanceArn=instance_arn)
+        ),
+    )
+    if pages is None:
+        return None
+    sets: dict[str, _PermissionSet] = {}
+    for arn in (a for page in pages for a in page.get("PermissionSets", [])):
+        described = call(
+            "permission sets",
+            "sso:DescribePermissionSet",
+            lambda arn=arn: sso_admin.describe_permission_set(
+                InstanceArn=instance_arn, PermissionSetArn=arn
+            ),
+        )
+        if described is None:
+            return None
+        details = described["PermissionSet"]
+        entry = _PermissionSet(details["Name"], arn, _session_duration(details))
+        sets[entry.name] = sets[entry.arn] = entry
+    return sets
+
+
+def _check_sso_flow(report, flow: AwsSsoFlow, sets, instance_arn, sso_admin, call) -> None:
+    shortest = min(flow.durations)
+    warned: set[str] = set()
+    for target in flow.targets:
+        where = f"target {flow.name}/{target.name}"
+        if not re.fullmatch(r"\d{12}", target.account_id):
+            report.fail(where, f"account id {target.account_id!r} is not 12 digits; fix it.")
+            continue
+        found = sets.get(target.permission_set)
+        if found is None:
+            known = ", ".join(sorted({s.name for s in sets.values()})) or "none"
+            report.fail(
+                where,
+                f"permission set {target.permission_set!r} does not exist in {instance_arn} "
+                f"(known: {known}); create it or fix the target's `permission_set`.",
+            )
+            continue
+        listed = call(
+            where,
+            "sso:ListAccountAssignments",
+            lambda found=found, account=target.account_id: sso_admin.list_account_assignments(
+                InstanceArn=instance_arn,
+                AccountId=account,
+                PermissionSetArn=found.arn,
+                MaxResults=1,
+            ),
+        )
+        if listed is None:
+            continue
+        report.ok(where, f"permission set {found.name} in account {target.account_id}.")
+        session = found.session or AWS_MIN_SESSION
+        if session > shortest and found.arn not in warned:
+            warned.add(found.arn)
+            report.warn(
+                "session duration",
+                f"permission set {found.name} lets a session last {format_duration(session)}, "
+                f"longer than flow {flow.name}'s shortest grant ({format_duration(shortest)}): "
+                "revoking the assignment does not end a session already open, so access can "
+                f"outlive the grant by up to {format_duration(session - shortest)}. Lower the "
+                "permission set's session duration (AWS minimum 1h) or the flow's durations "
+                "should be at least that long.",
+            )
+
+
+_ISO_DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$")
+
+
+def _session_duration(details: Mapping[str, Any]) -> timedelta | None:
+    """DescribePermissionSet's SessionDuration: ISO 8601 ("PT8H"); absent means AWS's 1h."""
+    value = details.get("SessionDuration")
+    if isinstance(value, int | float):  # some AWS look-alikes answer in seconds
+        return timedelta(seconds=value)
+    match = _ISO_DURATION.match(str(value or ""))
+    if not match or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+# --- Slack -------------------------------------------------------------------------------------
+
+
+async def _check_slack(report: Report, env: Mapping[str, str]) -> None:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    token = env.get("SLACK_BOT_TOKEN")
+    if not token:
+        report.ok(
+            "slack",
+            "not configured (SLACK_BOT_TOKEN is unset): notifications go to the worker's log.",
+        )
+        return
+    base_url = env.get("SLACK_API_URL") or "https://slack.com/api/"
+    web = AsyncWebClient(token=token, base_url=base_url.rstrip("/") + "/", timeout=10)
+    try:
+        answer = await web.auth_test()
+    except SlackApiError as err:
+        error = err.response.get("error", "error")
+        report.fail(
+            "slack",
+            f"Slack rejected SLACK_BOT_TOKEN ({error}). Copy the Bot User OAuth Token (xoxb-...) "
+            "from your Slack app's OAuth & Permissions page, and reinstall the app if it was "
+            "revoked.",
+        )
+        return
+    except Exception as err:
+        report.fail("slack", f"cannot reach Slack at {base_url} ({_short(err)}).")
+        return
+    report.ok("slack", f"token works: bot {answer.get('user')} in team {answer.get('team')}.")
+    if not env.get("SLACK_SIGNING_SECRET"):
+        report.warn(
+            "slack",
+            "SLACK_SIGNING_SECRET is unset, so the API cannot verify requests from Slack; copy "
+            "it from your Slack app's Basic Information page.",
+        )
+
+
+def _connect_problem(err: BaseException) -> str:
+    """The useful part of a connection error, which arrives as a long transport-level dump."""
+    text = str(err)
+    for needle, meaning in (
+        ("ConnectionRefused", "connection refused"),
+        ("dns error", "the host name does not resolve"),
+        ("failed to lookup address", "the host name does not resolve"),
+        ("nauthenticated", "the server rejected the credentials"),
+        ("certificate", "the TLS handshake failed"),
+        ("InvalidContentType", "the TLS handshake failed (plain-text server, or TLS expected?)"),
+    ):
+        if needle in text:
+            return meaning
+    if isinstance(err, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT:g}s"
+    return _short(err)
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,361 @@
+"""`keycard doctor` against a real dev stack (Temporal dev server + seeded moto) and broken ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from aiohttp import web
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    RegisterNamespaceRequest,
+)
+from temporalio.worker import Worker
+from typer.testing import CliRunner
+
+from keycard.config import parse_config
+from starter.cli import app
+from starter.demo_aws import demo_environment, seed_demo, start_moto_server
+from starter.doctor import IAM_POLICY, Finding, Level, Report, diagnose, iam_policy_json
+from workflows.access_request import AccessRequestWorkflow
+from workflows.grant import GrantWorkflow
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+
+# Every strategy, every shortest duration at least AWS's 1h session: nothing to warn about.
+HEALTHY = """
+approver_groups:
+  sre-leads: [bob@example.com]
+flows:
+  - name: prod-power-user
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: PowerUserAccess}
+      - {name: staging, account_id: "222222222222", permission_set: PowerUserAccess}
+    durations: [1h, 4h]
+    approvers: {groups: [sre-leads]}
+  - name: on-call
+    strategy: aws_sso_group
+    targets:
+      - {name: responders, group: incident-responders}
+    durations: [2h]
+    approvers: {users: [bob@example.com]}
+  - name: legacy-deploy
+    strategy: aws_iam_group
+    targets:
+      - {name: deployers, group: legacy-deployers}
+    durations: [1h]
+    approvers: {users: [bob@example.com]}
+"""
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server, endpoint = start_moto_server()
+    seed_demo(parse_config(HEALTHY), endpoint, REGION)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch) -> str:
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in demo_environment(moto_endpoint, REGION).items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint
+
+
+class FakeSlack:
+    """Slack's auth.test, answering per token like the real Web API."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def app(self) -> web.Application:
+        async def auth_test(request: web.Request) -> web.Response:
+            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            self.calls.append(token)
+            if token == "xoxb-good":
+                return web.json_response(
+                    {"ok": True, "user": "keycard", "team": "Example Inc", "user_id": "U1"}
+                )
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+
+        application = web.Application()
+        application.router.add_post("/api/auth.test", auth_test)
+        return application
+
+
+@pytest.fixture
+async def slack_url() -> AsyncIterator[tuple[str, FakeSlack]]:
+    fake = FakeSlack()
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}/api/", fake
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def stack(dev_env, aws_env, slack_url, monkeypatch, tmp_path) -> AsyncIterator[Path]:
+    """A healthy deployment: Temporal with a worker polling, seeded AWS, Slack, a valid config."""
+    url, _ = slack_url
+    task_queue = f"doctor-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "default")
+    monkeypatch.setenv("KEYCARD_TASK_QUEUE", task_queue)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-good")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "s3cret")
+    monkeypatch.setenv("SLACK_API_URL", url)
+    config = tmp_path / "keycard.yaml"
+    config.write_text(HEALTHY)
+    async with Worker(
+        dev_env.client, task_queue=task_queue, workflows=[AccessRequestWorkflow, GrantWorkflow]
+    ):
+        await _until_polled(dev_env.client, task_queue)
+        yield config
+
+
+async def _until_polled(client, task_queue: str) -> None:
+    deadline = time.monotonic() + 30
+    request = DescribeTaskQueueRequest(
+        namespace="default",
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    while not (await client.workflow_service.describe_task_queue(request)).pollers:
+        assert time.monotonic() < deadline, "the worker never polled its task queue"
+        await asyncio.sleep(0.05)
+
+
+def lines(report: Report, level: Level) -> list[str]:
+    return [f"{f.check}: {f.message}" for f in report.of(level)]
+
+
+def only(report: Report, check: str) -> Finding:
+    found = [f for f in report.findings if f.check == check]
+    assert len(found) == 1, report.findings
+    return found[0]
+
+
+# --- all green -----------------------------------------------------------------------------
+
+
+async def test_a_healthy_stack_is_all_green(stack):
+    report = await diagnose(stack)
+
+    assert lines(report, Level.FAIL) == []
+    assert lines(report, Level.WARN) == []
+    checks = {f.check for f in report.findings}
+    assert {
+        "keycard.yaml",
+        "temporal",
+        "namespace",
+        "search attributes",
+        "workers",
+        "aws credentials",
+        "identity center",
+        "identity store",
+        "target prod-power-user/prod",
+        "target prod-power-user/staging",
+        "target on-call/responders",
+        "target legacy-deploy/deployers",
+        "slack",
+    } <= checks
+    assert (
+        "KeycardRequester, KeycardFlow, KeycardTarget, KeycardState"
+        in only(report, "search attributes").message
+    )
+    assert "bot keycard in team Example Inc" in only(report, "slack").message
+
+
+async def test_the_command_prints_each_check_and_exits_zero_when_green(stack):
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["doctor", "--config", str(stack)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^OK\s+temporal\s+connected to ", result.output, re.MULTILINE)
+    assert "0 FAIL" in result.output
+    assert "FAIL " not in result.output
+
+
+# --- broken set-ups, each named ------------------------------------------------------------
+
+
+async def test_wrong_temporal_endpoint_fails_clearly(stack, monkeypatch):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{port}")
+
+    report = await diagnose(stack)
+
+    temporal = only(report, "temporal")
+    assert temporal.level is Level.FAIL
+    assert f"cannot reach Temporal at 127.0.0.1:{port} (connection refused)" in temporal.message
+    assert "TEMPORAL_ADDRESS" in temporal.message
+    # The rest of the deployment is still checked, so one run shows every problem.
+    assert only(report, "aws credentials").level is Level.OK
+    assert only(report, "slack").level is Level.OK
+
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["doctor", "--config", str(stack)])
+    assert result.exit_code == 1
+    assert re.search(r"^FAIL\s+temporal\s+cannot reach Temporal", result.output, re.MULTILINE)
+
+
+async def test_unknown_namespace_fails_clearly(stack, monkeypatch):
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "no-such-namespace")
+    report = await diagnose(stack)
+    namespace = only(report, "namespace")
+    assert namespace.level is Level.FAIL
+    assert "namespace 'no-such-namespace' does not exist" in namespace.message
+    assert "temporal operator namespace create --namespace no-such-namespace" in namespace.message
+
+
+async def test_missing_search_attributes_fail_with_the_command_that_creates_them(
+    stack, dev_env, monkeypatch
+):
+    # A namespace created without Keycard's search attributes, like a server set up by hand.
+    bare = f"bare-{uuid.uuid4().hex[:8]}"
+    await dev_env.client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(namespace=bare, workflow_execution_retention_period=_days(1))
+    )
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", bare)
+
+    report = await diagnose(stack)
+
+    attributes = only(report, "search attributes")
+    assert attributes.level is Level.FAIL
+    assert "KeycardRequester, KeycardFlow, KeycardTarget, KeycardState" in attributes.message
+    assert (
+        f"temporal operator search-attribute create --namespace {bare} "
+        "--name KeycardRequester --type Keyword" in attributes.message
+    )
+    assert only(report, "workers").level is Level.WARN  # nobody polls in the new namespace
+
+
+async def test_unknown_permission_set_fails_naming_the_target(stack):
+    stack.write_text(
+        HEALTHY.replace(
+            "permission_set: PowerUserAccess}\n      - {name: staging",
+            "permission_set: PowerUserAcess}\n      - {name: staging",
+        )
+    )
+    report = await diagnose(stack)
+
+    target = only(report, "target prod-power-user/prod")
+    assert target.level is Level.FAIL
+    assert "permission set 'PowerUserAcess' does not exist" in target.message
+    assert "known: " in target.message and "PowerUserAccess" in target.message
+    assert only(report, "target prod-power-user/staging").level is Level.OK
+
+
+async def test_session_longer_than_the_shortest_grant_warns(stack, aws_env):
+    sso = boto3.client("sso-admin", endpoint_url=aws_env, region_name=REGION)
+    instance = sso.list_instances()["Instances"][0]["InstanceArn"]
+    sso.create_permission_set(
+        Name="BreakGlass", InstanceArn=instance, SessionDuration="PT8H", Description="doctor test"
+    )
+    stack.write_text(
+        HEALTHY
+        + """
+  - name: break-glass
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: BreakGlass}
+    durations: [30m, 2h]
+    approvers: {users: [bob@example.com]}
+"""
+    )
+    report = await diagnose(stack)
+
+    assert lines(report, Level.FAIL) == []
+    [warning] = report.of(Level.WARN)
+    assert warning.check == "session duration"
+    assert "permission set BreakGlass lets a session last 8h" in warning.message
+    assert "longer than flow break-glass's shortest grant (30m)" in warning.message
+    assert "outlive the grant by up to 7h30m" in warning.message
+
+
+async def test_the_example_config_warns_that_aws_sessions_outlive_one_minute_grants(stack):
+    stack.write_text((ROOT / "keycard.example.yaml").read_text())
+    report = await diagnose(stack)
+    warnings = lines(report, Level.WARN)
+    assert any(
+        "PowerUserAccess lets a session last 1h" in w and "shortest grant (1m)" in w
+        for w in warnings
+    ), warnings
+
+
+async def test_bad_slack_token_fails(stack, slack_url, monkeypatch):
+    _, fake = slack_url
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-revoked")
+    report = await diagnose(stack)
+    slack = only(report, "slack")
+    assert slack.level is Level.FAIL
+    assert "Slack rejected SLACK_BOT_TOKEN (invalid_auth)" in slack.message
+    assert fake.calls == ["xoxb-revoked"]
+
+
+async def test_invalid_config_fails_with_its_problems(stack):
+    stack.write_text(HEALTHY.replace('"111111111111"', '"1111"'))
+    report = await diagnose(stack)
+    config = only(report, "keycard.yaml")
+    assert config.level is Level.FAIL
+    assert "flows[0].targets[0].account_id: must be 12 digits" in config.message
+    assert not any(f.check.startswith("target ") for f in report.findings)
+
+
+# --- the IAM policy ------------------------------------------------------------------------
+
+
+def test_shipped_policy_file_is_the_one_doctor_prints():
+    assert (ROOT / "deploy" / "iam-policy.json").read_text() == iam_policy_json()
+    result = CliRunner().invoke(app, ["doctor", "--iam-policy"])
+    assert result.exit_code == 0
+    assert json.loads(result.output) == IAM_POLICY
+
+
+def test_policy_allows_every_aws_call_keycard_makes_and_nothing_else():
+    """Every boto3 operation in the strategy activities and the doctor, as IAM actions."""
+    prefixes = {"sso-admin": "sso", "identitystore": "identitystore", "iam": "iam"}
+    # Which AWS services each module talks to; names like list_users exist in several.
+    modules = {
+        "activities/aws_sso.py": ["sso-admin", "identitystore"],
+        "activities/aws_iam.py": ["iam"],
+        "starter/doctor.py": ["sso-admin", "identitystore", "iam"],
+    }
+    session = boto3.session.Session(region_name=REGION)
+    called: set[str] = set()
+    for module, services in modules.items():
+        code = (ROOT / module).read_text()
+        for service in services:
+            client = session.client(service, aws_access_key_id="x", aws_secret_access_key="x")
+            for method, operation in client.meta.method_to_api_mapping.items():
+                # Calls (client.get_user_id), and operations named for paginators ("list_users").
+                if re.search(rf"\.{method}\b|[\"']{method}[\"']", code):
+                    called.add(f"{prefixes[service]}:{operation}")
+    allowed = {action for statement in IAM_POLICY["Statement"] for action in statement["Action"]}
+    assert called - allowed == set(), "Keycard calls these but the policy does not allow them"
+    assert allowed - called == set(), "the policy allows these but Keycard never calls them"
+
+
+def _days(n: int):
+    from google.protobuf.duration_pb2 import Duration
+
+    return Duration(seconds=int(timedelta(days=n).total_seconds()))
