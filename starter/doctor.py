@@ -600,11 +600,12 @@ async def _check_slack(report: Report, env: Mapping[str, str]) -> None:
         report.fail("slack", f"cannot reach Slack at {base_url} ({_short(err)}).")
         return
     report.ok("slack", f"token works: bot {answer.get('user')} in team {answer.get('team')}.")
-    if not env.get("SLACK_SIGNING_SECRET"):
+    if not env.get("SLACK_SIGNING_SECRET") and not env.get("SLACK_APP_TOKEN"):
         report.warn(
             "slack",
             "SLACK_SIGNING_SECRET is unset, so the API cannot verify requests from Slack; copy "
-            "it from your Slack app's Basic Information page.",
+            "it from your Slack app's Basic Information page (or use Socket Mode: "
+            "SLACK_APP_TOKEN).",
         )
 
 
