@@ -543,14 +543,20 @@ def _check_sso_flow(report, flow: AwsSsoFlow, sets, instance_arn, sso_admin, cal
         session = found.session or AWS_MIN_SESSION
         if session > shortest and found.arn not in warned:
             warned.add(found.arn)
+            longer = f"make the flow's durations at least {format_duration(session)}"
+            floor = max(shortest, AWS_MIN_SESSION)
+            fix = (
+                f"Lower its session duration to {format_duration(floor)}, or {longer}"
+                if session > floor
+                else f"AWS sessions last at least {format_duration(AWS_MIN_SESSION)}: {longer}"
+            )
             report.warn(
                 "session duration",
                 f"permission set {found.name} lets a session last {format_duration(session)}, "
                 f"longer than flow {flow.name}'s shortest grant ({format_duration(shortest)}): "
                 "revoking the assignment does not end a session already open, so access can "
-                f"outlive the grant by up to {format_duration(session - shortest)}. Lower the "
-                "permission set's session duration (AWS minimum 1h) or the flow's durations "
-                "should be at least that long.",
+                f"outlive the grant by up to {format_duration(session - shortest)}. {fix} "
+                "where the gap matters.",
             )
 
 

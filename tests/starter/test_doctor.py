@@ -290,6 +290,9 @@ async def test_session_longer_than_the_shortest_grant_warns(stack, aws_env):
     assert "permission set BreakGlass lets a session last 8h" in warning.message
     assert "longer than flow break-glass's shortest grant (30m)" in warning.message
     assert "outlive the grant by up to 7h30m" in warning.message
+    assert "Lower its session duration to 1h, or make the flow's durations at least 8h" in (
+        warning.message
+    )
 
 
 async def test_the_example_config_warns_that_aws_sessions_outlive_one_minute_grants(stack):
