@@ -86,7 +86,7 @@ async def run_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Outside the main thread signals cannot be handled here: the caller owns `stop` then.
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, _stop_once, stop, sig)
+            loop.add_signal_handler(sig, _on_signal, stop, sig)
     worker = build_worker(client, config, settings, activities)
     running = asyncio.create_task(worker.run(), name="keycard-worker")
     stopping = asyncio.create_task(stop.wait(), name="keycard-worker-stop")
@@ -100,19 +100,22 @@ async def run_worker(
             report("draining", f"finishing in-flight work (up to {grace:g}s)")
             await worker.shutdown()
         await running  # a worker that stopped by itself raises its error here
+    except asyncio.CancelledError:
+        # The caller gave up on us (say, `keycard dev` shutting down): drain all the same.
+        if not running.done():
+            report("draining", "cancelled")
+            await worker.shutdown()
+        raise
     except Exception as err:
         report("failed", str(err))
         log.error("worker.failed", error=str(err))
         raise
     finally:
         stopping.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
     report("stopped", "")
     log.info("worker.stopped")
 
 
-def _stop_once(stop: asyncio.Event, sig: signal.Signals) -> None:
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     log.info("worker.signal", signal=sig.name, already_stopping=stop.is_set())
     stop.set()
