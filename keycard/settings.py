@@ -42,10 +42,14 @@ class Settings:
 
 def _worker_settings(env: Mapping[str, str]) -> dict[str, Any]:
     port = env.get("KEYCARD_WORKER_HEALTH_PORT", "").strip()
-    if port and not port.isdigit():
+    if port and not (port.isdigit() and int(port) < 65536):
         raise ValueError(f"KEYCARD_WORKER_HEALTH_PORT must be a port number, not {port!r}")
+    try:
+        grace = parse_duration(env.get("KEYCARD_WORKER_SHUTDOWN_GRACE", "30s"))
+    except ValueError as err:
+        raise ValueError(f"KEYCARD_WORKER_SHUTDOWN_GRACE: {err}") from None
     return {
         "worker_health_port": int(port) if port else None,
         "worker_health_host": env.get("KEYCARD_WORKER_HEALTH_HOST", "0.0.0.0"),  # noqa: S104
-        "worker_shutdown_grace": parse_duration(env.get("KEYCARD_WORKER_SHUTDOWN_GRACE", "30s")),
+        "worker_shutdown_grace": grace,
     }

@@ -152,7 +152,12 @@ async def diagnose(config_path: Path) -> Report:
     env = dict(os.environ)
     report = Report()
     config = _check_config(report, config_path)
-    await _check_temporal(report, env, Settings.from_env(env).task_queue)
+    try:
+        task_queue = Settings.from_env(env).task_queue
+    except ValueError as err:
+        report.fail("settings", f"{err}.")
+        task_queue = names.DEFAULT_TASK_QUEUE
+    await _check_temporal(report, env, task_queue)
     if config is not None:
         await asyncio.to_thread(_check_aws, report, config)
     await _check_slack(report, env)

@@ -324,6 +324,15 @@ async def test_invalid_config_fails_with_its_problems(stack):
     assert not any(f.check.startswith("target ") for f in report.findings)
 
 
+async def test_bad_process_settings_fail_and_the_rest_is_still_checked(stack, monkeypatch):
+    monkeypatch.setenv("KEYCARD_WORKER_SHUTDOWN_GRACE", "30")
+    report = await diagnose(stack)
+    settings = only(report, "settings")
+    assert settings.level is Level.FAIL
+    assert "KEYCARD_WORKER_SHUTDOWN_GRACE: '30' is not a duration" in settings.message
+    assert only(report, "temporal").level is Level.OK
+
+
 # --- the IAM policy ------------------------------------------------------------------------
 
 
