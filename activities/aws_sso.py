@@ -48,7 +48,9 @@ log = structlog.get_logger(__name__)
 # timeout must be comfortably longer than this plus one API call (30 s is plenty).
 POLL_INTERVAL_SECONDS = 2.0
 
-_HEARTBEAT_PREFIX = "aws_sso request "
+# What a polling attempt heartbeats, so the next attempt of the same activity can resume waiting.
+_CREATION_PREFIX = "aws_sso creation request "
+_DELETION_PREFIX = "aws_sso deletion request "
 
 
 def no_such_user(email: str) -> ApplicationError:
@@ -143,6 +145,7 @@ class AwsSsoStrategy:
         )
         self._sso_admin = sso_admin
         self._poll_interval = poll_interval
+        self._permission_set_arns: dict[tuple[str, str], str] = {}
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.resolve, self.exists, self.grant, self.revoke]
@@ -187,7 +190,7 @@ class AwsSsoStrategy:
     @activity.defn(name="aws_sso.grant")
     async def grant(self, assignment: ResolvedAssignment) -> None:
         require_resolved(assignment, "instance_arn", "permission_set_arn")
-        pending = _pending_request()
+        pending = _pending_request(_CREATION_PREFIX)
         if pending and await self._wait_for_creation(assignment, pending, resumed=True):
             return
         if await self.exists(assignment):
@@ -216,7 +219,7 @@ class AwsSsoStrategy:
     @activity.defn(name="aws_sso.revoke")
     async def revoke(self, assignment: ResolvedAssignment) -> None:
         require_resolved(assignment, "instance_arn", "permission_set_arn")
-        pending = _pending_request()
+        pending = _pending_request(_DELETION_PREFIX)
         if pending and await self._wait_for_deletion(assignment, pending, resumed=True):
             return
         try:
@@ -283,6 +286,23 @@ class AwsSsoStrategy:
         return arn
 
     async def _find_permission_set(self, instance_arn: str, name: str) -> str:
+        # Finding a name means describing every permission set, and sso-admin's rate limits are
+        # low; remember what was seen, and trust a remembered ARN only after AWS confirms it.
+        cached = self._permission_set_arns.get((instance_arn, name))
+        if cached:
+            try:
+                response = await call_aws(
+                    self._sso_admin.describe_permission_set,
+                    InstanceArn=instance_arn,
+                    PermissionSetArn=cached,
+                )
+            except ApplicationError as error:
+                if not is_not_found(error):
+                    raise
+            else:
+                if response["PermissionSet"].get("Name") == name:
+                    return cached
+            del self._permission_set_arns[(instance_arn, name)]
         pages = await paginate(self._sso_admin, "list_permission_sets", InstanceArn=instance_arn)
         names = []
         for arn in (arn for page in pages for arn in page.get("PermissionSets", [])):
@@ -292,6 +312,7 @@ class AwsSsoStrategy:
                 PermissionSetArn=arn,
             )
             found = response["PermissionSet"].get("Name", "")
+            self._permission_set_arns[(instance_arn, found)] = arn
             if found == name:
                 return arn
             names.append(found)
@@ -318,6 +339,7 @@ class AwsSsoStrategy:
             request_id,
             status,
             resumed=resumed,
+            heartbeat_prefix=_CREATION_PREFIX,
             describe=self._sso_admin.describe_account_assignment_creation_status,
             id_param="AccountAssignmentCreationRequestId",
             result_key="AccountAssignmentCreationStatus",
@@ -347,6 +369,7 @@ class AwsSsoStrategy:
             request_id,
             status,
             resumed=resumed,
+            heartbeat_prefix=_DELETION_PREFIX,
             describe=self._sso_admin.describe_account_assignment_deletion_status,
             id_param="AccountAssignmentDeletionRequestId",
             result_key="AccountAssignmentDeletionStatus",
@@ -367,6 +390,7 @@ class AwsSsoStrategy:
         status: dict[str, Any] | None,
         *,
         resumed: bool,
+        heartbeat_prefix: str,
         describe: Callable[..., dict[str, Any]],
         id_param: str,
         result_key: str,
@@ -380,7 +404,7 @@ class AwsSsoStrategy:
         """
         while status is None or status.get("Status") == "IN_PROGRESS":
             if status is not None:
-                activity.heartbeat(_HEARTBEAT_PREFIX + request_id)
+                activity.heartbeat(heartbeat_prefix + request_id)
                 await asyncio.sleep(self._poll_interval)
             try:
                 response = await call_aws(
@@ -391,7 +415,7 @@ class AwsSsoStrategy:
                     return False
                 raise
             status = response[result_key]
-            activity.heartbeat(_HEARTBEAT_PREFIX + request_id)
+            activity.heartbeat(heartbeat_prefix + request_id)
         if status.get("Status") == "SUCCEEDED":
             return True
         if status.get("Status") == "FAILED":
@@ -405,11 +429,11 @@ class AwsSsoStrategy:
         )
 
 
-def _pending_request() -> str | None:
+def _pending_request(prefix: str) -> str | None:
     """The AWS request a previous attempt of this activity was waiting on, if it said so."""
     details = activity.info().heartbeat_details
-    if details and isinstance(details[0], str) and details[0].startswith(_HEARTBEAT_PREFIX):
-        return details[0].removeprefix(_HEARTBEAT_PREFIX)
+    if details and isinstance(details[0], str) and details[0].startswith(prefix):
+        return details[0].removeprefix(prefix)
     return None
 
 

@@ -78,6 +78,19 @@ async def test_resolve_accepts_a_permission_set_arn(aws, sso) -> None:
     assert resolved.permission_set_arn == arn
 
 
+async def test_a_permission_set_recreated_under_the_same_name_resolves_to_the_new_arn(
+    aws, sso
+) -> None:
+    aws.add_user("alice@example.com")
+    old = aws.add_permission_set("PowerUserAccess")
+    env = ActivityEnvironment()
+    assert (await env.run(sso.resolve, sso_spec())).permission_set_arn == old
+    aws.sso_admin.delete_permission_set(InstanceArn=aws.instance_arn, PermissionSetArn=old)
+    new = aws.add_permission_set("PowerUserAccess")
+
+    assert (await env.run(sso.resolve, sso_spec())).permission_set_arn == new
+
+
 async def test_unknown_permission_set_arn_is_final(aws, sso) -> None:
     aws.add_user("alice@example.com")
     missing = aws.add_permission_set("PowerUserAccess")[:-4] + "0000"
@@ -288,7 +301,7 @@ async def test_grant_waits_while_aws_reports_in_progress_and_heartbeats(stubbed_
     await env.run(sso.grant, resolved())
 
     assert len(beats) >= 3
-    assert all(beat == ("aws_sso request " + CREATE_REQUEST,) for beat in beats)
+    assert all(beat == ("aws_sso creation request " + CREATE_REQUEST,) for beat in beats)
 
 
 async def test_grant_that_aws_reports_failed_is_final_with_aws_reason(stubbed_sso) -> None:
@@ -320,7 +333,7 @@ async def test_a_retried_grant_resumes_the_request_its_predecessor_started(stubb
     )
     env = ActivityEnvironment()
     env.info = dataclasses.replace(
-        env.info, attempt=2, heartbeat_details=["aws_sso request " + EARLIER_REQUEST]
+        env.info, attempt=2, heartbeat_details=["aws_sso creation request " + EARLIER_REQUEST]
     )
 
     await env.run(sso.grant, resolved())
@@ -336,7 +349,7 @@ async def test_a_retried_grant_starts_over_when_aws_forgot_the_earlier_request(
     stub.add_response("list_account_assignments", assignments(USER_ID))
     env = ActivityEnvironment()
     env.info = dataclasses.replace(
-        env.info, heartbeat_details=["aws_sso request " + FORGOTTEN_REQUEST]
+        env.info, heartbeat_details=["aws_sso creation request " + FORGOTTEN_REQUEST]
     )
 
     await env.run(sso.grant, resolved())
@@ -381,7 +394,7 @@ async def test_revoke_waits_for_deletion(stubbed_sso) -> None:
 
     await env.run(sso.revoke, resolved())
 
-    assert ("aws_sso request " + DELETE_REQUEST,) in beats
+    assert ("aws_sso deletion request " + DELETE_REQUEST,) in beats
 
 
 async def test_a_failed_deletion_is_retried_because_access_must_not_outlive_its_lease(
@@ -403,6 +416,26 @@ async def test_a_failed_deletion_is_retried_because_access_must_not_outlive_its_
     assert error.type == "RevokeFailed"
     assert not error.non_retryable
     assert "Request failed" in error.message
+
+
+async def test_a_retried_revoke_after_a_failed_deletion_deletes_again(stubbed_sso) -> None:
+    sso, stub = stubbed_sso
+    stub.add_response(
+        "describe_account_assignment_deletion_status",
+        {"AccountAssignmentDeletionStatus": status("FAILED", DELETE_REQUEST, "Request failed")},
+    )
+    stub.add_response("list_account_assignments", assignments(USER_ID))
+    stub.add_response(
+        "delete_account_assignment",
+        {"AccountAssignmentDeletionStatus": status("SUCCEEDED", FORGOTTEN_REQUEST)},
+        target(),
+    )
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info, attempt=2, heartbeat_details=["aws_sso deletion request " + DELETE_REQUEST]
+    )
+
+    await env.run(sso.revoke, resolved())
 
 
 async def test_revoke_of_an_assignment_removed_meanwhile_is_success(stubbed_sso) -> None:
