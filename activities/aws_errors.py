@@ -81,10 +81,22 @@ QUOTA_CODES = frozenset({"ServiceQuotaExceededException", "LimitExceeded"})
 NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "NoSuchEntity"})
 
 
+# The AWS error an ApplicationError was made from. Kept on an attribute rather than as __cause__:
+# Temporal sends the cause chain to the workflow, and whoever reads the innermost message must get
+# ours ("no Identity Center user has the email ..."), not botocore's ("USER not found."). AWS's own
+# words stay in the message or the details.
+_AWS_ERROR = "keycard_aws_error"
+
+
+def _from_aws(classified: ApplicationError, error: BaseException) -> ApplicationError:
+    setattr(classified, _AWS_ERROR, error)
+    return classified
+
+
 def error_code(error: BaseException | None) -> str:
     """The AWS error code behind `error`, looking through an ApplicationError `classify` made."""
     if isinstance(error, ApplicationError):
-        error = error.__cause__
+        error = getattr(error, _AWS_ERROR, None)
     if isinstance(error, ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
     return ""
@@ -120,18 +132,21 @@ def _details(error: BaseException, action: str) -> dict[str, Any]:
     if isinstance(error, ClientError):
         metadata = error.response.get("ResponseMetadata", {})
         details["aws_error_code"] = error_code(error)
+        details["aws_message"] = error.response.get("Error", {}).get("Message")
         details["aws_request_id"] = metadata.get("RequestId")
     else:
-        details["error"] = type(error).__name__
+        details["error"] = f"{type(error).__name__}: {error}"
     return details
 
 
 def _retryable(message: str, type: str, error: BaseException, action: str) -> ApplicationError:
-    return ApplicationError(message, _details(error, action), type=type, non_retryable=False)
+    classified = ApplicationError(message, _details(error, action), type=type, non_retryable=False)
+    return _from_aws(classified, error)
 
 
 def _final(message: str, type: str, error: BaseException, action: str) -> ApplicationError:
-    return ApplicationError(message, _details(error, action), type=type, non_retryable=True)
+    classified = ApplicationError(message, _details(error, action), type=type, non_retryable=True)
+    return _from_aws(classified, error)
 
 
 def classify(error: BaseException, action: str) -> ApplicationError:
@@ -252,9 +267,9 @@ async def call_aws(
         return await run_blocking(call, **kwargs)
     except (ClientError, BotoCoreError) as error:
         if if_not_found is not None and is_not_found(error):
-            raise if_not_found from error
+            raise _from_aws(if_not_found, error) from None
         client_error = error if isinstance(error, ClientError) else None
-        raise classify(error, action_name(call, client_error)) from error
+        raise classify(error, action_name(call, client_error)) from None
 
 
 async def paginate(
@@ -274,9 +289,10 @@ async def paginate(
         return await run_blocking(all_pages)
     except (ClientError, BotoCoreError) as error:
         if if_not_found is not None and is_not_found(error):
-            raise if_not_found from error
+            raise _from_aws(if_not_found, error) from None
         client_error = error if isinstance(error, ClientError) else None
-        raise classify(error, action_name(getattr(client, operation), client_error)) from error
+        action = action_name(getattr(client, operation), client_error)
+        raise classify(error, action) from None
 
 
 # --- malformed input: a bug or a hand-made call, never worth a retry -------------------------

@@ -12,10 +12,12 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import STRATEGY_ACTIVITY_NAMES, strategy_activities
-from activities.aws_errors import classify, is_conflict, is_not_found
+from activities.aws_errors import call_aws, classify, is_conflict, is_not_found
 from keycard.config import AwsSettings
+from keycard.failures import root_message
 from keycard.strategies import NON_RETRYABLE_ERRORS
 
 
@@ -103,18 +105,33 @@ def test_details_carry_the_aws_request_id_for_support_cases() -> None:
         {
             "action": "sso:CreateAccountAssignment",
             "aws_error_code": "ThrottlingException",
+            "aws_message": "it went wrong",
             "aws_request_id": "rid-1",
         },
     )
 
 
-def test_call_sites_can_see_through_a_classified_error_to_the_aws_code() -> None:
-    original = client_error("ResourceNotFoundException")
-    try:
-        raise classify(original, "sso:DeleteAccountAssignment") from original
-    except Exception as classified:
-        assert is_not_found(classified)
-        assert not is_conflict(classified)
+async def test_the_workflow_reads_our_message_not_botocores_yet_call_sites_see_the_code(
+    stubbed,
+) -> None:
+    identitystore, stub = stubbed("identitystore")
+    stub.add_client_error("get_user_id", "ResourceNotFoundException", "USER not found.")
+    stub.add_client_error("get_user_id", "ThrottlingException", "Rate exceeded")
+    no_such_user = ApplicationError("no user", type="NoSuchUser", non_retryable=True)
+    kwargs = {
+        "IdentityStoreId": "d-1234567890",
+        "AlternateIdentifier": {
+            "UniqueAttribute": {"AttributePath": "emails.value", "AttributeValue": "d@x.io"}
+        },
+    }
+
+    for expected in ("no user", "AWS is throttling identitystore:GetUserId"):
+        with pytest.raises(ApplicationError) as caught:
+            await call_aws(identitystore.get_user_id, if_not_found=no_such_user, **kwargs)
+        # Temporal sends __cause__ to the workflow, whose messages read the innermost cause.
+        assert root_message(caught.value).startswith(expected)
+    assert is_not_found(no_such_user)
+    assert is_conflict(classify(client_error("ConflictException"), "sso:X"))
 
 
 def test_worker_gets_every_strategy_activity_under_its_contract_name(aws_env) -> None:
