@@ -210,7 +210,12 @@ def check_approve(view: RequestView, flow: Flow, actor: Actor) -> None:
         raise DecisionRefused(
             "SelfApproval",
             f"{actor.display} cannot approve their own request; "
-            f"ask one of {', '.join(view.approvers) or 'the flow approvers'}",
+            f"ask one of {', '.join(view.approvers) or 'the flow approvers'}"
+            + (
+                "; in an emergency, use break-glass with a justification"
+                if flow.break_glass
+                else ""
+            ),
             Refusal.FORBIDDEN,
         )
     if not (_is_approver(view, actor) or actor.role is Role.ADMIN or _self_ok(view, flow, actor)):
@@ -225,6 +230,37 @@ def check_approve(view: RequestView, flow: Flow, actor: Actor) -> None:
             f"{actor.display} has already approved this request; "
             f"it needs {view.approvals_required} different approvers",
             Refusal.CONFLICT,
+        )
+
+
+BREAK_GLASS_MIN_JUSTIFICATION = 10
+
+
+def check_break_glass(view: RequestView, flow: Flow, actor: Actor, justification: str) -> None:
+    """The requester approving their own request in an emergency: only where the flow allows it,
+    and only with a written justification (it is announced and reviewed afterwards)."""
+    if view.state is not RequestState.PENDING:
+        raise _wrong_state(view, "approved")
+    if not flow.break_glass:
+        raise DecisionRefused(
+            "BreakGlassNotAllowed",
+            f"flow {flow.name} does not allow break-glass; ask one of "
+            f"{', '.join(view.approvers) or 'the flow approvers'}",
+            Refusal.FORBIDDEN,
+        )
+    if not _is_requester(view, actor):
+        raise DecisionRefused(
+            "BreakGlassNotRequester",
+            f"break-glass is for approving your own request; {actor.display} is not "
+            f"the requester of {view.id} (approve it normally instead)",
+            Refusal.FORBIDDEN,
+        )
+    if len(justification.strip()) < BREAK_GLASS_MIN_JUSTIFICATION:
+        raise DecisionRefused(
+            "JustificationRequired",
+            "break-glass needs a written justification (at least "
+            f"{BREAK_GLASS_MIN_JUSTIFICATION} characters): say what is broken and why it cannot wait",
+            Refusal.INVALID,
         )
 
 
