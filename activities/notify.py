@@ -71,5 +71,5 @@ class ConsoleNotifier:
         line = console_line(notification)
         if line:
             emit = log.warning if notification.event.type in LOUD_EVENTS else log.info
-            emit(line, request_id=notification.view.id, event=notification.event.type)
+            emit(line, request_id=notification.view.id, lifecycle_event=notification.event.type)
         return NotificationResult(messages=notification.messages)

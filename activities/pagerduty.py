@@ -32,7 +32,7 @@ def rest_client(
     client.max_network_attempts = NETWORK_ATTEMPTS
     # By default the library retries 429 without limit; a hook would hang until its time limit.
     client.retry = {429: RATE_LIMIT_RETRIES}
-    client.sleep_timer = 0.5
+    client.sleep_timer = 0.2  # one quick retry of a network blip, then fail (closed)
     return client
 
 
