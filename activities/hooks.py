@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from temporalio import activity
 
 from keycard import temporal as names
 from keycard.config import KeycardConfig
-from keycard.durations import format_duration
 from keycard.hooks import (
     PAGERDUTY_ON_CALL,
     ApprovalHookInput,
@@ -49,6 +48,10 @@ class HookTimedOut(Exception):
     """A hook (or importing its file) ran past the time limit; its thread is left to finish."""
 
 
+class HookBusy(Exception):
+    """Too many hooks are still running (some hang), so this one was not started."""
+
+
 class HookActivities:
     """Loads hooks files (again when they change) and calls them with the integrations set."""
 
@@ -57,13 +60,14 @@ class HookActivities:
         integrations: Integrations,
         base_dir: str | Path = ".",
         call_timeout: timedelta = names.HOOK_CALL_TIMEOUT,
-        max_threads: int = 8,
+        max_threads: int = 32,
     ):
         self._integrations = integrations
         self._base_dir = Path(base_dir)
         self._timeout = call_timeout.total_seconds()
-        # Hooks get their own threads: one that hangs cannot starve the worker's other work.
-        self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="keycard-hook")
+        # Hooks get threads of their own: one that hangs cannot starve the worker's other work.
+        self._max_threads = max_threads
+        self._threads = threading.BoundedSemaphore(max_threads)
         self._files: dict[Path, tuple[tuple[int, int], HooksFile]] = {}
 
     @activity.defn(name=names.EVALUATE_REQUEST_HOOKS)
@@ -148,6 +152,9 @@ class HookActivities:
             except HookTimedOut:
                 failures.append(HookFailure(hook=HOOKS_FILE, error=f"importing {path} hung"))
                 return None
+            except HookBusy as busy:
+                failures.append(HookFailure(hook=HOOKS_FILE, error=str(busy)))
+                return None
             self._files[path] = (stamp, file)
             log.info("hooks.loaded", path=str(path), hooks=sorted(file.functions), ok=file.ok)
         if not file.ok:
@@ -167,7 +174,7 @@ class HookActivities:
         try:
             return await self._in_thread(lambda: fn(event))
         except HookTimedOut:
-            error = f"did not finish within {format_duration(timedelta(seconds=self._timeout))}"
+            error = f"did not finish within {self._timeout:g}s"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         log.warning("hook.failed", hook=name, request_id=event.request_id, error=error)
@@ -175,14 +182,38 @@ class HookActivities:
         return None
 
     async def _in_thread(self, call: Callable[[], Any]) -> Any:
+        """Run `call` in a daemon thread of its own, within the time limit. A thread that overruns
+        is abandoned, not killed (Python cannot): being a daemon, it never holds up the worker's
+        shutdown, and the thread cap stops hanging hooks from piling up without bound."""
+        if not self._threads.acquire(blocking=False):
+            raise HookBusy(f"{self._max_threads} hooks are still running; is one hanging?")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         integrations = self._integrations
 
-        def run() -> Any:
-            with using(integrations):
-                return call()
+        def settle(value: Any, error: BaseException | None) -> None:
+            if future.done():
+                return  # timed out already
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
 
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, run)
+        def run() -> None:
+            try:
+                with using(integrations):
+                    value = call()
+            except Exception as error:
+                loop.call_soon_threadsafe(settle, None, error)
+            except BaseException as error:  # sys.exit() in a hook must not stop the worker
+                stopped = RuntimeError(f"{type(error).__name__}: {error}")
+                loop.call_soon_threadsafe(settle, None, stopped)
+            else:
+                loop.call_soon_threadsafe(settle, value, None)
+            finally:
+                self._threads.release()
+
+        threading.Thread(target=run, name="keycard-hook", daemon=True).start()
         try:
             return await asyncio.wait_for(future, self._timeout)
         except TimeoutError:

@@ -272,7 +272,7 @@ async def test_a_hook_that_hangs_times_out_and_fails_closed(dev_env, tmp_path):
 
         @hook
         def on_request(event):
-            threading.Event().wait(30)
+            threading.Event().wait(5)
             return Decision.approve("too late")
         """
     async with stack_with_hooks(dev_env, flows(hooks_file(tmp_path, source))) as stack:
