@@ -30,12 +30,33 @@ class IdentityCenterGroups:
     """`aws_sso.is_user_in_group`: needs identitystore:GetUserId, GetGroupId, IsMemberInGroups
     (and sso:ListInstances when keycard.yaml does not name the identity store)."""
 
-    def __init__(self, identitystore: Any, sso_admin: Any, identity_store_id: str | None = None):
+    def __init__(
+        self,
+        identitystore: Any = None,
+        sso_admin: Any = None,
+        identity_store_id: str | None = None,
+        *,
+        session: Any = None,
+    ):
         self._identitystore = identitystore
         self._sso_admin = sso_admin
         self._store_id = identity_store_id
+        self._session = session
+
+    @classmethod
+    def from_session(
+        cls, session: Any, identity_store_id: str | None = None
+    ) -> IdentityCenterGroups:
+        """Clients made on first use, so a worker whose hooks never ask AWS needs no region."""
+        return cls(identity_store_id=identity_store_id, session=session)
+
+    def _clients(self) -> None:
+        if self._identitystore is None:
+            self._identitystore = self._session.client("identitystore")
+            self._sso_admin = self._session.client("sso-admin")
 
     def is_user_in_group(self, email: str, group_name: str) -> bool:
+        self._clients()
         store = self._identity_store_id()
         try:
             user_id = self._identitystore.get_user_id(

@@ -279,11 +279,7 @@ def integrations_from_env(
     return Integrations(
         pagerduty=PagerDutyDirectory.from_env(env),
         slack=SlackGroups(WebClient(token=slack_token)) if slack_token else None,
-        aws_sso=IdentityCenterGroups(
-            session.client("identitystore"),
-            session.client("sso-admin"),
-            identity_store_id=config.aws.identity_store_id,
-        ),
+        aws_sso=IdentityCenterGroups.from_session(session, config.aws.identity_store_id),
     )
 
 

@@ -344,6 +344,7 @@ def check_extend(view: RequestView, flow: Flow, actor: Actor, extra: timedelta) 
             "InvalidDuration", "an extension must be longer than zero", Refusal.INVALID
         )
     total = view.duration + sum((e.duration for e in view.extensions), timedelta(0)) + extra
+    _check_automatic_cap(view, flow, actor, total)
     if total > flow.maximum:
         already = total - extra
         left = flow.maximum - already
@@ -354,3 +355,21 @@ def check_extend(view: RequestView, flow: Flow, actor: Actor, extra: timedelta) 
             + (f"; at most {format_duration(left)} more" if left > timedelta(0) else ""),
             Refusal.INVALID,
         )
+
+
+def _check_automatic_cap(view: RequestView, flow: Flow, actor: Actor, total: timedelta) -> None:
+    """Access a rule approved stays within the rule's cap unless a person who may approve
+    extends it: otherwise a 1h automatic approval could be stretched to the flow's maximum."""
+    cap = flow.auto_approve.max_duration if flow.auto_approve else None
+    automatic = view.decided_by is not None and view.decided_by.rule is not None
+    if cap is None or not automatic or total <= cap:
+        return
+    if _is_approver(view, actor) or actor.role is Role.ADMIN:
+        return
+    raise DecisionRefused(
+        "OverAutomaticCap",
+        f"this access was approved automatically, which is limited to {format_duration(cap)} "
+        f"in flow {flow.name}; ask one of {', '.join(view.approvers) or 'the approvers'} "
+        "to extend it",
+        Refusal.FORBIDDEN,
+    )

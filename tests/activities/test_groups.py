@@ -110,3 +110,12 @@ def test_identity_center_group_membership(identity_center):
     assert not identity_center.is_user_in_group("nobody@example.com", "SRE")
     with pytest.raises(LookupError, match="no Identity Center group named DBA"):
         identity_center.is_user_in_group("alice@example.com", "DBA")
+
+
+def test_identity_center_clients_are_made_on_first_use():
+    with mock_aws():
+        session = boto3.session.Session(
+            region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        groups = IdentityCenterGroups.from_session(session)
+        assert not groups.is_user_in_group("nobody@example.com", "SRE")

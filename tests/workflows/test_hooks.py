@@ -161,6 +161,7 @@ async def test_auto_approve_rule_approves_on_call_requests_up_to_its_cap(dev_env
     config = flows(
         auto_approve={"pagerduty_on_call": {"schedules": ["PSCHED1"]}, "max_duration": "1h"},
         approvals_required=2,
+        allow_extension=True,
     )
     pagerduty.put_on_call("PALICE", "PSCHED1")
     async with stack_with_hooks(dev_env, config, pagerduty) as stack:
@@ -171,6 +172,14 @@ async def test_auto_approve_rule_approves_on_call_requests_up_to_its_cap(dev_env
         event = await stack.audit.wait_for(view.id, "request.auto_approved")
         assert event.detail["rule"] == "auto_approve.pagerduty_on_call"
         assert event.detail["reason"] == "alice@example.com is on call in PagerDuty (PSCHED1)"
+
+        # Alice may not stretch what the rule approved; an approver may.
+        await stack.audit.wait_for(view.id, "access.granted")
+        with pytest.raises(DecisionRefused) as refused:
+            await stack.keycard.extend(view.id, ALICE_ACTOR, "1h")
+        assert refused.value.code == "OverAutomaticCap"
+        assert "approved automatically, which is limited to 1h" in refused.value.message
+        assert len((await stack.keycard.extend(view.id, BOB, "1h")).extensions) == 1
 
         longer = await ask(stack, "4h")
         assert longer.state is RequestState.PENDING
