@@ -72,11 +72,19 @@ class MemorySink:
     def of(self, request_id: str, type: str) -> list[LifecycleEvent]:
         return [e for e in self.events if e.request_id == request_id and e.type == type]
 
-    async def wait_for(self, request_id: str, type: str, timeout: float = 20) -> LifecycleEvent:
-        """The first `type` event of the request, once the audit has received it."""
+    async def wait_for_any(self, type: str, timeout: float = 20) -> LifecycleEvent:
+        """The first `type` event of any request (for a request whose id is not known yet)."""
         async with asyncio.timeout(timeout), self._written:
-            await self._written.wait_for(lambda: bool(self.of(request_id, type)))
-        return self.of(request_id, type)[0]
+            await self._written.wait_for(lambda: any(e.type == type for e in self.events))
+        return next(e for e in self.events if e.type == type)
+
+    async def wait_for(
+        self, request_id: str, type: str, timeout: float = 20, nth: int = 1
+    ) -> LifecycleEvent:
+        """The `nth` `type` event of the request, once the audit has received it."""
+        async with asyncio.timeout(timeout), self._written:
+            await self._written.wait_for(lambda: len(self.of(request_id, type)) >= nth)
+        return self.of(request_id, type)[nth - 1]
 
 
 @dataclass

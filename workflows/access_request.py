@@ -271,10 +271,12 @@ class AccessRequestWorkflow:
                 result = RequestHooksResult(failures=[failure])
             for failure in result.failures:
                 self._hook_failed(failure, "nothing was decided automatically; people decide")
-            if result.approvers is not None:
-                self._route_to(result.approvers)
-            if result.decision is not None:
-                self._decide_automatically(result.decision)
+            # Approvals wait for this step (see _screen_approval), but a cancel may not have.
+            if self._state is RequestState.PENDING:
+                if result.approvers is not None:
+                    self._route_to(result.approvers)
+                if result.decision is not None:
+                    self._decide_automatically(result.decision)
         self._s.hooks_evaluated = True
 
     async def _wait_for_decision(self) -> None:
@@ -483,12 +485,25 @@ class AccessRequestWorkflow:
             policy.check_approve(self._s.view, self._flow, input.actor)
 
     async def _screen_approval(self, input: ApproveInput) -> policy.PolicyError | None:
-        """Ask the flow's on_approve hook about an approval the rules allow, then check the rules
-        again (the request may have moved on while the hook ran). Returns why the approval is
-        refused (already audited), or None. A hook that fails refuses it too (fails closed),
-        except break-glass: the way around broken automation, announced loudly."""
-        if not self._flow.hooks:
-            return None
+        """Let an approval the rules allow wait until on_request and get_approvers have had their
+        say, ask the flow's on_approve hook, then check the rules again (the request may have
+        been routed, decided or vetoed meanwhile). Returns why the approval is refused (already
+        audited), or None. A failing on_approve refuses it too (fails closed), except for
+        break-glass: the way around broken automation, announced loudly."""
+        if hooks.evaluates_requests(self._flow):
+            await workflow.wait_condition(lambda: self._s.hooks_evaluated or self._state.finished)
+        refusal = await self._on_approve_refusal(input) if self._flow.hooks else None
+        if refusal is None:
+            try:
+                self._approval_rule(input)
+            except policy.PolicyError as changed:
+                refusal = changed
+        if refusal is not None:
+            self._record_refusal("approve", input, refusal)
+        return refusal
+
+    async def _on_approve_refusal(self, input: ApproveInput) -> policy.PolicyError | None:
+        assert self._flow.hooks is not None
         event = hook_event("on_approve", self._s.view, input.actor, input.comment)
         if input.break_glass:
             event = event.model_copy(update={"break_glass": True})
@@ -526,13 +541,6 @@ class AccessRequestWorkflow:
                     f"({errors}); try again, or ask an admin to fix the hook",
                     policy.Refusal.CONFLICT,
                 )
-        if refusal is None:
-            try:
-                self._approval_rule(input)
-            except policy.PolicyError as changed:
-                refusal = changed
-        if refusal is not None:
-            self._record_refusal("approve", input, refusal)
         return refusal
 
     def _apply_deny(self, input: DenyInput) -> None:

@@ -7,10 +7,13 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 
-from activities.hooks import HookActivities
-from keycard.config import AutoApprove
+from activities.groups import SlackGroups
+from activities.hooks import HookActivities, hook_activities, integrations_from_env
+from activities.pagerduty import PagerDutyDirectory
+from keycard.config import AutoApprove, KeycardConfig
 from keycard.hooks import ApprovalHookInput, ObserveInput, RequestHooksInput
 from keycard.sdk import IntegrationNotConfigured, Person
 from keycard.sdk.context import Integrations
@@ -264,3 +267,28 @@ async def test_a_hook_calling_sys_exit_only_fails(tmp_path):
     )
     result = await activities(tmp_path).check_approval(ApprovalHookInput(hooks=hooks, event=EVENT))
     assert [f.error for f in result.failures] == ["RuntimeError: SystemExit: 3"]
+
+
+def test_the_worker_builds_integrations_from_its_environment():
+    config = KeycardConfig.model_validate(
+        {
+            "flows": [
+                {
+                    "name": "prod",
+                    "strategy": "aws_sso_group",
+                    "targets": [{"name": "sre", "group": "SRE"}],
+                    "durations": ["1h"],
+                }
+            ]
+        }
+    )
+    session = boto3.session.Session(region_name="us-east-1")
+    bare = integrations_from_env(session, config, {})
+    assert bare.pagerduty is None and bare.slack is None and bare.aws_sso is not None
+    full = integrations_from_env(
+        session, config, {"PAGERDUTY_API_KEY": "k", "SLACK_BOT_TOKEN": "xoxb-1"}
+    )
+    assert isinstance(full.pagerduty, PagerDutyDirectory)
+    assert isinstance(full.slack, SlackGroups)
+    names = [fn.__temporal_activity_definition.name for fn in hook_activities(session, config, ".")]
+    assert names == ["hooks.evaluate_request", "hooks.check_approval", "hooks.observe"]
