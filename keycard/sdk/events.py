@@ -38,11 +38,10 @@ class Actor(_Frozen):
 
     @property
     def person(self) -> Person | None:
-        return (
-            Person(email=self.email, slack_user_id=self.slack_user_id, name=self.name)
-            if (self.email)
-            else None
-        )
+        """The actor as a Person, or None for a rule."""
+        if not self.email:
+            return None
+        return Person(email=self.email, slack_user_id=self.slack_user_id, name=self.name)
 
 
 class Flow(_Frozen):
@@ -81,7 +80,9 @@ class HookEvent(_Frozen):
     duration: timedelta
     reason: str
     fields: dict[str, Any] = Field(default_factory=dict)
-    approvals: list[Approval] = Field(default_factory=list, description="people, so far")
+    approvals: list[Approval] = Field(
+        default_factory=list, description="so far; a rule's automatic approval included"
+    )
     approvals_required: int
     approvers: list[str] = Field(default_factory=list, description="who may approve, resolved")
     actor: Actor | None = None

@@ -56,9 +56,14 @@ def _import(path: Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    # Not kept in sys.modules: a changed file is imported afresh, never half-merged.
-    sys.modules.pop(name, None)
+    # Registered while it runs (dataclasses and pydantic models look their module up), and
+    # replaced as a whole by the next import of a changed file, never merged into.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
     return module
 
 

@@ -165,3 +165,34 @@ def test_the_event_is_the_request_at_that_step():
         "PENDING",
         timedelta(hours=1),
     )
+
+
+def test_hook_files_may_define_their_own_models(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        from __future__ import annotations
+
+        from dataclasses import dataclass
+        from typing import ClassVar
+
+        from pydantic import BaseModel
+        from keycard.sdk import hook
+
+        @dataclass
+        class Rota:
+            kind: ClassVar[str] = "rota"
+            name: str
+
+        class Ticket(BaseModel):
+            id: str
+            rota: Rota | None = None
+
+        @hook
+        def after_request(event):
+            return Ticket(id=event, rota=Rota("sre"))
+        """,
+    )
+    hooks = load_hooks_file(path)
+    assert hooks.ok, hooks.problems
+    assert hooks.get("after_request")("T-1").rota.name == "sre"
