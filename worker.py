@@ -44,7 +44,7 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
         leases.release_lease,
         AuditActivities(sinks).deliver,
         ConsoleNotifier().send,
-        *hook_activities(session, config, settings.config_path.parent),
+        *hook_activities(session, config, config.base_dir),
     ]
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -331,6 +332,12 @@ class KeycardConfig(_Strict):
         default_factory=dict, description="named groups of approver emails"
     )
     flows: list[Flow] = Field(min_length=1)
+    # Where the file was loaded from: flows' `hooks` paths are relative to it.
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir or Path(".")
 
     @field_validator("approver_groups")
     @classmethod
@@ -427,6 +434,7 @@ def load_config(path: str | os.PathLike[str]) -> KeycardConfig:
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
     config = parse_config(text, str(path))
+    config._base_dir = path.parent
     missing = missing_hook_files(config, path.parent)
     if missing:
         raise ConfigError(str(path), missing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,10 @@ def test_a_missing_hooks_file_is_reported_relative_to_the_config(tmp_path):
     ]
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "prod.py").write_text("")
-    assert load_config(path).flows[0].hooks == "hooks/prod.py"
+    loaded = load_config(path)
+    assert loaded.flows[0].hooks == "hooks/prod.py"
+    assert loaded.base_dir == tmp_path  # where the worker looks for hooks files
+    assert parse_config(FLOW).base_dir == Path(".")
 
 
 def test_observers_each_event_wakes():
