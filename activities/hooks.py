@@ -9,6 +9,7 @@ HookFailure, and the workflow fails closed (no automatic approval; the request w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -200,18 +201,18 @@ class HookActivities:
                 future.set_result(value)
 
         def run() -> None:
+            value, error = None, None
             try:
                 with using(integrations):
                     value = call()
-            except Exception as error:
-                loop.call_soon_threadsafe(settle, None, error)
-            except BaseException as error:  # sys.exit() in a hook must not stop the worker
-                stopped = RuntimeError(f"{type(error).__name__}: {error}")
-                loop.call_soon_threadsafe(settle, None, stopped)
-            else:
-                loop.call_soon_threadsafe(settle, value, None)
-            finally:
-                self._threads.release()
+            except Exception as raised:
+                error = raised
+            except BaseException as raised:  # sys.exit() in a hook must not stop the worker
+                error = RuntimeError(f"{type(raised).__name__}: {raised}")
+            # Free the slot before the caller hears back, so its next hook finds it free.
+            self._threads.release()
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                loop.call_soon_threadsafe(settle, value, error)
 
         threading.Thread(target=run, name="keycard-hook", daemon=True).start()
         try:

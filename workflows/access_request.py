@@ -787,4 +787,7 @@ def _details(view: RequestView) -> str:
         lines.append(f"Access until {view.expires_at:%Y-%m-%d %H:%M:%S} UTC")
     if view.end_reason:
         lines.append(f"Ended: {view.end_reason}")
+    if view.break_glass:
+        lines.append("**BREAK-GLASS**: the requester approved their own request; review it")
+    lines.extend(f"Note: {note}" for note in view.notes)
     return "\n".join(lines)
