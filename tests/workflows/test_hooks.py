@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer
 
 from activities.hooks import HookActivities
 from activities.notify import console_line
@@ -32,6 +34,7 @@ from keycard.sdk.context import Integrations
 from tests.fake_pagerduty import API_KEY, running_fake_pagerduty, self_signed_certificate
 from tests.harness import ALICE, BOB, CAROL, DAVE, running_stack
 from tests.hook_gate import gate
+from workflows.access_request import AccessRequestWorkflow
 
 ALICE_ACTOR = Actor(email="alice@example.com")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hooks" / "oncall.py"
@@ -125,6 +128,11 @@ async def stack_with_hooks(env, config, pagerduty=None, announcements=None, base
         hook_activities=[hooks.evaluate_request, hooks.check_approval, hooks.observe],
     ) as stack:
         yield stack
+
+
+async def replay(handle) -> None:
+    replayer = Replayer(workflows=[AccessRequestWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())
 
 
 async def ask(stack, duration: str = "1h"):
@@ -421,6 +429,8 @@ async def test_on_approve_can_veto_an_approval(dev_env, tmp_path):
         refusals = stack.audit.of(view.id, "decision.refused")
         assert [r.detail["code"] for r in refusals] == ["ApprovalVetoed", "ApprovalVetoed"]
         assert [a.actor.email for a in view.approvals] == ["bob@example.com"]
+        await stack.audit.wait_for(view.id, "access.granted")
+        await replay(handle)
 
 
 async def test_a_failing_on_approve_refuses_approvals_but_not_break_glass(dev_env, tmp_path):
@@ -529,6 +539,7 @@ async def test_observers_see_every_step_and_their_failures_delay_nothing(dev_env
         handle = stack.client.get_workflow_handle(view.id, result_type=RequestView)
         final = await handle.result()
         assert final.state is RequestState.ENDED
+        await replay(handle)  # the whole story, observers included, replays deterministically
 
     assert log.read_text().splitlines() == [
         "after_request PENDING alice@example.com",
