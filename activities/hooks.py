@@ -73,7 +73,8 @@ class HookActivities:
 
     @activity.defn(name=names.EVALUATE_REQUEST_HOOKS)
     async def evaluate_request(self, input: RequestHooksInput) -> RequestHooksResult:
-        """on_request, then the auto_approve rules, then get_approvers."""
+        """on_request, then (if it decided nothing and nothing failed) the auto_approve rules,
+        then get_approvers."""
         failures: list[HookFailure] = []
         file = await self._file(input.hooks, failures) if input.hooks else None
         decision: AutomaticDecision | None = None
@@ -82,8 +83,9 @@ class HookActivities:
             value = await self._run("on_request", on_request, input.event, failures)
             decision = _decision(value, "on_request", failures)
 
+        # A hook that failed might have denied: no rule may approve behind its back.
         on_call = input.auto_approve.pagerduty_on_call if input.auto_approve else None
-        if decision is None and on_call is not None:
+        if decision is None and on_call is not None and not failures:
 
             def rule(event: HookEvent) -> bool:
                 return pagerduty.is_on_call(

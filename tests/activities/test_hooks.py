@@ -125,6 +125,25 @@ async def test_rule_runs_only_when_on_request_left_it_open(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "source",
+    [
+        "from keycard.sdk import hook\n@hook\ndef on_request(e):\n    raise OSError('freeze API down')\n",
+        "from keycard.sdk import hook\n@hook\ndef on_requst(e):\n    pass\n",
+    ],
+    ids=["on_request-raised", "file-has-problems"],
+)
+async def test_no_rule_approves_when_the_hooks_failed(tmp_path, source):
+    directory = Directory(on_call={"alice@example.com"})
+    rule = AutoApprove.model_validate({"pagerduty_on_call": {}})
+    result = await activities(tmp_path, directory).evaluate_request(
+        RequestHooksInput(hooks=write(tmp_path, source), auto_approve=rule, event=EVENT)
+    )
+    assert result.decision is None
+    assert len(result.failures) == 1
+    assert directory.asked == []  # the on-call rule was not even consulted
+
+
+@pytest.mark.parametrize(
     ("returned", "approvers", "error"),
     [
         ("None", None, None),
