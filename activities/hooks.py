@@ -23,6 +23,7 @@ from temporalio import activity
 from keycard import temporal as names
 from keycard.config import KeycardConfig
 from keycard.hooks import (
+    HOOKS_FILE,
     PAGERDUTY_ON_CALL,
     ApprovalHookInput,
     ApprovalHookResult,
@@ -33,6 +34,7 @@ from keycard.hooks import (
     RequestHooksInput,
     RequestHooksResult,
     hook_rule,
+    routing_failed,
 )
 from keycard.sdk.context import Integrations, using
 from keycard.sdk.decision import Decision
@@ -41,8 +43,6 @@ from keycard.sdk.integrations import pagerduty
 from keycard.sdk.loader import HooksFile, load_hooks_file
 
 log = structlog.get_logger(__name__)
-
-HOOKS_FILE = "hooks file"
 
 
 class HookTimedOut(Exception):
@@ -105,6 +105,8 @@ class HookActivities:
         if file and (get_approvers := file.get("get_approvers")):
             value = await self._run("get_approvers", get_approvers, input.event, failures)
             approvers = _approvers(value, failures)
+        if routing_failed(failures):
+            approvers = []  # fail closed: nobody but an admin, rather than a guess
 
         return RequestHooksResult(decision=decision, approvers=approvers, failures=failures)
 

@@ -14,6 +14,7 @@ from keycard.models import EventType, RequestState
 from keycard.sdk.events import HookEvent
 
 PAGERDUTY_ON_CALL = "auto_approve.pagerduty_on_call"
+HOOKS_FILE = "hooks file"  # the failure of a whole file: it could not be read or has problems
 
 
 def hook_rule(name: str) -> str:
@@ -89,6 +90,21 @@ def over_automatic_cap(flow: Flow, duration: timedelta) -> str | None:
             f"this request for {format_duration(duration)} waits for an approver"
         )
     return None
+
+
+def routing_failed(failures: list[HookFailure]) -> bool:
+    """Whether the code that says who may approve failed (or may have: the file did not load)."""
+    return any(f.hook in ("get_approvers", HOOKS_FILE) for f in failures)
+
+
+def request_failure_outcome(failure: HookFailure) -> str:
+    """What a failure at the request step means for the requester: always less, never more."""
+    if failure.hook in ("get_approvers", HOOKS_FILE):
+        return (
+            "nothing was decided automatically, and Keycard cannot tell who should approve: "
+            "only an admin can approve this request"
+        )
+    return "nothing was decided automatically; people decide"
 
 
 _OBSERVERS: dict[str, tuple[str, ...]] = {

@@ -270,11 +270,13 @@ class AccessRequestWorkflow:
                 failure = HookFailure(hook="on_request", error=root_message(err))
                 result = RequestHooksResult(failures=[failure])
             for failure in result.failures:
-                self._hook_failed(failure, "nothing was decided automatically; people decide")
+                self._hook_failed(failure, hooks.request_failure_outcome(failure))
             # Approvals wait for this step (see _screen_approval), but a cancel may not have.
             if self._state is RequestState.PENDING:
                 if result.approvers is not None:
-                    self._route_to(result.approvers)
+                    self._route_to(
+                        result.approvers, explained=hooks.routing_failed(result.failures)
+                    )
                 if result.decision is not None:
                     self._decide_automatically(result.decision)
         self._s.hooks_evaluated = True
@@ -458,11 +460,12 @@ class AccessRequestWorkflow:
         self._decide(actor, RequestState.GRANTING)
         self._emit("request.auto_approved", actor, rule=decision.by, reason=decision.reason)
 
-    def _route_to(self, approvers: list[str]) -> None:
-        """get_approvers named who decides this request, in place of the flow's list."""
+    def _route_to(self, approvers: list[str], explained: bool = False) -> None:
+        """get_approvers named who decides this request, in place of the flow's list (nobody,
+        when it failed: `explained` by the failure's note already)."""
         view = self._s.view
         view.approvers = approvers
-        if len(approvers) < view.approvals_required:
+        if len(approvers) < view.approvals_required and not explained:
             view.notes.append(
                 f"get_approvers named {len(approvers)} approver(s) but this flow needs "
                 f"{view.approvals_required} approvals; only an admin can complete it"

@@ -154,8 +154,10 @@ async def test_no_rule_approves_when_the_hooks_failed(tmp_path, source):
             ["alice@example.com", "carol@example.com"],
             None,
         ),
-        ("[42]", None, "returned [42]; return a list of emails or people, or None"),
-        ("{'bob'}", None, "returned {'bob'}; return a list of emails or people, or None"),
+        # A reducer that fails leaves nobody but an admin (fails closed), never the flow's list.
+        ("[42]", [], "returned [42]; return a list of emails or people, or None"),
+        ("{'bob'}", [], "returned {'bob'}; return a list of emails or people, or None"),
+        ("1 / 0", [], "ZeroDivisionError: division by zero"),
     ],
 )
 async def test_get_approvers_takes_emails_or_people(tmp_path, returned, approvers, error):

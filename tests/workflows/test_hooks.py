@@ -28,6 +28,7 @@ from keycard.models import (
     NotificationResult,
     RequestState,
     RequestView,
+    Role,
 )
 from keycard.policy import DecisionRefused
 from keycard.sdk.context import Integrations
@@ -37,6 +38,7 @@ from tests.hook_gate import gate
 from workflows.access_request import AccessRequestWorkflow
 
 ALICE_ACTOR = Actor(email="alice@example.com")
+FLOW_APPROVERS = ["bob@example.com", "carol@example.com"]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hooks" / "oncall.py"
 
 
@@ -65,7 +67,7 @@ def flows(hooks: Path | None = None, **settings) -> KeycardConfig:
         ],
         "durations": ["1h", "4h"],
         "reason_required": False,
-        "approvers": {"users": ["bob@example.com", "carol@example.com"]},
+        "approvers": {"users": FLOW_APPROVERS},
         **settings,
     }
     if hooks is not None:
@@ -246,6 +248,29 @@ async def test_pagerduty_not_configured_fails_closed(dev_env):
         assert "PAGERDUTY_API_KEY" in view.notes[0]
 
 
+async def test_a_failing_get_approvers_leaves_only_admins(dev_env, tmp_path):
+    source = """
+        from keycard.sdk import reducer
+
+        @reducer
+        def get_approvers(event):
+            raise LookupError("HR system unreachable")
+        """
+    async with stack_with_hooks(dev_env, flows(hooks_file(tmp_path, source))) as stack:
+        view = await ask(stack)
+        assert view.state is RequestState.PENDING and view.approvers == []
+        assert view.notes == [
+            "get_approvers failed: LookupError: HR system unreachable (nothing was decided "
+            "automatically, and Keycard cannot tell who should approve: only an admin can "
+            "approve this request)"
+        ]
+        with pytest.raises(DecisionRefused) as refused:
+            await stack.keycard.approve(view.id, BOB)  # on the flow's list, but not a fallback
+        assert refused.value.code == "NotAnApprover"
+        admin = Actor(email="erin@example.com", role=Role.ADMIN)
+        assert (await stack.keycard.approve(view.id, admin)).state is RequestState.GRANTING
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
@@ -295,6 +320,8 @@ async def test_a_broken_hook_approves_nothing_and_the_requester_is_told(
         assert view.state is RequestState.PENDING
         assert view.notes[0].startswith(expected), view.notes
         assert (await stack.audit.wait_for(view.id, "hook.failed")).detail["error"]
+        # A file that does not load might have routed the request: only admins remain.
+        assert view.approvers == ([] if expected.startswith("hooks file") else FLOW_APPROVERS)
 
 
 async def test_a_hook_that_hangs_times_out_and_fails_closed(dev_env, tmp_path):
