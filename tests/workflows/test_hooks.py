@@ -239,6 +239,7 @@ async def test_pagerduty_down_leaves_the_request_to_people_and_says_why(dev_env,
 
         view = await stack.keycard.approve(view.id, BOB)
         assert view.state is RequestState.GRANTING
+        await stack.audit.wait_for(view.id, "access.granted")
 
 
 async def test_pagerduty_not_configured_fails_closed(dev_env):
@@ -269,6 +270,7 @@ async def test_a_failing_get_approvers_leaves_only_admins(dev_env, tmp_path):
         assert refused.value.code == "NotAnApprover"
         admin = Actor(email="erin@example.com", role=Role.ADMIN)
         assert (await stack.keycard.approve(view.id, admin)).state is RequestState.GRANTING
+        await stack.audit.wait_for(view.id, "access.granted")
 
 
 @pytest.mark.parametrize(
@@ -386,6 +388,7 @@ async def test_get_approvers_routes_the_request_and_others_are_refused(dev_env, 
         assert view.state is RequestState.PENDING  # approvals_required: 2 still counts people
         view = await stack.keycard.approve(view.id, CAROL)
         assert view.state is RequestState.GRANTING
+        await stack.audit.wait_for(view.id, "access.granted")
 
 
 async def test_an_approval_waits_for_routing_and_is_judged_by_it(dev_env, tmp_path):
@@ -480,6 +483,7 @@ async def test_a_failing_on_approve_refuses_approvals_but_not_break_glass(dev_en
         view = await stack.keycard.break_glass(view.id, ALICE_ACTOR, "prod is down, INC-4312")
         assert view.state is RequestState.GRANTING and view.break_glass
         assert any("break-glass approval went ahead" in n for n in view.notes)
+        await stack.audit.wait_for(view.id, "access.granted")
 
 
 # --- break-glass --------------------------------------------------------------------------------
@@ -506,6 +510,7 @@ async def test_break_glass_self_approval_is_marked_and_announced(dev_env):
         used = await stack.audit.wait_for(view.id, "break_glass.used")
         assert used.detail["justification"] == "payments down, INC-4312"
         assert used.detail["bypassed_approvers"] == ["bob@example.com", "carol@example.com"]
+        await stack.audit.wait_for(view.id, "access.granted")
         assert await announcements.starting_with("BREAK-GLASS") == [
             f"BREAK-GLASS: alice@example.com approved their own request {view.id} for Prod "
             "(prod), 1h. Justification: payments down, INC-4312. Bypassed approvers: "
