@@ -207,7 +207,26 @@ def _check_config(report: Report, path: Path) -> KeycardConfig | None:
         return None
     targets = sum(len(flow.targets) for flow in config.flows)
     report.ok("keycard.yaml", f"{path} is valid: {len(config.flows)} flows, {targets} targets.")
+    _check_hooks(report, config)
     return config
+
+
+def _check_hooks(report: Report, config: KeycardConfig) -> None:
+    """Import each hooks file the flows name, as the worker will; report what it would reject."""
+    from keycard.sdk.loader import load_hooks_file
+
+    files = dict.fromkeys(flow.hooks for flow in config.flows if flow.hooks)
+    for name in files:
+        hooks = load_hooks_file(config.base_dir / name)
+        if hooks.ok:
+            found = ", ".join(sorted(hooks.functions)) or "no hooks"
+            report.ok("hooks", f"{name} loads ({found}).")
+        else:
+            report.fail(
+                "hooks",
+                f"{name} cannot be used: {'; '.join(hooks.problems)}. Fix it and check it with "
+                f"`keycard hooks check {name}`.",
+            )
 
 
 # --- Temporal ----------------------------------------------------------------------------------

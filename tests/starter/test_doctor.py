@@ -324,6 +324,24 @@ async def test_invalid_config_fails_with_its_problems(stack):
     assert not any(f.check.startswith("target ") for f in report.findings)
 
 
+async def test_hooks_files_are_loaded_as_the_worker_will(stack):
+    (stack.parent / "hooks").mkdir()
+    (stack.parent / "hooks" / "prod.py").write_text("import no_such_module_for_keycard\n")
+    stack.write_text(
+        HEALTHY.replace(
+            "    durations: [1h, 4h]\n", "    durations: [1h, 4h]\n    hooks: hooks/prod.py\n"
+        )
+    )
+
+    report = await diagnose(stack)
+
+    hooks = only(report, "hooks")
+    assert hooks.level is Level.FAIL
+    assert "hooks/prod.py cannot be used" in hooks.message
+    assert "no_such_module_for_keycard" in hooks.message
+    assert "keycard hooks check hooks/prod.py" in hooks.message
+
+
 async def test_bad_process_settings_fail_and_the_rest_is_still_checked(stack, monkeypatch):
     monkeypatch.setenv("KEYCARD_WORKER_SHUTDOWN_GRACE", "30")
     report = await diagnose(stack)
