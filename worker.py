@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 
 import boto3
 import structlog
-from activities.aws import strategy_activities
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities, AuditSink, JsonlSink, StdoutSink
+from activities.aws import strategy_activities
 from activities.hooks import hook_activities
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier

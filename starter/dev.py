@@ -62,7 +62,7 @@ class DevStack:
 async def start_temporal(
     state_dir: Path, port: int, ui_port: int, log_level: str = "error"
 ) -> WorkflowEnvironment:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         dev_server_database_filename=str(state_dir / "temporal.sqlite"),
