@@ -77,6 +77,7 @@ REVOKE_ROUND_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
 )
+REVOKE_ROUND_PAUSE_MIN = timedelta(seconds=5)
 REVOKE_ROUND_PAUSE_MAX = timedelta(minutes=5)
 # Lease calls go to the grant workflow; they are cheap but may wait for a grant or revoke.
 LEASE_TIMEOUT = timedelta(minutes=15)

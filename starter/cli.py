@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -287,6 +289,35 @@ def dev(
     asyncio.run(run_dev(config, port=port, ui_port=ui_port, state_dir=state_dir))
 
 
+@app.command("demo-access")
+def demo_access(
+    email: Annotated[str, typer.Argument(help="whose access to show")],
+    state_dir: Annotated[Path, typer.Option(help="the running `keycard dev`'s state dir")] = Path(
+        ".keycard"
+    ),
+) -> None:
+    """Show what the demo AWS of a running `keycard dev` grants a person right now."""
+    from starter.demo_aws import assignments_for
+    from starter.dev import read_dev_state
+
+    try:
+        state = read_dev_state(state_dir)
+    except FileNotFoundError as err:
+        raise fail(str(err)) from None
+    if not state.get("aws_endpoint"):
+        raise fail("this `keycard dev` uses your real AWS, not the demo; use the AWS console")
+    held = assignments_for(state["aws_endpoint"], state["aws_region"], email.lower())
+    if not held:
+        typer.echo(f"{email} holds no access in the demo AWS.")
+    for spec in held:
+        what = (
+            f"permission set {spec.permission_set} in account {spec.account_id}"
+            if spec.strategy == "aws_sso"
+            else f"member of {spec.group} ({spec.strategy})"
+        )
+        typer.echo(f"{email}: {what}")
+
+
 # --- output --------------------------------------------------------------------------------------
 
 
@@ -342,4 +373,18 @@ def table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
 
 
 def main() -> None:
-    app()
+    from keycard.logging import configure_logging
+
+    # Commands print their results; logs are for problems (services raise the level themselves).
+    configure_logging(json=False, level=os.environ.get("KEYCARD_LOG_LEVEL", "WARNING"))
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as exit_:
+        code = exit_.code
+    # Temporal's Rust runtime threads can outlive interpreter shutdown and abort the process
+    # after the command has finished (temporalio/sdk-python#300). Everything is done and flushed
+    # by now, so leave without the finalization that races them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
