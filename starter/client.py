@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,10 @@ from keycard.models import (
 from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
 
 log = structlog.get_logger(__name__)
+
+# `wait` re-reads a request after these pauses (seconds): quick at first, then at a steady pace.
+WAIT_FIRST_PAUSE = 0.1
+WAIT_MAX_PAUSE = 1.0
 
 __all__ = [
     "DecisionRefused",
@@ -267,6 +272,29 @@ class KeycardClient:
             raise
         except WorkflowQueryFailedError as err:
             raise RequestNotFound(request_id) from err
+
+    async def wait(
+        self,
+        request_id: str,
+        *,
+        until: Collection[RequestState] = (RequestState.ACTIVE,),
+        timeout: timedelta = timedelta(seconds=60),
+    ) -> RequestView:
+        """The request once it is in one of `until` or finished, or as it is when `timeout` ends.
+
+        Reads the `status` query with a short, growing pause: a query leaves no trace in the
+        workflow's history, where a blocking update would add events for every waiting script.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total_seconds()
+        pause = WAIT_FIRST_PAUSE
+        while True:
+            view = await self.get(request_id)
+            left = deadline - loop.time()
+            if view.state in until or view.state.finished or left <= 0:
+                return view
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, WAIT_MAX_PAUSE)
 
     async def list(
         self,

@@ -1,0 +1,772 @@
+"""The HTTP API: ask for, decide on and read access requests over JSON, with bearer tokens.
+
+Every route goes through KeycardClient, so the core's rules (who may approve, self-approval, N
+distinct approvers, legal states) hold here unchanged. This module only turns a token into the
+acting person and a refusal into an RFC 9457 problem a person can read.
+
+`create_app(keycard)` builds the app; `routers=` adds more routes to it, such as the Slack app's
+`POST /slack/events`, which Slack signs itself and so carries no bearer token:
+
+    slack = APIRouter()
+
+    @slack.post("/slack/events", include_in_schema=False)
+    async def slack_events(request: Request):
+        return await bolt_handler.handle(request)
+
+    app = create_app(keycard, routers=[slack])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from http import HTTPStatus
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
+
+from keycard import policy
+from keycard import temporal as names
+from keycard.config import EMAIL_PATTERN, KeycardConfig, PromptField
+from keycard.durations import format_duration
+from keycard.models import Actor, Requester, RequestState, RequestView, Role
+from keycard.policy import PolicyError, Refusal
+from starter.auth import Identity, TokenBook
+from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+# How long `?wait=active` holds a response, and how long a revoke waits for access to be gone.
+WAIT_TIMEOUT = timedelta(seconds=60)
+REVOKE_WAIT = timedelta(seconds=10)
+READY_TIMEOUT = timedelta(seconds=5)
+
+STATUS_OF_REFUSAL = {
+    Refusal.INVALID: HTTPStatus.UNPROCESSABLE_ENTITY,
+    Refusal.FORBIDDEN: HTTPStatus.FORBIDDEN,
+    Refusal.CONFLICT: HTTPStatus.CONFLICT,
+}
+
+
+# --- what goes in and out ------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+FieldValue = str | int | float | bool | None
+
+
+class NewRequest(_Body):
+    """A request for access. The caller is the requester; a service token names the person."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "flow": "prod-power-user",
+                    "target": "prod",
+                    "duration": "1h",
+                    "reason": "incident 4312",
+                    "fields": {"incident": "4312"},
+                }
+            ]
+        }
+    )
+
+    flow: str = Field(min_length=1, max_length=200, description="the flow, e.g. prod-power-user")
+    target: str = Field(min_length=1, max_length=200, description="one of the flow's targets")
+    duration: str | None = Field(
+        default=None, max_length=50, description="one the flow offers, e.g. 1h; default its first"
+    )
+    reason: str = Field(default="", description="why; most flows require one")
+    fields: dict[str, FieldValue] = Field(
+        default_factory=dict, description="answers to the flow's extra fields"
+    )
+    requester: str | None = Field(
+        default=None,
+        max_length=320,
+        description="service tokens only: the email of the person the access is for",
+    )
+
+
+class DecisionBody(_Body):
+    comment: str = Field(default="", max_length=2000, description="a note for the audit log")
+
+
+class ExtendBody(DecisionBody):
+    duration: str = Field(min_length=1, max_length=50, description="how much longer, e.g. 30m")
+
+
+class TargetInfo(BaseModel):
+    name: str
+    label: str
+    settings: dict[str, str]
+
+
+class FlowInfo(BaseModel):
+    """A flow as a requester needs to know it."""
+
+    name: str
+    label: str
+    description: str
+    strategy: str
+    targets: list[TargetInfo]
+    durations: list[str] = Field(description="the durations on offer; the first is the default")
+    max_duration: str = Field(description="the longest access in all, extensions included")
+    reason_required: bool
+    fields: list[PromptField]
+    approvers: list[str]
+    approvals_required: int
+    approval_timeout: str
+    allow_self_approval: bool
+    allow_early_revoke: bool
+    allow_extension: bool
+
+
+class FlowList(BaseModel):
+    flows: list[FlowInfo]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: `detail` says what went wrong and what to do, for a person."""
+
+    type: str = Field(description="identifies the kind of problem; `code` is its short name")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    code: str = Field(description="stable; match on this, not on the wording")
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="invalid input: one entry per problem, with its location"
+    )
+
+
+class Health(BaseModel):
+    status: str
+
+
+class WaitFor(StrEnum):
+    ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class ApiOptions:
+    wait_timeout: timedelta = WAIT_TIMEOUT
+    revoke_wait: timedelta = REVOKE_WAIT
+
+
+# --- problems ------------------------------------------------------------------------------------
+
+
+class ApiProblem(Exception):
+    """Ends a request with a problem response; raised by routes and dependencies."""
+
+    def __init__(
+        self,
+        status: HTTPStatus,
+        detail: str,
+        code: str,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, str]] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.code = code
+        self.headers = headers
+        self.errors = errors
+
+
+def problem_response(
+    request: Request,
+    status: HTTPStatus,
+    detail: str,
+    code: str,
+    *,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, str]] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        type=f"urn:keycard:problem:{code}",
+        title=status.phrase,
+        status=status.value,
+        detail=detail,
+        instance=request.url.path,
+        code=code,
+        errors=errors,
+    )
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=status.value,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problems a route can answer with."""
+    return {
+        status: {"model": Problem, "description": HTTPStatus(status).phrase} for status in statuses
+    }
+
+
+# --- dependencies --------------------------------------------------------------------------------
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="kc_...",
+    description="a Keycard API token (keycard token create)",
+)
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    if credentials is None:
+        raise ApiProblem(
+            HTTPStatus.UNAUTHORIZED,
+            "this needs an API token: send the header `Authorization: Bearer <token>` "
+            "(an admin makes one with `keycard token create`)",
+            "MissingToken",
+            headers={"WWW-Authenticate": 'Bearer realm="keycard"'},
+        )
+    identity = request.app.state.tokens.identify(credentials.credentials)
+    if identity is None:
+        raise ApiProblem(
+            HTTPStatus.UNAUTHORIZED,
+            "the API token is not valid (unknown, mistyped or removed from keycard.yaml); "
+            "ask a Keycard admin for a new one",
+            "InvalidToken",
+            headers={"WWW-Authenticate": 'Bearer realm="keycard", error="invalid_token"'},
+        )
+    request.state.identity = identity  # for the access log: who, never the token
+    return identity
+
+
+def _keycard(request: Request) -> KeycardClient:
+    return request.app.state.keycard
+
+
+def _options(request: Request) -> ApiOptions:
+    return request.app.state.options
+
+
+Caller = Annotated[Identity, Depends(authenticate)]
+Keycard = Annotated[KeycardClient, Depends(_keycard)]
+Options = Annotated[ApiOptions, Depends(_options)]
+RequestId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="the request id, e.g. req-abc123",
+    ),
+]
+Wait = Annotated[
+    WaitFor | None,
+    Query(description="`active`: answer once access is active or the request has ended (60 s)"),
+]
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+v1 = APIRouter(prefix="/v1")
+
+
+@v1.post(
+    "/requests",
+    status_code=HTTPStatus.CREATED,
+    response_model=RequestView,
+    responses=_errors(401, 403, 422),
+    summary="Ask for access",
+    tags=["requests"],
+)
+async def create_request(
+    body: NewRequest,
+    caller: Caller,
+    keycard: Keycard,
+    options: Options,
+    response: Response,
+    wait: Wait = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            pattern=r"^[!-~]+$",
+            description="the same key from the same caller returns the same request",
+        ),
+    ] = None,
+) -> RequestView:
+    """Start a request and answer once it is checked against AWS: PENDING until approved, or
+    already decided by a rule. With `wait=active`, answer once access is ACTIVE (or the request
+    has ended), for scripts that need access before their next command; after 60 s the answer is
+    the request as it is then, so look at `state`."""
+    requester, submitted_by = _requester(body, caller)
+    asked: dict[str, Any] = dict(
+        flow=body.flow,
+        target=body.target,
+        duration=body.duration,
+        reason=body.reason,
+        fields=body.fields,
+        requester=requester,
+        submitted_by=submitted_by,
+    )
+    view: RequestView | None = None
+    if idempotency_key is not None:
+        asked["request_id"] = names.request_id_from(f"{caller.email}\n{idempotency_key}".encode())
+        planned = keycard.prepare(**asked)  # an invalid body is refused before anything runs
+        view = await _find(keycard, planned.request_id)
+        if view is not None:
+            _check_replay(view, planned, idempotency_key)
+            response.headers["Idempotent-Replayed"] = "true"
+    if view is None:
+        view = await keycard.request(**asked)
+        log.info("api.request.created", request_id=view.id, caller=caller.email)
+    if wait is WaitFor.ACTIVE:
+        view = await keycard.wait(view.id, timeout=options.wait_timeout)
+    response.headers["Location"] = f"/v1/requests/{view.id}"
+    return view
+
+
+def _requester(body: NewRequest, caller: Identity) -> tuple[Requester, Actor | None]:
+    """Who the access is for, and the service that asked on their behalf, if one did."""
+    if caller.role is Role.SERVICE:
+        if not body.requester:
+            raise ApiProblem(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                f"{caller.email} is a service token: set `requester` to the email of the person "
+                "the access is for",
+                "RequesterRequired",
+            )
+        email = body.requester.strip().lower()
+        if not EMAIL_PATTERN.match(email):
+            raise ApiProblem(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                f"requester {body.requester!r} is not an email address",
+                "InvalidRequester",
+            )
+        return Requester(email=email), caller.actor()
+    if body.requester and body.requester.strip().lower() != caller.email:
+        raise ApiProblem(
+            HTTPStatus.FORBIDDEN,
+            f"{caller.email} may only request access for themselves; "
+            "only service tokens may name another requester",
+            "NotAService",
+        )
+    return Requester(email=caller.email), None
+
+
+async def _find(keycard: KeycardClient, request_id: str) -> RequestView | None:
+    try:
+        return await keycard.get(request_id)
+    except RequestNotFound:
+        return None
+
+
+def _check_replay(view: RequestView, planned: Any, key: str) -> None:
+    """A repeated Idempotency-Key gets its first answer, as long as it asks for the same thing."""
+    same = (
+        view.flow == planned.flow.name
+        and view.target == planned.target.name
+        and view.requester.email == planned.requester.email
+        and view.duration == planned.duration
+        and view.reason == planned.reason
+        and view.fields == planned.fields
+    )
+    if not same:
+        raise ApiProblem(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            f"Idempotency-Key {key!r} was already used for request {view.id}, which asks for "
+            "something else; use a new key for a new request",
+            "IdempotencyKeyReused",
+        )
+    if view.state is RequestState.FAILED and view.decided_at is None:
+        # The first attempt was refused by AWS's checks; the replay is refused the same way.
+        raise RequestRejected("RequestFailed", view.end_reason or "the request failed its checks")
+
+
+@v1.get(
+    "/requests",
+    response_model=RequestPage,
+    responses=_errors(401, 422),
+    summary="List requests, newest first",
+    tags=["requests"],
+)
+async def list_requests(
+    caller: Caller,
+    keycard: Keycard,
+    state: Annotated[RequestState | None, Query(description="only requests in this state")] = None,
+    flow: Annotated[str | None, Query(max_length=200)] = None,
+    target: Annotated[str | None, Query(max_length=200)] = None,
+    requester: Annotated[str | None, Query(max_length=320, description="an email")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    page_token: Annotated[
+        str | None, Query(max_length=4096, description="`next_page_token` of the previous page")
+    ] = None,
+) -> RequestPage:
+    """Requests from Temporal visibility, filtered on Keycard's search attributes. Pass the
+    answer's `next_page_token` as `page_token` for the next page."""
+    try:
+        return await keycard.list(
+            state=state,
+            flow=flow,
+            target=target,
+            requester=requester,
+            limit=limit,
+            page_token=page_token,
+        )
+    except ValueError:  # not base64
+        raise _bad_page_token() from None
+    except RPCError as err:
+        if err.status is RPCStatusCode.INVALID_ARGUMENT and page_token:
+            raise _bad_page_token() from None
+        raise
+
+
+def _bad_page_token() -> ApiProblem:
+    return ApiProblem(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "page_token is not one this API gave out: pass `next_page_token` from the previous page",
+        "InvalidPageToken",
+    )
+
+
+@v1.get(
+    "/requests/{request_id}",
+    response_model=RequestView,
+    responses=_errors(401, 404, 422),
+    summary="Show a request",
+    tags=["requests"],
+)
+async def get_request(
+    request_id: RequestId, caller: Caller, keycard: Keycard, options: Options, wait: Wait = None
+) -> RequestView:
+    """The request as its workflow sees it now. `wait=active` holds the answer as on create."""
+    if wait is WaitFor.ACTIVE:
+        return await keycard.wait(request_id, timeout=options.wait_timeout)
+    return await keycard.get(request_id)
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+def _decision_route(verb: str, summary: str, description: str) -> None:
+    async def decide(
+        request_id: RequestId,
+        caller: Caller,
+        keycard: Keycard,
+        options: Options,
+        body: DecisionBody | None = None,
+    ) -> RequestView:
+        comment = body.comment if body else ""
+        view = await getattr(keycard, verb)(request_id, caller.actor(), comment)
+        log.info(f"api.request.{verb}", request_id=request_id, caller=caller.email)
+        if verb == "revoke":
+            # Answer once access is gone (ENDED), so the caller need not ask again.
+            view = await keycard.wait(request_id, until=(), timeout=options.revoke_wait)
+        return view
+
+    decide.__name__ = f"{verb}_request"
+    v1.add_api_route(
+        f"/requests/{{request_id}}/{verb}",
+        decide,
+        methods=["POST"],
+        response_model=RequestView,
+        responses=_errors(401, 403, 404, 409, 422),
+        summary=summary,
+        description=description,
+        tags=["decisions"],
+    )
+
+
+_decision_route(
+    "approve",
+    "Approve a pending request",
+    "As one of the flow's approvers, or as an admin (approver of last resort, audited as such). "
+    "Access is granted once the flow's number of distinct approvals is reached.",
+)
+_decision_route("deny", "Deny a pending request", "As an approver or an admin.")
+_decision_route(
+    "revoke",
+    "End active access now",
+    "As the requester (when the flow allows it), an approver or an admin. Answers once the access "
+    "is removed (ENDED), or after 10 s with the request still REVOKING if the cloud is slow.",
+)
+_decision_route(
+    "cancel", "Cancel a pending request", "As the requester, the service that asked, or an admin."
+)
+
+
+@v1.post(
+    "/requests/{request_id}/extend",
+    response_model=RequestView,
+    responses=_errors(401, 403, 404, 409, 422),
+    summary="Keep active access for longer",
+    tags=["decisions"],
+)
+async def extend_request(
+    request_id: RequestId, body: ExtendBody, caller: Caller, keycard: Keycard
+) -> RequestView:
+    """Adds `duration` to the expiry, within the flow's maximum (extensions included)."""
+    view = await keycard.extend(request_id, caller.actor(), body.duration, body.comment)
+    log.info("api.request.extend", request_id=request_id, caller=caller.email)
+    return view
+
+
+# --- flows ---------------------------------------------------------------------------------------
+
+
+@v1.get(
+    "/flows",
+    response_model=FlowList,
+    responses=_errors(401),
+    summary="The flows you may request",
+    tags=["flows"],
+)
+async def list_flows(caller: Caller, keycard: Keycard) -> FlowList:
+    """With their targets, durations and fields. A service token sees every flow."""
+    config = keycard.config
+    flows = [
+        _flow_info(flow, config)
+        for flow in config.flows
+        if caller.role is Role.SERVICE
+        or policy.may_request(flow, caller.email, config.approver_groups)
+    ]
+    return FlowList(flows=flows)
+
+
+def _flow_info(flow: Any, config: KeycardConfig) -> FlowInfo:
+    return FlowInfo(
+        name=flow.name,
+        label=flow.display,
+        description=flow.description,
+        strategy=flow.strategy,
+        targets=[
+            TargetInfo(name=t.name, label=t.display, settings=policy.target_settings(t))
+            for t in flow.targets
+        ],
+        durations=[format_duration(d) for d in flow.durations],
+        max_duration=format_duration(flow.maximum),
+        reason_required=flow.reason_required,
+        fields=list(flow.fields),
+        approvers=policy.approvers_of(flow, config.approver_groups),
+        approvals_required=flow.approvals_required,
+        approval_timeout=format_duration(flow.approval_timeout),
+        allow_self_approval=flow.allow_self_approval,
+        allow_early_revoke=flow.allow_early_revoke,
+        allow_extension=flow.allow_extension,
+    )
+
+
+# --- health --------------------------------------------------------------------------------------
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/healthz", response_model=Health, summary="The process is up")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@health.get(
+    "/readyz", response_model=Health, responses=_errors(503), summary="Temporal is reachable"
+)
+async def readyz(keycard: Keycard) -> Health:
+    try:
+        serving = await keycard.temporal.service_client.check_health(timeout=READY_TIMEOUT)
+    except Exception as err:  # any failure to reach Temporal means not ready
+        log.warning("api.not_ready", error=str(err))
+        serving = False
+    if not serving:
+        raise ApiProblem(
+            HTTPStatus.SERVICE_UNAVAILABLE, "Temporal is not reachable", "TemporalUnavailable"
+        )
+    return Health(status="ready")
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+
+def create_app(
+    keycard: KeycardClient,
+    config: KeycardConfig | None = None,
+    *,
+    routers: Sequence[APIRouter] = (),
+    options: ApiOptions | None = None,
+) -> FastAPI:
+    """The API for `keycard`, accepting the tokens in `config` (default: the client's config).
+
+    `routers` are included as they are, without bearer auth: the Slack helper mounts Bolt's
+    `POST /slack/events` this way (see the module docstring).
+    """
+    config = config or keycard.config
+    app = FastAPI(
+        generate_unique_id_function=lambda route: route.name,  # operationIds: approve_request
+        title="Keycard",
+        summary="Just-in-time access: ask, approve, and watch access end on time.",
+        version="1",
+        description=(
+            "Every call but the health checks needs `Authorization: Bearer <token>`. Errors are "
+            "RFC 9457 problem details (`application/problem+json`) whose `detail` says what was "
+            "wrong and what to do."
+        ),
+    )
+    app.state.keycard = keycard
+    app.state.tokens = TokenBook(config.api.tokens)
+    app.state.options = options or ApiOptions()
+    app.include_router(v1)
+    app.include_router(health)
+    for router in routers:
+        app.include_router(router)
+    _add_problem_handlers(app)
+    app.middleware("http")(_access_log)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _add_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def on_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem_response(
+            request, exc.status, exc.detail, exc.code, headers=exc.headers, errors=exc.errors
+        )
+
+    @app.exception_handler(PolicyError)
+    async def on_refusal(request: Request, exc: PolicyError) -> JSONResponse:
+        if isinstance(exc, RequestNotFound):
+            status = HTTPStatus.NOT_FOUND
+        else:
+            status = STATUS_OF_REFUSAL.get(exc.kind, HTTPStatus.UNPROCESSABLE_ENTITY)
+        return problem_response(request, status, exc.message, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [_describe(error) for error in exc.errors()]
+        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
+        return problem_response(
+            request, HTTPStatus.UNPROCESSABLE_ENTITY, detail, "InvalidInput", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = HTTPStatus(exc.status_code)
+        detail = {
+            HTTPStatus.NOT_FOUND: f"there is nothing at {request.url.path}; see /docs",
+            HTTPStatus.METHOD_NOT_ALLOWED: (
+                f"{request.method} is not allowed on {request.url.path}; see /docs"
+            ),
+        }.get(status, str(exc.detail))
+        return problem_response(
+            request, status, detail, status.phrase.replace(" ", ""), headers=exc.headers
+        )
+
+    @app.exception_handler(RPCError)
+    async def on_temporal(request: Request, exc: RPCError) -> JSONResponse:
+        log.error("api.temporal_error", path=request.url.path, status=exc.status, error=str(exc))
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            return problem_response(
+                request,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "Temporal is not reachable right now; nothing was changed, try again shortly",
+                "TemporalUnavailable",
+            )
+        return problem_response(
+            request,
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            "Temporal refused the call; the error is logged for the operators",
+            "TemporalError",
+        )
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("api.unhandled", path=request.url.path)
+        return problem_response(
+            request,
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            "Keycard failed unexpectedly; the error is logged for the operators",
+            "InternalError",
+        )
+
+
+def _describe(error: dict[str, Any]) -> dict[str, str]:
+    """One FastAPI/pydantic validation error as {location, message} a person reads."""
+    where, *path = error.get("loc", ()) or ("body",)
+    dotted = ".".join(str(p) for p in path)
+    kind = error.get("type", "")
+    message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
+    if kind == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "")
+        return {"location": "body", "message": f"is not valid JSON ({reason})".replace(" ()", "")}
+    if kind == "missing":
+        message = "is required"
+    elif kind == "extra_forbidden":
+        message = "is not a known field (check the spelling)"
+    location = {
+        "body": dotted or "body",
+        "query": f"query parameter {dotted}",
+        "header": f"header {dotted}",
+        "path": f"path {dotted}",
+    }.get(str(where), dotted or str(where))
+    if location == "body" and kind == "missing":
+        message = "is required: send a JSON object (Content-Type: application/json)"
+    return {"location": location, "message": message}
+
+
+async def _access_log(request: Request, call_next: Any) -> Response:
+    """One JSON line per call: method, path, status, time and the caller's email — never the
+    Authorization header, the query string or the body."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    identity = getattr(request.state, "identity", None)
+    log.info(
+        "api.http",
+        method=request.method,
+        path=request.url.path,
+        status=response.status_code,
+        ms=round((time.perf_counter() - started) * 1000, 1),
+        caller=identity.email if identity else None,
+    )
+    return response
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document, with errors declared as application/problem+json."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for status, answer in operation.get("responses", {}).items():
+                    content = answer.get("content", {})
+                    if status[0] in "45" and "application/json" in content:
+                        content[PROBLEM_JSON] = content.pop("application/json")
+        app.openapi_schema = jsonable_encoder(schema)
+    return app.openapi_schema
+
+
+__all__ = ["ApiOptions", "ApiProblem", "Problem", "create_app", "problem_response"]
