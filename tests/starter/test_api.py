@@ -14,7 +14,7 @@ from keycard import temporal as names
 from starter.api import ApiOptions, create_app
 from starter.client import KeycardClient
 from tests.harness import running_stack
-from tests.starter.conftest import TOKENS, Api, api_config, auth, free_port
+from tests.starter.conftest import TOKENS, Api, api_config, auth, eventually, free_port
 
 
 def problem(response: httpx.Response, status: int, code: str) -> str:
@@ -27,16 +27,6 @@ def problem(response: httpx.Response, status: int, code: str) -> str:
     assert body["type"] == f"urn:keycard:problem:{code}"
     assert body["title"]
     return body["detail"]
-
-
-async def eventually(check, timeout: float = 10.0):
-    """Visibility is eventually consistent: re-check until it holds or the time is up."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result or asyncio.get_running_loop().time() > deadline:
-            return result
-        await asyncio.sleep(0.1)
 
 
 # --- the happy paths -------------------------------------------------------------------------------
