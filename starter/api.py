@@ -18,6 +18,10 @@ acting person and a refusal into an RFC 9457 problem a person can read.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -425,28 +429,53 @@ async def list_requests(
     ] = None,
 ) -> RequestPage:
     """Requests from Temporal visibility, filtered on Keycard's search attributes. Pass the
-    answer's `next_page_token` as `page_token` for the next page."""
+    answer's `next_page_token` as `page_token` (with the same filters) for the next page."""
+    filters = {"state": state, "flow": flow, "target": target, "requester": requester}
     try:
-        return await keycard.list(
-            state=state,
-            flow=flow,
-            target=target,
-            requester=requester,
-            limit=limit,
-            page_token=page_token,
+        page = await keycard.list(
+            **filters, limit=limit, page_token=_unseal(page_token, filters) if page_token else None
         )
-    except ValueError:  # not base64
-        raise _bad_page_token() from None
     except RPCError as err:
         if err.status is RPCStatusCode.INVALID_ARGUMENT and page_token:
             raise _bad_page_token() from None
         raise
+    page.next_page_token = _seal(page.next_page_token, filters)
+    return page
+
+
+# Temporal's page tokens go out with a check bound to the filters, so a mangled token, or one used
+# with other filters, is refused here at once: Temporal would retry it for seconds, then fail.
+_PAGE_CHECK_BYTES = 8
+
+
+def _page_check(raw: bytes, filters: dict[str, Any]) -> bytes:
+    bound = json.dumps(filters, sort_keys=True, default=str).encode()
+    return hashlib.sha256(b"keycard-page\0" + bound + b"\0" + raw).digest()[:_PAGE_CHECK_BYTES]
+
+
+def _seal(token: str | None, filters: dict[str, Any]) -> str | None:
+    if token is None:
+        return None
+    raw = base64.urlsafe_b64decode(token)
+    return base64.urlsafe_b64encode(raw + _page_check(raw, filters)).decode().rstrip("=")
+
+
+def _unseal(sealed: str, filters: dict[str, Any]) -> str:
+    try:
+        data = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+    except ValueError:
+        raise _bad_page_token() from None
+    raw, check = data[:-_PAGE_CHECK_BYTES], data[-_PAGE_CHECK_BYTES:]
+    if not raw or not hmac.compare_digest(check, _page_check(raw, filters)):
+        raise _bad_page_token()
+    return base64.urlsafe_b64encode(raw).decode()
 
 
 def _bad_page_token() -> ApiProblem:
     return ApiProblem(
         HTTPStatus.UNPROCESSABLE_ENTITY,
-        "page_token is not one this API gave out: pass `next_page_token` from the previous page",
+        "page_token is not one this API gave out for these filters: pass `next_page_token` from "
+        "the previous page, with the same filters",
         "InvalidPageToken",
     )
 
@@ -670,6 +699,17 @@ def _add_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = HTTPStatus(exc.status_code)
+        if status is HTTPStatus.BAD_REQUEST:
+            # FastAPI's answer to a body it cannot decode at all (not UTF-8, say): an invalid
+            # body, like any other, so the same 422 as for malformed JSON.
+            error = {"location": "body", "message": "is not valid JSON (it cannot be decoded)"}
+            return problem_response(
+                request,
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                f"{error['location']}: {error['message']}",
+                "InvalidInput",
+                errors=[error],
+            )
         detail = {
             HTTPStatus.NOT_FOUND: f"there is nothing at {request.url.path}; see /docs",
             HTTPStatus.METHOD_NOT_ALLOWED: (
