@@ -132,14 +132,17 @@ class DevApi:
     env_file: Path | None
 
     def banner(self) -> str:
-        lines = [
-            f"API          {self.url}  (docs: {self.url}/docs)",
-            "Demo tokens  (valid until `keycard dev` stops)",
-        ]
-        for email, token in self.tokens.items():
-            lines.append(f"  {_env_name(email):6} {email:20} {token}")
+        """Lines for `keycard dev`'s banner, in its two-column layout."""
+        width = max(len(email) for email in self.tokens)
+        lines = [f"  API           {self.url}  (docs: {self.url}/docs)"]
+        for index, (email, token) in enumerate(self.tokens.items()):
+            label = "API tokens" if index == 0 else ""
+            lines.append(f"  {label:13} {email:{width}}  {token}")
         if self.env_file:
-            lines.append(f"  in another shell: source {self.env_file}")
+            names = ", ".join(f"${_env_name(email)}" for email in self.tokens)
+            lines.append(
+                f"  {'':13} `source {self.env_file}` in another shell sets them as {names}"
+            )
         return "\n".join(lines)
 
 

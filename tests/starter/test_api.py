@@ -268,6 +268,10 @@ async def test_missing_and_bad_tokens(api: Api):
     assert problem(missing, 401, "MissingToken").startswith("this needs an API token")
     assert missing.headers["www-authenticate"] == 'Bearer realm="keycard"'
 
+    # Who you are is checked before what you sent: no token, no validation messages.
+    anonymous = await api.http.post("/v1/requests", json={"flow": 1})
+    problem(anonymous, 401, "MissingToken")
+
     basic = await api.http.get("/v1/flows", headers={"Authorization": "Basic YWxpY2U6cHc="})
     problem(basic, 401, "MissingToken")
 
