@@ -284,6 +284,16 @@ RequestId = Annotated[
         description="the request id, e.g. req-abc123",
     ),
 ]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        description="a retry with the same key from the same caller gets the first call's outcome",
+    ),
+]
 Wait = Annotated[
     WaitFor | None,
     Query(description="`active`: answer once access is active or the request has ended (60 s)"),
@@ -310,16 +320,7 @@ async def create_request(
     options: Options,
     response: Response,
     wait: Wait = None,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            pattern=r"^[!-~]+$",
-            description="the same key from the same caller returns the same request",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> RequestView:
     """Start a request and answer once it is checked against AWS: PENDING until approved, or
     already decided by a rule. With `wait=active`, answer once access is ACTIVE (or the request
@@ -337,7 +338,7 @@ async def create_request(
     )
     view: RequestView | None = None
     if idempotency_key is not None:
-        asked["request_id"] = names.request_id_from(f"{caller.email}\n{idempotency_key}".encode())
+        asked["request_id"] = names.request_id_from(_scoped(caller, idempotency_key).encode())
         planned = keycard.prepare(**asked)  # an invalid body is refused before anything runs
         view = await _find(keycard, planned.request_id)
         if view is not None:
@@ -350,6 +351,17 @@ async def create_request(
         view = await keycard.wait(view.id, timeout=options.wait_timeout)
     response.headers["Location"] = f"/v1/requests/{view.id}"
     return view
+
+
+def _scoped(caller: Identity, key: str) -> str:
+    """An idempotency key belongs to its caller: the same key from two callers is two keys."""
+    return f"{caller.email}\n{key}"
+
+
+def _update_id(caller: Identity, verb: str, key: str | None) -> str | None:
+    if key is None:
+        return None
+    return "api-" + hashlib.sha256(_scoped(caller, f"{verb}\n{key}").encode()).hexdigest()[:32]
 
 
 def _requester(body: NewRequest, caller: Identity) -> tuple[Requester, Actor | None]:
@@ -506,9 +518,13 @@ def _decision_route(verb: str, summary: str, description: str) -> None:
         keycard: Keycard,
         options: Options,
         body: DecisionBody | None = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> RequestView:
         comment = body.comment if body else ""
-        view = await getattr(keycard, verb)(request_id, caller.actor(), comment)
+        # Temporal deduplicates updates by id: a retried decision is applied once, answered twice.
+        update_id = _update_id(caller, verb, idempotency_key)
+        decision = getattr(keycard, verb)
+        view = await decision(request_id, caller.actor(), comment, update_id=update_id)
         log.info(f"api.request.{verb}", request_id=request_id, caller=caller.email)
         if verb == "revoke":
             # Answer once access is gone (ENDED), so the caller need not ask again.
@@ -554,10 +570,17 @@ _decision_route(
     tags=["decisions"],
 )
 async def extend_request(
-    request_id: RequestId, body: ExtendBody, caller: Caller, keycard: Keycard
+    request_id: RequestId,
+    body: ExtendBody,
+    caller: Caller,
+    keycard: Keycard,
+    idempotency_key: IdempotencyKey = None,
 ) -> RequestView:
     """Adds `duration` to the expiry, within the flow's maximum (extensions included)."""
-    view = await keycard.extend(request_id, caller.actor(), body.duration, body.comment)
+    update_id = _update_id(caller, "extend", idempotency_key)
+    view = await keycard.extend(
+        request_id, caller.actor(), body.duration, body.comment, update_id=update_id
+    )
     log.info("api.request.extend", request_id=request_id, caller=caller.email)
     return view
 

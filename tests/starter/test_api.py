@@ -439,6 +439,17 @@ async def test_idempotency_key_returns_the_same_request(api: Api):
     assert (late.json()["id"], late.json()["state"]) == (first.json()["id"], "DENIED")
 
 
+async def test_a_retried_decision_is_applied_once(api: Api):
+    view = await api.create(flow="prod-admin")
+    retry = {**auth("bob"), "Idempotency-Key": "approve-once"}
+    first = await api.http.post(f"/v1/requests/{view['id']}/approve", headers=retry)
+    again = await api.http.post(f"/v1/requests/{view['id']}/approve", headers=retry)
+    assert first.status_code == again.status_code == 200, again.text
+    assert [a["actor"]["email"] for a in again.json()["approvals"]] == ["bob@example.com"]
+    # Without the key, the same approval is a second one, and refused.
+    problem(await api.decide(view["id"], "approve", "bob"), 409, "AlreadyApproved")
+
+
 async def test_wait_active_holds_the_answer_until_access_is_granted(api: Api):
     body = {"flow": "prod-power-user", "target": "prod", "reason": "script"}
     headers = {**auth("alice"), "Idempotency-Key": "ci-run-1"}
