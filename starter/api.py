@@ -18,52 +18,52 @@ acting person and a refusal into an RFC 9457 problem a person can read.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import policy
 from keycard import temporal as names
-from keycard.config import EMAIL_PATTERN, KeycardConfig, PromptField
+from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig, PromptField
 from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
-from keycard.policy import PolicyError, Refusal
 from starter.auth import Identity, TokenBook
 from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
+from starter.problems import (
+    ApiProblem,
+    add_problem_handlers,
+    declare_problem_media_type,
+    problem_responses,
+)
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
-PROBLEM_JSON = "application/problem+json"
 # How long `?wait=active` holds a response, and how long a revoke waits for access to be gone.
 WAIT_TIMEOUT = timedelta(seconds=60)
 REVOKE_WAIT = timedelta(seconds=10)
+# A call that needs a worker (every one but list) waits this long for one: no call hangs forever
+# because the workers are down.
+CALL_TIMEOUT = timedelta(seconds=30)
 READY_TIMEOUT = timedelta(seconds=5)
-
-STATUS_OF_REFUSAL = {
-    Refusal.INVALID: HTTPStatus.UNPROCESSABLE_ENTITY,
-    Refusal.FORBIDDEN: HTTPStatus.FORBIDDEN,
-    Refusal.CONFLICT: HTTPStatus.CONFLICT,
-}
-
 
 # --- what goes in and out ------------------------------------------------------------------------
 
@@ -146,20 +146,6 @@ class FlowList(BaseModel):
     flows: list[FlowInfo]
 
 
-class Problem(BaseModel):
-    """An RFC 9457 problem: `detail` says what went wrong and what to do, for a person."""
-
-    type: str = Field(description="identifies the kind of problem; `code` is its short name")
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    code: str = Field(description="stable; match on this, not on the wording")
-    errors: list[dict[str, str]] | None = Field(
-        default=None, description="invalid input: one entry per problem, with its location"
-    )
-
-
 class Health(BaseModel):
     status: str
 
@@ -172,62 +158,7 @@ class WaitFor(StrEnum):
 class ApiOptions:
     wait_timeout: timedelta = WAIT_TIMEOUT
     revoke_wait: timedelta = REVOKE_WAIT
-
-
-# --- problems ------------------------------------------------------------------------------------
-
-
-class ApiProblem(Exception):
-    """Ends a request with a problem response; raised by routes and dependencies."""
-
-    def __init__(
-        self,
-        status: HTTPStatus,
-        detail: str,
-        code: str,
-        *,
-        headers: dict[str, str] | None = None,
-        errors: list[dict[str, str]] | None = None,
-    ):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.code = code
-        self.headers = headers
-        self.errors = errors
-
-
-def problem_response(
-    request: Request,
-    status: HTTPStatus,
-    detail: str,
-    code: str,
-    *,
-    headers: dict[str, str] | None = None,
-    errors: list[dict[str, str]] | None = None,
-) -> JSONResponse:
-    problem = Problem(
-        type=f"urn:keycard:problem:{code}",
-        title=status.phrase,
-        status=status.value,
-        detail=detail,
-        instance=request.url.path,
-        code=code,
-        errors=errors,
-    )
-    return JSONResponse(
-        problem.model_dump(exclude_none=True),
-        status_code=status.value,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problems a route can answer with."""
-    return {
-        status: {"model": Problem, "description": HTTPStatus(status).phrase} for status in statuses
-    }
+    call_timeout: timedelta = CALL_TIMEOUT
 
 
 # --- dependencies --------------------------------------------------------------------------------
@@ -309,7 +240,7 @@ v1 = APIRouter(prefix="/v1")
     "/requests",
     status_code=HTTPStatus.CREATED,
     response_model=RequestView,
-    responses=_errors(401, 403, 422),
+    responses=problem_responses(401, 403, 422, 503, 504),
     summary="Ask for access",
     tags=["requests"],
 )
@@ -338,19 +269,41 @@ async def create_request(
     )
     view: RequestView | None = None
     if idempotency_key is not None:
-        asked["request_id"] = names.request_id_from(_scoped(caller, idempotency_key).encode())
+        # The task queue is part of the seed: two Keycards sharing a Temporal namespace (each on
+        # its own queue) must not answer each other's keys with each other's requests.
+        seed = f"{keycard.task_queue}\n{_scoped(caller, idempotency_key)}"
+        asked["request_id"] = names.request_id_from(seed.encode())
         planned = keycard.prepare(**asked)  # an invalid body is refused before anything runs
-        view = await _find(keycard, planned.request_id)
+        view = await within(options.call_timeout, _find(keycard, planned.request_id))
         if view is not None:
             _check_replay(view, planned, idempotency_key)
             response.headers["Idempotent-Replayed"] = "true"
     if view is None:
-        view = await keycard.request(**asked)
+        view = await within(options.call_timeout, keycard.request(**asked))
         log.info("api.request.created", request_id=view.id, caller=caller.email)
     if wait is WaitFor.ACTIVE:
-        view = await keycard.wait(view.id, timeout=options.wait_timeout)
+        view = await _wait(keycard, view.id, options)
     response.headers["Location"] = f"/v1/requests/{view.id}"
     return view
+
+
+async def within(limit: timedelta, call: Awaitable[T]) -> T:
+    """`call`, or a 504 problem if Temporal and the workers have not answered within `limit`."""
+    try:
+        async with asyncio.timeout(limit.total_seconds()):
+            return await call
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise ApiProblem(
+            HTTPStatus.GATEWAY_TIMEOUT,
+            f"Keycard's workers did not answer within {limit.total_seconds():g} s, so the outcome is "
+            "not known: look the request up, or retry with the same Idempotency-Key",
+            "WorkersNotAnswering",
+        ) from None
+
+
+async def _wait(keycard: KeycardClient, request_id: str, options: ApiOptions) -> RequestView:
+    limit = options.wait_timeout + options.call_timeout
+    return await within(limit, keycard.wait(request_id, timeout=options.wait_timeout))
 
 
 def _scoped(caller: Identity, key: str) -> str:
@@ -421,20 +374,29 @@ def _check_replay(view: RequestView, planned: Any, key: str) -> None:
         raise RequestRejected("RequestFailed", view.end_reason or "the request failed its checks")
 
 
+# Visibility queries are text: no control characters (a NUL ends the query early) or spaces.
+LISTED_EMAIL = r"^[^\s\x00-\x1f\x7f]+@[^\s\x00-\x1f\x7f]+$"
+
+
 @v1.get(
     "/requests",
     response_model=RequestPage,
-    responses=_errors(401, 422),
+    responses=problem_responses(401, 422, 503, 504),
     summary="List requests, newest first",
     tags=["requests"],
 )
 async def list_requests(
     caller: Caller,
     keycard: Keycard,
+    options: Options,
     state: Annotated[RequestState | None, Query(description="only requests in this state")] = None,
-    flow: Annotated[str | None, Query(max_length=200)] = None,
-    target: Annotated[str | None, Query(max_length=200)] = None,
-    requester: Annotated[str | None, Query(max_length=320, description="an email")] = None,
+    flow: Annotated[str | None, Query(pattern=NAME_PATTERN, description="a flow's name")] = None,
+    target: Annotated[
+        str | None, Query(pattern=NAME_PATTERN, description="a target's name")
+    ] = None,
+    requester: Annotated[
+        str | None, Query(max_length=320, pattern=LISTED_EMAIL, description="an email")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     page_token: Annotated[
         str | None, Query(max_length=4096, description="`next_page_token` of the previous page")
@@ -444,8 +406,9 @@ async def list_requests(
     answer's `next_page_token` as `page_token` (with the same filters) for the next page."""
     filters = {"state": state, "flow": flow, "target": target, "requester": requester}
     try:
-        page = await keycard.list(
-            **filters, limit=limit, page_token=_unseal(page_token, filters) if page_token else None
+        token = _unseal(page_token, filters) if page_token else None
+        page = await within(
+            options.call_timeout, keycard.list(**filters, limit=limit, page_token=token)
         )
     except RPCError as err:
         if err.status is RPCStatusCode.INVALID_ARGUMENT and page_token:
@@ -495,7 +458,7 @@ def _bad_page_token() -> ApiProblem:
 @v1.get(
     "/requests/{request_id}",
     response_model=RequestView,
-    responses=_errors(401, 404, 422),
+    responses=problem_responses(401, 404, 422, 503, 504),
     summary="Show a request",
     tags=["requests"],
 )
@@ -504,8 +467,8 @@ async def get_request(
 ) -> RequestView:
     """The request as its workflow sees it now. `wait=active` holds the answer as on create."""
     if wait is WaitFor.ACTIVE:
-        return await keycard.wait(request_id, timeout=options.wait_timeout)
-    return await keycard.get(request_id)
+        return await _wait(keycard, request_id, options)
+    return await within(options.call_timeout, keycard.get(request_id))
 
 
 # --- decisions -----------------------------------------------------------------------------------
@@ -524,11 +487,17 @@ def _decision_route(verb: str, summary: str, description: str) -> None:
         # Temporal deduplicates updates by id: a retried decision is applied once, answered twice.
         update_id = _update_id(caller, verb, idempotency_key)
         decision = getattr(keycard, verb)
-        view = await decision(request_id, caller.actor(), comment, update_id=update_id)
+        view = await within(
+            options.call_timeout,
+            decision(request_id, caller.actor(), comment, update_id=update_id),
+        )
         log.info(f"api.request.{verb}", request_id=request_id, caller=caller.email)
         if verb == "revoke":
             # Answer once access is gone (ENDED), so the caller need not ask again.
-            view = await keycard.wait(request_id, until=(), timeout=options.revoke_wait)
+            view = await within(
+                options.revoke_wait + options.call_timeout,
+                keycard.wait(request_id, until=(), timeout=options.revoke_wait),
+            )
         return view
 
     decide.__name__ = f"{verb}_request"
@@ -537,7 +506,7 @@ def _decision_route(verb: str, summary: str, description: str) -> None:
         decide,
         methods=["POST"],
         response_model=RequestView,
-        responses=_errors(401, 403, 404, 409, 422),
+        responses=problem_responses(401, 403, 404, 409, 422, 503, 504),
         summary=summary,
         description=description,
         tags=["decisions"],
@@ -565,7 +534,7 @@ _decision_route(
 @v1.post(
     "/requests/{request_id}/extend",
     response_model=RequestView,
-    responses=_errors(401, 403, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 422, 503, 504),
     summary="Keep active access for longer",
     tags=["decisions"],
 )
@@ -574,12 +543,16 @@ async def extend_request(
     body: ExtendBody,
     caller: Caller,
     keycard: Keycard,
+    options: Options,
     idempotency_key: IdempotencyKey = None,
 ) -> RequestView:
     """Adds `duration` to the expiry, within the flow's maximum (extensions included)."""
     update_id = _update_id(caller, "extend", idempotency_key)
-    view = await keycard.extend(
-        request_id, caller.actor(), body.duration, body.comment, update_id=update_id
+    view = await within(
+        options.call_timeout,
+        keycard.extend(
+            request_id, caller.actor(), body.duration, body.comment, update_id=update_id
+        ),
     )
     log.info("api.request.extend", request_id=request_id, caller=caller.email)
     return view
@@ -591,7 +564,7 @@ async def extend_request(
 @v1.get(
     "/flows",
     response_model=FlowList,
-    responses=_errors(401),
+    responses=problem_responses(401),
     summary="The flows you may request",
     tags=["flows"],
 )
@@ -641,7 +614,10 @@ async def healthz() -> Health:
 
 
 @health.get(
-    "/readyz", response_model=Health, responses=_errors(503), summary="Temporal is reachable"
+    "/readyz",
+    response_model=Health,
+    responses=problem_responses(503),
+    summary="Temporal is reachable",
 )
 async def readyz(keycard: Keycard) -> Health:
     try:
@@ -690,109 +666,10 @@ def create_app(
     app.include_router(health)
     for router in routers:
         app.include_router(router)
-    _add_problem_handlers(app)
+    add_problem_handlers(app)
     app.middleware("http")(_access_log)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _add_problem_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiProblem)
-    async def on_problem(request: Request, exc: ApiProblem) -> JSONResponse:
-        return problem_response(
-            request, exc.status, exc.detail, exc.code, headers=exc.headers, errors=exc.errors
-        )
-
-    @app.exception_handler(PolicyError)
-    async def on_refusal(request: Request, exc: PolicyError) -> JSONResponse:
-        if isinstance(exc, RequestNotFound):
-            status = HTTPStatus.NOT_FOUND
-        else:
-            status = STATUS_OF_REFUSAL.get(exc.kind, HTTPStatus.UNPROCESSABLE_ENTITY)
-        return problem_response(request, status, exc.message, exc.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [_describe(error) for error in exc.errors()]
-        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
-        return problem_response(
-            request, HTTPStatus.UNPROCESSABLE_ENTITY, detail, "InvalidInput", errors=errors
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        status = HTTPStatus(exc.status_code)
-        if status is HTTPStatus.BAD_REQUEST:
-            # FastAPI's answer to a body it cannot decode at all (not UTF-8, say): an invalid
-            # body, like any other, so the same 422 as for malformed JSON.
-            error = {"location": "body", "message": "is not valid JSON (it cannot be decoded)"}
-            return problem_response(
-                request,
-                HTTPStatus.UNPROCESSABLE_ENTITY,
-                f"{error['location']}: {error['message']}",
-                "InvalidInput",
-                errors=[error],
-            )
-        detail = {
-            HTTPStatus.NOT_FOUND: f"there is nothing at {request.url.path}; see /docs",
-            HTTPStatus.METHOD_NOT_ALLOWED: (
-                f"{request.method} is not allowed on {request.url.path}; see /docs"
-            ),
-        }.get(status, str(exc.detail))
-        return problem_response(
-            request, status, detail, status.phrase.replace(" ", ""), headers=exc.headers
-        )
-
-    @app.exception_handler(RPCError)
-    async def on_temporal(request: Request, exc: RPCError) -> JSONResponse:
-        log.error("api.temporal_error", path=request.url.path, status=exc.status, error=str(exc))
-        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-            return problem_response(
-                request,
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                "Temporal is not reachable right now; nothing was changed, try again shortly",
-                "TemporalUnavailable",
-            )
-        return problem_response(
-            request,
-            HTTPStatus.INTERNAL_SERVER_ERROR,
-            "Temporal refused the call; the error is logged for the operators",
-            "TemporalError",
-        )
-
-    @app.exception_handler(Exception)
-    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("api.unhandled", path=request.url.path)
-        return problem_response(
-            request,
-            HTTPStatus.INTERNAL_SERVER_ERROR,
-            "Keycard failed unexpectedly; the error is logged for the operators",
-            "InternalError",
-        )
-
-
-def _describe(error: dict[str, Any]) -> dict[str, str]:
-    """One FastAPI/pydantic validation error as {location, message} a person reads."""
-    where, *path = error.get("loc", ()) or ("body",)
-    dotted = ".".join(str(p) for p in path)
-    kind = error.get("type", "")
-    message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
-    if kind == "json_invalid":
-        reason = (error.get("ctx") or {}).get("error", "")
-        return {"location": "body", "message": f"is not valid JSON ({reason})".replace(" ()", "")}
-    if kind == "missing":
-        message = "is required"
-    elif kind == "extra_forbidden":
-        message = "is not a known field (check the spelling)"
-    location = {
-        "body": dotted or "body",
-        "query": f"query parameter {dotted}",
-        "header": f"header {dotted}",
-        "path": f"path {dotted}",
-    }.get(str(where), dotted or str(where))
-    if location == "body" and kind == "missing":
-        message = "is required: send a JSON object (Content-Type: application/json)"
-    return {"location": location, "message": message}
 
 
 async def _access_log(request: Request, call_next: Any) -> Response:
@@ -822,14 +699,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
-        for path in schema.get("paths", {}).values():
-            for operation in path.values():
-                for status, answer in operation.get("responses", {}).items():
-                    content = answer.get("content", {})
-                    if status[0] in "45" and "application/json" in content:
-                        content[PROBLEM_JSON] = content.pop("application/json")
-        app.openapi_schema = jsonable_encoder(schema)
+        app.openapi_schema = jsonable_encoder(declare_problem_media_type(schema))
     return app.openapi_schema
 
 
-__all__ = ["ApiOptions", "ApiProblem", "Problem", "create_app", "problem_response"]
+__all__ = ["ApiOptions", "create_app"]

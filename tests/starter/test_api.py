@@ -14,7 +14,15 @@ from keycard import temporal as names
 from starter.api import ApiOptions, create_app
 from starter.client import KeycardClient
 from tests.harness import running_stack
-from tests.starter.conftest import TOKENS, Api, api_config, auth, eventually, free_port
+from tests.starter.conftest import (
+    TOKENS,
+    Api,
+    api_config,
+    auth,
+    eventually,
+    free_port,
+    new_account_id,
+)
 
 
 def problem(response: httpx.Response, status: int, code: str) -> str:
@@ -182,6 +190,23 @@ async def test_not_ready_without_temporal(api: Api):
         assert (await http.get("/healthz")).status_code == 200
         detail = problem(await http.get("/readyz"), 503, "TemporalUnavailable")
         assert detail == "Temporal is not reachable"
+
+
+async def test_calls_answer_even_when_no_worker_does(dev_env):
+    """With the workers down, a call fails after its bound with a 504, instead of hanging."""
+    config = api_config()
+    idle = KeycardClient(dev_env.client, config, task_queue=f"nobody-listens-{new_account_id()}")
+    options = ApiOptions(call_timeout=timedelta(seconds=0.5))
+    app = create_app(idle, options=options)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://keycard.test"
+    ) as http:
+        body = {"flow": "prod-power-user", "target": "prod", "reason": "x"}
+        created = await http.post("/v1/requests", json=body, headers=auth("alice"))
+        assert problem(created, 504, "WorkersNotAnswering") == (
+            "Keycard's workers did not answer within 0.5 s, so the outcome is not known: "
+            "look the request up, or retry with the same Idempotency-Key"
+        )
 
 
 # --- who may do what ---------------------------------------------------------------------------------
@@ -381,6 +406,16 @@ async def test_invalid_bodies_are_problems_too(api: Api):
     limit = await api.http.get("/v1/requests", params={"limit": 0}, headers=auth("alice"))
     assert problem(limit, 422, "InvalidInput") == (
         "query parameter limit: Input should be greater than or equal to 1"
+    )
+    nul = await api.http.get(
+        "/v1/requests", params={"requester": "a\x00@example.com"}, headers=auth("alice")
+    )
+    assert problem(nul, 422, "InvalidInput") == (
+        "query parameter requester: has characters that are not allowed here"
+    )
+    flow = await api.http.get("/v1/requests", params={"flow": "Prod Admin"}, headers=auth("bob"))
+    assert problem(flow, 422, "InvalidInput") == (
+        "query parameter flow: must be lower-case letters, digits, - or _, e.g. prod-admin"
     )
     token = await api.http.get(
         "/v1/requests", params={"page_token": "not base64!"}, headers=auth("alice")
