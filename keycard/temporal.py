@@ -113,3 +113,18 @@ DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
 )
+
+# --- hooks (users' Python, run in activities) --------------------------------------------------
+
+EVALUATE_REQUEST_HOOKS = "hooks.evaluate_request"
+CHECK_APPROVAL_HOOK = "hooks.check_approval"
+RUN_OBSERVER_HOOKS = "hooks.observe"
+# One hook call; a hook that takes longer has failed (closed) and the request goes to people.
+HOOK_CALL_TIMEOUT = timedelta(seconds=10)
+# An activity runs at most a few hooks in turn; past this the workflow treats them all as failed.
+HOOKS_ACTIVITY_TIMEOUT = timedelta(seconds=45)
+HOOKS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=2,
+)

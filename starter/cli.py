@@ -16,6 +16,7 @@ from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import PolicyError
 from keycard.settings import Settings
 from starter.api_client import API_URL_ENV, ApiUnavailable, api_from_env
+from starter.hooks_cli import break_glass, hooks_app
 from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
 from starter.serve import serve, token_app
 
@@ -29,6 +30,8 @@ app = typer.Typer(
 flows_app = typer.Typer(help="Check and describe keycard.yaml.", no_args_is_help=True)
 app.add_typer(flows_app, name="flows")
 app.add_typer(token_app, name="token")
+app.add_typer(hooks_app, name="hooks", no_args_is_help=True)
+app.command(name="break-glass")(break_glass)
 
 ConfigOption = Annotated[
     Path | None,
@@ -325,15 +328,21 @@ def dev(
     config_path: ConfigOption = None,
     port: Annotated[int, typer.Option(help="Temporal frontend port")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port")] = 8233,
+    api_port: Annotated[int, typer.Option(help="Keycard HTTP API port")] = 8000,
     state_dir: Annotated[Path, typer.Option(help="where the dev SQLite and audit log live")] = Path(
         ".keycard"
     ),
 ) -> None:
-    """Start everything locally: Temporal dev server + UI, a demo AWS, and the worker."""
+    """Start everything locally: Temporal dev server + UI, a demo AWS, the worker and the API."""
     from starter.dev import run_dev
 
     config = load(config_path)
-    asyncio.run(run_dev(config, port=port, ui_port=ui_port, state_dir=state_dir))
+    try:
+        asyncio.run(
+            run_dev(config, port=port, ui_port=ui_port, api_port=api_port, state_dir=state_dir)
+        )
+    except OSError as err:  # a port already taken, most likely
+        raise fail(str(err.strerror or err)) from None
 
 
 app.command()(serve)
@@ -373,6 +382,10 @@ def describe(view: RequestView) -> str:
     ):
         if value:
             lines.append(f"  {label + ':':10} {value:%Y-%m-%d %H:%M:%S} UTC")
+    if view.break_glass:
+        lines.append("  BREAK-GLASS: the requester approved their own request; it will be reviewed")
+    for note in view.notes:
+        lines.append(f"  note:      {note}")
     if view.standing_access:
         lines.append("  note:      this access existed before Keycard and stays in place")
     if view.end_reason:

@@ -196,6 +196,16 @@ class KeycardClient:
             ApproveInput(actor=actor, comment=comment), update_id,
         )  # fmt: skip
 
+    async def break_glass(
+        self, request_id: str, actor: Actor, justification: str, *, update_id: str | None = None
+    ) -> RequestView:
+        """The requester approves their own request in an emergency (flows with `break_glass`).
+        Access starts at once; the request is marked and announced for review."""
+        return await self._decide(
+            request_id, "approved", "approve",
+            ApproveInput(actor=actor, comment=justification, break_glass=True), update_id,
+        )  # fmt: skip
+
     async def deny(
         self, request_id: str, actor: Actor, comment: str = "", *, update_id: str | None = None
     ) -> RequestView:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -58,12 +59,32 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.events: list[LifecycleEvent] = []
+        self._written = asyncio.Condition()
 
     async def write(self, events: list[LifecycleEvent]) -> None:
         self.events.extend(events)
+        async with self._written:
+            self._written.notify_all()
 
     def types(self, request_id: str) -> list[str]:
         return [e.type for e in self.events if e.request_id == request_id]
+
+    def of(self, request_id: str, type: str) -> list[LifecycleEvent]:
+        return [e for e in self.events if e.request_id == request_id and e.type == type]
+
+    async def wait_for_any(self, type: str, timeout: float = 20) -> LifecycleEvent:
+        """The first `type` event of any request (for a request whose id is not known yet)."""
+        async with asyncio.timeout(timeout), self._written:
+            await self._written.wait_for(lambda: any(e.type == type for e in self.events))
+        return next(e for e in self.events if e.type == type)
+
+    async def wait_for(
+        self, request_id: str, type: str, timeout: float = 20, nth: int = 1
+    ) -> LifecycleEvent:
+        """The `nth` `type` event of the request, once the audit has received it."""
+        async with asyncio.timeout(timeout), self._written:
+            await self._written.wait_for(lambda: len(self.of(request_id, type)) >= nth)
+        return self.of(request_id, type)[nth - 1]
 
 
 @dataclass
@@ -82,8 +103,12 @@ async def running_stack(
     config: KeycardConfig | None = None,
     cloud: FakeCloud | None = None,
     extra_activities: list | None = None,
+    hook_activities: list | None = None,
 ):
-    """A worker with the real workflows and lease activities and a fake cloud, on its own queue."""
+    """A worker with the real workflows and lease activities and a fake cloud, on its own queue.
+
+    `extra_activities` replace the console notifier; `hook_activities` are added (HookActivities'
+    methods, for flows with hooks or auto_approve rules)."""
     config = config or parse_config(CONFIG)
     cloud = cloud or FakeCloud()
     audit = MemorySink()
@@ -95,6 +120,7 @@ async def running_stack(
         leases.release_lease,
         AuditActivities([audit]).deliver,
         *(extra_activities or [ConsoleNotifier().send]),
+        *(hook_activities or []),
     ]
     async with Worker(
         client,
