@@ -468,8 +468,10 @@ async def test_idempotency_key_returns_the_same_request(api: Api):
         f"Idempotency-Key 'deploy-812-attempt' was already used for request {first.json()['id']}"
     )
 
-    # Once the request has ended, the key still answers with it instead of starting another.
+    # Once the request has ended and its workflow closed, the key still answers with it instead
+    # of starting another (Temporal would let a closed workflow's id start a new one).
     await api.decide(first.json()["id"], "deny", "bob")
+    await api.stack.client.get_workflow_handle(first.json()["id"]).result()
     late = await api.http.post("/v1/requests", json=body, headers={**auth("alice"), **key})
     assert (late.json()["id"], late.json()["state"]) == (first.json()["id"], "DENIED")
 
