@@ -116,6 +116,12 @@ class ExtendBody(DecisionBody):
     duration: str = Field(min_length=1, max_length=50, description="how much longer, e.g. 30m")
 
 
+class BreakGlassBody(_Body):
+    justification: str = Field(
+        min_length=1, max_length=2000, description="what is broken and why it cannot wait"
+    )
+
+
 class TargetInfo(BaseModel):
     name: str
     label: str
@@ -555,6 +561,32 @@ async def extend_request(
         ),
     )
     log.info("api.request.extend", request_id=request_id, caller=caller.email)
+    return view
+
+
+@v1.post(
+    "/requests/{request_id}/break-glass",
+    response_model=RequestView,
+    responses=problem_responses(401, 403, 404, 409, 422, 503, 504),
+    summary="Approve your own request in an emergency",
+    tags=["decisions"],
+)
+async def break_glass_request(
+    request_id: RequestId,
+    body: BreakGlassBody,
+    caller: Caller,
+    keycard: Keycard,
+    options: Options,
+    idempotency_key: IdempotencyKey = None,
+) -> RequestView:
+    """As the requester, on flows with `break_glass`, with a written justification. Access starts
+    at once; the request is marked break-glass, announced and reviewed afterwards."""
+    update_id = _update_id(caller, "break-glass", idempotency_key)
+    view = await within(
+        options.call_timeout,
+        keycard.break_glass(request_id, caller.actor(), body.justification, update_id=update_id),
+    )
+    log.info("api.request.break_glass", request_id=request_id, caller=caller.email)
     return view
 
 

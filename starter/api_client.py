@@ -131,6 +131,11 @@ class KeycardApiClient:
     ) -> RequestView:
         return await self._decide(request_id, "extend", {"duration": duration, "comment": comment})
 
+    async def break_glass(
+        self, request_id: str, actor: Actor | None, justification: str
+    ) -> RequestView:
+        return await self._decide(request_id, "break-glass", {"justification": justification})
+
     async def _decide(self, request_id: str, verb: str, body: dict[str, Any]) -> RequestView:
         path = f"/v1/requests/{_segment(request_id)}/{verb}"
         return RequestView.model_validate(await self._call("POST", path, json=body))

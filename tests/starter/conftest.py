@@ -19,7 +19,7 @@ from starter.api import ApiOptions, create_app
 from starter.auth import config_entry, new_token
 from tests.harness import CONFIG, Stack, running_stack
 
-# A third flow only carol may request, to show /v1/flows filtering.
+# A third flow only carol may request (to show /v1/flows filtering), with break-glass.
 API_CONFIG = (
     CONFIG
     + """
@@ -31,6 +31,7 @@ API_CONFIG = (
     reason_required: false
     requesters: {users: [carol@example.com]}
     approvers: {users: [bob@example.com]}
+    break_glass: true
 """
 )
 

@@ -238,6 +238,28 @@ async def test_admin_approves_as_last_resort(api: Api):
     assert [(a.email, a.role.value) for a in audited] == [("erin@example.com", "admin")]
 
 
+async def test_break_glass(api: Api):
+    ordinary = await api.create()
+    refused = await api.decide(
+        ordinary["id"], "break-glass", "alice", justification="prod is down, INC-4312"
+    )
+    assert problem(refused, 403, "BreakGlassNotAllowed").startswith(
+        "flow prod-power-user does not allow break-glass"
+    )
+
+    view = await api.create(who="carol", flow="restricted")
+    other = await api.decide(view["id"], "break-glass", "bob", justification="prod is down")
+    problem(other, 403, "BreakGlassNotRequester")
+    terse = await api.decide(view["id"], "break-glass", "carol", justification="x")
+    problem(terse, 422, "JustificationRequired")
+    broken = await api.decide(
+        view["id"], "break-glass", "carol", justification="prod is down, INC-4312"
+    )
+    assert broken.status_code == 200, broken.text
+    assert broken.json()["break_glass"] is True
+    assert broken.json()["state"] in ("GRANTING", "ACTIVE")
+
+
 async def test_service_requests_on_behalf_of_a_person(api: Api):
     created = await api.http.post(
         "/v1/requests",
@@ -538,6 +560,7 @@ async def test_openapi_document_is_valid(api: Api):
         "/v1/requests/{request_id}/revoke",
         "/v1/requests/{request_id}/cancel",
         "/v1/requests/{request_id}/extend",
+        "/v1/requests/{request_id}/break-glass",
         "/v1/flows",
         "/healthz",
         "/readyz",

@@ -132,6 +132,17 @@ async def test_request_wait_fails_when_access_is_not_granted(api: Api):
     )
 
 
+async def test_break_glass_from_the_cli(api: Api):
+    async with running_api(api.app) as server:
+        asked = await keycard(server.url, "carol", "request", "restricted", "-t", "prod")
+        rid = request_id(asked.stdout)
+        broken = await keycard(
+            server.url, "carol", "break-glass", rid, "-m", "prod is down, INC-4312"
+        )
+    assert broken.exit_code == 0, broken.output
+    assert f"{rid}  GRANTING" in broken.stdout or f"{rid}  ACTIVE" in broken.stdout
+
+
 async def test_cli_refusals_and_unreachable_api(api: Api):
     async with running_api(api.app) as server:
         unknown = await keycard(server.url, "alice", "request", "nope", "-t", "prod")
