@@ -183,6 +183,9 @@ class KeycardClient:
             if isinstance(cause, ApplicationError):
                 raise RequestRejected(cause.type or "RequestFailed", cause.message) from None
             raise
+        except BaseException:
+            _claim_start_outcome(start)
+            raise
         log.info("request.started", request_id=input.request_id, flow=input.flow.name)
         return result
 
@@ -353,6 +356,14 @@ class KeycardClient:
             requests=rows,
             next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
         )
+
+
+def _claim_start_outcome(start: WithStartWorkflowOperation) -> None:
+    """When update-with-start fails before the start (timeout, cancellation, RPC error), the SDK
+    also leaves that failure on the start operation; read it, or asyncio logs it as "Future
+    exception was never retrieved" each time (an API call bounded by a timeout, say)."""
+    claim = asyncio.ensure_future(start.workflow_handle())
+    claim.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 def _quote(value: str) -> str:
