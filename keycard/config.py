@@ -323,6 +323,56 @@ class AwsSettings(_Strict):
     identity_store_id: str | None = Field(default=None, description="default: the instance's")
 
 
+# --- the HTTP API ------------------------------------------------------------------------------
+
+TOKEN_HASH_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class ApiToken(_Strict):
+    """One bearer token of the HTTP API. Only its hash is written here; `keycard token create`
+    prints a new token once, with the line to paste."""
+
+    hash: str = Field(description="sha256:<64 hex digits> of the token, never the token itself")
+    email: str = Field(description="who the token acts as")
+    role: Literal["user", "admin", "service"] = Field(
+        default="user",
+        description="user; admin (approver of last resort); service (requests for a named user)",
+    )
+    name: str = Field(default="", description="what the token is for, e.g. ci-deploy")
+
+    @field_validator("hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("kc_"):
+            raise ValueError(
+                "this is a token, not its hash: never write tokens in keycard.yaml; "
+                "paste the hash line `keycard token create` printed"
+            )
+        if not TOKEN_HASH_PATTERN.match(value):
+            raise ValueError("must be sha256: followed by 64 lower-case hex digits")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _valid_email(cls, value: str) -> str:
+        return _email(value)
+
+
+class ApiSettings(_Strict):
+    """The HTTP API's bearer tokens (hashes only)."""
+
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _distinct(cls, value: list[ApiToken]) -> list[ApiToken]:
+        hashes = [t.hash for t in value]
+        if len(set(hashes)) != len(hashes):
+            raise ValueError("the same token hash is listed twice")
+        return value
+
+
 class KeycardConfig(_Strict):
     """The whole keycard.yaml: reviewed like code, loaded once per process."""
 
@@ -332,6 +382,7 @@ class KeycardConfig(_Strict):
         default_factory=dict, description="named groups of approver emails"
     )
     flows: list[Flow] = Field(min_length=1)
+    api: ApiSettings = Field(default_factory=ApiSettings, description="the HTTP API's tokens")
     # Where the file was loaded from: flows' `hooks` paths are relative to it.
     _base_dir: Path | None = PrivateAttr(default=None)
 

@@ -6,6 +6,7 @@ import the other, and a rename is one edit.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from datetime import timedelta
@@ -33,6 +34,20 @@ _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typ
 
 def new_request_id() -> str:
     return "req-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+def request_id_from(seed: bytes) -> str:
+    """A request id derived from `seed` (an idempotency key and its caller): same seed, same id.
+
+    16 letters of a 32-letter alphabet keep 80 bits of a SHA-256: different seeds do not collide
+    in practice.
+    """
+    number = int.from_bytes(hashlib.sha256(seed).digest()[:10], "big")
+    letters = []
+    for _ in range(16):
+        number, index = divmod(number, len(_ID_ALPHABET))
+        letters.append(_ID_ALPHABET[index])
+    return "req-" + "".join(letters)
 
 
 def grant_workflow_id(grant_key: str) -> str:

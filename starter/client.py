@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,10 @@ from keycard.models import (
 from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
 
 log = structlog.get_logger(__name__)
+
+# `wait` re-reads a request after these pauses (seconds): quick at first, then at a steady pace.
+WAIT_FIRST_PAUSE = 0.1
+WAIT_MAX_PAUSE = 1.0
 
 __all__ = [
     "DecisionRefused",
@@ -178,6 +183,9 @@ class KeycardClient:
             if isinstance(cause, ApplicationError):
                 raise RequestRejected(cause.type or "RequestFailed", cause.message) from None
             raise
+        except BaseException:
+            _claim_start_outcome(start)
+            raise
         log.info("request.started", request_id=input.request_id, flow=input.flow.name)
         return result
 
@@ -278,6 +286,29 @@ class KeycardClient:
         except WorkflowQueryFailedError as err:
             raise RequestNotFound(request_id) from err
 
+    async def wait(
+        self,
+        request_id: str,
+        *,
+        until: Collection[RequestState] = (RequestState.ACTIVE,),
+        timeout: timedelta = timedelta(seconds=60),
+    ) -> RequestView:
+        """The request once it is in one of `until` or finished, or as it is when `timeout` ends.
+
+        Reads the `status` query with a short, growing pause: a query leaves no trace in the
+        workflow's history, where a blocking update would add events for every waiting script.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total_seconds()
+        pause = WAIT_FIRST_PAUSE
+        while True:
+            view = await self.get(request_id)
+            left = deadline - loop.time()
+            if view.state in until or view.state.finished or left <= 0:
+                return view
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, WAIT_MAX_PAUSE)
+
     async def list(
         self,
         *,
@@ -325,6 +356,14 @@ class KeycardClient:
             requests=rows,
             next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
         )
+
+
+def _claim_start_outcome(start: WithStartWorkflowOperation) -> None:
+    """When update-with-start fails before the start (timeout, cancellation, RPC error), the SDK
+    also leaves that failure on the start operation; read it, or asyncio logs it as "Future
+    exception was never retrieved" each time (an API call bounded by a timeout, say)."""
+    claim = asyncio.ensure_future(start.workflow_handle())
+    claim.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 def _quote(value: str) -> str:

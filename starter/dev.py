@@ -78,10 +78,16 @@ def read_dev_state(state_dir: Path) -> dict:
 
 
 async def run_dev(
-    config: KeycardConfig, *, port: int = 7233, ui_port: int = 8233, state_dir: Path
+    config: KeycardConfig,
+    *,
+    port: int = 7233,
+    ui_port: int = 8233,
+    api_port: int = 8000,
+    state_dir: Path,
 ) -> None:
     """Start the stack, print how to use it, and run until Ctrl-C; then stop everything."""
-    from starter.client import connect_temporal
+    from starter.client import KeycardClient, connect_temporal
+    from starter.serve import dev_api
     from worker import run_worker
 
     configure_logging(json=False)
@@ -111,8 +117,13 @@ async def run_dev(
             "aws_region": summary.region if summary else None,
         }
         await asyncio.to_thread(state_file.write_text, json.dumps(state), "utf-8")
-        _print_banner(config, address, f"http://localhost:{ui_port}", summary, settings)
-        await run_worker(client, config, settings, stop)
+        # The HTTP API, accepting a fresh token per demo user (starter/serve.py).
+        keycard = KeycardClient(client, config, settings.task_queue)
+        async with dev_api(keycard, port=api_port, state_dir=state_dir) as api:
+            _print_banner(config, address, f"http://localhost:{ui_port}", summary, settings)
+            typer.echo("The HTTP API, with a token for each demo user (curl examples: README.md):")
+            typer.echo(api.banner() + "\n")
+            await run_worker(client, config, settings, stop)
     finally:
         await env.shutdown()
         if moto_server is not None:
