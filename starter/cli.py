@@ -25,6 +25,10 @@ app = typer.Typer(
 flows_app = typer.Typer(help="Check and describe keycard.yaml.", no_args_is_help=True)
 app.add_typer(flows_app, name="flows")
 
+from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `app` defined first
+
+app.add_typer(audit_app, name="audit", no_args_is_help=True)
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option(

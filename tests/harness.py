@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -10,7 +11,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.audit import AuditActivities
+from activities.audit import AuditActivities, AuditSink
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
 from keycard.config import KeycardConfig, parse_config
@@ -82,8 +83,13 @@ async def running_stack(
     config: KeycardConfig | None = None,
     cloud: FakeCloud | None = None,
     extra_activities: list | None = None,
+    audit_sinks: Mapping[str, AuditSink] | None = None,
 ):
-    """A worker with the real workflows and lease activities and a fake cloud, on its own queue."""
+    """A worker with the real workflows and lease activities and a fake cloud, on its own queue.
+
+    Audit events go to `stack.audit` (the `default` destination), or, given `audit_sinks`, to
+    those sinks by destination name (the config's `audit` section names the destinations).
+    """
     config = config or parse_config(CONFIG)
     cloud = cloud or FakeCloud()
     audit = MemorySink()
@@ -93,7 +99,7 @@ async def running_stack(
         *cloud.activities("aws_sso"),
         leases.acquire_lease,
         leases.release_lease,
-        AuditActivities([audit]).deliver,
+        AuditActivities(audit_sinks if audit_sinks is not None else [audit]).deliver,
         *(extra_activities or [ConsoleNotifier().send]),
     ]
     async with Worker(

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         LifecycleEvent,
         Notification,
         NotificationResult,
+        RefusedInput,
         ReleaseLeaseInput,
         ReleaseResult,
         RequestState,
@@ -55,7 +56,9 @@ class AccessRequestWorkflow:
     `extend` ExtendInput — each returns the RequestView after the decision — and `submitted`
     (no input), which returns once the request has been checked against AWS, or fails saying why.
     Signals with the same names carry the same decisions for tools that can only signal; a signal
-    the rules refuse is recorded as `decision.refused` and otherwise ignored.
+    the rules refuse is recorded as `decision.refused` and otherwise ignored. Signal `refused`
+    (RefusedInput) is how a front door reports an update its validator turned down, so that
+    attempt is audited too.
     Query: `status` → RequestView.
     """
 
@@ -90,7 +93,13 @@ class AccessRequestWorkflow:
             asyncio.create_task(self._deliver_audit()),
             asyncio.create_task(self._deliver_notifications()),
         ]
-        self._emit("request.created", input.submitted_by or _requester_actor(input))
+        self._emit(
+            "request.created",
+            input.submitted_by or _requester_actor(input),
+            approvers=self._s.view.approvers,
+            approvals_required=self._s.view.approvals_required,
+            approval_timeout=format_duration(input.flow.approval_timeout),
+        )
         self._publish()
 
         if await self._resolve():
@@ -101,10 +110,12 @@ class AccessRequestWorkflow:
             await self._hold_until_expiry_or_revoke()
             await self._revoke()
 
-        await workflow.wait_condition(self._delivered)
+        # One condition, so an event a late handler adds is delivered before the workflow closes.
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and self._delivered()
+        )
         for task in delivery:
             task.cancel()
-        await workflow.wait_condition(workflow.all_handlers_finished)
         return self._s.view
 
     # --- decisions: updates, their validators, and the same decisions as signals ---------------
@@ -190,6 +201,15 @@ class AccessRequestWorkflow:
 
         self._signalled("extend", input, check, self._apply_extend)
 
+    @workflow.signal(name=names.REQUEST_REFUSED)
+    def refused(self, input: RefusedInput) -> None:
+        detail = {"decision": input.decision, "code": input.code, "reason": input.reason}
+        if input.comment:
+            detail["comment"] = input.comment
+        if input.duration is not None:
+            detail["duration"] = format_duration(input.duration)
+        self._emit("decision.refused", input.actor, **detail)
+
     @workflow.query
     def status(self) -> RequestView:
         return self._s.view
@@ -226,7 +246,9 @@ class AccessRequestWorkflow:
                 RequestState.EXPIRED,
                 f"no decision within {format_duration(flow.approval_timeout)}",
             )
-            self._emit("request.expired", None, approval_timeout=flow.approval_timeout)
+            self._emit(
+                "request.expired", None, approval_timeout=format_duration(flow.approval_timeout)
+            )
 
     async def _grant(self) -> None:
         assert self._s.assignment is not None
@@ -333,6 +355,10 @@ class AccessRequestWorkflow:
     def _apply_approve(self, input: ApproveInput) -> None:
         view = self._s.view
         view.approvals.append(Approval(actor=input.actor, at=workflow.now(), comment=input.comment))
+        if len(view.approvals) >= view.approvals_required:
+            self._decide(input.actor, RequestState.GRANTING)
+        else:
+            self._publish()
         self._emit(
             "request.approved",
             input.actor,
@@ -340,10 +366,6 @@ class AccessRequestWorkflow:
             approvals=len(view.approvals),
             approvals_required=view.approvals_required,
         )
-        if len(view.approvals) >= view.approvals_required:
-            self._decide(input.actor, RequestState.GRANTING)
-        else:
-            self._publish()
 
     def _apply_deny(self, input: DenyInput) -> None:
         self._decide(input.actor, RequestState.DENIED, f"denied by {input.actor.display}")
@@ -372,7 +394,7 @@ class AccessRequestWorkflow:
             "access.extended",
             input.actor,
             comment=input.comment,
-            by=input.duration,
+            by=format_duration(input.duration),
             expires_at=view.expires_at,
         )
         self._publish()
@@ -473,22 +495,35 @@ class AccessRequestWorkflow:
         )
         self._s.outbox.append(event)
         self._s.views.append(view.model_copy(deep=True))
+        # Into the history now, whatever any audit destination is doing: `keycard audit export`.
+        workflow.upsert_memo({names.AUDIT_MEMO_KEY: event})
 
     def _delivered(self) -> bool:
-        return self._s.audit_sent == len(self._s.outbox) and self._s.notified == len(self._s.outbox)
+        events = len(self._s.outbox)
+        return self._s.notified == events and all(
+            self._s.audit_sent.get(d, 0) == events for d in self._s.input.audit_destinations
+        )
 
     async def _deliver_audit(self) -> None:
-        """Send events to the audit sinks in order, batching whatever has piled up."""
+        """Every audit destination gets every event, in order, at its own pace: one that is down
+        delays only its own delivery, never the access and never the other destinations."""
+        destinations = self._s.input.audit_destinations
+        await asyncio.gather(*(self._deliver_audit_to(d) for d in destinations))
+
+    async def _deliver_audit_to(self, destination: str) -> None:
+        sent = self._s.audit_sent
         while True:
-            await workflow.wait_condition(lambda: self._s.audit_sent < len(self._s.outbox))
-            batch = self._s.outbox[self._s.audit_sent :]
+            await workflow.wait_condition(lambda: sent.get(destination, 0) < len(self._s.outbox))
+            start = sent.get(destination, 0)
+            batch = self._s.outbox[start : start + names.AUDIT_BATCH_MAX]
             await workflow.execute_activity(
                 names.DELIVER_AUDIT,
-                AuditBatch(events=batch),
+                AuditBatch(destination=destination, events=batch),
                 start_to_close_timeout=names.DELIVERY_TIMEOUT,
                 retry_policy=names.DELIVERY_RETRY,
+                summary=f"audit → {destination}",
             )
-            self._s.audit_sent += len(batch)
+            sent[destination] = start + len(batch)
 
     async def _deliver_notifications(self) -> None:
         """Tell people, in order; a chat outage delays the messages, never the access."""
