@@ -108,7 +108,9 @@ def firehose_into_bucket(endpoint: str, name: str) -> None:
 def bucket_lines(endpoint: str, bucket: str) -> list[str]:
     s3 = aws_client("s3", endpoint)
     lines: list[str] = []
-    for item in sorted(s3.list_objects_v2(Bucket=bucket).get("Contents", []), key=lambda o: o["Key"]):
+    for item in sorted(
+        s3.list_objects_v2(Bucket=bucket).get("Contents", []), key=lambda o: o["Key"]
+    ):
         body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
         lines.extend(body.splitlines())
     return lines
@@ -142,7 +144,9 @@ async def test_firehose_resends_only_the_records_it_refused(moto_endpoint):
     await sink.write(events)
 
     assert sizes == [3, 1]
-    delivered = [json.loads(line)["id"] for line in bucket_lines(moto_endpoint, "audit-firehose-partial")]
+    delivered = [
+        json.loads(line)["id"] for line in bucket_lines(moto_endpoint, "audit-firehose-partial")
+    ]
     # moto stored the "refused" record too; the resend duplicates it under the same id.
     assert sorted(set(delivered)) == [e.id for e in events]
 
@@ -152,7 +156,7 @@ async def test_firehose_that_keeps_refusing_fails_the_delivery_for_a_later_retry
     sink = audit.FirehoseSink(aws_client("firehose", moto_endpoint), "audit-firehose-down")
     sizes = fail_records(sink._client, "PutRecordBatch", [{0, 2}, {1}, {0}, {0}])
 
-    with pytest.raises(DeliveryFailed, match="1 record.* still refused: ServiceUnavailable"):
+    with pytest.raises(DeliveryFailed, match=r"1 record.* still refused: ServiceUnavailable"):
         await sink.write(make_events(3))
     assert sizes == [3, 2, 1, 1]
 
@@ -328,7 +332,7 @@ async def test_http_unreachable_fails_the_delivery():
 def test_http_header_secrets_must_be_environment_references():
     from keycard.config import ConfigError
 
-    with pytest.raises(ConfigError, match="secrets are never written in keycard.yaml"):
+    with pytest.raises(ConfigError, match=r"secrets are never written in keycard\.yaml"):
         parse_config(
             CONFIG
             + """
@@ -344,7 +348,9 @@ audit:
 
 async def test_jsonl_appends_one_line_per_event_and_redelivery_keeps_ids(tmp_path):
     path = tmp_path / "audit" / "audit.jsonl"
-    sink = sinks_from(f"\naudit:\n  destinations:\n    - {{type: jsonl, path: '{path}'}}\n")["jsonl"]
+    sink = sinks_from(f"\naudit:\n  destinations:\n    - {{type: jsonl, path: '{path}'}}\n")[
+        "jsonl"
+    ]
     events = make_events(3)
 
     await sink.write(events[:2])
@@ -407,7 +413,7 @@ audit:
 def test_destination_names_must_be_unique():
     from keycard.config import ConfigError
 
-    with pytest.raises(ConfigError, match="names must be unique .* repeated: jsonl"):
+    with pytest.raises(ConfigError, match=r"names must be unique .* repeated: jsonl"):
         parse_config(CONFIG + "\naudit:\n  destinations: [{type: jsonl}, {type: jsonl}]\n")
 
 
