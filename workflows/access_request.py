@@ -86,13 +86,8 @@ class AccessRequestWorkflow:
                 requested_at=now,
             ),
         )
-
-    @workflow.run
-    async def run(self, input: AccessRequestInput) -> RequestView:
-        delivery = [
-            asyncio.create_task(self._deliver_audit()),
-            asyncio.create_task(self._deliver_notifications()),
-        ]
+        # Here, not in `run`: a decision signalled with the start is handled before `run` begins,
+        # and the trail must still open with the request.
         self._emit(
             "request.created",
             input.submitted_by or _requester_actor(input),
@@ -100,6 +95,13 @@ class AccessRequestWorkflow:
             approvals_required=self._s.view.approvals_required,
             approval_timeout=format_duration(input.flow.approval_timeout),
         )
+
+    @workflow.run
+    async def run(self, input: AccessRequestInput) -> RequestView:
+        delivery = [
+            asyncio.create_task(self._deliver_audit()),
+            asyncio.create_task(self._deliver_notifications()),
+        ]
         self._publish()
 
         if await self._resolve():
