@@ -10,11 +10,12 @@ from datetime import timedelta
 
 import boto3
 import structlog
-from activities.aws import strategy_activities
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities, build_audit_sinks
+from activities.aws import strategy_activities
+from activities.hooks import hook_activities
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
 from keycard.config import KeycardConfig
@@ -38,6 +39,7 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
         leases.release_lease,
         AuditActivities(build_audit_sinks(config.audit, settings, config.aws)).deliver,
         ConsoleNotifier().send,
+        *hook_activities(session, config, config.base_dir),
     ]
 
 

@@ -41,7 +41,28 @@ def console_line(notification: Notification) -> str | None:
             return f"ALERT: removing {what} from {view.requester.email} keeps failing; retrying"
         case "decision.refused":
             return f"refused {event.detail.get('decision')} by {who}: {event.detail.get('reason')}"
+        case "request.routed":
+            approvers = ", ".join(event.detail.get("approvers", [])) or "nobody (admins only)"
+            return f"{view.id} goes to {approvers} ({event.detail.get('by')})"
+        case "request.auto_approved":
+            return f"{view.id} approved automatically by {who}: {event.detail.get('reason')}"
+        case "hook.failed":
+            return (
+                f"hook {event.detail.get('hook')} failed on {view.id}: {event.detail.get('error')}"
+                f" ({event.detail.get('outcome')})"
+            )
+        case "break_glass.used":
+            return (
+                f"BREAK-GLASS: {view.requester.email} approved their own request {view.id} for "
+                f"{what}, {format_duration(view.duration)}. Justification: "
+                f"{event.detail.get('justification')}. Bypassed approvers: "
+                f"{', '.join(event.detail.get('bypassed_approvers', [])) or 'none'}. REVIEW IT."
+            )
     return None
+
+
+# Events a person must not miss: the console shows them as warnings.
+LOUD_EVENTS = frozenset({"break_glass.used", "access.revoke_retrying", "hook.failed"})
 
 
 class ConsoleNotifier:
@@ -49,5 +70,6 @@ class ConsoleNotifier:
     async def send(self, notification: Notification) -> NotificationResult:
         line = console_line(notification)
         if line:
-            log.info(line, request_id=notification.view.id, event_type=notification.event.type)
+            emit = log.warning if notification.event.type in LOUD_EVENTS else log.info
+            emit(line, request_id=notification.view.id, lifecycle_event=notification.event.type)
         return NotificationResult(messages=notification.messages)

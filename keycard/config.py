@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -171,6 +172,32 @@ class Requesters(_Strict):
         return [_email(x) for x in value]
 
 
+# --- automatic decisions -------------------------------------------------------------------------
+
+
+class PagerDutyOnCall(_Strict):
+    """Approve when the requester is on call now, in any of these schedules or escalation
+    policies (PagerDuty ids such as PABC123); with neither listed, on call anywhere counts."""
+
+    schedules: list[str] = Field(default_factory=list)
+    escalation_policies: list[str] = Field(default_factory=list)
+
+
+class AutoApprove(_Strict):
+    """Rules that approve a request without a person, and the cap on what they may approve."""
+
+    pagerduty_on_call: PagerDutyOnCall | None = None
+    max_duration: Duration | None = Field(
+        default=None,
+        description="the longest request any automatic approval (rule or hook) may approve; "
+        "longer ones wait for people",
+    )
+
+    @property
+    def rules(self) -> list[str]:
+        return ["pagerduty_on_call"] if self.pagerduty_on_call else []
+
+
 # --- flows ------------------------------------------------------------------------------------
 
 
@@ -193,6 +220,17 @@ class _FlowBase(_Strict):
     approval_timeout: Duration = Field(default=timedelta(hours=1))
     allow_early_revoke: bool = True
     allow_extension: bool = False
+    hooks: str | None = Field(
+        default=None,
+        description="a Python file of @hook and @reducer functions (keycard.sdk), "
+        "relative to this config file",
+    )
+    auto_approve: AutoApprove | None = None
+    break_glass: bool = Field(
+        default=False,
+        description="the requester may approve their own request with a written justification; "
+        "the request is marked and announced as break-glass",
+    )
 
     @property
     def display(self) -> str:
@@ -201,6 +239,13 @@ class _FlowBase(_Strict):
     @property
     def maximum(self) -> timedelta:
         return self.max_duration or max(self.durations)
+
+    @field_validator("hooks")
+    @classmethod
+    def _hooks_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().endswith(".py"):
+            raise ValueError("must name a Python file, such as hooks/prod.py")
+        return value.strip() if value else None
 
     @field_validator("durations")
     @classmethod
@@ -401,6 +446,12 @@ class KeycardConfig(_Strict):
         default_factory=dict, description="named groups of approver emails"
     )
     flows: list[Flow] = Field(min_length=1)
+    # Where the file was loaded from: flows' `hooks` paths are relative to it.
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir or Path(".")
 
     @field_validator("approver_groups")
     @classmethod
@@ -496,7 +547,21 @@ def load_config(path: str | os.PathLike[str]) -> KeycardConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
-    return parse_config(text, str(path))
+    config = parse_config(text, str(path))
+    config._base_dir = path.parent
+    missing = missing_hook_files(config, path.parent)
+    if missing:
+        raise ConfigError(str(path), missing)
+    return config
+
+
+def missing_hook_files(config: KeycardConfig, base_dir: Path) -> list[str]:
+    """One located line per flow whose `hooks` file is not there (paths are relative to base_dir)."""
+    return [
+        f"flows[{index}].hooks: {flow.hooks} does not exist (looked in {base_dir / flow.hooks})"
+        for index, flow in enumerate(config.flows)
+        if flow.hooks and not (base_dir / flow.hooks).is_file()
+    ]
 
 
 def default_config_path() -> Path:

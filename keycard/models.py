@@ -102,7 +102,11 @@ class DecisionInput(_Message):
 
 
 class ApproveInput(DecisionInput):
-    pass
+    break_glass: bool = Field(
+        default=False,
+        description="the requester approves their own request in an emergency; "
+        "`comment` is the written justification",
+    )
 
 
 class DenyInput(DecisionInput):
@@ -176,6 +180,13 @@ class RequestView(_Message):
     standing_access: bool = Field(
         default=False, description="the access existed before Keycard and is left in place"
     )
+    break_glass: bool = Field(
+        default=False, description="the requester approved their own request; review it"
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what the requester should know, such as a hook that failed (fails closed)",
+    )
 
     @property
     def summary(self) -> str:
@@ -198,6 +209,7 @@ def summary_line(
 
 EventType = Literal[
     "request.created",
+    "request.routed",
     "request.approved",
     "request.auto_approved",
     "request.denied",
@@ -385,4 +397,8 @@ class AccessRequestState(_Message):
         default_factory=dict, description="per audit destination: how many events it has"
     )
     notified: int = 0
+    hooks_evaluated: bool = Field(
+        default=False, description="on_request hooks and auto-approval rules have had their say"
+    )
+    observed: int = Field(default=0, description="events handed to the after_* hooks")
     messages: list[MessageRef] = Field(default_factory=list)

@@ -210,7 +210,12 @@ def check_approve(view: RequestView, flow: Flow, actor: Actor) -> None:
         raise DecisionRefused(
             "SelfApproval",
             f"{actor.display} cannot approve their own request; "
-            f"ask one of {', '.join(view.approvers) or 'the flow approvers'}",
+            f"ask one of {', '.join(view.approvers) or 'the flow approvers'}"
+            + (
+                "; in an emergency, use break-glass with a justification"
+                if flow.break_glass
+                else ""
+            ),
             Refusal.FORBIDDEN,
         )
     if not (_is_approver(view, actor) or actor.role is Role.ADMIN or _self_ok(view, flow, actor)):
@@ -225,6 +230,37 @@ def check_approve(view: RequestView, flow: Flow, actor: Actor) -> None:
             f"{actor.display} has already approved this request; "
             f"it needs {view.approvals_required} different approvers",
             Refusal.CONFLICT,
+        )
+
+
+BREAK_GLASS_MIN_JUSTIFICATION = 10
+
+
+def check_break_glass(view: RequestView, flow: Flow, actor: Actor, justification: str) -> None:
+    """The requester approving their own request in an emergency: only where the flow allows it,
+    and only with a written justification (it is announced and reviewed afterwards)."""
+    if view.state is not RequestState.PENDING:
+        raise _wrong_state(view, "approved")
+    if not flow.break_glass:
+        raise DecisionRefused(
+            "BreakGlassNotAllowed",
+            f"flow {flow.name} does not allow break-glass; ask one of "
+            f"{', '.join(view.approvers) or 'the flow approvers'}",
+            Refusal.FORBIDDEN,
+        )
+    if not _is_requester(view, actor):
+        raise DecisionRefused(
+            "BreakGlassNotRequester",
+            f"break-glass is for approving your own request; {actor.display} is not "
+            f"the requester of {view.id} (approve it normally instead)",
+            Refusal.FORBIDDEN,
+        )
+    if len(justification.strip()) < BREAK_GLASS_MIN_JUSTIFICATION:
+        raise DecisionRefused(
+            "JustificationRequired",
+            "break-glass needs a written justification (at least "
+            f"{BREAK_GLASS_MIN_JUSTIFICATION} characters): say what is broken and why it cannot wait",
+            Refusal.INVALID,
         )
 
 
@@ -308,6 +344,7 @@ def check_extend(view: RequestView, flow: Flow, actor: Actor, extra: timedelta) 
             "InvalidDuration", "an extension must be longer than zero", Refusal.INVALID
         )
     total = view.duration + sum((e.duration for e in view.extensions), timedelta(0)) + extra
+    _check_automatic_cap(view, flow, actor, total)
     if total > flow.maximum:
         already = total - extra
         left = flow.maximum - already
@@ -318,3 +355,21 @@ def check_extend(view: RequestView, flow: Flow, actor: Actor, extra: timedelta) 
             + (f"; at most {format_duration(left)} more" if left > timedelta(0) else ""),
             Refusal.INVALID,
         )
+
+
+def _check_automatic_cap(view: RequestView, flow: Flow, actor: Actor, total: timedelta) -> None:
+    """Access a rule approved stays within the rule's cap unless a person who may approve
+    extends it: otherwise a 1h automatic approval could be stretched to the flow's maximum."""
+    cap = flow.auto_approve.max_duration if flow.auto_approve else None
+    automatic = view.decided_by is not None and view.decided_by.rule is not None
+    if cap is None or not automatic or total <= cap:
+        return
+    if _is_approver(view, actor) or actor.role is Role.ADMIN:
+        return
+    raise DecisionRefused(
+        "OverAutomaticCap",
+        f"this access was approved automatically, which is limited to {format_duration(cap)} "
+        f"in flow {flow.name}; ask one of {', '.join(view.approvers) or 'the approvers'} "
+        "to extend it",
+        Refusal.FORBIDDEN,
+    )

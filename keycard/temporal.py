@@ -25,6 +25,7 @@ ACCESS_REQUEST_WORKFLOW = "AccessRequestWorkflow"
 REQUEST_SUBMITTED = "submitted"
 REQUEST_STATUS = "status"
 REQUEST_REFUSED = "refused"  # signal: a front door reports a decision its validator turned down
+REFUSAL_AUDITED = "audited"  # second detail of an update's refusal the workflow recorded itself
 GRANT_WORKFLOW = "GrantWorkflow"
 GRANT_ACQUIRE = "acquire"
 GRANT_RELEASE = "release"
@@ -103,4 +104,19 @@ DELIVERY_TIMEOUT = timedelta(seconds=60)
 DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
+)
+
+# --- hooks (users' Python, run in activities) --------------------------------------------------
+
+EVALUATE_REQUEST_HOOKS = "hooks.evaluate_request"
+CHECK_APPROVAL_HOOK = "hooks.check_approval"
+RUN_OBSERVER_HOOKS = "hooks.observe"
+# One hook call; a hook that takes longer has failed (closed) and the request goes to people.
+HOOK_CALL_TIMEOUT = timedelta(seconds=10)
+# An activity runs at most a few hooks in turn; past this the workflow treats them all as failed.
+HOOKS_ACTIVITY_TIMEOUT = timedelta(seconds=45)
+HOOKS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=2,
 )

@@ -14,6 +14,7 @@ from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestView, Role
 from keycard.policy import PolicyError
 from keycard.settings import Settings
+from starter.hooks_cli import break_glass, hooks_app
 
 T = TypeVar("T")
 
@@ -24,6 +25,8 @@ app = typer.Typer(
 )
 flows_app = typer.Typer(help="Check and describe keycard.yaml.", no_args_is_help=True)
 app.add_typer(flows_app, name="flows")
+app.add_typer(hooks_app, name="hooks", no_args_is_help=True)
+app.command(name="break-glass")(break_glass)
 
 from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `app` defined first
 
@@ -322,6 +325,10 @@ def describe(view: RequestView) -> str:
     ):
         if value:
             lines.append(f"  {label + ':':10} {value:%Y-%m-%d %H:%M:%S} UTC")
+    if view.break_glass:
+        lines.append("  BREAK-GLASS: the requester approved their own request; it will be reviewed")
+    for note in view.notes:
+        lines.append(f"  note:      {note}")
     if view.standing_access:
         lines.append("  note:      this access existed before Keycard and stays in place")
     if view.end_reason:

@@ -193,6 +193,16 @@ class KeycardClient:
             ApproveInput(actor=actor, comment=comment), update_id,
         )  # fmt: skip
 
+    async def break_glass(
+        self, request_id: str, actor: Actor, justification: str, *, update_id: str | None = None
+    ) -> RequestView:
+        """The requester approves their own request in an emergency (flows with `break_glass`).
+        Access starts at once; the request is marked and announced for review."""
+        return await self._decide(
+            request_id, "approved", "approve",
+            ApproveInput(actor=actor, comment=justification, break_glass=True), update_id,
+        )  # fmt: skip
+
     async def deny(
         self, request_id: str, actor: Actor, comment: str = "", *, update_id: str | None = None
     ) -> RequestView:
@@ -243,7 +253,8 @@ class KeycardClient:
             if isinstance(cause, ApplicationError):
                 kind = Refusal(cause.details[0]) if cause.details else Refusal.CONFLICT
                 refusal = DecisionRefused(cause.type or "Refused", cause.message, kind)
-                await self._audit_refusal(handle, update, input, refusal)
+                if names.REFUSAL_AUDITED not in cause.details[1:]:
+                    await self._audit_refusal(handle, update, input, refusal)
                 raise refusal from None
             raise
         except RPCError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 from temporalio import activity
@@ -21,6 +22,8 @@ class FakeCloud:
     calls: list[tuple[str, str]] = field(default_factory=list)
     grant_error: str | None = None
     revoke_failures_left: int = 0
+    # Grant workflows outlive a test's worker; a per-cloud salt keeps their ids from colliding.
+    salt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def key(self, spec: AssignmentSpec) -> str:
         return f"{spec.account_id}:{spec.permission_set or spec.group}:{spec.principal_email}"
@@ -47,7 +50,7 @@ class FakeCloud:
                 )
             return ResolvedAssignment(
                 spec=input.spec,
-                principal_id="u-" + input.spec.principal_email.split("@")[0],
+                principal_id=f"u-{input.spec.principal_email.split('@')[0]}-{cloud.salt}",
                 permission_set_arn=f"arn:aws:sso:::permissionSet/ssoins-1/ps-{input.spec.permission_set}",
             )
 

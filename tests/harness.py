@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
@@ -59,12 +60,32 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.events: list[LifecycleEvent] = []
+        self._written = asyncio.Condition()
 
     async def write(self, events: list[LifecycleEvent]) -> None:
         self.events.extend(events)
+        async with self._written:
+            self._written.notify_all()
 
     def types(self, request_id: str) -> list[str]:
         return [e.type for e in self.events if e.request_id == request_id]
+
+    def of(self, request_id: str, type: str) -> list[LifecycleEvent]:
+        return [e for e in self.events if e.request_id == request_id and e.type == type]
+
+    async def wait_for_any(self, type: str, timeout: float = 20) -> LifecycleEvent:
+        """The first `type` event of any request (for a request whose id is not known yet)."""
+        async with asyncio.timeout(timeout), self._written:
+            await self._written.wait_for(lambda: any(e.type == type for e in self.events))
+        return next(e for e in self.events if e.type == type)
+
+    async def wait_for(
+        self, request_id: str, type: str, timeout: float = 20, nth: int = 1
+    ) -> LifecycleEvent:
+        """The `nth` `type` event of the request, once the audit has received it."""
+        async with asyncio.timeout(timeout), self._written:
+            await self._written.wait_for(lambda: len(self.of(request_id, type)) >= nth)
+        return self.of(request_id, type)[nth - 1]
 
 
 @dataclass
@@ -83,13 +104,15 @@ async def running_stack(
     config: KeycardConfig | None = None,
     cloud: FakeCloud | None = None,
     extra_activities: list | None = None,
+    hook_activities: list | None = None,
     audit_sinks: Mapping[str, AuditSink] | None = None,
 ):
     """A worker with the real workflows and lease activities and a fake cloud, on its own queue.
 
-    Audit events go to `stack.audit` (the `default` destination), or, given `audit_sinks`, to
-    those sinks by destination name (the config's `audit` section names the destinations).
-    """
+    `extra_activities` replace the console notifier; `hook_activities` are added (HookActivities'
+    methods, for flows with hooks or auto_approve rules). Audit events go to `stack.audit` (the
+    `default` destination), or, given `audit_sinks`, to those sinks by destination name (the
+    config's `audit` section names the destinations)."""
     config = config or parse_config(CONFIG)
     cloud = cloud or FakeCloud()
     audit = MemorySink()
@@ -101,6 +124,7 @@ async def running_stack(
         leases.release_lease,
         AuditActivities(audit_sinks if audit_sinks is not None else [audit]).deliver,
         *(extra_activities or [ConsoleNotifier().send]),
+        *(hook_activities or []),
     ]
     async with Worker(
         client,

