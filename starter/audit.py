@@ -134,4 +134,4 @@ def export(
     for event in events:
         sys.stdout.write(event.model_dump_json() + "\n")
     requests = len({e.request_id for e in events})
-    typer.echo(f"{len(events)} events from {requests} requests", err=True)
+    typer.echo(f"{len(events)} event(s) from {requests} request(s)", err=True)

@@ -141,7 +141,7 @@ async def test_the_cli_writes_the_export_as_json_lines(dev_env, streamed, monkey
     mine = [line for line in lines if line["request_id"] in requests.values()]
     streamed_lines = [json.loads(e.model_dump_json()) for e in in_time_order(events)]
     assert mine == [line for line in streamed_lines if line["flow"] == "prod-power-user"]
-    assert "events from" in result.stderr
+    assert "event(s) from" in result.stderr
 
 
 def test_the_visibility_query_covers_requests_alive_in_the_window():
