@@ -2,7 +2,9 @@
 
 Audit events travel far (files, Firehose, S3, a SIEM), so anything that looks like a credential is
 removed before an event exists — a hook's error message quoting a URL with an API key, a reason
-with a pasted token. Pure and deterministic: workflows call it.
+with a pasted token. Overlong text is cut short too, so an event always fits where it is recorded
+(the workflow's history keeps each event in a memo, which Temporal caps in size). Pure and
+deterministic: workflows call it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import re
 from typing import Any
 
 REDACTED = "[redacted]"
+MAX_TEXT = 2000  # characters of one string in an event; longer ones end in TRUNCATED
+TRUNCATED = "…[truncated]"
 
 # Keys whose values are secrets whatever they look like.
 SECRET_KEY = re.compile(
@@ -46,11 +50,14 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 def scrub_text(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
+    if len(text) > MAX_TEXT:
+        text = text[: MAX_TEXT - len(TRUNCATED)] + TRUNCATED
     return text
 
 
 def scrub(value: Any) -> Any:
-    """The value with every secret-looking string redacted, recursively through dicts and lists."""
+    """The value with every secret-looking string redacted and every long one shortened,
+    recursively through dicts and lists."""
     if isinstance(value, str):
         return scrub_text(value)
     if isinstance(value, dict):

@@ -126,6 +126,8 @@ def export(
     from starter.client import connect_temporal
 
     start, end = parse_time(since), parse_time(until) if until else None
+    if end is not None and end <= start:
+        raise typer.BadParameter("--until must be later than --since")
 
     async def go() -> list[LifecycleEvent]:
         return await export_events(await connect_temporal(), since=start, until=end, flow=flow)

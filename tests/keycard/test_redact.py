@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keycard.models import LifecycleEvent
-from keycard.redact import REDACTED, scrub
+from keycard.redact import MAX_TEXT, REDACTED, TRUNCATED, scrub
 from tests.audit_events import make_events
 
 
@@ -49,3 +49,13 @@ def test_events_are_scrubbed_when_made():
     )
     assert made.reason == REDACTED
     assert made.detail == {"password": REDACTED}
+
+
+def test_long_text_is_cut_short_so_an_event_fits_in_its_history_memo():
+    [event] = make_events(1)
+    long = LifecycleEvent.model_validate(
+        event.model_dump() | {"detail": {"error": "x" * 100_000, "lines": ["y" * 5000]}}
+    )
+    assert len(long.detail["error"]) == MAX_TEXT and long.detail["error"].endswith(TRUNCATED)
+    assert len(long.detail["lines"][0]) == MAX_TEXT
+    assert len(long.model_dump_json()) < 8 * 1024
