@@ -13,7 +13,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.audit import AuditActivities, AuditSink, JsonlSink, StdoutSink
+from activities.audit import AuditActivities, build_audit_sinks
 from activities.aws import strategy_activities
 from activities.hooks import hook_activities
 from activities.leases import LeaseActivities
@@ -32,17 +32,12 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 def build_activities(client: Client, config: KeycardConfig, settings: Settings) -> list[Callable]:
     """Every activity, bound to the real outside clients its module needs."""
     session = boto3.session.Session(region_name=config.aws.region)
-    sinks: list[AuditSink] = []
-    if settings.audit_stdout:
-        sinks.append(StdoutSink())
-    if settings.audit_jsonl:
-        sinks.append(JsonlSink(settings.audit_jsonl))
     leases = LeaseActivities(client, settings.task_queue)
     return [
         *strategy_activities(session, config.aws),
         leases.acquire_lease,
         leases.release_lease,
-        AuditActivities(sinks).deliver,
+        AuditActivities(build_audit_sinks(config.audit, settings, config.aws)).deliver,
         ConsoleNotifier().send,
         *hook_activities(session, config, config.base_dir),
     ]

@@ -373,11 +373,125 @@ class ApiSettings(_Strict):
         return value
 
 
+# --- audit: where lifecycle events are delivered --------------------------------------------
+
+DEFAULT_AUDIT_DESTINATION = "default"
+
+
+class _AuditDestinationBase(_Strict):
+    name: Name | None = Field(
+        default=None, description="identifies the destination in requests (default: its type)"
+    )
+
+    @property
+    def key(self) -> str:
+        return self.name or self.type  # type: ignore[attr-defined]
+
+
+class JsonlDestination(_AuditDestinationBase):
+    """One JSON object per line, appended to a local file."""
+
+    type: Literal["jsonl"]
+    path: str | None = Field(
+        default=None, description="default: $KEYCARD_AUDIT_JSONL or <state dir>/audit.jsonl"
+    )
+
+
+class StdoutDestination(_AuditDestinationBase):
+    """One structlog JSON line per event on the worker's standard output."""
+
+    type: Literal["stdout"]
+
+
+class _AwsDestination(_AuditDestinationBase):
+    region: str | None = Field(default=None, description="default: aws.region, then AWS_REGION")
+    endpoint_url: str | None = Field(
+        default=None, description="for a local stand-in such as moto; default: AWS_ENDPOINT_URL"
+    )
+
+
+class FirehoseDestination(_AwsDestination):
+    """Amazon Data Firehose (PutRecordBatch); each record is one JSON line."""
+
+    type: Literal["kinesis_firehose"]
+    delivery_stream: str = Field(min_length=1)
+
+
+class KinesisDestination(_AwsDestination):
+    """A Kinesis data stream (PutRecords), partitioned by request so a request's events share a shard."""
+
+    type: Literal["kinesis"]
+    stream: str = Field(min_length=1)
+
+
+class S3Destination(_AwsDestination):
+    """JSONL objects under `<prefix>YYYY/MM/DD/`, one per delivered batch, with keys that a
+    redelivery overwrites rather than duplicates."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=1)
+    prefix: str = "keycard/audit/"
+
+
+class HttpDestination(_AuditDestinationBase):
+    """POST JSON to a URL: a log intake (Datadog, Splunk HEC, ...) or any SIEM webhook."""
+
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://", description="query parameters may carry e.g. ddsource")
+    headers: dict[str, EnvRef] = Field(
+        default_factory=dict, description="header values are environment references: ${API_KEY}"
+    )
+    batch: bool = Field(default=True, description="POST a JSON array per batch; false: one object")
+    max_batch: int = Field(default=100, ge=1, le=1000)
+    timeout: Duration = Field(default=timedelta(seconds=10))
+
+
+AuditDestination = Annotated[
+    JsonlDestination
+    | StdoutDestination
+    | FirehoseDestination
+    | KinesisDestination
+    | S3Destination
+    | HttpDestination,
+    Field(discriminator="type"),
+]
+
+
+AUDIT_TYPES = {"jsonl", "stdout", "kinesis_firehose", "kinesis", "s3", "http"}
+
+
+class AuditConfig(_Strict):
+    """Where the audit trail goes. Left out, events go to the worker's own log (`default`): the
+    stdout stream, or .keycard/audit.jsonl under `keycard dev`. Each destination is delivered on
+    its own, so one that is down delays only itself."""
+
+    destinations: list[AuditDestination] | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        keys = [d.key for d in self.destinations or []]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(
+                f"audit destination names must be unique (give each a `name`); repeated: "
+                f"{', '.join(dupes)}"
+            )
+        return self
+
+    @property
+    def destination_names(self) -> list[str]:
+        """What a new request snapshots: it is delivered to exactly these, whatever changes later."""
+        if self.destinations is None:
+            return [DEFAULT_AUDIT_DESTINATION]
+        return [d.key for d in self.destinations]
+
+
 class KeycardConfig(_Strict):
     """The whole keycard.yaml: reviewed like code, loaded once per process."""
 
     version: Literal[1] = 1
     aws: AwsSettings = Field(default_factory=AwsSettings)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     approver_groups: dict[str, list[str]] = Field(
         default_factory=dict, description="named groups of approver emails"
     )
@@ -436,7 +550,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in STRATEGY_TAGS or part.startswith("function-"):
+        elif part in STRATEGY_TAGS or part in AUDIT_TYPES or part.startswith("function-"):
             continue  # the union's tag, not a key the author wrote
         else:
             text += f".{part}" if text else str(part)

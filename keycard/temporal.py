@@ -25,6 +25,8 @@ def task_queue() -> str:
 ACCESS_REQUEST_WORKFLOW = "AccessRequestWorkflow"
 REQUEST_SUBMITTED = "submitted"
 REQUEST_STATUS = "status"
+REQUEST_REFUSED = "refused"  # signal: a front door reports a decision its validator turned down
+REFUSAL_AUDITED = "audited"  # second detail of an update's refusal the workflow recorded itself
 GRANT_WORKFLOW = "GrantWorkflow"
 GRANT_ACQUIRE = "acquire"
 GRANT_RELEASE = "release"
@@ -59,6 +61,11 @@ def grant_workflow_id(grant_key: str) -> str:
 ACQUIRE_LEASE = "leases.acquire"
 RELEASE_LEASE = "leases.release"
 DELIVER_AUDIT = "audit.deliver"
+# Every lifecycle event is also written into the workflow's history (as a memo update under this
+# key) the moment it happens, so `keycard audit export` can rebuild the trail from Temporal alone.
+AUDIT_MEMO_KEY = "keycard.audit.event"
+# At most this many events per delivery activity; sinks split further to fit their APIs.
+AUDIT_BATCH_MAX = 100
 SEND_NOTIFICATION = "notify.send"
 
 # --- search attributes: the Temporal UI's request list filters on these -------------------------

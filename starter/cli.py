@@ -34,6 +34,10 @@ app.add_typer(token_app, name="token")
 app.add_typer(hooks_app, name="hooks", no_args_is_help=True)
 app.command(name="break-glass")(break_glass)
 
+from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `app` defined first
+
+app.add_typer(audit_app, name="audit", no_args_is_help=True)
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option(

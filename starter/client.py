@@ -33,6 +33,7 @@ from keycard.models import (
     CancelInput,
     DenyInput,
     ExtendInput,
+    RefusedInput,
     Requester,
     RequestState,
     RequestView,
@@ -139,6 +140,7 @@ class KeycardClient:
             reason=policy.check_reason(flow_def, reason),
             fields=policy.check_fields(flow_def, dict(fields or {})),
             submitted_by=submitted_by,
+            audit_destinations=self.config.audit.destination_names,
         )
 
     async def request(self, **kwargs: Any) -> RequestView:
@@ -258,7 +260,10 @@ class KeycardClient:
             cause = err.cause
             if isinstance(cause, ApplicationError):
                 kind = Refusal(cause.details[0]) if cause.details else Refusal.CONFLICT
-                raise DecisionRefused(cause.type or "Refused", cause.message, kind) from None
+                refusal = DecisionRefused(cause.type or "Refused", cause.message, kind)
+                if names.REFUSAL_AUDITED not in cause.details[1:]:
+                    await self._audit_refusal(handle, update, input, refusal)
+                raise refusal from None
             raise
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
@@ -272,6 +277,36 @@ class KeycardClient:
             ) from None
         log.info(f"request.{verb}", request_id=request_id, actor=input.actor.display)
         return view
+
+    async def _audit_refusal(
+        self, handle: Any, decision: str, input: Any, refusal: DecisionRefused
+    ) -> None:
+        """A validator's refusal leaves no history; tell the workflow so the attempt is audited.
+
+        Best effort: the person still gets the refusal if this fails, and the log keeps a record.
+        """
+        log.info(
+            "decision.refused",
+            request_id=handle.id,
+            decision=decision,
+            actor=input.actor.display,
+            code=refusal.code,
+        )
+        try:
+            await handle.signal(
+                names.REQUEST_REFUSED,
+                RefusedInput(
+                    actor=input.actor,
+                    decision=decision,
+                    code=refusal.code,
+                    reason=refusal.message,
+                    comment=input.comment,
+                    duration=getattr(input, "duration", None),
+                ),
+            )
+        except RPCError as err:
+            # A request that has just closed takes no signals; the log line above remains.
+            log.warning("decision.refused.unrecorded", request_id=handle.id, error=err.message)
 
     # --- reading -------------------------------------------------------------------------------
 

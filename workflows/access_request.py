@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         LifecycleEvent,
         Notification,
         NotificationResult,
+        RefusedInput,
         ReleaseLeaseInput,
         ReleaseResult,
         RequestState,
@@ -66,7 +67,9 @@ class AccessRequestWorkflow:
     `extend` ExtendInput — each returns the RequestView after the decision — and `submitted`
     (no input), which returns once the request has been checked against AWS, or fails saying why.
     Signals with the same names carry the same decisions for tools that can only signal; a signal
-    the rules refuse is recorded as `decision.refused` and otherwise ignored.
+    the rules refuse is recorded as `decision.refused` and otherwise ignored. Signal `refused`
+    (RefusedInput) is how a front door reports an update its validator turned down, so that
+    attempt is audited too.
     Hooks (flows with `hooks:` or `auto_approve:`): after the AWS check, one activity lets
     on_request, the auto_approve rules and get_approvers decide or route the request; an approval
     (break-glass included) first asks on_approve, whose veto fails the update and is audited as
@@ -99,6 +102,15 @@ class AccessRequestWorkflow:
                 requested_at=now,
             ),
         )
+        # Here, not in `run`: a decision signalled with the start is handled before `run` begins,
+        # and the trail must still open with the request.
+        self._emit(
+            "request.created",
+            input.submitted_by or _requester_actor(input),
+            approvers=self._s.view.approvers,
+            approvals_required=self._s.view.approvals_required,
+            approval_timeout=format_duration(input.flow.approval_timeout),
+        )
 
     @workflow.run
     async def run(self, input: AccessRequestInput) -> RequestView:
@@ -108,7 +120,6 @@ class AccessRequestWorkflow:
         ]
         if self._flow.hooks:
             delivery.append(asyncio.create_task(self._deliver_to_observers()))
-        self._emit("request.created", input.submitted_by or _requester_actor(input))
         self._publish()
 
         if await self._resolve():
@@ -120,10 +131,12 @@ class AccessRequestWorkflow:
             await self._hold_until_expiry_or_revoke()
             await self._revoke()
 
-        await workflow.wait_condition(self._delivered)
+        # One condition, so an event a late handler adds is delivered before the workflow closes.
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and self._delivered()
+        )
         for task in delivery:
             task.cancel()
-        await workflow.wait_condition(workflow.all_handlers_finished)
         return self._s.view
 
     # --- decisions: updates, their validators, and the same decisions as signals ---------------
@@ -220,6 +233,15 @@ class AccessRequestWorkflow:
 
         self._signalled("extend", input, check, self._apply_extend)
 
+    @workflow.signal(name=names.REQUEST_REFUSED)
+    def refused(self, input: RefusedInput) -> None:
+        detail = {"decision": input.decision, "code": input.code, "reason": input.reason}
+        if input.comment:
+            detail["comment"] = input.comment
+        if input.duration is not None:
+            detail["duration"] = format_duration(input.duration)
+        self._emit("decision.refused", input.actor, **detail)
+
     @workflow.query
     def status(self) -> RequestView:
         return self._s.view
@@ -292,7 +314,9 @@ class AccessRequestWorkflow:
                 RequestState.EXPIRED,
                 f"no decision within {format_duration(flow.approval_timeout)}",
             )
-            self._emit("request.expired", None, approval_timeout=flow.approval_timeout)
+            self._emit(
+                "request.expired", None, approval_timeout=format_duration(flow.approval_timeout)
+            )
 
     async def _grant(self) -> None:
         assert self._s.assignment is not None
@@ -402,6 +426,10 @@ class AccessRequestWorkflow:
         if input.break_glass:
             self._apply_break_glass(input)
             return
+        if len(view.approvals) >= view.approvals_required:
+            self._decide(input.actor, RequestState.GRANTING)
+        else:
+            self._publish()
         self._emit(
             "request.approved",
             input.actor,
@@ -409,16 +437,13 @@ class AccessRequestWorkflow:
             approvals=len(view.approvals),
             approvals_required=view.approvals_required,
         )
-        if len(view.approvals) >= view.approvals_required:
-            self._decide(input.actor, RequestState.GRANTING)
-        else:
-            self._publish()
 
     def _apply_break_glass(self, input: ApproveInput) -> None:
         """The requester's own emergency approval decides at once, and is announced loudly."""
         view = self._s.view
         view.break_glass = True
         view.notes.append(f"break-glass: approved by the requester: {input.comment}")
+        self._decide(input.actor, RequestState.GRANTING)
         self._emit(
             "request.approved",
             input.actor,
@@ -427,7 +452,6 @@ class AccessRequestWorkflow:
             approvals_required=view.approvals_required,
             break_glass=True,
         )
-        self._decide(input.actor, RequestState.GRANTING)
         self._emit(
             "break_glass.used",
             input.actor,
@@ -573,7 +597,7 @@ class AccessRequestWorkflow:
             "access.extended",
             input.actor,
             comment=input.comment,
-            by=input.duration,
+            by=format_duration(input.duration),
             expires_at=view.expires_at,
         )
         self._publish()
@@ -679,24 +703,40 @@ class AccessRequestWorkflow:
         )
         self._s.outbox.append(event)
         self._s.views.append(view.model_copy(deep=True))
+        # Into the history now, whatever any audit destination is doing: `keycard audit export`.
+        workflow.upsert_memo({names.AUDIT_MEMO_KEY: event})
 
     def _delivered(self) -> bool:
-        sent = len(self._s.outbox)
-        observed = self._s.observed == sent or not self._flow.hooks
-        return self._s.audit_sent == sent and self._s.notified == sent and observed
+        events = len(self._s.outbox)
+        observed = self._s.observed == events or not self._flow.hooks
+        return (
+            self._s.notified == events
+            and observed
+            and all(
+                self._s.audit_sent.get(d, 0) == events for d in self._s.input.audit_destinations
+            )
+        )
 
     async def _deliver_audit(self) -> None:
-        """Send events to the audit sinks in order, batching whatever has piled up."""
+        """Every audit destination gets every event, in order, at its own pace: one that is down
+        delays only its own delivery, never the access and never the other destinations."""
+        destinations = self._s.input.audit_destinations
+        await asyncio.gather(*(self._deliver_audit_to(d) for d in destinations))
+
+    async def _deliver_audit_to(self, destination: str) -> None:
+        sent = self._s.audit_sent
         while True:
-            await workflow.wait_condition(lambda: self._s.audit_sent < len(self._s.outbox))
-            batch = self._s.outbox[self._s.audit_sent :]
+            await workflow.wait_condition(lambda: sent.get(destination, 0) < len(self._s.outbox))
+            start = sent.get(destination, 0)
+            batch = self._s.outbox[start : start + names.AUDIT_BATCH_MAX]
             await workflow.execute_activity(
                 names.DELIVER_AUDIT,
-                AuditBatch(events=batch),
+                AuditBatch(destination=destination, events=batch),
                 start_to_close_timeout=names.DELIVERY_TIMEOUT,
                 retry_policy=names.DELIVERY_RETRY,
+                summary=f"audit → {destination}",
             )
-            self._s.audit_sent += len(batch)
+            sent[destination] = start + len(batch)
 
     async def _deliver_notifications(self) -> None:
         """Tell people, in order; a chat outage delays the messages, never the access."""
@@ -752,8 +792,14 @@ class AccessRequestWorkflow:
 
 
 def _update_error(refusal: policy.PolicyError) -> ApplicationError:
+    """An update refused after its validator accepted it; the refusal is already in the trail,
+    which the second detail tells the front door (it reports validator refusals itself)."""
     return ApplicationError(
-        refusal.message, refusal.kind.value, type=refusal.code, non_retryable=True
+        refusal.message,
+        refusal.kind.value,
+        names.REFUSAL_AUDITED,
+        type=refusal.code,
+        non_retryable=True,
     )
 
 
