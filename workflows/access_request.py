@@ -122,7 +122,9 @@ class AccessRequestWorkflow:
             delivery.append(asyncio.create_task(self._deliver_to_observers()))
         self._publish()
 
-        if await self._resolve():
+        # A decision can arrive with the start (a cancel signalled at once): then there is
+        # nothing to check.
+        if not self._state.finished and await self._resolve():
             await self._evaluate_request_hooks()
             await self._wait_for_decision()
         if self._state is RequestState.GRANTING:
@@ -260,6 +262,8 @@ class AccessRequestWorkflow:
                 retry_policy=names.RESOLVE_RETRY,
             )
         except ActivityError as err:
+            if self._state.finished:
+                return False  # cancelled or denied meanwhile: that outcome stands
             self._s.failure_type = root_type(err)
             self._finish(RequestState.FAILED, root_message(err))
             self._emit("access.grant_failed", None, error=self._s.view.end_reason, stage="resolve")

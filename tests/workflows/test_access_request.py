@@ -325,3 +325,30 @@ async def _grant_status(dev_env, stack):
     grant_id = f"grant:aws_sso:111111111111:ps-PowerUserAccess:u-alice-{stack.cloud.salt}"
     handle = dev_env.client.get_workflow_handle(grant_id)
     return await handle.query("status", result_type=GrantView)
+
+
+async def test_a_cancel_that_arrives_with_the_start_stands(dev_env):
+    """Even when the AWS check would fail, a request cancelled at once ends CANCELLED."""
+    from keycard import temporal as names
+    from keycard.models import CancelInput
+
+    async with running_stack(dev_env.client) as stack:
+        input = stack.keycard.prepare(
+            flow="prod-power-user",
+            target="prod",
+            reason="typo",
+            requester=ALICE.model_copy(update={"email": "zed@example.com"}),
+        )
+        handle = await dev_env.client.start_workflow(
+            names.ACCESS_REQUEST_WORKFLOW,
+            input,
+            id=input.request_id,
+            task_queue=stack.task_queue,
+            start_signal="cancel",
+            start_signal_args=[CancelInput(actor=Actor(email="zed@example.com"))],
+            result_type=RequestView,
+        )
+        final = await handle.result()
+        assert final.state is RequestState.CANCELLED
+        assert final.end_reason == "cancelled by zed@example.com"
+        assert "access.grant_failed" not in stack.audit.types(input.request_id)
