@@ -45,6 +45,7 @@ ACQUIRE_LEASE = "leases.acquire"
 RELEASE_LEASE = "leases.release"
 DELIVER_AUDIT = "audit.deliver"
 SEND_NOTIFICATION = "notify.send"
+RESOLVE_SLACK_APPROVERS = "slack.resolve_approvers"
 
 # --- search attributes: the Temporal UI's request list filters on these -------------------------
 
