@@ -1,0 +1,236 @@
+"""The Slack app end to end: signed requests to the real Bolt endpoint, the real workflows on the
+dev server, and the fake Slack Web API standing in for Slack."""
+
+from __future__ import annotations
+
+import time
+
+from keycard import slack_blocks as ids
+from keycard.models import RequestState, RequestView
+from tests.slack_fake import (
+    SlackStack,
+    block_action,
+    button_click,
+    command_body,
+    select_option,
+    slack_stack,
+    view_submission,
+)
+
+CHANNEL = "C0PRODACCESS"
+
+
+def power_user_values(reason: str, **overrides) -> dict:
+    flow = "prod-power-user"
+    values = {
+        ids.FLOW_BLOCK: {
+            ids.FLOW_SELECT: {"type": "static_select", "selected_option": {"value": flow}}
+        },
+        ids.target_block(flow): {
+            ids.VALUE: {"type": "static_select", "selected_option": {"value": "prod"}}
+        },
+        ids.duration_block(flow): {
+            ids.VALUE: {"type": "static_select", "selected_option": {"value": "1h"}}
+        },
+        ids.REASON_BLOCK: {ids.VALUE: {"type": "plain_text_input", "value": reason}},
+        ids.field_block(flow, "incident"): {
+            ids.VALUE: {"type": "plain_text_input", "value": "4312"}
+        },
+        ids.field_block(flow, "pages"): {ids.VALUE: {"type": "number_input", "value": "3"}},
+        ids.field_block(flow, "customer_impact"): {
+            ids.VALUE: {"type": "checkboxes", "selected_options": [{"value": "true"}]}
+        },
+        ids.field_block(flow, "change"): {
+            ids.VALUE: {"type": "static_select", "selected_option": {"value": "hotfix"}}
+        },
+        ids.field_block(flow, "buddy"): {
+            ids.VALUE: {"type": "users_select", "selected_user": "UDAVE"}
+        },
+    }
+    values.update(overrides)
+    return values
+
+
+async def open_form(s: SlackStack, user_id: str, flow: str) -> dict:
+    """/access, then pick `flow`: returns the updated modal as Slack holds it."""
+    opened = len(s.slack.views)
+    response = await s.command(user_id)
+    assert response.status_code == 200
+    modal = await s.slack.wait_for(
+        lambda: s.slack.views[opened] if len(s.slack.views) > opened else None
+    )
+    chosen = block_action(
+        user_id,
+        None,
+        {
+            "type": "static_select",
+            "action_id": ids.FLOW_SELECT,
+            "block_id": ids.FLOW_BLOCK,
+            "selected_option": {"value": flow},
+        },
+        view=modal,
+    )
+    assert (await s.interact(chosen)).status_code == 200
+    return await s.slack.wait_for(
+        lambda: s.slack.views[opened + 1] if len(s.slack.views) > opened + 1 else None
+    )
+
+
+async def request_access(s: SlackStack, user_id: str, values: dict) -> RequestView:
+    """Submit the modal and return the request once its approval message is out."""
+    form = await open_form(
+        s, user_id, values[ids.FLOW_BLOCK][ids.FLOW_SELECT]["selected_option"]["value"]
+    )
+    response = await s.interact(view_submission(user_id, form, values))
+    assert response.status_code == 200
+    assert response.content in (b"", b"{}"), response.content  # closed, no errors
+    page = await s.slack.wait_for(lambda: _pending_for(s))
+    return page
+
+
+def _pending_for(s: SlackStack):
+    for call in s.slack.called("chat.postMessage"):
+        for block in call.args.get("blocks") or []:
+            if block.get("type") == "actions" and block["block_id"].startswith("decide:"):
+                return block["block_id"].removeprefix("decide:")
+    return None
+
+
+def approval_messages(s: SlackStack, request_id: str):
+    return [
+        m
+        for m in s.slack.messages.values()
+        if m.thread_ts is None and f"`{request_id}`" in m.content() and "requests" in m.text
+    ]
+
+
+async def test_the_whole_story_in_slack(dev_env):
+    async with slack_stack(dev_env.client) as s:
+        slack = s.slack
+
+        # Only Slack may talk to the endpoint: a forged or a stale signature gets 401.
+        body = command_body("UALICE")
+        assert (await s.send(body, secret="not-the-secret")).status_code == 401
+        stale = int(time.time()) - 10 * 60
+        assert (await s.send(body, timestamp=stale)).status_code == 401
+        assert slack.views == []
+
+        # /access opens the form with the flows Alice may request; choosing one fills it in.
+        form = await open_form(s, "UALICE", "prod-power-user")
+        first = slack.views[0]
+        flow_options = first["blocks"][0]["element"]["options"]
+        assert [o["value"] for o in flow_options] == ["prod-power-user", "prod-admin"]
+        assert slack.called("views.update")[0].args["view_id"] == first["id"]
+        block_ids = [b.get("block_id") for b in form["blocks"]]
+        assert "target:prod-power-user" in block_ids and "field:prod-power-user:buddy" in block_ids
+
+        # Submitting starts the request; the approval message goes to the flow's channel.
+        reason = "<!channel> incident for <@UBOB> & friends"
+        response = await s.interact(view_submission("UALICE", form, power_user_values(reason)))
+        assert response.status_code == 200 and response.content in (b"", b"{}")
+        request_id = await slack.wait_for(lambda: _pending_for(s))
+        view = await s.keycard.get(request_id)
+        assert view.state is RequestState.PENDING
+        assert view.requester.slack_user_id == "UALICE"
+        assert view.approvers == ["bob@example.com", "carol@example.com"]  # from @sre-leads
+        assert view.fields == {
+            "incident": "4312",
+            "pages": 3,
+            "customer_impact": True,
+            "change": "hotfix",
+            "buddy": "dave@example.com",
+        }
+        [approval] = slack.in_channel(CHANNEL)
+        assert approval.actions() == [ids.APPROVE, ids.DENY]
+        shown = approval.content()
+        assert "<@UALICE> requests *Prod PowerUser* on *Production* for *1h*" in shown
+        assert "&lt;!channel&gt; incident for &lt;@UBOB&gt; &amp; friends" in shown
+        assert "<!channel>" not in shown and "<@UBOB>" not in shown  # nobody is pinged
+        assert "*incident:* 4312" in shown and "*customer_impact:* yes" in shown
+
+        # Alice hears it is waiting, with a Cancel button, in her DM.
+        [waiting] = await slack.wait_for(lambda: slack.in_channel("DUALICE"))
+        assert waiting.actions() == [ids.CANCEL]
+
+        # A click the workflow refuses gets an ephemeral answer; nothing changes.
+        await s.interact(button_click("UDAVE", approval, ids.APPROVE))
+        refusal = await slack.wait_for(lambda: slack.ephemeral)
+        assert refusal[0]["user"] == "UDAVE" and refusal[0]["channel"] == CHANNEL
+        assert "dave@example.com is not an approver of flow prod-power-user" in refusal[0]["text"]
+        await s.interact(button_click("UALICE", approval, ids.APPROVE))
+        await slack.wait_for(lambda: len(slack.ephemeral) == 2)
+        assert "cannot approve their own request" in slack.ephemeral[1]["text"]
+        assert approval.edits == 0
+        assert (await s.keycard.get(request_id)).approvals == []
+
+        # Bob approves (with a double click): one approval, the message is edited in place.
+        click = button_click("UBOB", approval, ids.APPROVE)
+        await s.interact(click)
+        await s.interact(click)
+        await slack.wait_for(lambda: approval.edits and not approval.actions())
+        assert ":white_check_mark: Approved by <@UBOB>" in approval.content()
+        [thread_line] = await slack.wait_for(lambda: slack.thread(approval))
+        assert thread_line.startswith(":key: Access granted until ")
+        granted = await s.keycard.get(request_id)
+        assert granted.state is RequestState.ACTIVE
+        assert [a.actor.slack_user_id for a in granted.approvals] == ["UBOB"]
+        assert s.stack.cloud.has("alice@example.com")
+        assert len(slack.ephemeral) == 2  # the double click was no refusal either
+
+        # Alice's DMs: the waiting message now says who approved; a new one has the controls.
+        assert "Approved by <@UBOB>" in waiting.content() and waiting.actions() == []
+        grant_dm = await slack.wait_for(
+            lambda: next(
+                (m for m in slack.in_channel("DUALICE") if ids.REVOKE in m.actions()), None
+            )
+        )
+        assert f"until *{granted.expires_at:%H:%M} UTC*" in grant_dm.content()
+        assert grant_dm.actions() == [ids.REVOKE, ids.EXTEND]
+
+        # Extending from the DM: the thread and the DM show the new end.
+        await s.interact(select_option("UALICE", grant_dm, ids.EXTEND, f"{request_id} 30m"))
+        await slack.wait_for(lambda: len(slack.thread(approval)) == 2)
+        extended = await s.keycard.get(request_id)
+        assert extended.expires_at == granted.expires_at + (extended.duration / 2)
+        assert slack.thread(approval)[1].startswith(":stopwatch: Extended by 30m by <@UALICE>")
+        await slack.wait_for(lambda: f"*{extended.expires_at:%H:%M} UTC*" in grant_dm.content())
+
+        # /access list answers ephemerally with what is open.
+        await s.command("UALICE", "list")
+        [listing] = await slack.wait_for(lambda: slack.responses)
+        assert listing["response_type"] == "ephemeral"
+        assert f"`{request_id}`" in str(listing["blocks"]) and "active until" in str(listing)
+
+        # Revoking from the DM ends the access; the thread, the DM and a note say so.
+        await s.interact(button_click("UALICE", grant_dm, ids.REVOKE))
+        handle = dev_env.client.get_workflow_handle(request_id, result_type=RequestView)
+        final = await handle.result()
+        assert final.state is RequestState.ENDED
+        assert not s.stack.cloud.has("alice@example.com")
+        assert slack.thread(approval)[2] == ":lock: Access revoked by <@UALICE>"
+        assert grant_dm.actions() == [] and "ended" in grant_dm.content()
+        assert any("has ended" in m.text for m in slack.in_channel("DUALICE"))
+
+        # A stale button (an old client still showing it) is refused, not acted on.
+        await s.interact(button_click("UCAROL", _as_pending(approval, request_id), ids.APPROVE))
+        await slack.wait_for(lambda: len(slack.ephemeral) == 3)
+        assert (
+            f"request {request_id} is ENDED; it can no longer be approved"
+            in (slack.ephemeral[2]["text"])
+        )
+
+
+def _as_pending(message, request_id):
+    """The message as a client that missed the edit still shows it."""
+    stale = type(message)(**{**message.__dict__})
+    stale.blocks = [
+        *message.blocks,
+        {
+            "type": "actions",
+            "block_id": f"decide:{request_id}",
+            "elements": [
+                {"type": "button", "action_id": ids.APPROVE, "value": request_id, "text": {}}
+            ],
+        },
+    ]
+    return stale
