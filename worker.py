@@ -17,8 +17,9 @@ from temporalio.worker import Worker
 from activities.audit import AuditActivities, AuditSink, JsonlSink, StdoutSink
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
+from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
 from keycard.config import KeycardConfig
-from keycard.settings import Settings
+from keycard.settings import Settings, SlackSettings
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -42,8 +43,17 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
         leases.acquire_lease,
         leases.release_lease,
         AuditActivities(sinks).deliver,
-        ConsoleNotifier().send,
+        *chat_activities(SlackSettings.from_env()),
     ]
+
+
+def chat_activities(slack: SlackSettings) -> list[Callable]:
+    """Slack when SLACK_BOT_TOKEN is set; otherwise notifications go to the console."""
+    if not slack.enabled:
+        return [ConsoleNotifier().send, SlackNotConfigured().resolve_approvers]
+    assert slack.bot_token is not None
+    client = web_client(slack.bot_token, slack.api_url)
+    return [SlackNotifier(client).send, SlackApprovers(client).resolve_approvers]
 
 
 def build_worker(client: Client, config: KeycardConfig, settings: Settings) -> Worker:

@@ -14,6 +14,7 @@ from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestView, Role
 from keycard.policy import PolicyError
 from keycard.settings import Settings
+from starter.slack_cli import slack as slack_command
 
 T = TypeVar("T")
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 flows_app = typer.Typer(help="Check and describe keycard.yaml.", no_args_is_help=True)
 app.add_typer(flows_app, name="flows")
+app.command(name="slack")(slack_command)
 
 ConfigOption = Annotated[
     Path | None,

@@ -99,6 +99,8 @@ class FakeSlack:
     # Each failing call pops one (status, retry_after) answer; empty means Slack is well.
     failures: list[tuple[int, int | None]] = field(default_factory=list)
     fail_methods: set[str] | None = None
+    # An outage: while set, every call fails with these answers in turn.
+    outage: list[tuple[int, int | None]] | None = None
     _ts: Any = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Condition | None = None
 
@@ -141,8 +143,13 @@ class FakeSlack:
         args = await self._args(request)
         if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
             return await self._answer(method, args, {"ok": False, "error": "not_authed"})
-        if self.failures and (self.fail_methods is None or method in self.fail_methods):
-            status, retry_after = self.failures.pop(0)
+        failing = self.failures and (self.fail_methods is None or method in self.fail_methods)
+        if failing or self.outage:
+            if failing:
+                status, retry_after = self.failures.pop(0)
+            else:
+                assert self.outage
+                status, retry_after = self.outage[len(self.calls) % len(self.outage)]
             headers = {"Retry-After": str(retry_after)} if retry_after else {}
             error = "ratelimited" if status == 429 else "internal_error"
             return await self._answer(method, args, {"ok": False, "error": error}, status, headers)
@@ -512,3 +519,15 @@ async def slack_stack(
 
 def web_client_for(slack: FakeSlack) -> AsyncWebClient:
     return web_client(BOT_TOKEN, slack.api_url)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
+    """Re-check an async condition (a query of the workflow) until it holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 
 from keycard import slack_blocks as ids
-from keycard.models import RequestState, RequestView
+from keycard.models import Actor, Requester, RequestState, RequestView
 from tests.slack_fake import (
     SlackStack,
     block_action,
     button_click,
     command_body,
+    eventually,
     select_option,
     slack_stack,
     view_submission,
@@ -234,3 +235,178 @@ def _as_pending(message, request_id):
         },
     ]
     return stale
+
+
+ALICE = Requester(email="alice@example.com", slack_user_id="UALICE", name="Alice")
+
+
+async def test_a_slack_outage_never_delays_a_grant_or_its_revocation(dev_env):
+    async with slack_stack(dev_env.client) as s:
+        slack, cloud = s.slack, s.stack.cloud
+        slack.outage = [(500, None), (429, 1)]  # Slack answers nothing but errors
+
+        view = await s.keycard.request(flow="prod-admin", target="prod", requester=ALICE)
+        await s.keycard.approve(view.id, Actor(email="bob@example.com"))
+        await s.keycard.approve(view.id, Actor(email="carol@example.com"))
+
+        async def state(wanted: RequestState):
+            return (await s.keycard.get(view.id)).state is wanted
+
+        await eventually(lambda: state(RequestState.ACTIVE))
+        assert cloud.has("alice@example.com", ps="AdministratorAccess")
+        await s.keycard.revoke(view.id, Actor(email="bob@example.com"), "done")
+        await eventually(lambda: state(RequestState.ENDED))
+        assert not cloud.has("alice@example.com", ps="AdministratorAccess")
+
+        # All the while Slack refused every call; the notifier keeps trying, rate limited or not.
+        assert slack.calls and all(c.status != 200 for c in slack.calls)
+        await slack.wait_for(lambda: {c.status for c in slack.calls} == {500, 429})
+        assert slack.messages == {}
+
+        # Slack recovers; the messages catch up, in order, and the request completes.
+        slack.outage = None
+        handle = dev_env.client.get_workflow_handle(view.id, result_type=RequestView)
+        final = await handle.result()
+        assert final.state is RequestState.ENDED
+        bob_dm, carol_dm = slack.in_channel("DUBOB"), slack.in_channel("DUCAROL")
+        for [approval] in (bob_dm, carol_dm):
+            assert approval.actions() == []
+            assert "Approved by bob@example.com and carol@example.com (2 of 2 approvals)" in (
+                approval.content()
+            )
+            assert [line.split(" until")[0] for line in slack.thread(approval)] == [
+                ":key: Access granted",
+                ":lock: Access revoked by bob@example.com: “done”",
+            ]
+        notes = [m.text for m in slack.in_channel("DUALICE")]
+        assert any("has ended" in n for n in notes)
+        # Each message was posted once, whatever the retries.
+        posted = [c for c in slack.called("chat.postMessage") if c.args.get("thread_ts") is None]
+        assert len(posted) == len(
+            {(m.channel, m.ts) for m in slack.messages.values() if not m.thread_ts}
+        )
+
+
+async def test_two_approvals_in_the_approvers_dms(dev_env):
+    async with slack_stack(dev_env.client) as s:
+        slack = s.slack
+        view = await s.keycard.request(flow="prod-admin", target="prod", requester=ALICE)
+        [bob_dm] = await slack.wait_for(lambda: slack.in_channel("DUBOB"))
+        [carol_dm] = await slack.wait_for(lambda: slack.in_channel("DUCAROL"))
+        assert slack.in_channel(CHANNEL) == []  # the flow names no channel
+        assert "0 of 2 approvals" in bob_dm.content()
+
+        await s.interact(button_click("UBOB", bob_dm, ids.APPROVE))
+        await slack.wait_for(lambda: "1 of 2 approvals: <@UBOB>" in carol_dm.content())
+        assert carol_dm.actions() == [ids.APPROVE, ids.DENY]  # still waiting for one more
+        assert bob_dm.actions() == [ids.APPROVE, ids.DENY]
+
+        await s.interact(button_click("UBOB", bob_dm, ids.APPROVE))  # again: the same update
+
+        await s.interact(button_click("UCAROL", carol_dm, ids.APPROVE))
+        for message in (bob_dm, carol_dm):
+            await slack.wait_for(lambda m=message: not m.actions())
+            assert "Approved by <@UBOB> and <@UCAROL> (2 of 2 approvals)" in message.content()
+        await eventually(lambda: _active(s, view.id))
+        approved = await s.keycard.get(view.id)
+        assert [a.actor.email for a in approved.approvals] == [
+            "bob@example.com",
+            "carol@example.com",
+        ]
+        assert slack.ephemeral == []
+
+
+async def _active(s: SlackStack, request_id: str) -> bool:
+    return (await s.keycard.get(request_id)).state is RequestState.ACTIVE
+
+
+async def test_deny_and_cancel_edit_the_messages(dev_env):
+    async with slack_stack(dev_env.client) as s:
+        slack = s.slack
+        denied = await s.keycard.request(flow="prod-admin", target="prod", requester=ALICE)
+        [bob_dm] = await slack.wait_for(lambda: slack.in_channel("DUBOB"))
+        await s.interact(button_click("UBOB", bob_dm, ids.DENY))
+        await slack.wait_for(lambda: not bob_dm.actions())
+        assert ":no_entry: Denied by <@UBOB>" in bob_dm.content()
+        [waiting] = slack.in_channel("DUALICE")
+        await slack.wait_for(lambda: "Denied by <@UBOB>" in waiting.content())
+        assert waiting.actions() == []
+        assert (await s.keycard.get(denied.id)).state is RequestState.DENIED
+
+        cancelled = await s.keycard.request(flow="prod-admin", target="prod", requester=ALICE)
+        mine = await slack.wait_for(
+            lambda: next((m for m in slack.in_channel("DUALICE") if m.actions()), None)
+        )
+        await s.interact(button_click("UBOB", mine, ids.CANCEL))  # not Bob's to cancel
+        [refusal] = await slack.wait_for(lambda: slack.ephemeral)
+        assert "only alice@example.com (or an admin) can cancel this request" in refusal["text"]
+        await s.interact(button_click("UALICE", mine, ids.CANCEL))
+        await slack.wait_for(lambda: "Cancelled by <@UALICE>" in mine.content())
+        assert mine.actions() == []
+        assert (await s.keycard.get(cancelled.id)).state is RequestState.CANCELLED
+
+
+async def test_the_flows_rules_come_back_as_field_errors(dev_env):
+    async with slack_stack(dev_env.client) as s:
+        form = await open_form(s, "UALICE", "prod-power-user")
+        flow = "prod-power-user"
+        tampered = power_user_values(
+            "   ",
+            **{
+                ids.duration_block(flow): {
+                    ids.VALUE: {"type": "static_select", "selected_option": {"value": "1h"}}
+                }
+            },
+        )
+        response = await s.interact(view_submission("UALICE", form, tampered))
+        assert response.status_code == 200
+        assert response.json() == {
+            "response_action": "errors",
+            "errors": {ids.REASON_BLOCK: "flow prod-power-user requires a reason for access"},
+        }
+        too_long = power_user_values(
+            "incident 4312",
+            **{
+                ids.duration_block(flow): {
+                    ids.VALUE: {"type": "static_select", "selected_option": {"value": "9h"}}
+                }
+            },
+        )
+        response = await s.interact(view_submission("UALICE", form, too_long))
+        assert response.json()["errors"] == {
+            ids.duration_block(flow): "flow prod-power-user does not offer 9h; "
+            "choose one of: 1h, 30m, 2h"
+        }
+        no_buddy_email = power_user_values(
+            "incident 4312",
+            **{
+                ids.field_block(flow, "buddy"): {
+                    ids.VALUE: {"type": "users_select", "selected_user": "UNOMAIL"}
+                }
+            },
+        )
+        response = await s.interact(view_submission("UALICE", form, no_buddy_email))
+        assert list(response.json()["errors"]) == [ids.field_block(flow, "buddy")]
+        assert s.slack.called("chat.postMessage") == []  # nothing was started
+
+
+async def test_who_may_use_it(dev_env):
+    async with slack_stack(dev_env.client) as s:
+        # A profile without an email cannot be mapped to anyone.
+        await s.command("UNOMAIL")
+        [answer] = await s.slack.wait_for(lambda: s.slack.responses)
+        assert answer["response_type"] == "ephemeral"
+        assert "email on their Slack profile" in answer["text"]
+        assert s.slack.views == []
+
+        # Carol may request break-glass; Alice is not offered it.
+        await s.command("UCAROL")
+        [carols] = await s.slack.wait_for(lambda: s.slack.views)
+        assert [o["value"] for o in carols["blocks"][0]["element"]["options"]] == [
+            "prod-power-user",
+            "prod-admin",
+            "break-glass",
+        ]
+
+        await s.command("UALICE", "help")
+        assert len(s.slack.responses) == 1  # answered in the ack itself
