@@ -320,6 +320,21 @@ def build_slack_app(
     return app
 
 
+def attach_slack(
+    api: FastAPI, keycard: KeycardClient, settings: SlackSettings | None = None
+) -> AsyncApp | None:
+    """What the API server calls when it starts: nothing without SLACK_BOT_TOKEN; over HTTP,
+    the app mounted at /slack/events; with SLACK_APP_TOKEN, the app returned unmounted for the
+    caller to run with `run_socket_mode`."""
+    settings = settings or SlackSettings.from_env()
+    if not settings.enabled:
+        return None
+    app = build_slack_app(keycard, settings)
+    if not settings.socket_mode:
+        mount_slack(api, app)
+    return app
+
+
 def mount_slack(api: FastAPI, slack: AsyncApp, path: str = SLACK_EVENTS_PATH) -> None:
     """Serve the Slack app's HTTP endpoint (slash command, interactivity) on a FastAPI app."""
     handler = AsyncSlackRequestHandler(slack)

@@ -31,6 +31,7 @@ from tests.harness import running_stack
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test"
+APP_TOKEN = "xapp-test"
 TEAM = "T0KEYCARD"
 
 
@@ -95,6 +96,8 @@ class FakeSlack:
     ephemeral: list[dict[str, Any]] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)  # posted to response_url
     views: list[dict[str, Any]] = field(default_factory=list)
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    socket_acks: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     # Each failing call pops one (status, retry_after) answer; empty means Slack is well.
     failures: list[tuple[int, int | None]] = field(default_factory=list)
@@ -112,6 +115,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/response/{id}", self._response_url)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -141,7 +145,8 @@ class FakeSlack:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args = await self._args(request)
-        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+        token = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if request.headers.get("Authorization") != f"Bearer {token}":
             return await self._answer(method, args, {"ok": False, "error": "not_authed"})
         failing = self.failures and (self.fail_methods is None or method in self.fail_methods)
         if failing or self.outage:
@@ -172,6 +177,39 @@ class FakeSlack:
         async with self._changed:
             self._changed.notify_all()
         return web.Response(text="ok")
+
+    # --- Socket Mode: Slack's side of the WebSocket ----------------------------------------------
+
+    def _apps_connections_open(self, args: dict) -> dict:
+        return {"ok": True, "url": self.url.replace("http", "ws", 1) + "/socket"}
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.sockets.append(socket)
+        await socket.send_json({"type": "hello", "num_connections": 1})
+        await self._notify()
+        async for message in socket:
+            self.socket_acks.append(json.loads(message.data))
+            await self._notify()
+        return socket
+
+    async def send_envelope(self, type_: str, payload: dict[str, Any]) -> str:
+        envelope_id = str(uuid.uuid4())
+        await self.sockets[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": type_,
+                "payload": payload,
+                "accepts_response_payload": True,
+            }
+        )
+        return envelope_id
+
+    async def _notify(self) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 20) -> Any:
         """Wait until `predicate()` is truthy (re-checked after every call Slack receives)."""

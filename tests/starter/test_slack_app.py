@@ -3,11 +3,22 @@ dev server, and the fake Slack Web API standing in for Slack."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import pytest
+import yaml
+from fastapi import FastAPI
 
 from keycard import slack_blocks as ids
 from keycard.models import Actor, Requester, RequestState, RequestView
+from keycard.settings import SlackSettings
+from starter.slack_app import attach_slack, run_socket_mode
 from tests.slack_fake import (
+    APP_TOKEN,
+    BOT_TOKEN,
     SlackStack,
     block_action,
     button_click,
@@ -410,3 +421,46 @@ async def test_who_may_use_it(dev_env):
 
         await s.command("UALICE", "help")
         assert len(s.slack.responses) == 1  # answered in the ack itself
+
+
+async def test_socket_mode_needs_no_public_url(dev_env):
+    async with slack_stack(dev_env.client) as s:
+        settings = SlackSettings(bot_token=BOT_TOKEN, app_token=APP_TOKEN, api_url=s.slack.api_url)
+        app = attach_slack(FastAPI(), s.keycard, settings)
+        assert app is not None
+        stop = asyncio.Event()
+        connection = asyncio.create_task(run_socket_mode(app, APP_TOKEN, stop))
+        try:
+            await s.slack.wait_for(lambda: s.slack.sockets)
+            command = dict(parse_qsl(command_body("UALICE")))
+            envelope = await s.slack.send_envelope("slash_commands", command)
+            [modal] = await s.slack.wait_for(lambda: s.slack.views)
+            assert modal["callback_id"] == ids.REQUEST_MODAL
+            await s.slack.wait_for(
+                lambda: any(a.get("envelope_id") == envelope for a in s.slack.socket_acks)
+            )
+        finally:
+            stop.set()
+            await connection
+
+
+def test_attach_slack_mounts_http_only_when_configured():
+    api = FastAPI()
+    assert attach_slack(api, None, SlackSettings()) is None  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="SLACK_SIGNING_SECRET"):
+        attach_slack(api, None, SlackSettings(bot_token=BOT_TOKEN))  # type: ignore[arg-type]
+
+
+def test_the_manifest_matches_the_app():
+    manifest = yaml.safe_load(Path("slack-manifest.yaml").read_text())
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == [ids.DEFAULT_COMMAND]
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) >= {
+        "commands",
+        "chat:write",
+        "im:write",
+        "users:read",
+        "users:read.email",
+        "usergroups:read",
+    }
