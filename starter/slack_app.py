@@ -155,7 +155,7 @@ class SlackFrontDoor:
         view = body["view"]
         person = await self.people.person(body["user"]["id"])
         flows = self._requestable(person)
-        chosen = body["actions"][0].get("selected_option", {}).get("value")
+        chosen = (body["actions"][0].get("selected_option") or {}).get("value")
         selected = next((f for f in flows if f.name == chosen), None)
         form = blocks.read_request_form(view)
         await self.client.views_update(

@@ -12,7 +12,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.slack import SlackApprovers, SlackNotifier
 from keycard.models import Actor, MessageRef, Notification, RequestState, SlackApproversInput
-from tests.keycard.test_slack_blocks import POWER, event, view
+from keycard.slack_blocks import EXTEND, REVOKE
+from tests.keycard.test_slack_blocks import POWER, T0, event, view
 from tests.slack_fake import SLACK_USERS, FakeSlack, web_client_for
 
 
@@ -124,3 +125,34 @@ async def test_slack_user_groups_resolve_to_their_members_emails(slack):
         )
     assert raised.value.type == "NoSuchSlackGroup" and raised.value.non_retryable
     assert raised.value.message == "there is no Slack user group @nope"
+
+
+async def test_the_expiry_warning_offers_an_extension_until_access_ends(slack):
+    notifier = SlackNotifier(web_client_for(slack))
+    active = view(
+        state=RequestState.ACTIVE,
+        granted_at=T0,
+        expires_at=T0 + timedelta(hours=1),
+    )
+    warned = await ActivityEnvironment().run(
+        notifier.send,
+        Notification(event=event("access.expiring", active), view=active, flow=POWER),
+    )
+    [warning] = slack.in_channel("DUALICE")
+    assert ":alarm_clock: Your access to *Prod PowerUser* on *Production* ends at *14:30 UTC*." in (
+        warning.content()
+    )
+    assert warning.actions() == [REVOKE, EXTEND]
+
+    ended = active.model_copy(
+        update={"state": RequestState.ENDED, "ended_at": T0 + timedelta(hours=1)}
+    )
+    await ActivityEnvironment().run(
+        notifier.send,
+        Notification(
+            event=event("access.ended", ended), view=ended, messages=warned.messages, flow=POWER
+        ),
+    )
+    assert warning.actions() == []
+    assert "ended at 14:30 UTC" in warning.content()
+    assert "has ended" in slack.in_channel("DUALICE")[-1].text
