@@ -51,5 +51,5 @@ class ConsoleNotifier:
     async def send(self, notification: Notification) -> NotificationResult:
         line = console_line(notification)
         if line:
-            log.info(line, request_id=notification.view.id, event=notification.event.type)
+            log.info(line, request_id=notification.view.id, event_type=notification.event.type)
         return NotificationResult(messages=notification.messages)

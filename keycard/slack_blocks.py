@@ -547,10 +547,13 @@ def timeline_line(event: LifecycleEvent, view: RequestView) -> str | None:
 # --- /access list ------------------------------------------------------------------------------
 
 
-def request_list(views: Sequence[RequestView], now: datetime) -> list[dict[str, Any]]:
+def request_list(
+    views: Sequence[RequestView], now: datetime, unread: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """The person's pending and active requests, newest first."""
+    late = [_context("Could not be read just now: " + ", ".join(f"`{i}`" for i in unread))]
     if not views:
-        return [_section("You have no pending or active requests.")]
+        return [_section("You have no pending or active requests."), *(late if unread else [])]
     blocks: list[dict[str, Any]] = [_section("*Your pending and active requests*")]
     for view in views:
         if view.state is RequestState.ACTIVE and view.expires_at is not None:
@@ -565,4 +568,4 @@ def request_list(views: Sequence[RequestView], now: datetime) -> list[dict[str, 
                 f"`{view.id}` · {escape(view.reason) or '(no reason)'}"
             )
         )
-    return blocks
+    return blocks + (late if unread else [])

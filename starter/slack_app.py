@@ -37,6 +37,7 @@ log = structlog.get_logger("keycard.slack_app")
 SLACK_EVENTS_PATH = "/slack/events"
 IDENTITY_TTL_SECONDS = 300
 LIST_LIMIT = 20
+LIST_READ_TIMEOUT = 3.0  # seconds per request; /access list answers within Slack's patience
 
 
 class NoSlackIdentity(PolicyError):
@@ -130,12 +131,11 @@ class SlackFrontDoor:
         try:
             person = await self.people.person(body["user_id"])
             if text == "list":
+                views, unread = await self._open_requests(person)
                 await respond(
                     response_type="ephemeral",
                     text="Your pending and active requests",
-                    blocks=blocks.request_list(
-                        await self._open_requests(person), datetime.now(UTC)
-                    ),
+                    blocks=blocks.request_list(views, datetime.now(UTC), unread),
                 )
                 return
             flows = self._requestable(person)
@@ -241,16 +241,24 @@ class SlackFrontDoor:
             f for f in config.flows if policy.may_request(f, person.email, config.approver_groups)
         ]
 
-    async def _open_requests(self, person: Person) -> list[RequestView]:
-        views: list[RequestView] = []
+    async def _open_requests(self, person: Person) -> tuple[list[RequestView], list[str]]:
+        """The person's pending and active requests, and the ids of any that could not be read
+        in time (a request whose worker is down must not hold up the whole list)."""
+        ids: list[str] = []
         for state in (RequestState.PENDING, RequestState.ACTIVE):
             page = await self.keycard.list(requester=person.email, state=state, limit=LIST_LIMIT)
-            for row in page.requests:
-                try:
-                    views.append(await self.keycard.get(row.id))
-                except PolicyError:
-                    continue
-        return sorted(views, key=lambda v: v.requested_at, reverse=True)
+            ids.extend(row.id for row in page.requests)
+
+        async def read(request_id: str) -> RequestView | None:
+            try:
+                return await asyncio.wait_for(self.keycard.get(request_id), LIST_READ_TIMEOUT)
+            except (TimeoutError, PolicyError):
+                return None
+
+        found = await asyncio.gather(*(read(i) for i in ids))
+        views = [v for v in found if v is not None]
+        unread = [i for i, v in zip(ids, found, strict=True) if v is None]
+        return sorted(views, key=lambda v: v.requested_at, reverse=True), unread
 
     async def _user_fields(self, form: blocks.RequestForm) -> dict[str, Any]:
         """User-picker answers as emails, so the request reads the same outside Slack."""

@@ -20,10 +20,12 @@ import httpx
 from aiohttp import web
 from fastapi import FastAPI
 from slack_sdk.web.async_client import AsyncWebClient
+from temporalio import activity
 from temporalio.client import Client
 
 from activities.slack import SlackApprovers, SlackNotifier, web_client
 from keycard.config import parse_config
+from keycard.models import ResolvedAssignment, ResolveInput
 from keycard.settings import SlackSettings
 from starter.slack_app import build_slack_app, mount_slack
 from tests.fakes import FakeCloud
@@ -470,6 +472,7 @@ flows:
       - {name: buddy, type: user}
     approvers: {slack_groups: [sre-leads]}
     allow_extension: true
+    expiry_warning: 59m59s  # so a 1h grant is warned about a second in, while a test watches
     slack: {channel: "#prod-access"}
   - name: prod-admin
     label: Prod Admin
@@ -524,6 +527,23 @@ class SlackStack:
         return await self.send(interaction_body(payload))
 
 
+class IsolatedCloud(FakeCloud):
+    """A FakeCloud whose principal ids are unique to it. Grant workflows are one per target and
+    principal on the whole Temporal server, so without this a grant another test left running
+    (on a task queue nobody polls any more) would take this test's leases."""
+
+    def activities(self, strategy: str = "aws_sso") -> list:
+        suffix = uuid.uuid4().hex[:8]
+        resolve, *others = super().activities(strategy)
+
+        @activity.defn(name=f"{strategy}.resolve")
+        async def resolve_isolated(input: ResolveInput) -> ResolvedAssignment:
+            found = await resolve(input)
+            return found.model_copy(update={"principal_id": f"{found.principal_id}-{suffix}"})
+
+        return [resolve_isolated, *others]
+
+
 @asynccontextmanager
 async def slack_stack(
     client: Client, config_text: str = SLACK_CONFIG, cloud: FakeCloud | None = None
@@ -537,7 +557,7 @@ async def slack_stack(
         async with running_stack(
             client,
             config=parse_config(config_text),
-            cloud=cloud,
+            cloud=cloud or IsolatedCloud(),
             extra_activities=[
                 SlackNotifier(web_client).send,
                 SlackApprovers(web_client).resolve_approvers,

@@ -199,6 +199,13 @@ async def test_the_whole_story_in_slack(dev_env):
         assert f"until *{granted.expires_at:%H:%M} UTC*" in grant_dm.content()
         assert grant_dm.actions() == [ids.REVOKE, ids.EXTEND]
 
+        # Shortly before it expires (this flow warns 59m59s ahead), Alice is warned.
+        warning = await slack.wait_for(
+            lambda: next((m for m in slack.in_channel("DUALICE") if "alarm_clock" in m.text), None)
+        )
+        assert f"ends at *{granted.expires_at:%H:%M} UTC*" in warning.content()
+        assert warning.actions() == [ids.REVOKE, ids.EXTEND]
+
         # Extending from the DM: the thread and the DM show the new end.
         await s.interact(select_option("UALICE", grant_dm, ids.EXTEND, f"{request_id} 30m"))
         await slack.wait_for(lambda: len(slack.thread(approval)) == 2)
@@ -221,6 +228,7 @@ async def test_the_whole_story_in_slack(dev_env):
         assert not s.stack.cloud.has("alice@example.com")
         assert slack.thread(approval)[2] == ":lock: Access revoked by <@UALICE>"
         assert grant_dm.actions() == [] and "ended" in grant_dm.content()
+        assert warning.actions() == []
         assert any("has ended" in m.text for m in slack.in_channel("DUALICE"))
 
         # A stale button (an old client still showing it) is refused, not acted on.
@@ -325,6 +333,7 @@ async def test_two_approvals_in_the_approvers_dms(dev_env):
             "carol@example.com",
         ]
         assert slack.ephemeral == []
+        await s.keycard.revoke(view.id, Actor(email="bob@example.com"))  # leave nothing behind
 
 
 async def _active(s: SlackStack, request_id: str) -> bool:
