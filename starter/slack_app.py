@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,7 +97,7 @@ class SlackPeople:
 def request_id_for(team_id: str | None, view_id: str) -> str:
     """The same modal always submits the same request: a double submit starts nothing new."""
     digest = hashlib.sha256(f"slack:{team_id}:{view_id}".encode()).digest()
-    alphabet = names._ID_ALPHABET
+    alphabet = names._ID_ALPHABET  # the alphabet of every request id (no l/o/0/1)
     return "req-" + "".join(alphabet[b % len(alphabet)] for b in digest[:10])
 
 
@@ -142,10 +142,8 @@ class SlackFrontDoor:
             if not flows:
                 await respond(response_type="ephemeral", text="There is no access you may request.")
                 return
-            metadata = json.dumps({"channel": body.get("channel_id")})
             await self.client.views_open(
-                trigger_id=body["trigger_id"],
-                view=blocks.request_modal(flows, private_metadata=metadata),
+                trigger_id=body["trigger_id"], view=blocks.request_modal(flows)
             )
         except PolicyError as refusal:
             await respond(response_type="ephemeral", text=blocks.escape(refusal.message))
@@ -193,9 +191,13 @@ class SlackFrontDoor:
         except RequestRejected as rejected:
             # The workflow exists and its notifier tells the requester why it stopped.
             log.info("slack.request_rejected", code=rejected.code, reason=rejected.message)
-        except Exception as err:
-            log.exception("slack.request_failed")
-            await self._tell(person.slack_user_id, f"Keycard could not start your request: {err}")
+        except Exception:
+            log.exception("slack.request_failed", request_id=request["request_id"])
+            await self._tell(
+                person.slack_user_id,
+                "Keycard could not start your request just now; please try again in a minute. "
+                f"(The details are in Keycard's log under {request['request_id']}.)",
+            )
 
     # --- buttons on the approval message and the requester's DMs --------------------------------
 
@@ -226,12 +228,16 @@ class SlackFrontDoor:
             await method(request_id, actor, update_id=update_id, **kwargs)
         except PolicyError as refusal:
             log.info("slack.refused", verb=verb, request_id=request_id, code=refusal.code)
-            channel = (body.get("channel") or {}).get("id") or user_id
-            await self.client.chat_postEphemeral(
-                channel=channel,
-                user=user_id,
-                text=f":no_entry: {blocks.escape(refusal.message)}",
-            )
+            await self._whisper(body, f":no_entry: {blocks.escape(refusal.message)}")
+        except Exception:
+            log.exception("slack.decision_failed", verb=verb, request_id=request_id)
+            await self._whisper(body, "Keycard could not record that just now; please try again.")
+
+    async def _whisper(self, body: dict[str, Any], text: str) -> None:
+        """An ephemeral answer to the person who clicked, where they clicked."""
+        user_id = body["user"]["id"]
+        channel = (body.get("channel") or {}).get("id") or user_id
+        await self.client.chat_postEphemeral(channel=channel, user=user_id, text=text)
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -288,7 +294,7 @@ class SlackFrontDoor:
         if refusal.code in ("MissingField", "InvalidField") and flow_name:
             flow = self.keycard.config.flow(flow_name)
             for spec in flow.fields:
-                if f"field {spec.name}" in message:
+                if re.search(rf"\bfield {re.escape(spec.name)}\b", message):
                     return {blocks.field_block(flow_name, spec.name): message}
         return {blocks.FLOW_BLOCK: message}
 

@@ -241,7 +241,9 @@ class AccessRequestWorkflow:
             workflow.logger.warning("Slack approver groups not resolved: %s", root_message(err))
             return
         approvers = self._s.view.approvers
-        approvers.extend(e for e in dict.fromkeys(result.emails) if e not in approvers)
+        for email in result.emails:
+            if email.lower() not in approvers:
+                approvers.append(email.lower())
         self._publish()
 
     async def _wait_for_decision(self) -> None:
