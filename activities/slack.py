@@ -244,6 +244,18 @@ async def _decided(d: _Delivery) -> None:
     await d.edit("requester", blocks.approval_text(view), blocks.requester_message(view))
 
 
+async def _auto_approved(d: _Delivery) -> None:
+    """A rule decided before anyone was asked: the flow's channel still sees it happen, and the
+    rest of the story threads under that message."""
+    view, flow = d.view, d.n.flow
+    channel = flow.slack.channel if flow is not None else None
+    if d.refs("approval") or not channel:
+        await _decided(d)
+        return
+    text, message = blocks.approval_text(view), blocks.approval_message(view)
+    await d.step(f"approval:{channel}", lambda: d.post("approval", channel, text, message))
+
+
 async def _granted(d: _Delivery) -> None:
     view, flow = d.view, d.n.flow
     await _timeline(d)
@@ -312,7 +324,7 @@ def _summary(message: list[dict[str, Any]]) -> str:
 _HANDLERS: dict[str, Callable[[_Delivery], Awaitable[None]]] = {
     "request.pending": _ask_approvers,
     "request.approved": _decided,
-    "request.auto_approved": _decided,
+    "request.auto_approved": _auto_approved,
     "request.denied": _decided,
     "request.cancelled": _decided,
     "request.expired": _decided,

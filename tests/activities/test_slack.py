@@ -156,3 +156,16 @@ async def test_the_expiry_warning_offers_an_extension_until_access_ends(slack):
     assert warning.actions() == []
     assert "ended at 14:30 UTC" in warning.content()
     assert "has ended" in slack.in_channel("DUALICE")[-1].text
+
+
+async def test_a_rule_approval_still_shows_in_the_flows_channel(slack):
+    notifier = SlackNotifier(web_client_for(slack))
+    approved = view(state=RequestState.GRANTING, decided_by=Actor(rule="oncall"))
+    result = await ActivityEnvironment().run(
+        notifier.send,
+        Notification(event=event("request.auto_approved", approved), view=approved, flow=POWER),
+    )
+    [message] = slack.in_channel("C0PRODACCESS")
+    assert message.actions() == []
+    assert ":white_check_mark: Approved by rule `oncall`" in message.content()
+    assert [(m.kind, m.channel) for m in result.messages] == [("approval", "C0PRODACCESS")]
