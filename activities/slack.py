@@ -9,6 +9,7 @@ not post the same message twice. The refs returned are how later events edit wha
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -386,7 +387,8 @@ class SlackApprovers:
 
 
 def _looks_like_group_id(value: str) -> bool:
-    return value.startswith("S") and value[1:].isalnum() and value.upper() == value
+    """Slack's user group ids look like S0614TZR7; handles (sre-leads) are written in lower case."""
+    return re.fullmatch(r"S[A-Z0-9]{6,}", value) is not None and any(c.isdigit() for c in value)
 
 
 class SlackNotConfigured:
