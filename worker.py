@@ -18,8 +18,9 @@ from activities.aws import strategy_activities
 from activities.hooks import hook_activities
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
+from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
 from keycard.config import KeycardConfig
-from keycard.settings import Settings
+from keycard.settings import Settings, SlackSettings
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -38,9 +39,18 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
         leases.acquire_lease,
         leases.release_lease,
         AuditActivities(build_audit_sinks(config.audit, settings, config.aws)).deliver,
-        ConsoleNotifier().send,
+        *chat_activities(SlackSettings.from_env()),
         *hook_activities(session, config, config.base_dir),
     ]
+
+
+def chat_activities(slack: SlackSettings) -> list[Callable]:
+    """Slack when SLACK_BOT_TOKEN is set; otherwise notifications go to the console."""
+    if not slack.enabled:
+        return [ConsoleNotifier().send, SlackNotConfigured().resolve_approvers]
+    assert slack.bot_token is not None
+    client = web_client(slack.bot_token, slack.api_url)
+    return [SlackNotifier(client).send, SlackApprovers(client).resolve_approvers]
 
 
 def build_worker(client: Client, config: KeycardConfig, settings: Settings) -> Worker:

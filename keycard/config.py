@@ -149,10 +149,22 @@ class PromptField(_Strict):
 
 
 class Approvers(_Strict):
-    """Who may approve: email addresses and names of groups from `approver_groups`."""
+    """Who may approve: email addresses, names of groups from `approver_groups`, and Slack user
+    groups (`sre-leads` for @sre-leads), whose members are looked up when a request starts."""
 
     users: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
+    slack_groups: list[str] = Field(
+        default_factory=list, description="Slack user group handles (sre-leads) or ids (S0123)"
+    )
+
+    @field_validator("slack_groups")
+    @classmethod
+    def _handles(cls, value: list[str]) -> list[str]:
+        handles = [x.strip().removeprefix("@") for x in value]
+        if not all(handles):
+            raise ValueError("a Slack user group needs a handle, e.g. sre-leads")
+        return handles
 
     @field_validator("users")
     @classmethod
@@ -198,6 +210,12 @@ class AutoApprove(_Strict):
         return ["pagerduty_on_call"] if self.pagerduty_on_call else []
 
 
+class FlowSlack(_Strict):
+    """Where a flow's approval requests go in Slack; without a channel, to each approver's DMs."""
+
+    channel: str | None = Field(default=None, description="e.g. #prod-access or a channel id")
+
+
 # --- flows ------------------------------------------------------------------------------------
 
 
@@ -231,6 +249,11 @@ class _FlowBase(_Strict):
         description="the requester may approve their own request with a written justification; "
         "the request is marked and announced as break-glass",
     )
+    expiry_warning: Duration | None = Field(
+        default=timedelta(minutes=10),
+        description="warn the requester this long before access ends; null: never warn",
+    )
+    slack: FlowSlack = Field(default_factory=FlowSlack)
 
     @property
     def display(self) -> str:

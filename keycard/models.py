@@ -210,6 +210,7 @@ def summary_line(
 EventType = Literal[
     "request.created",
     "request.routed",
+    "request.pending",  # checked and waiting for people: the cue to ask the approvers
     "request.approved",
     "request.auto_approved",
     "request.denied",
@@ -218,6 +219,7 @@ EventType = Literal[
     "decision.refused",
     "access.granted",
     "access.extended",
+    "access.expiring",  # the flow's expiry_warning before access ends
     "access.revoked",
     "access.ended",
     "access.grant_failed",
@@ -284,10 +286,23 @@ class Notification(_Message):
     event: LifecycleEvent
     view: RequestView
     messages: list[MessageRef] = Field(default_factory=list)
+    flow: Flow | None = Field(
+        default=None, description="the flow as frozen at the request's start (channel, buttons)"
+    )
 
 
 class NotificationResult(_Message):
     messages: list[MessageRef] = Field(default_factory=list)
+
+
+class SlackApproversInput(_Message):
+    """Slack user groups (handles or ids) whose members may approve a request."""
+
+    groups: list[str]
+
+
+class SlackApproversResult(_Message):
+    emails: list[str] = Field(default_factory=list)
 
 
 # --- grants and leases ---------------------------------------------------------------------------
@@ -402,3 +417,9 @@ class AccessRequestState(_Message):
     )
     observed: int = Field(default=0, description="events handed to the after_* hooks")
     messages: list[MessageRef] = Field(default_factory=list)
+    approver_lookup_error: str | None = Field(
+        default=None, description="why the flow's Slack user groups could not be looked up"
+    )
+    expiry_warned_for: datetime | None = Field(
+        default=None, description="the expiry the requester was last warned about"
+    )

@@ -67,6 +67,7 @@ AUDIT_MEMO_KEY = "keycard.audit.event"
 # At most this many events per delivery activity; sinks split further to fit their APIs.
 AUDIT_BATCH_MAX = 100
 SEND_NOTIFICATION = "notify.send"
+RESOLVE_SLACK_APPROVERS = "slack.resolve_approvers"
 
 # --- search attributes: the Temporal UI's request list filters on these -------------------------
 

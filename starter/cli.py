@@ -20,6 +20,7 @@ from starter.api_client import API_URL_ENV, ApiUnavailable, api_from_env
 from starter.hooks_cli import break_glass, hooks_app
 from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
 from starter.serve import serve, token_app
+from starter.slack_cli import slack as slack_command
 
 T = TypeVar("T")
 
@@ -37,6 +38,7 @@ app.command(name="break-glass")(break_glass)
 from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `app` defined first
 
 app.add_typer(audit_app, name="audit", no_args_is_help=True)
+app.command(name="slack")(slack_command)
 
 ConfigOption = Annotated[
     Path | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -51,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         ResolvedAssignment,
         ResolveInput,
         RevokeInput,
+        SlackApproversInput,
+        SlackApproversResult,
         TargetRef,
     )
     from keycard.sdk.events import hook_event
@@ -125,6 +127,7 @@ class AccessRequestWorkflow:
         # A decision can arrive with the start (a cancel signalled at once): then there is
         # nothing to check.
         if not self._state.finished and await self._resolve():
+            await self._add_slack_approvers()
             await self._evaluate_request_hooks()
             await self._wait_for_decision()
         if self._state is RequestState.GRANTING:
@@ -307,8 +310,41 @@ class AccessRequestWorkflow:
                     self._decide_automatically(result.decision)
         self._s.hooks_evaluated = True
 
+    async def _add_slack_approvers(self) -> None:
+        """Add the members of the flow's Slack user groups to its approvers, as they are now.
+
+        No workflow.patched: requests started before `slack_groups` existed name none, so their
+        replay takes the same path. A failed lookup leaves fewer approvers, the safe side; it is
+        recorded on the `request.pending` event.
+        """
+        groups = self._flow.approvers.slack_groups
+        if not groups:
+            return
+        try:
+            result = await workflow.execute_activity(
+                names.RESOLVE_SLACK_APPROVERS,
+                SlackApproversInput(groups=groups),
+                result_type=SlackApproversResult,
+                start_to_close_timeout=names.RESOLVE_TIMEOUT,
+                retry_policy=names.RESOLVE_RETRY,
+            )
+        except ActivityError as err:
+            self._s.approver_lookup_error = root_message(err)
+            workflow.logger.warning("Slack approver groups not resolved: %s", root_message(err))
+            return
+        approvers = self._s.view.approvers
+        for email in result.emails:
+            if email.lower() not in approvers:
+                approvers.append(email.lower())
+        self._publish()
+
     async def _wait_for_decision(self) -> None:
         flow = self._flow
+        if self._state is RequestState.PENDING and workflow.patched("request-pending-event"):
+            detail = {"approvers": list(self._s.view.approvers)}
+            if self._s.approver_lookup_error:
+                detail["approver_lookup_error"] = self._s.approver_lookup_error
+            self._emit("request.pending", None, **detail)
         try:
             await workflow.wait_condition(
                 lambda: self._state is not RequestState.PENDING, timeout=flow.approval_timeout
@@ -360,15 +396,32 @@ class AccessRequestWorkflow:
             if remaining <= timedelta(0):
                 return
             expires_at = view.expires_at
+            warn_in = self._expiry_warning_in(expires_at, remaining)
             try:
                 await workflow.wait_condition(
                     lambda until=expires_at: (
                         self._s.revoked_by is not None or view.expires_at != until
                     ),
-                    timeout=remaining,
+                    timeout=remaining if warn_in is None else warn_in,
                 )
             except TimeoutError:
-                return
+                if warn_in is None:
+                    return
+                self._s.expiry_warned_for = expires_at
+                self._emit("access.expiring", None, expires_at=expires_at)
+
+    def _expiry_warning_in(self, expires_at: datetime, remaining: timedelta) -> timedelta | None:
+        """How long until the requester is warned that `expires_at` nears; None: no warning due.
+
+        Each expiry is warned about once (an extension brings a new one); access shorter than
+        the warning's lead time gets none, since the grant message already says when it ends.
+        """
+        lead = self._flow.expiry_warning
+        if lead is None or remaining <= lead or self._s.expiry_warned_for == expires_at:
+            return None
+        if not workflow.patched("expiry-warning"):
+            return None
+        return remaining - lead
 
     async def _revoke(self) -> None:
         assert self._s.assignment is not None
@@ -753,6 +806,7 @@ class AccessRequestWorkflow:
                     event=self._s.outbox[index],
                     view=self._s.views[index],
                     messages=self._s.messages,
+                    flow=self._flow,
                 ),
                 result_type=NotificationResult,
                 start_to_close_timeout=names.DELIVERY_TIMEOUT,

@@ -124,12 +124,16 @@ class IncompatibleAccessRequestWorkflow:
 
 
 async def _write(env: WorkflowEnvironment, workflow_id: str, path: Path, overwrite: bool) -> None:
+    history = await env.client.get_workflow_handle(workflow_id).fetch_history()
+    _save(history.to_json(), len(history.events), path, overwrite)
+
+
+def _save(history_json: str, events: int, path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         print(f"kept {path.name} (exists; --overwrite replaces it)")
         return
-    history = await env.client.get_workflow_handle(workflow_id).fetch_history()
-    path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {path.name} ({len(history.events)} events)")
+    path.write_text(json.dumps(json.loads(history_json), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path.name} ({events} events)")
 
 
 async def record(overwrite: bool) -> None:
