@@ -108,7 +108,7 @@ async def test_request_approve_grant_expire_against_moto(keycard, aws, dev_env):
     assert final.ended_at >= active.expires_at
     assert held(aws) == []
     trail = keycard.audit_path.read_text().splitlines()
-    assert len(trail) == 4 and '"access.ended"' in trail[-1]
+    assert len(trail) == 5 and '"access.ended"' in trail[-1]
 
 
 async def test_early_revoke_and_group_membership(keycard, aws, dev_env):

@@ -1,8 +1,8 @@
 """Record the golden workflow histories replayed in CI: `python -m tests.histories.record`.
 
-Run it only when a workflow change is *meant* to be incompatible and has shipped behind
-`workflow.patched`: the old files must keep replaying, so add new files rather than overwriting
-old ones (pass --overwrite to replace them deliberately). Each scenario runs the real workflows on
+Run it after a workflow change has shipped behind `workflow.patched`, with a new --tag: the old
+files must keep replaying, so new files are added beside them (`request_denied_v2.json`) and
+existing ones are never replaced unless --overwrite says so. Each scenario runs the real workflows on
 the time-skipping server with the fake cloud, and writes the histories of the request and of its
 grant.
 """
@@ -136,7 +136,7 @@ def _save(history_json: str, events: int, path: Path, overwrite: bool) -> None:
     print(f"wrote {path.name} ({events} events)")
 
 
-async def record(overwrite: bool) -> None:
+async def record(tag: str, overwrite: bool) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
@@ -155,7 +155,7 @@ async def record(overwrite: bool) -> None:
                 ids = await scenario(env, stack)
             for index, workflow_id in enumerate(ids):
                 kind = "request" if index == 0 else "grant"
-                await _write(env, workflow_id, HERE / f"{kind}_{name}.json", overwrite)
+                await _write(env, workflow_id, HERE / f"{kind}_{name}_{tag}.json", overwrite)
         async with Worker(
             env.client, task_queue="incompatible", workflows=[IncompatibleAccessRequestWorkflow]
         ):
@@ -187,8 +187,10 @@ async def _sample_input(env: WorkflowEnvironment) -> AccessRequestInput:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tag", required=True, help="suffix of the new files, e.g. v3")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
-    asyncio.run(record(parser.parse_args().overwrite))
+    args = parser.parse_args()
+    asyncio.run(record(args.tag, args.overwrite))
 
 
 if __name__ == "__main__":

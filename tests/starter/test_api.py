@@ -375,7 +375,12 @@ async def test_refused_decisions_change_nothing(api: Api):
 
     # Refusals change no state; each is only recorded, as who tried what (issue #6).
     refused = ["decision.refused"] * 6
-    assert await eventually(audited) == ["request.created", *refused, "request.denied"]
+    assert await eventually(audited) == [
+        "request.created",
+        "request.pending",
+        *refused,
+        "request.denied",
+    ]
 
 
 async def test_invalid_requests(api: Api):

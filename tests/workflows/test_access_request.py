@@ -63,6 +63,7 @@ async def test_approved_request_is_granted_then_revoked(dev_env):
         assert not stack.cloud.has("alice@example.com")
         assert stack.audit.types(view.id) == [
             "request.created",
+            "request.pending",
             "request.approved",
             "access.granted",
             "access.revoked",
@@ -182,6 +183,7 @@ async def test_denied_request_ends_and_later_decisions_say_so(dev_env):
         # The refused self-denial is audited (the late approval found the request closed).
         assert stack.audit.types(view.id) == [
             "request.created",
+            "request.pending",
             "decision.refused",
             "request.denied",
         ]

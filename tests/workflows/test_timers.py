@@ -61,7 +61,11 @@ async def test_no_decision_in_time_expires_the_request(time_env):
         assert final.end_reason == "no decision within 1h"
         assert final.ended_at - final.requested_at >= timedelta(hours=1)
         assert stack.cloud.calls == [("resolve", "alice@example.com")]
-        assert stack.audit.types(view.id) == ["request.created", "request.expired"]
+        assert stack.audit.types(view.id) == [
+            "request.created",
+            "request.pending",
+            "request.expired",
+        ]
 
 
 async def test_access_ends_exactly_when_the_duration_is_up(time_env):
@@ -76,6 +80,7 @@ async def test_access_ends_exactly_when_the_duration_is_up(time_env):
         assert stack.cloud.calls[-1] == ("revoke", "alice@example.com")
         assert stack.audit.types(view.id) == [
             "request.created",
+            "request.pending",
             "request.approved",
             "access.granted",
             "access.ended",
