@@ -12,13 +12,14 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.audit import AuditActivities, AuditSink, JsonlSink, StdoutSink
+from activities.audit import AuditActivities, build_audit_sinks
 from activities.aws import strategy_activities
 from activities.hooks import hook_activities
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
+from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
 from keycard.config import KeycardConfig
-from keycard.settings import Settings
+from keycard.settings import Settings, SlackSettings
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -30,20 +31,24 @@ WORKFLOWS = [AccessRequestWorkflow, GrantWorkflow]
 def build_activities(client: Client, config: KeycardConfig, settings: Settings) -> list[Callable]:
     """Every activity, bound to the real outside clients its module needs."""
     session = boto3.session.Session(region_name=config.aws.region)
-    sinks: list[AuditSink] = []
-    if settings.audit_stdout:
-        sinks.append(StdoutSink())
-    if settings.audit_jsonl:
-        sinks.append(JsonlSink(settings.audit_jsonl))
     leases = LeaseActivities(client, settings.task_queue)
     return [
         *strategy_activities(session, config.aws),
         leases.acquire_lease,
         leases.release_lease,
-        AuditActivities(sinks).deliver,
-        ConsoleNotifier().send,
+        AuditActivities(build_audit_sinks(config.audit, settings, config.aws)).deliver,
+        *chat_activities(SlackSettings.from_env()),
         *hook_activities(session, config, config.base_dir),
     ]
+
+
+def chat_activities(slack: SlackSettings) -> list[Callable]:
+    """Slack when SLACK_BOT_TOKEN is set; otherwise notifications go to the console."""
+    if not slack.enabled:
+        return [ConsoleNotifier().send, SlackNotConfigured().resolve_approvers]
+    assert slack.bot_token is not None
+    client = web_client(slack.bot_token, slack.api_url)
+    return [SlackNotifier(client).send, SlackApprovers(client).resolve_approvers]
 
 
 def build_worker(

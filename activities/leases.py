@@ -73,13 +73,15 @@ class LeaseActivities:
         """Drop the lease; if it was the last one, wait (bounded) for the access to be removed."""
         workflow_id = names.grant_workflow_id(input.assignment.grant_key)
         handle = self._client.get_workflow_handle(workflow_id)
-        attempt = activity.info().attempt
+        info = activity.info()
         log.info("lease.release", grant=workflow_id, request_id=input.request_id)
         try:
             update = await handle.start_update(
                 names.GRANT_RELEASE,
                 ReleaseInput(request_id=input.request_id),
-                id=f"{input.request_id}:release:{activity.info().workflow_run_id}:{attempt}",
+                # Each release call (one per scheduled activity) is a new question: "is it gone
+                # yet?". Reusing an id would hand back the first, stale answer.
+                id=f"{input.request_id}:release:{info.workflow_run_id}:{info.activity_id}",
                 wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                 result_type=ReleaseResult,
             )

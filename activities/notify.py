@@ -31,6 +31,8 @@ def console_line(notification: Notification) -> str | None:
             return f"{view.id} is {view.state.value}: {view.end_reason}"
         case "access.granted":
             return f"{view.requester.email} now has {what} until {view.expires_at:%H:%M:%S} UTC"
+        case "access.expiring":
+            return f"{view.requester.email}'s {what} ends at {view.expires_at:%H:%M:%S} UTC"
         case "access.extended":
             return f"{who} extended {view.id}; access now ends {view.expires_at:%H:%M:%S} UTC"
         case "access.revoked" | "access.ended":

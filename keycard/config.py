@@ -149,10 +149,22 @@ class PromptField(_Strict):
 
 
 class Approvers(_Strict):
-    """Who may approve: email addresses and names of groups from `approver_groups`."""
+    """Who may approve: email addresses, names of groups from `approver_groups`, and Slack user
+    groups (`sre-leads` for @sre-leads), whose members are looked up when a request starts."""
 
     users: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
+    slack_groups: list[str] = Field(
+        default_factory=list, description="Slack user group handles (sre-leads) or ids (S0123)"
+    )
+
+    @field_validator("slack_groups")
+    @classmethod
+    def _handles(cls, value: list[str]) -> list[str]:
+        handles = [x.strip().removeprefix("@") for x in value]
+        if not all(handles):
+            raise ValueError("a Slack user group needs a handle, e.g. sre-leads")
+        return handles
 
     @field_validator("users")
     @classmethod
@@ -198,6 +210,12 @@ class AutoApprove(_Strict):
         return ["pagerduty_on_call"] if self.pagerduty_on_call else []
 
 
+class FlowSlack(_Strict):
+    """Where a flow's approval requests go in Slack; without a channel, to each approver's DMs."""
+
+    channel: str | None = Field(default=None, description="e.g. #prod-access or a channel id")
+
+
 # --- flows ------------------------------------------------------------------------------------
 
 
@@ -231,6 +249,11 @@ class _FlowBase(_Strict):
         description="the requester may approve their own request with a written justification; "
         "the request is marked and announced as break-glass",
     )
+    expiry_warning: Duration | None = Field(
+        default=timedelta(minutes=10),
+        description="warn the requester this long before access ends; null: never warn",
+    )
+    slack: FlowSlack = Field(default_factory=FlowSlack)
 
     @property
     def display(self) -> str:
@@ -323,15 +346,180 @@ class AwsSettings(_Strict):
     identity_store_id: str | None = Field(default=None, description="default: the instance's")
 
 
+# --- the HTTP API ------------------------------------------------------------------------------
+
+TOKEN_HASH_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class ApiToken(_Strict):
+    """One bearer token of the HTTP API. Only its hash is written here; `keycard token create`
+    prints a new token once, with the line to paste."""
+
+    hash: str = Field(description="sha256:<64 hex digits> of the token, never the token itself")
+    email: str = Field(description="who the token acts as")
+    role: Literal["user", "admin", "service"] = Field(
+        default="user",
+        description="user; admin (approver of last resort); service (requests for a named user)",
+    )
+    name: str = Field(default="", description="what the token is for, e.g. ci-deploy")
+
+    @field_validator("hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("kc_"):
+            raise ValueError(
+                "this is a token, not its hash: never write tokens in keycard.yaml; "
+                "paste the hash line `keycard token create` printed"
+            )
+        if not TOKEN_HASH_PATTERN.match(value):
+            raise ValueError("must be sha256: followed by 64 lower-case hex digits")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _valid_email(cls, value: str) -> str:
+        return _email(value)
+
+
+class ApiSettings(_Strict):
+    """The HTTP API's bearer tokens (hashes only)."""
+
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _distinct(cls, value: list[ApiToken]) -> list[ApiToken]:
+        hashes = [t.hash for t in value]
+        if len(set(hashes)) != len(hashes):
+            raise ValueError("the same token hash is listed twice")
+        return value
+
+
+# --- audit: where lifecycle events are delivered --------------------------------------------
+
+DEFAULT_AUDIT_DESTINATION = "default"
+
+
+class _AuditDestinationBase(_Strict):
+    name: Name | None = Field(
+        default=None, description="identifies the destination in requests (default: its type)"
+    )
+
+    @property
+    def key(self) -> str:
+        return self.name or self.type  # type: ignore[attr-defined]
+
+
+class JsonlDestination(_AuditDestinationBase):
+    """One JSON object per line, appended to a local file."""
+
+    type: Literal["jsonl"]
+    path: str | None = Field(
+        default=None, description="default: $KEYCARD_AUDIT_JSONL or <state dir>/audit.jsonl"
+    )
+
+
+class StdoutDestination(_AuditDestinationBase):
+    """One structlog JSON line per event on the worker's standard output."""
+
+    type: Literal["stdout"]
+
+
+class _AwsDestination(_AuditDestinationBase):
+    region: str | None = Field(default=None, description="default: aws.region, then AWS_REGION")
+    endpoint_url: str | None = Field(
+        default=None, description="for a local stand-in such as moto; default: AWS_ENDPOINT_URL"
+    )
+
+
+class FirehoseDestination(_AwsDestination):
+    """Amazon Data Firehose (PutRecordBatch); each record is one JSON line."""
+
+    type: Literal["kinesis_firehose"]
+    delivery_stream: str = Field(min_length=1)
+
+
+class KinesisDestination(_AwsDestination):
+    """A Kinesis data stream (PutRecords), partitioned by request so a request's events share a shard."""
+
+    type: Literal["kinesis"]
+    stream: str = Field(min_length=1)
+
+
+class S3Destination(_AwsDestination):
+    """JSONL objects under `<prefix>YYYY/MM/DD/`, one per delivered batch, with keys that a
+    redelivery overwrites rather than duplicates."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=1)
+    prefix: str = "keycard/audit/"
+
+
+class HttpDestination(_AuditDestinationBase):
+    """POST JSON to a URL: a log intake (Datadog, Splunk HEC, ...) or any SIEM webhook."""
+
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://", description="query parameters may carry e.g. ddsource")
+    headers: dict[str, EnvRef] = Field(
+        default_factory=dict, description="header values are environment references: ${API_KEY}"
+    )
+    batch: bool = Field(default=True, description="POST a JSON array per batch; false: one object")
+    max_batch: int = Field(default=100, ge=1, le=1000)
+    timeout: Duration = Field(default=timedelta(seconds=10))
+
+
+AuditDestination = Annotated[
+    JsonlDestination
+    | StdoutDestination
+    | FirehoseDestination
+    | KinesisDestination
+    | S3Destination
+    | HttpDestination,
+    Field(discriminator="type"),
+]
+
+
+AUDIT_TYPES = {"jsonl", "stdout", "kinesis_firehose", "kinesis", "s3", "http"}
+
+
+class AuditConfig(_Strict):
+    """Where the audit trail goes. Left out, events go to the worker's own log (`default`): the
+    stdout stream, or .keycard/audit.jsonl under `keycard dev`. Each destination is delivered on
+    its own, so one that is down delays only itself."""
+
+    destinations: list[AuditDestination] | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        keys = [d.key for d in self.destinations or []]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(
+                f"audit destination names must be unique (give each a `name`); repeated: "
+                f"{', '.join(dupes)}"
+            )
+        return self
+
+    @property
+    def destination_names(self) -> list[str]:
+        """What a new request snapshots: it is delivered to exactly these, whatever changes later."""
+        if self.destinations is None:
+            return [DEFAULT_AUDIT_DESTINATION]
+        return [d.key for d in self.destinations]
+
+
 class KeycardConfig(_Strict):
     """The whole keycard.yaml: reviewed like code, loaded once per process."""
 
     version: Literal[1] = 1
     aws: AwsSettings = Field(default_factory=AwsSettings)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     approver_groups: dict[str, list[str]] = Field(
         default_factory=dict, description="named groups of approver emails"
     )
     flows: list[Flow] = Field(min_length=1)
+    api: ApiSettings = Field(default_factory=ApiSettings, description="the HTTP API's tokens")
     # Where the file was loaded from: flows' `hooks` paths are relative to it.
     _base_dir: Path | None = PrivateAttr(default=None)
 
@@ -385,7 +573,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in STRATEGY_TAGS or part.startswith("function-"):
+        elif part in STRATEGY_TAGS or part in AUDIT_TYPES or part.startswith("function-"):
             continue  # the union's tag, not a key the author wrote
         else:
             text += f".{part}" if text else str(part)

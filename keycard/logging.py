@@ -30,6 +30,9 @@ def configure_logging(json: bool | None = None, level: str | None = None) -> Non
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # Third-party libraries speak up only when something is wrong.
+    for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "httpx", "slack_bolt"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level_name)))
     # Libraries log through the standard library (temporalio's worker and workflow loggers among
     # them); render those records the same way, so every line of a service is one JSON object.
     handler = logging.StreamHandler(sys.stderr)

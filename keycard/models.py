@@ -6,10 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from keycard.config import Flow, Strategy, Target
+from keycard.config import DEFAULT_AUDIT_DESTINATION, Flow, Strategy, Target
 from keycard.durations import Duration, format_duration
+from keycard.redact import scrub
 
 
 class _Message(BaseModel):
@@ -86,6 +87,10 @@ class AccessRequestInput(_Message):
     submitted_by: Actor | None = Field(
         default=None, description="a service acting on the requester's behalf, if any"
     )
+    audit_destinations: list[str] = Field(
+        default_factory=lambda: [DEFAULT_AUDIT_DESTINATION],
+        description="where this request's audit events go, as configured when it started",
+    )
 
 
 # --- decisions: each update (and signal) takes one of these -------------------------------------
@@ -118,6 +123,18 @@ class CancelInput(DecisionInput):
 
 class ExtendInput(DecisionInput):
     duration: Duration = Field(description="how much longer, added to the current expiry")
+
+
+class RefusedInput(_Message):
+    """A decision the workflow's validator turned down, reported back by the front door so the
+    attempt is audited (a rejected update leaves no history of its own)."""
+
+    actor: Actor
+    decision: Literal["approve", "deny", "cancel", "revoke", "extend"]
+    code: str
+    reason: str
+    comment: str = ""
+    duration: Duration | None = Field(default=None, description="for extend: how much was asked")
 
 
 class Approval(_Message):
@@ -193,6 +210,7 @@ def summary_line(
 EventType = Literal[
     "request.created",
     "request.routed",
+    "request.pending",  # checked and waiting for people: the cue to ask the approvers
     "request.approved",
     "request.auto_approved",
     "request.denied",
@@ -201,6 +219,7 @@ EventType = Literal[
     "decision.refused",
     "access.granted",
     "access.extended",
+    "access.expiring",  # the flow's expiry_warning before access ends
     "access.revoked",
     "access.ended",
     "access.grant_failed",
@@ -237,8 +256,21 @@ class LifecycleEvent(_Message):
     state: RequestState
     detail: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("reason", mode="after")
+    @classmethod
+    def _scrub_text(cls, value: str) -> str:
+        return scrub(value)
+
+    @field_validator("fields", "detail", mode="after")
+    @classmethod
+    def _scrub_values(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return scrub(value)
+
 
 class AuditBatch(_Message):
+    """Events of one request for one audit destination, in order."""
+
+    destination: str = DEFAULT_AUDIT_DESTINATION
     events: list[LifecycleEvent]
 
 
@@ -254,10 +286,23 @@ class Notification(_Message):
     event: LifecycleEvent
     view: RequestView
     messages: list[MessageRef] = Field(default_factory=list)
+    flow: Flow | None = Field(
+        default=None, description="the flow as frozen at the request's start (channel, buttons)"
+    )
 
 
 class NotificationResult(_Message):
     messages: list[MessageRef] = Field(default_factory=list)
+
+
+class SlackApproversInput(_Message):
+    """Slack user groups (handles or ids) whose members may approve a request."""
+
+    groups: list[str]
+
+
+class SlackApproversResult(_Message):
+    emails: list[str] = Field(default_factory=list)
 
 
 # --- grants and leases ---------------------------------------------------------------------------
@@ -363,10 +408,18 @@ class AccessRequestState(_Message):
     views: list[RequestView] = Field(
         default_factory=list, description="the request as it was at each event, for messages"
     )
-    audit_sent: int = 0
+    audit_sent: dict[str, int] = Field(
+        default_factory=dict, description="per audit destination: how many events it has"
+    )
     notified: int = 0
     hooks_evaluated: bool = Field(
         default=False, description="on_request hooks and auto-approval rules have had their say"
     )
     observed: int = Field(default=0, description="events handed to the after_* hooks")
     messages: list[MessageRef] = Field(default_factory=list)
+    approver_lookup_error: str | None = Field(
+        default=None, description="why the flow's Slack user groups could not be looked up"
+    )
+    expiry_warned_for: datetime | None = Field(
+        default=None, description="the expiry the requester was last warned about"
+    )

@@ -53,3 +53,34 @@ def _worker_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "worker_health_host": env.get("KEYCARD_WORKER_HEALTH_HOST", "0.0.0.0"),  # noqa: S104
         "worker_shutdown_grace": grace,
     }
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    """Slack joins when SLACK_BOT_TOKEN is set; Socket Mode when SLACK_APP_TOKEN is too."""
+
+    bot_token: str | None = None
+    signing_secret: str | None = None
+    app_token: str | None = None
+    api_url: str = "https://slack.com/api/"
+    command: str = "/access"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bot_token)
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.app_token)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SlackSettings:
+        env = os.environ if environ is None else environ
+        command = env.get("KEYCARD_SLACK_COMMAND", "/access").strip()
+        return cls(
+            bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+            app_token=env.get("SLACK_APP_TOKEN") or None,
+            api_url=env.get("SLACK_API_URL") or "https://slack.com/api/",
+            command=command if command.startswith("/") else "/" + command,
+        )

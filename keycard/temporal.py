@@ -6,6 +6,7 @@ import the other, and a rename is one edit.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from datetime import timedelta
@@ -24,6 +25,8 @@ def task_queue() -> str:
 ACCESS_REQUEST_WORKFLOW = "AccessRequestWorkflow"
 REQUEST_SUBMITTED = "submitted"
 REQUEST_STATUS = "status"
+REQUEST_REFUSED = "refused"  # signal: a front door reports a decision its validator turned down
+REFUSAL_AUDITED = "audited"  # second detail of an update's refusal the workflow recorded itself
 GRANT_WORKFLOW = "GrantWorkflow"
 GRANT_ACQUIRE = "acquire"
 GRANT_RELEASE = "release"
@@ -35,6 +38,20 @@ def new_request_id() -> str:
     return "req-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
 
 
+def request_id_from(seed: bytes) -> str:
+    """A request id derived from `seed` (an idempotency key and its caller): same seed, same id.
+
+    16 letters of a 32-letter alphabet keep 80 bits of a SHA-256: different seeds do not collide
+    in practice.
+    """
+    number = int.from_bytes(hashlib.sha256(seed).digest()[:10], "big")
+    letters = []
+    for _ in range(16):
+        number, index = divmod(number, len(_ID_ALPHABET))
+        letters.append(_ID_ALPHABET[index])
+    return "req-" + "".join(letters)
+
+
 def grant_workflow_id(grant_key: str) -> str:
     return f"grant:{grant_key}"
 
@@ -44,7 +61,13 @@ def grant_workflow_id(grant_key: str) -> str:
 ACQUIRE_LEASE = "leases.acquire"
 RELEASE_LEASE = "leases.release"
 DELIVER_AUDIT = "audit.deliver"
+# Every lifecycle event is also written into the workflow's history (as a memo update under this
+# key) the moment it happens, so `keycard audit export` can rebuild the trail from Temporal alone.
+AUDIT_MEMO_KEY = "keycard.audit.event"
+# At most this many events per delivery activity; sinks split further to fit their APIs.
+AUDIT_BATCH_MAX = 100
 SEND_NOTIFICATION = "notify.send"
+RESOLVE_SLACK_APPROVERS = "slack.resolve_approvers"
 
 # --- search attributes: the Temporal UI's request list filters on these -------------------------
 
@@ -77,6 +100,7 @@ REVOKE_ROUND_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
 )
+REVOKE_ROUND_PAUSE_MIN = timedelta(seconds=5)
 REVOKE_ROUND_PAUSE_MAX = timedelta(minutes=5)
 # Lease calls go to the grant workflow; they are cheap but may wait for a grant or revoke.
 LEASE_TIMEOUT = timedelta(minutes=15)

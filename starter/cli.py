@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -11,11 +13,15 @@ import typer
 
 from keycard.config import ConfigError, KeycardConfig, json_schema, load_config
 from keycard.durations import format_duration
-from keycard.models import Actor, Requester, RequestView, Role
+from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import PolicyError
 from keycard.settings import Settings
+from starter.api_client import API_URL_ENV, ApiUnavailable, api_from_env
 from starter.doctor import doctor as _doctor
 from starter.hooks_cli import break_glass, hooks_app
+from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
+from starter.serve import serve, token_app
+from starter.slack_cli import slack as slack_command
 
 T = TypeVar("T")
 
@@ -26,8 +32,14 @@ app = typer.Typer(
 )
 flows_app = typer.Typer(help="Check and describe keycard.yaml.", no_args_is_help=True)
 app.add_typer(flows_app, name="flows")
+app.add_typer(token_app, name="token")
 app.add_typer(hooks_app, name="hooks", no_args_is_help=True)
 app.command(name="break-glass")(break_glass)
+
+from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `app` defined first
+
+app.add_typer(audit_app, name="audit", no_args_is_help=True)
+app.command(name="slack")(slack_command)
 
 ConfigOption = Annotated[
     Path | None,
@@ -36,10 +48,11 @@ ConfigOption = Annotated[
     ),
 ]
 AsOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--as",
-        help="act as this person (operator mode, straight to Temporal)",
+        help="act as this person (operator mode, straight to Temporal; with the API, your token "
+        "says who you are, and a service token uses --as on `request` for the requester)",
         envvar="KEYCARD_AS",
     ),
 ]
@@ -68,6 +81,8 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(coro_factory())  # type: ignore[arg-type]
     except PolicyError as err:
         raise fail(err.message) from None
+    except ApiUnavailable as err:
+        raise fail(str(err)) from None
     except RuntimeError as err:
         if "Failed client connect" in str(err) or "connection" in str(err).lower():
             raise fail(
@@ -76,8 +91,38 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
-async def _keycard(config: KeycardConfig):
+def api_mode() -> bool:
+    """KEYCARD_API_URL (with KEYCARD_TOKEN) set: talk to the HTTP API, as the token's owner."""
+    return bool(os.environ.get(API_URL_ENV, "").strip())
+
+
+def load_unless_api(config_path: Path | None) -> KeycardConfig | None:
+    """Operator mode reads keycard.yaml; in API mode the API holds the config."""
+    return None if api_mode() else load(config_path)
+
+
+def acting_as(actor: str | None, *, requesting: bool = False) -> str | None:
+    """The --as person (lower-cased); required in operator mode, the token's owner otherwise."""
+    if not api_mode():
+        if not actor:
+            raise fail(
+                "say who you are with --as EMAIL (operator mode talks to Temporal directly), "
+                f"or set {API_URL_ENV} and KEYCARD_TOKEN to use the API"
+            )
+        return actor.strip().lower()
+    if actor and not requesting:
+        typer.secho("note: --as is ignored with the API: you act as your token's owner", err=True)
+        return None
+    return actor.strip().lower() if actor else None
+
+
+async def _keycard(config: KeycardConfig | None):
     from starter.client import KeycardClient, connect_temporal
+
+    remote = api_from_env()
+    if remote is not None:
+        return remote
+    assert config is not None, "operator mode loads keycard.yaml first"
 
     settings = Settings.from_env()
     return KeycardClient(await connect_temporal(), config, settings.task_queue)
@@ -99,8 +144,8 @@ def parse_fields(values: list[str]) -> dict[str, str]:
 @app.command()
 def request(
     flow: Annotated[str, typer.Argument(help="the flow to request, e.g. prod-power-user")],
-    actor: AsOption,
     target: Annotated[str, typer.Option("--target", "-t", help="which of the flow's targets")],
+    actor: AsOption = None,
     reason: Annotated[str, typer.Option("--reason", "-r", help="why you need access")] = "",
     duration: Annotated[
         str | None, typer.Option("--duration", "-d", help="e.g. 1h (default: the flow's first)")
@@ -110,31 +155,45 @@ def request(
     ] = None,
     config_path: ConfigOption = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    wait: Annotated[
+        bool, typer.Option("--wait", help="wait until access is active, then say how to use it")
+    ] = False,
 ) -> None:
     """Ask for access. Prints the request id to approve."""
-    config = load(config_path)
+    who = acting_as(actor, requesting=True)
+    config = load_unless_api(config_path)
 
     async def go() -> RequestView:
         keycard = await _keycard(config)
-        return await keycard.request(
+        view = await keycard.request(
             flow=flow,
             target=target,
             duration=duration,
             reason=reason,
             fields=parse_fields(field or []),
-            requester=Requester(email=actor.strip().lower()),
+            requester=Requester(email=who) if who else None,
         )
+        if wait and view.state in (RequestState.PENDING, RequestState.GRANTING):
+            typer.echo(waiting_message(view), err=True)
+            view = await keycard.wait(view.id, timeout=WAIT_AT_MOST)
+        return view
 
     view = run(go)
     show(view, output)
-    if output == "text" and view.state.value == "PENDING":
-        typer.echo(f"\nApprove with: keycard approve {view.id} --as <approver>")
+    if wait:
+        if view.state is not RequestState.ACTIVE:
+            raise fail(f"request {view.id} is {view.state.value}: {view.end_reason or 'no access'}")
+        if output == "text":
+            typer.echo("\n" + next_steps(view))
+    elif output == "text" and view.state.value == "PENDING":
+        approver = "" if api_mode() else " --as <approver>"
+        typer.echo(f"\nApprove with: keycard approve {view.id}{approver}")
 
 
 def _decision(verb: str) -> Callable[..., None]:
     def command(
         request_id: Annotated[str, typer.Argument(help="the request id, e.g. req-abc123")],
-        actor: AsOption,
+        actor: AsOption = None,
         comment: CommentOption = "",
         config_path: ConfigOption = None,
         admin: Annotated[
@@ -142,8 +201,8 @@ def _decision(verb: str) -> Callable[..., None]:
         ] = False,
         output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
     ) -> None:
-        config = load(config_path)
-        who = Actor(email=actor.strip().lower(), role=Role.ADMIN if admin else Role.USER)
+        who = Actor(email=acting_as(actor), role=Role.ADMIN if admin else Role.USER)
+        config = load_unless_api(config_path)
 
         async def go() -> RequestView:
             keycard = await _keycard(config)
@@ -167,18 +226,18 @@ for _verb in ("approve", "deny", "cancel", "revoke"):
 @app.command()
 def extend(
     request_id: Annotated[str, typer.Argument(help="the request id")],
-    actor: AsOption,
     duration: Annotated[str, typer.Option("--duration", "-d", help="how much longer, e.g. 30m")],
+    actor: AsOption = None,
     comment: CommentOption = "",
     config_path: ConfigOption = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
     """Keep active access for longer, within the flow's maximum."""
-    config = load(config_path)
+    who = Actor(email=acting_as(actor))
+    config = load_unless_api(config_path)
 
     async def go() -> RequestView:
         keycard = await _keycard(config)
-        who = Actor(email=actor.strip().lower())
         return await keycard.extend(request_id, who, duration, comment)
 
     show(run(go), output)
@@ -191,7 +250,7 @@ def status(
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
     """Show a request: its state, approvals and when access ends."""
-    config = load(config_path)
+    config = load_unless_api(config_path)
 
     async def go() -> RequestView:
         return await (await _keycard(config)).get(request_id)
@@ -209,7 +268,7 @@ def list_requests(
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
     """List requests, newest first."""
-    config = load(config_path)
+    config = load_unless_api(config_path)
 
     async def go():
         keycard = await _keycard(config)
@@ -285,15 +344,53 @@ def dev(
     config_path: ConfigOption = None,
     port: Annotated[int, typer.Option(help="Temporal frontend port")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port")] = 8233,
+    api_port: Annotated[int, typer.Option(help="Keycard HTTP API port")] = 8000,
     state_dir: Annotated[Path, typer.Option(help="where the dev SQLite and audit log live")] = Path(
         ".keycard"
     ),
 ) -> None:
-    """Start everything locally: Temporal dev server + UI, a demo AWS, and the worker."""
+    """Start everything locally: Temporal dev server + UI, a demo AWS, the worker and the API."""
     from starter.dev import run_dev
 
     config = load(config_path)
-    asyncio.run(run_dev(config, port=port, ui_port=ui_port, state_dir=state_dir))
+    try:
+        asyncio.run(
+            run_dev(config, port=port, ui_port=ui_port, api_port=api_port, state_dir=state_dir)
+        )
+    except OSError as err:  # a port already taken, most likely
+        raise fail(str(err.strerror or err)) from None
+
+
+app.command()(serve)
+
+
+@app.command("demo-access")
+def demo_access(
+    email: Annotated[str, typer.Argument(help="whose access to show")],
+    state_dir: Annotated[Path, typer.Option(help="the running `keycard dev`'s state dir")] = Path(
+        ".keycard"
+    ),
+) -> None:
+    """Show what the demo AWS of a running `keycard dev` grants a person right now."""
+    from starter.demo_aws import assignments_for
+    from starter.dev import read_dev_state
+
+    try:
+        state = read_dev_state(state_dir)
+    except FileNotFoundError as err:
+        raise fail(str(err)) from None
+    if not state.get("aws_endpoint"):
+        raise fail("this `keycard dev` uses your real AWS, not the demo; use the AWS console")
+    held = assignments_for(state["aws_endpoint"], state["aws_region"], email.lower())
+    if not held:
+        typer.echo(f"{email} holds no access in the demo AWS.")
+    for spec in held:
+        what = (
+            f"permission set {spec.permission_set} in account {spec.account_id}"
+            if spec.strategy == "aws_sso"
+            else f"member of {spec.group} ({spec.strategy})"
+        )
+        typer.echo(f"{email}: {what}")
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -351,4 +448,18 @@ def table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
 
 
 def main() -> None:
-    app()
+    from keycard.logging import configure_logging
+
+    # Commands print their results; logs are for problems (services raise the level themselves).
+    configure_logging(json=False, level=os.environ.get("KEYCARD_LOG_LEVEL", "WARNING"))
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as exit_:
+        code = exit_.code
+    # Temporal's Rust runtime threads can outlive interpreter shutdown and abort the process
+    # after the command has finished (temporalio/sdk-python#300). Everything is done and flushed
+    # by now, so leave without the finalization that races them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)

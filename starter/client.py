@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,7 @@ from keycard.models import (
     CancelInput,
     DenyInput,
     ExtendInput,
+    RefusedInput,
     Requester,
     RequestState,
     RequestView,
@@ -41,6 +43,10 @@ from keycard.models import (
 from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
 
 log = structlog.get_logger(__name__)
+
+# `wait` re-reads a request after these pauses (seconds): quick at first, then at a steady pace.
+WAIT_FIRST_PAUSE = 0.1
+WAIT_MAX_PAUSE = 1.0
 
 __all__ = [
     "DecisionRefused",
@@ -134,6 +140,7 @@ class KeycardClient:
             reason=policy.check_reason(flow_def, reason),
             fields=policy.check_fields(flow_def, dict(fields or {})),
             submitted_by=submitted_by,
+            audit_destinations=self.config.audit.destination_names,
         )
 
     async def request(self, **kwargs: Any) -> RequestView:
@@ -177,6 +184,9 @@ class KeycardClient:
             cause = err.cause
             if isinstance(cause, ApplicationError):
                 raise RequestRejected(cause.type or "RequestFailed", cause.message) from None
+            raise
+        except BaseException:
+            _claim_start_outcome(start)
             raise
         log.info("request.started", request_id=input.request_id, flow=input.flow.name)
         return result
@@ -250,7 +260,10 @@ class KeycardClient:
             cause = err.cause
             if isinstance(cause, ApplicationError):
                 kind = Refusal(cause.details[0]) if cause.details else Refusal.CONFLICT
-                raise DecisionRefused(cause.type or "Refused", cause.message, kind) from None
+                refusal = DecisionRefused(cause.type or "Refused", cause.message, kind)
+                if names.REFUSAL_AUDITED not in cause.details[1:]:
+                    await self._audit_refusal(handle, update, input, refusal)
+                raise refusal from None
             raise
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
@@ -265,6 +278,36 @@ class KeycardClient:
         log.info(f"request.{verb}", request_id=request_id, actor=input.actor.display)
         return view
 
+    async def _audit_refusal(
+        self, handle: Any, decision: str, input: Any, refusal: DecisionRefused
+    ) -> None:
+        """A validator's refusal leaves no history; tell the workflow so the attempt is audited.
+
+        Best effort: the person still gets the refusal if this fails, and the log keeps a record.
+        """
+        log.info(
+            "decision.refused",
+            request_id=handle.id,
+            decision=decision,
+            actor=input.actor.display,
+            code=refusal.code,
+        )
+        try:
+            await handle.signal(
+                names.REQUEST_REFUSED,
+                RefusedInput(
+                    actor=input.actor,
+                    decision=decision,
+                    code=refusal.code,
+                    reason=refusal.message,
+                    comment=input.comment,
+                    duration=getattr(input, "duration", None),
+                ),
+            )
+        except RPCError as err:
+            # A request that has just closed takes no signals; the log line above remains.
+            log.warning("decision.refused.unrecorded", request_id=handle.id, error=err.message)
+
     # --- reading -------------------------------------------------------------------------------
 
     async def get(self, request_id: str) -> RequestView:
@@ -277,6 +320,29 @@ class KeycardClient:
             raise
         except WorkflowQueryFailedError as err:
             raise RequestNotFound(request_id) from err
+
+    async def wait(
+        self,
+        request_id: str,
+        *,
+        until: Collection[RequestState] = (RequestState.ACTIVE,),
+        timeout: timedelta = timedelta(seconds=60),
+    ) -> RequestView:
+        """The request once it is in one of `until` or finished, or as it is when `timeout` ends.
+
+        Reads the `status` query with a short, growing pause: a query leaves no trace in the
+        workflow's history, where a blocking update would add events for every waiting script.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total_seconds()
+        pause = WAIT_FIRST_PAUSE
+        while True:
+            view = await self.get(request_id)
+            left = deadline - loop.time()
+            if view.state in until or view.state.finished or left <= 0:
+                return view
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, WAIT_MAX_PAUSE)
 
     async def list(
         self,
@@ -325,6 +391,14 @@ class KeycardClient:
             requests=rows,
             next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
         )
+
+
+def _claim_start_outcome(start: WithStartWorkflowOperation) -> None:
+    """When update-with-start fails before the start (timeout, cancellation, RPC error), the SDK
+    also leaves that failure on the start operation; read it, or asyncio logs it as "Future
+    exception was never retrieved" each time (an API call bounded by a timeout, say)."""
+    claim = asyncio.ensure_future(start.workflow_handle())
+    claim.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 def _quote(value: str) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -19,15 +19,12 @@ from keycard import temporal as names
 from keycard.config import KeycardConfig
 from keycard.logging import configure_logging
 from keycard.settings import Settings
+from starter.demo_aws import DemoSummary, demo_environment, seed_demo, start_moto_server
 
 log = structlog.get_logger(__name__)
 
 DEMO_REGION = "us-east-1"
-DEMO_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
+DEV_STATE_FILE = "dev.json"
 
 
 def temporal_binary() -> str:
@@ -48,17 +45,6 @@ def aws_configured() -> bool:
     return boto3.session.Session().get_credentials() is not None
 
 
-@dataclass
-class DevStack:
-    """What `keycard dev` started, so it can be printed and stopped in order."""
-
-    env: WorkflowEnvironment
-    aws_endpoint: str | None
-    ui_url: str
-    address: str
-    stoppers: list = field(default_factory=list)
-
-
 async def start_temporal(
     state_dir: Path, port: int, ui_port: int, log_level: str = "error"
 ) -> WorkflowEnvironment:
@@ -75,24 +61,33 @@ async def start_temporal(
     )
 
 
-def start_demo_aws(config: KeycardConfig) -> tuple[str, object, object]:
-    """A moto server seeded with a demo Identity Center; returns (endpoint, server, summary)."""
-    from starter.demo_aws import seed_demo, start_moto_server
-
+def start_demo_aws(config: KeycardConfig) -> tuple[str, object, DemoSummary]:
+    """A moto server seeded with a demo Identity Center; this process's boto3 then uses it."""
     server, endpoint = start_moto_server()
     region = config.aws.region or DEMO_REGION
-    os.environ.update(DEMO_CREDENTIALS)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    os.environ.setdefault("AWS_DEFAULT_REGION", region)
-    summary = seed_demo(config, endpoint, region)
-    return endpoint, server, summary
+    os.environ.update(demo_environment(endpoint, region))
+    return endpoint, server, seed_demo(config, endpoint, region)
+
+
+def read_dev_state(state_dir: Path) -> dict:
+    """What a running `keycard dev` wrote about itself (endpoints), for other commands."""
+    path = state_dir / DEV_STATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is `keycard dev` running here?")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 async def run_dev(
-    config: KeycardConfig, *, port: int = 7233, ui_port: int = 8233, state_dir: Path
+    config: KeycardConfig,
+    *,
+    port: int = 7233,
+    ui_port: int = 8233,
+    api_port: int = 8000,
+    state_dir: Path,
 ) -> None:
     """Start the stack, print how to use it, and run until Ctrl-C; then stop everything."""
-    from starter.client import connect_temporal
+    from starter.client import KeycardClient, connect_temporal
+    from starter.serve import dev_api
     from worker import run_worker
 
     configure_logging(json=False)
@@ -112,28 +107,36 @@ async def run_dev(
 
     env = await start_temporal(state_dir, port, ui_port)
     address = f"127.0.0.1:{port}"
+    state_file = state_dir / DEV_STATE_FILE
     stop = asyncio.Event()
     try:
         client = await connect_temporal(env={"TEMPORAL_ADDRESS": address})
-        _print_banner(
-            config, address, f"http://localhost:{ui_port}", aws_endpoint, summary, settings
-        )
-        await run_worker(client, config, settings, stop)
+        state = {
+            "temporal_address": address,
+            "aws_endpoint": aws_endpoint,
+            "aws_region": summary.region if summary else None,
+        }
+        await asyncio.to_thread(state_file.write_text, json.dumps(state), "utf-8")
+        # The HTTP API, accepting a fresh token per demo user (starter/serve.py).
+        keycard = KeycardClient(client, config, settings.task_queue)
+        async with dev_api(keycard, port=api_port, state_dir=state_dir) as api:
+            _print_banner(config, address, f"http://localhost:{ui_port}", summary, settings)
+            typer.echo("The HTTP API, with a token for each demo user (curl examples: README.md):")
+            typer.echo(api.banner() + "\n")
+            await run_worker(client, config, settings, stop)
     finally:
         await env.shutdown()
         if moto_server is not None:
             moto_server.stop()  # type: ignore[attr-defined]
-        typer.echo(
-            "Keycard dev stopped. Requests are kept in " + str(state_dir / "temporal.sqlite")
-        )
+        state_file.unlink(missing_ok=True)
+        typer.echo(f"Keycard dev stopped. Requests are kept in {state_dir / 'temporal.sqlite'}")
 
 
 def _print_banner(
     config: KeycardConfig,
     address: str,
     ui_url: str,
-    aws_endpoint: str | None,
-    summary: object,
+    summary: DemoSummary | None,
     settings: Settings,
 ) -> None:
     flow = config.flows[0]
@@ -143,9 +146,9 @@ def _print_banner(
     from keycard.durations import format_duration
 
     aws_line = (
-        f"demo AWS (moto) at {aws_endpoint} — Identity Center seeded with the demo users"
-        if aws_endpoint
-        else "your AWS (credentials from the environment)"
+        f"demo AWS (moto) at {summary.endpoint_url}, seeded: {', '.join(summary.users)}"
+        if summary
+        else "your AWS (credentials and region from the usual AWS settings)"
     )
     typer.secho("\nKeycard dev is running.", fg=typer.colors.GREEN, bold=True)
     typer.echo(
@@ -162,12 +165,14 @@ Try it in another terminal (same virtualenv: . .venv/bin/activate):
   keycard approve <request-id> --as {approver}
   keycard status <request-id>
   keycard list
+  keycard demo-access alice@example.com     # what the demo AWS grants her right now
 
 Ctrl-C stops everything.
 """
     )
     if summary is not None:
-        log.debug("demo aws", summary=str(summary))
+        for line in summary.lines():
+            typer.echo(line)
 
 
 def _approvers(config: KeycardConfig, flow) -> list[str]:

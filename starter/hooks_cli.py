@@ -28,22 +28,25 @@ def check(file: Annotated[Path, typer.Argument(help="the hooks file, e.g. hooks/
 
 def break_glass(
     request_id: Annotated[str, typer.Argument(help="your own pending request")],
-    actor: Annotated[str, typer.Option("--as", help="you, the requester", envvar="KEYCARD_AS")],
     justification: Annotated[
         str, typer.Option("--justification", "-m", help="what is broken and why it cannot wait")
     ],
+    actor: Annotated[
+        str | None,
+        typer.Option("--as", help="you, the requester (operator mode)", envvar="KEYCARD_AS"),
+    ] = None,
     config_path: Annotated[Path | None, typer.Option("--config", "-c", help="keycard.yaml")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
     """Approve your own request in an emergency (flows with break_glass). Access starts now;
     the request is marked break-glass, announced to security and reviewed afterwards."""
-    from starter.cli import _keycard, load, run, show
+    from starter.cli import _keycard, acting_as, load_unless_api, run, show
 
-    config = load(config_path)
+    who = Actor(email=acting_as(actor))  # with the API, the token says who you are
+    config = load_unless_api(config_path)
 
     async def go() -> RequestView:
         keycard = await _keycard(config)
-        who = Actor(email=actor.strip().lower())
         return await keycard.break_glass(request_id, who, justification)
 
     show(run(go), output)

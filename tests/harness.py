@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.audit import AuditActivities
+from activities.audit import AuditActivities, AuditSink
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
 from keycard.config import KeycardConfig, parse_config
@@ -104,11 +105,14 @@ async def running_stack(
     cloud: FakeCloud | None = None,
     extra_activities: list | None = None,
     hook_activities: list | None = None,
+    audit_sinks: Mapping[str, AuditSink] | None = None,
 ):
     """A worker with the real workflows and lease activities and a fake cloud, on its own queue.
 
     `extra_activities` replace the console notifier; `hook_activities` are added (HookActivities'
-    methods, for flows with hooks or auto_approve rules)."""
+    methods, for flows with hooks or auto_approve rules). Audit events go to `stack.audit` (the
+    `default` destination), or, given `audit_sinks`, to those sinks by destination name (the
+    config's `audit` section names the destinations)."""
     config = config or parse_config(CONFIG)
     cloud = cloud or FakeCloud()
     audit = MemorySink()
@@ -118,7 +122,7 @@ async def running_stack(
         *cloud.activities("aws_sso"),
         leases.acquire_lease,
         leases.release_lease,
-        AuditActivities([audit]).deliver,
+        AuditActivities(audit_sinks if audit_sinks is not None else [audit]).deliver,
         *(extra_activities or [ConsoleNotifier().send]),
         *(hook_activities or []),
     ]

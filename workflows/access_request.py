@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         LifecycleEvent,
         Notification,
         NotificationResult,
+        RefusedInput,
         ReleaseLeaseInput,
         ReleaseResult,
         RequestState,
@@ -50,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         ResolvedAssignment,
         ResolveInput,
         RevokeInput,
+        SlackApproversInput,
+        SlackApproversResult,
         TargetRef,
     )
     from keycard.sdk.events import hook_event
@@ -66,7 +69,9 @@ class AccessRequestWorkflow:
     `extend` ExtendInput — each returns the RequestView after the decision — and `submitted`
     (no input), which returns once the request has been checked against AWS, or fails saying why.
     Signals with the same names carry the same decisions for tools that can only signal; a signal
-    the rules refuse is recorded as `decision.refused` and otherwise ignored.
+    the rules refuse is recorded as `decision.refused` and otherwise ignored. Signal `refused`
+    (RefusedInput) is how a front door reports an update its validator turned down, so that
+    attempt is audited too.
     Hooks (flows with `hooks:` or `auto_approve:`): after the AWS check, one activity lets
     on_request, the auto_approve rules and get_approvers decide or route the request; an approval
     (break-glass included) first asks on_approve, whose veto fails the update and is audited as
@@ -99,6 +104,15 @@ class AccessRequestWorkflow:
                 requested_at=now,
             ),
         )
+        # Here, not in `run`: a decision signalled with the start is handled before `run` begins,
+        # and the trail must still open with the request.
+        self._emit(
+            "request.created",
+            input.submitted_by or _requester_actor(input),
+            approvers=self._s.view.approvers,
+            approvals_required=self._s.view.approvals_required,
+            approval_timeout=format_duration(input.flow.approval_timeout),
+        )
 
     @workflow.run
     async def run(self, input: AccessRequestInput) -> RequestView:
@@ -108,10 +122,12 @@ class AccessRequestWorkflow:
         ]
         if self._flow.hooks:
             delivery.append(asyncio.create_task(self._deliver_to_observers()))
-        self._emit("request.created", input.submitted_by or _requester_actor(input))
         self._publish()
 
-        if await self._resolve():
+        # A decision can arrive with the start (a cancel signalled at once): then there is
+        # nothing to check.
+        if not self._state.finished and await self._resolve():
+            await self._add_slack_approvers()
             await self._evaluate_request_hooks()
             await self._wait_for_decision()
         if self._state is RequestState.GRANTING:
@@ -120,10 +136,12 @@ class AccessRequestWorkflow:
             await self._hold_until_expiry_or_revoke()
             await self._revoke()
 
-        await workflow.wait_condition(self._delivered)
+        # One condition, so an event a late handler adds is delivered before the workflow closes.
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and self._delivered()
+        )
         for task in delivery:
             task.cancel()
-        await workflow.wait_condition(workflow.all_handlers_finished)
         return self._s.view
 
     # --- decisions: updates, their validators, and the same decisions as signals ---------------
@@ -220,6 +238,15 @@ class AccessRequestWorkflow:
 
         self._signalled("extend", input, check, self._apply_extend)
 
+    @workflow.signal(name=names.REQUEST_REFUSED)
+    def refused(self, input: RefusedInput) -> None:
+        detail = {"decision": input.decision, "code": input.code, "reason": input.reason}
+        if input.comment:
+            detail["comment"] = input.comment
+        if input.duration is not None:
+            detail["duration"] = format_duration(input.duration)
+        self._emit("decision.refused", input.actor, **detail)
+
     @workflow.query
     def status(self) -> RequestView:
         return self._s.view
@@ -238,6 +265,8 @@ class AccessRequestWorkflow:
                 retry_policy=names.RESOLVE_RETRY,
             )
         except ActivityError as err:
+            if self._state.finished:
+                return False  # cancelled or denied meanwhile: that outcome stands
             self._s.failure_type = root_type(err)
             self._finish(RequestState.FAILED, root_message(err))
             self._emit("access.grant_failed", None, error=self._s.view.end_reason, stage="resolve")
@@ -281,8 +310,41 @@ class AccessRequestWorkflow:
                     self._decide_automatically(result.decision)
         self._s.hooks_evaluated = True
 
+    async def _add_slack_approvers(self) -> None:
+        """Add the members of the flow's Slack user groups to its approvers, as they are now.
+
+        No workflow.patched: requests started before `slack_groups` existed name none, so their
+        replay takes the same path. A failed lookup leaves fewer approvers, the safe side; it is
+        recorded on the `request.pending` event.
+        """
+        groups = self._flow.approvers.slack_groups
+        if not groups:
+            return
+        try:
+            result = await workflow.execute_activity(
+                names.RESOLVE_SLACK_APPROVERS,
+                SlackApproversInput(groups=groups),
+                result_type=SlackApproversResult,
+                start_to_close_timeout=names.RESOLVE_TIMEOUT,
+                retry_policy=names.RESOLVE_RETRY,
+            )
+        except ActivityError as err:
+            self._s.approver_lookup_error = root_message(err)
+            workflow.logger.warning("Slack approver groups not resolved: %s", root_message(err))
+            return
+        approvers = self._s.view.approvers
+        for email in result.emails:
+            if email.lower() not in approvers:
+                approvers.append(email.lower())
+        self._publish()
+
     async def _wait_for_decision(self) -> None:
         flow = self._flow
+        if self._state is RequestState.PENDING and workflow.patched("request-pending-event"):
+            detail = {"approvers": list(self._s.view.approvers)}
+            if self._s.approver_lookup_error:
+                detail["approver_lookup_error"] = self._s.approver_lookup_error
+            self._emit("request.pending", None, **detail)
         try:
             await workflow.wait_condition(
                 lambda: self._state is not RequestState.PENDING, timeout=flow.approval_timeout
@@ -292,7 +354,9 @@ class AccessRequestWorkflow:
                 RequestState.EXPIRED,
                 f"no decision within {format_duration(flow.approval_timeout)}",
             )
-            self._emit("request.expired", None, approval_timeout=flow.approval_timeout)
+            self._emit(
+                "request.expired", None, approval_timeout=format_duration(flow.approval_timeout)
+            )
 
     async def _grant(self) -> None:
         assert self._s.assignment is not None
@@ -332,15 +396,32 @@ class AccessRequestWorkflow:
             if remaining <= timedelta(0):
                 return
             expires_at = view.expires_at
+            warn_in = self._expiry_warning_in(expires_at, remaining)
             try:
                 await workflow.wait_condition(
                     lambda until=expires_at: (
                         self._s.revoked_by is not None or view.expires_at != until
                     ),
-                    timeout=remaining,
+                    timeout=remaining if warn_in is None else warn_in,
                 )
             except TimeoutError:
-                return
+                if warn_in is None:
+                    return
+                self._s.expiry_warned_for = expires_at
+                self._emit("access.expiring", None, expires_at=expires_at)
+
+    def _expiry_warning_in(self, expires_at: datetime, remaining: timedelta) -> timedelta | None:
+        """How long until the requester is warned that `expires_at` nears; None: no warning due.
+
+        Each expiry is warned about once (an extension brings a new one); access shorter than
+        the warning's lead time gets none, since the grant message already says when it ends.
+        """
+        lead = self._flow.expiry_warning
+        if lead is None or remaining <= lead or self._s.expiry_warned_for == expires_at:
+            return None
+        if not workflow.patched("expiry-warning"):
+            return None
+        return remaining - lead
 
     async def _revoke(self) -> None:
         assert self._s.assignment is not None
@@ -402,6 +483,10 @@ class AccessRequestWorkflow:
         if input.break_glass:
             self._apply_break_glass(input)
             return
+        if len(view.approvals) >= view.approvals_required:
+            self._decide(input.actor, RequestState.GRANTING)
+        else:
+            self._publish()
         self._emit(
             "request.approved",
             input.actor,
@@ -409,16 +494,13 @@ class AccessRequestWorkflow:
             approvals=len(view.approvals),
             approvals_required=view.approvals_required,
         )
-        if len(view.approvals) >= view.approvals_required:
-            self._decide(input.actor, RequestState.GRANTING)
-        else:
-            self._publish()
 
     def _apply_break_glass(self, input: ApproveInput) -> None:
         """The requester's own emergency approval decides at once, and is announced loudly."""
         view = self._s.view
         view.break_glass = True
         view.notes.append(f"break-glass: approved by the requester: {input.comment}")
+        self._decide(input.actor, RequestState.GRANTING)
         self._emit(
             "request.approved",
             input.actor,
@@ -427,7 +509,6 @@ class AccessRequestWorkflow:
             approvals_required=view.approvals_required,
             break_glass=True,
         )
-        self._decide(input.actor, RequestState.GRANTING)
         self._emit(
             "break_glass.used",
             input.actor,
@@ -573,7 +654,7 @@ class AccessRequestWorkflow:
             "access.extended",
             input.actor,
             comment=input.comment,
-            by=input.duration,
+            by=format_duration(input.duration),
             expires_at=view.expires_at,
         )
         self._publish()
@@ -679,24 +760,40 @@ class AccessRequestWorkflow:
         )
         self._s.outbox.append(event)
         self._s.views.append(view.model_copy(deep=True))
+        # Into the history now, whatever any audit destination is doing: `keycard audit export`.
+        workflow.upsert_memo({names.AUDIT_MEMO_KEY: event})
 
     def _delivered(self) -> bool:
-        sent = len(self._s.outbox)
-        observed = self._s.observed == sent or not self._flow.hooks
-        return self._s.audit_sent == sent and self._s.notified == sent and observed
+        events = len(self._s.outbox)
+        observed = self._s.observed == events or not self._flow.hooks
+        return (
+            self._s.notified == events
+            and observed
+            and all(
+                self._s.audit_sent.get(d, 0) == events for d in self._s.input.audit_destinations
+            )
+        )
 
     async def _deliver_audit(self) -> None:
-        """Send events to the audit sinks in order, batching whatever has piled up."""
+        """Every audit destination gets every event, in order, at its own pace: one that is down
+        delays only its own delivery, never the access and never the other destinations."""
+        destinations = self._s.input.audit_destinations
+        await asyncio.gather(*(self._deliver_audit_to(d) for d in destinations))
+
+    async def _deliver_audit_to(self, destination: str) -> None:
+        sent = self._s.audit_sent
         while True:
-            await workflow.wait_condition(lambda: self._s.audit_sent < len(self._s.outbox))
-            batch = self._s.outbox[self._s.audit_sent :]
+            await workflow.wait_condition(lambda: sent.get(destination, 0) < len(self._s.outbox))
+            start = sent.get(destination, 0)
+            batch = self._s.outbox[start : start + names.AUDIT_BATCH_MAX]
             await workflow.execute_activity(
                 names.DELIVER_AUDIT,
-                AuditBatch(events=batch),
+                AuditBatch(destination=destination, events=batch),
                 start_to_close_timeout=names.DELIVERY_TIMEOUT,
                 retry_policy=names.DELIVERY_RETRY,
+                summary=f"audit → {destination}",
             )
-            self._s.audit_sent += len(batch)
+            sent[destination] = start + len(batch)
 
     async def _deliver_notifications(self) -> None:
         """Tell people, in order; a chat outage delays the messages, never the access."""
@@ -709,6 +806,7 @@ class AccessRequestWorkflow:
                     event=self._s.outbox[index],
                     view=self._s.views[index],
                     messages=self._s.messages,
+                    flow=self._flow,
                 ),
                 result_type=NotificationResult,
                 start_to_close_timeout=names.DELIVERY_TIMEOUT,
@@ -752,8 +850,14 @@ class AccessRequestWorkflow:
 
 
 def _update_error(refusal: policy.PolicyError) -> ApplicationError:
+    """An update refused after its validator accepted it; the refusal is already in the trail,
+    which the second detail tells the front door (it reports validator refusals itself)."""
     return ApplicationError(
-        refusal.message, refusal.kind.value, type=refusal.code, non_retryable=True
+        refusal.message,
+        refusal.kind.value,
+        names.REFUSAL_AUDITED,
+        type=refusal.code,
+        non_retryable=True,
     )
 
 

@@ -151,7 +151,7 @@ class GrantWorkflow:
         if self._view.standing:
             self._view.assigned = False  # not ours to remove
             return
-        pause = timedelta(seconds=5)
+        pause = names.REVOKE_ROUND_PAUSE_MIN
         while True:
             try:
                 await self._call("revoke", self._view.assignment)

@@ -63,6 +63,7 @@ async def test_approved_request_is_granted_then_revoked(dev_env):
         assert not stack.cloud.has("alice@example.com")
         assert stack.audit.types(view.id) == [
             "request.created",
+            "request.pending",
             "request.approved",
             "access.granted",
             "access.revoked",
@@ -179,7 +180,13 @@ async def test_denied_request_ends_and_later_decisions_say_so(dev_env):
         assert late.value.kind is Refusal.CONFLICT
         assert f"request {view.id} is DENIED; it can no longer be approved" == late.value.message
         assert stack.cloud.assignments == set()
-        assert stack.audit.types(view.id) == ["request.created", "request.denied"]
+        # The refused self-denial is audited (the late approval found the request closed).
+        assert stack.audit.types(view.id) == [
+            "request.created",
+            "request.pending",
+            "decision.refused",
+            "request.denied",
+        ]
 
 
 async def test_cancel_only_by_the_requester(dev_env):
@@ -315,13 +322,35 @@ async def _true_when(value: bool) -> bool:
 
 
 async def _grant_status(dev_env, stack):
-    from keycard import temporal as names
     from keycard.models import GrantView
 
-    grants = [
-        w
-        async for w in dev_env.client.list_workflows(f"WorkflowType = '{names.GRANT_WORKFLOW}'")
-        if w.task_queue == stack.task_queue
-    ]
-    handle = dev_env.client.get_workflow_handle(grants[0].id)
+    grant_id = f"grant:aws_sso:111111111111:ps-PowerUserAccess:u-alice-{stack.cloud.salt}"
+    handle = dev_env.client.get_workflow_handle(grant_id)
     return await handle.query("status", result_type=GrantView)
+
+
+async def test_a_cancel_that_arrives_with_the_start_stands(dev_env):
+    """Even when the AWS check would fail, a request cancelled at once ends CANCELLED."""
+    from keycard import temporal as names
+    from keycard.models import CancelInput
+
+    async with running_stack(dev_env.client) as stack:
+        input = stack.keycard.prepare(
+            flow="prod-power-user",
+            target="prod",
+            reason="typo",
+            requester=ALICE.model_copy(update={"email": "zed@example.com"}),
+        )
+        handle = await dev_env.client.start_workflow(
+            names.ACCESS_REQUEST_WORKFLOW,
+            input,
+            id=input.request_id,
+            task_queue=stack.task_queue,
+            start_signal="cancel",
+            start_signal_args=[CancelInput(actor=Actor(email="zed@example.com"))],
+            result_type=RequestView,
+        )
+        final = await handle.result()
+        assert final.state is RequestState.CANCELLED
+        assert final.end_reason == "cancelled by zed@example.com"
+        assert "access.grant_failed" not in stack.audit.types(input.request_id)

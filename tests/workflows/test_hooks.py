@@ -575,7 +575,7 @@ async def test_observers_see_every_step_and_their_failures_delay_nothing(dev_env
 
     assert log.read_text().splitlines() == [
         "after_request PENDING alice@example.com",
-        "after_approve PENDING bob@example.com",
+        "after_approve GRANTING bob@example.com",  # the state after the approval
         "after_grant ACTIVE -",
         "after_revoke ENDED alice@example.com",
         "after_end ENDED alice@example.com",

@@ -1,0 +1,139 @@
+"""`keycard audit export`: the audit trail rebuilt from Temporal history alone.
+
+Each AccessRequestWorkflow writes every lifecycle event into its own history the moment it happens
+(a memo update under `AUDIT_MEMO_KEY`), before and regardless of delivery to any destination. This
+walks the requests through Temporal visibility, reads those events back from their histories, and
+writes them as JSON lines identical to the streamed ones (same ids) — evidence that does not depend
+on a sink having been up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from keycard import temporal as names
+from keycard.models import LifecycleEvent
+
+if TYPE_CHECKING:
+    from temporalio.api.history.v1 import HistoryEvent
+    from temporalio.client import Client, WorkflowExecution
+
+app = typer.Typer(help="The audit trail: every request, decision, grant and revocation.")
+
+HISTORY_READERS = 8  # histories fetched at once
+
+
+def visibility_query(since: datetime, until: datetime, flow: str | None = None) -> str:
+    """Requests alive at some point in [since, until): started before the end, and still open or
+    closed after the start."""
+    clauses = [
+        f"WorkflowType = '{names.ACCESS_REQUEST_WORKFLOW}'",
+        f"StartTime < '{_rfc3339(until)}'",
+        f"(CloseTime >= '{_rfc3339(since)}' OR ExecutionStatus = 'Running')",
+    ]
+    if flow:
+        clauses.append(f"{names.SA_FLOW.name} = {_quote(flow)}")
+    return " AND ".join(clauses)
+
+
+async def export_events(
+    client: Client, *, since: datetime, until: datetime | None = None, flow: str | None = None
+) -> list[LifecycleEvent]:
+    """Every event with since <= time < until, oldest first (a request's own in sequence)."""
+    since, until = _utc(since), _utc(until or datetime.now(UTC))
+    executions = [
+        execution async for execution in client.list_workflows(visibility_query(since, until, flow))
+    ]
+    readers = asyncio.Semaphore(HISTORY_READERS)
+
+    async def read(execution: WorkflowExecution) -> list[LifecycleEvent]:
+        async with readers:
+            return await history_events(client, execution.id, execution.run_id)
+
+    found: dict[str, LifecycleEvent] = {}
+    for events in await asyncio.gather(*(read(e) for e in executions)):
+        for event in events:
+            if since <= event.time < until:
+                found[event.id] = event
+    return sorted(found.values(), key=lambda e: (e.time, e.workflow_id, _seq(e)))
+
+
+async def history_events(
+    client: Client, workflow_id: str, run_id: str | None
+) -> list[LifecycleEvent]:
+    """The lifecycle events one run of a request recorded in its history, in order."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    events = []
+    async for history_event in handle.fetch_history_events():
+        payload = _audit_payload(history_event)
+        if payload is not None:
+            [event] = await client.data_converter.decode([payload], [LifecycleEvent])
+            events.append(event)
+    return events
+
+
+def _audit_payload(history_event: HistoryEvent):
+    if not history_event.HasField("workflow_properties_modified_event_attributes"):
+        return None
+    memo = history_event.workflow_properties_modified_event_attributes.upserted_memo.fields
+    return memo.get(names.AUDIT_MEMO_KEY)
+
+
+def parse_time(text: str) -> datetime:
+    """`2026-01-01`, `2026-01-01T09:30`, or with an offset; without one, UTC."""
+    try:
+        return _utc(datetime.fromisoformat(text.strip()))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a date or time: use 2026-01-01 or 2026-01-01T09:30:00Z"
+        ) from None
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _seq(event: LifecycleEvent) -> int:
+    return int(event.id.rsplit("/", 1)[1])
+
+
+@app.command("export")
+def export(
+    since: Annotated[str, typer.Option(help="from this date or time (UTC unless an offset)")],
+    until: Annotated[
+        str | None, typer.Option(help="up to, not including, this (default: now)")
+    ] = None,
+    flow: Annotated[str | None, typer.Option(help="only requests of this flow")] = None,
+) -> None:
+    """Rebuild the audit trail from Temporal history as JSON lines on stdout:
+
+    keycard audit export --since 2026-01-01 > audit.jsonl
+    """
+    from starter.cli import run
+    from starter.client import connect_temporal
+
+    start, end = parse_time(since), parse_time(until) if until else None
+    if end is not None and end <= start:
+        raise typer.BadParameter("--until must be later than --since")
+
+    async def go() -> list[LifecycleEvent]:
+        return await export_events(await connect_temporal(), since=start, until=end, flow=flow)
+
+    events = run(go)
+    for event in events:
+        sys.stdout.write(event.model_dump_json() + "\n")
+    requests = len({e.request_id for e in events})
+    typer.echo(f"{len(events)} event(s) from {requests} request(s)", err=True)

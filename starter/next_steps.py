@@ -1,0 +1,72 @@
+"""What to tell a person while they wait for access, and once they have it: where to find it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from keycard.durations import format_duration
+from keycard.models import RequestState, RequestView
+
+# `keycard request --wait` waits this long at most; the flow's approval timeout ends it sooner.
+WAIT_AT_MOST = timedelta(days=1)
+
+
+def waiting_message(view: RequestView) -> str:
+    if view.state is RequestState.GRANTING:
+        return f"{view.id}: approved; granting access..."
+    needed = view.approvals_required - len(view.approvals)
+    who = ", ".join(view.approvers) or "an admin"
+    return (
+        f"{view.id}: waiting for {needed} approval(s) from {who}. "
+        "Ctrl-C stops waiting; the request stays open."
+    )
+
+
+def next_steps(view: RequestView, now: datetime | None = None) -> str:
+    """How to use access that is now ACTIVE, for the strategy that granted it."""
+    lines = [_until(view, now or datetime.now(UTC))]
+    settings = view.target_settings
+    if view.strategy == "aws_sso":
+        account = settings.get("account_id", "?")
+        permission_set = settings.get("permission_set", "?")
+        profile = f"{view.flow}-{view.target}"
+        lines += [
+            f"In the AWS access portal, open account {account} ({view.target_label}) and choose "
+            f"{permission_set}.",
+            "From a terminal, with this profile in ~/.aws/config (the sso_session you already "
+            "use for `aws sso login`):",
+            "",
+            f"    [profile {profile}]",
+            "    sso_session    = <your sso-session name>",
+            f"    sso_account_id = {account}",
+            f"    sso_role_name  = {permission_set}",
+            "",
+            f"    aws sso login --profile {profile}",
+            f"    aws sts get-caller-identity --profile {profile}",
+        ]
+    elif view.strategy == "aws_sso_group":
+        lines += [
+            f"You are in the Identity Center group {settings.get('group', view.target)}. The "
+            "accounts and permission sets assigned to it appear in the AWS access portal (give "
+            "it a minute); run `aws sso login` again to refresh the CLI's list.",
+        ]
+    elif view.strategy == "aws_iam_group":
+        lines += [
+            f"Your IAM user is in the group {settings.get('group', view.target)}: its policies "
+            "apply to your usual IAM credentials now.",
+        ]
+    if view.standing_access:
+        lines.append("You had this access before Keycard; it stays when this request ends.")
+    lines.append(f"Done early? keycard revoke {view.id}")
+    return "\n".join(lines)
+
+
+def _until(view: RequestView, now: datetime) -> str:
+    if view.expires_at is None:
+        return "Access is active."
+    left = view.expires_at - now
+    rounded = timedelta(seconds=max(0, round(left.total_seconds() / 60) * 60))
+    return (
+        f"Access is active until {view.expires_at:%H:%M} UTC "
+        f"({format_duration(rounded) if rounded else 'less than a minute'} from now)."
+    )

@@ -1,0 +1,197 @@
+"""Record the golden workflow histories replayed in CI: `python -m tests.histories.record`.
+
+Run it after a workflow change has shipped behind `workflow.patched`, with a new --tag: the old
+files must keep replaying, so new files are added beside them (`request_denied_v2.json`) and
+existing ones are never replaced unless --overwrite says so. Each scenario runs the real workflows on
+the time-skipping server with the fake cloud, and writes the histories of the request and of its
+grant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio import workflow
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from keycard import temporal as names
+from keycard.models import AccessRequestInput, Actor
+from tests.conftest import _binary
+from tests.harness import ALICE, BOB, CAROL, Stack, running_stack
+
+HERE = Path(__file__).parent
+Scenario = Callable[[WorkflowEnvironment, Stack], Awaitable[list[str]]]
+
+
+async def _run_until_closed(env: WorkflowEnvironment, workflow_id: str) -> None:
+    handle = env.client.get_workflow_handle(workflow_id)
+    for _ in range(24 * 60):
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return
+        await env.sleep(timedelta(minutes=1))
+    raise RuntimeError(f"{workflow_id} did not close")
+
+
+def _grant_id(stack: Stack) -> str:
+    return f"grant:aws_sso:111111111111:ps-PowerUserAccess:u-alice-{stack.cloud.salt}"
+
+
+async def _ask(stack: Stack, request_id: str, **overrides):
+    args = dict(
+        flow="prod-power-user",
+        target="prod",
+        duration="1h",
+        reason="incident 4312",
+        requester=ALICE,
+        request_id=request_id,
+        fields={"incident": "4312"},
+    )
+    args.update(overrides)
+    return await stack.keycard.request(**args)
+
+
+async def approved_then_expired(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    view = await _ask(stack, "req-golden-expired")
+    await stack.keycard.approve(view.id, BOB, "go")
+    await _run_until_closed(env, view.id)
+    await _run_until_closed(env, _grant_id(stack))
+    return [view.id, _grant_id(stack)]
+
+
+async def extended_then_revoked(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    view = await _ask(stack, "req-golden-revoked")
+    await stack.keycard.approve(view.id, CAROL)
+    await env.sleep(timedelta(minutes=10))
+    await stack.keycard.extend(view.id, Actor(email="alice@example.com"), "1h", "still on it")
+    await env.sleep(timedelta(minutes=10))
+    await stack.keycard.revoke(view.id, Actor(email="alice@example.com"), "done")
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
+async def denied(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    view = await _ask(stack, "req-golden-denied")
+    await stack.keycard.deny(view.id, BOB, "not in the freeze")
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
+async def no_decision(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    view = await _ask(stack, "req-golden-no-decision")
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
+async def two_approvals_and_a_refused_signal(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    view = await _ask(stack, "req-golden-two-approvals", flow="prod-admin", fields={})
+    handle = env.client.get_workflow_handle(view.id)
+    from keycard.models import ApproveInput
+
+    await handle.signal("approve", ApproveInput(actor=Actor(email="alice@example.com")))
+    await stack.keycard.approve(view.id, BOB)
+    await stack.keycard.approve(view.id, CAROL)
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "approved_then_expired": approved_then_expired,
+    "extended_then_revoked": extended_then_revoked,
+    "denied": denied,
+    "no_decision": no_decision,
+    "two_approvals_and_a_refused_signal": two_approvals_and_a_refused_signal,
+}
+
+
+@workflow.defn(name=names.ACCESS_REQUEST_WORKFLOW, sandboxed=False)
+class IncompatibleAccessRequestWorkflow:
+    """A deliberately incompatible variant: it sleeps before anything else. Its history must
+    fail to replay on the real workflow — proof that the replay test catches a break."""
+
+    @workflow.run
+    async def run(self, input: AccessRequestInput) -> None:
+        await workflow.sleep(timedelta(seconds=1))
+
+
+async def _write(env: WorkflowEnvironment, workflow_id: str, path: Path, overwrite: bool) -> None:
+    history = await env.client.get_workflow_handle(workflow_id).fetch_history()
+    _save(history.to_json(), len(history.events), path, overwrite)
+
+
+def _save(history_json: str, events: int, path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        print(f"kept {path.name} (exists; --overwrite replaces it)")
+        return
+    path.write_text(json.dumps(json.loads(history_json), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path.name} ({events} events)")
+
+
+async def record(tag: str, overwrite: bool) -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in names.SEARCH_ATTRIBUTES
+            },
+        )
+    )
+    try:
+        for name, scenario in SCENARIOS.items():
+            async with running_stack(env.client) as stack:
+                ids = await scenario(env, stack)
+            for index, workflow_id in enumerate(ids):
+                kind = "request" if index == 0 else "grant"
+                await _write(env, workflow_id, HERE / f"{kind}_{name}_{tag}.json", overwrite)
+        async with Worker(
+            env.client, task_queue="incompatible", workflows=[IncompatibleAccessRequestWorkflow]
+        ):
+            handle = await env.client.start_workflow(
+                IncompatibleAccessRequestWorkflow.run,
+                await _sample_input(env),
+                id="req-golden-incompatible",
+                task_queue="incompatible",
+            )
+            await handle.result()
+        await _write(
+            env, "req-golden-incompatible", HERE / "nondeterministic_request.json", overwrite
+        )
+    finally:
+        await env.shutdown()
+
+
+async def _sample_input(env: WorkflowEnvironment) -> AccessRequestInput:
+    async with running_stack(env.client) as stack:
+        return stack.keycard.prepare(
+            flow="prod-power-user",
+            target="prod",
+            duration="1h",
+            reason="incident 4312",
+            requester=ALICE,
+            request_id="req-golden-incompatible",
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tag", required=True, help="suffix of the new files, e.g. v3")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    args = parser.parse_args()
+    asyncio.run(record(args.tag, args.overwrite))
+
+
+if __name__ == "__main__":
+    main()

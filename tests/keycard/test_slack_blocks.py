@@ -1,0 +1,342 @@
+"""Block Kit builders: pure functions, compared directly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from keycard import slack_blocks as b
+from keycard.config import parse_config
+from keycard.models import (
+    Actor,
+    Approval,
+    Extension,
+    LifecycleEvent,
+    Requester,
+    RequestState,
+    RequestView,
+    TargetRef,
+)
+from tests.slack_fake import SLACK_CONFIG
+
+CONFIG = parse_config(SLACK_CONFIG)
+POWER = CONFIG.flow("prod-power-user")
+ADMIN = CONFIG.flow("prod-admin")
+T0 = datetime(2026, 11, 21, 13, 30, tzinfo=UTC)
+BOB = Actor(email="bob@example.com", slack_user_id="UBOB")
+
+
+def view(**changes) -> RequestView:
+    base = RequestView(
+        id="req-abc",
+        state=RequestState.PENDING,
+        requester=Requester(email="alice@example.com", slack_user_id="UALICE"),
+        flow="prod-power-user",
+        flow_label="Prod PowerUser",
+        strategy="aws_sso",
+        target="prod",
+        target_label="Production",
+        duration=timedelta(hours=1),
+        reason="incident 4312",
+        approvals_required=1,
+        approvers=["bob@example.com"],
+        requested_at=T0,
+    )
+    return base.model_copy(update=changes)
+
+
+def event(type_: str, v: RequestView, actor: Actor | None = None, **detail) -> LifecycleEvent:
+    return LifecycleEvent(
+        id="req-abc/1",
+        type=type_,
+        time=T0,
+        request_id=v.id,
+        workflow_id=v.id,
+        run_id="run",
+        actor=actor,
+        requester=v.requester,
+        flow=v.flow,
+        target=TargetRef(name="prod", label="Production", strategy="aws_sso"),
+        duration=v.duration,
+        reason=v.reason,
+        state=v.state,
+        detail=detail,
+    )
+
+
+def test_escape_neutralises_mentions_and_links():
+    assert b.escape("<!channel> <@U123> <https://x|y> a&b") == (
+        "&lt;!channel&gt; &lt;@U123&gt; &lt;https://x|y&gt; a&amp;b"
+    )
+
+
+def test_mention_prefers_slack_ids_and_escapes_the_rest():
+    assert b.mention(BOB) == "<@UBOB>"
+    assert b.mention(Actor(email="o'<b>@example.com")) == "o'&lt;b&gt;@example.com"
+    assert b.mention(Actor(rule="oncall")) == "rule `oncall`"
+
+
+def test_until_adds_the_date_only_when_another_day():
+    assert b.until(T0, T0) == "13:30 UTC"
+    assert b.until(T0 + timedelta(days=1), T0) == "Sun 22 Nov 13:30 UTC"
+
+
+def test_the_modal_renders_each_field_by_its_type():
+    modal = b.request_modal([POWER, ADMIN], POWER, reason="typed before", private_metadata="m")
+    assert modal["callback_id"] == b.REQUEST_MODAL and modal["private_metadata"] == "m"
+    blocks = {block.get("block_id"): block for block in modal["blocks"]}
+    flow = blocks[b.FLOW_BLOCK]
+    assert flow["dispatch_action"] is True
+    assert flow["element"]["action_id"] == b.FLOW_SELECT
+    assert flow["element"]["initial_option"]["value"] == "prod-power-user"
+    assert [o["value"] for o in blocks["target:prod-power-user"]["element"]["options"]] == [
+        "prod",
+        "staging",
+    ]
+    durations = blocks["duration:prod-power-user"]["element"]
+    assert [o["value"] for o in durations["options"]] == ["1h", "30m", "2h"]
+    assert durations["initial_option"]["value"] == "1h"
+    reason = blocks[b.REASON_BLOCK]
+    assert reason["optional"] is False and reason["element"]["initial_value"] == "typed before"
+    elements = {
+        name: blocks[f"field:prod-power-user:{name}"]["element"]
+        for name in ("incident", "pages", "customer_impact", "change", "buddy")
+    }
+    assert {name: e["type"] for name, e in elements.items()} == {
+        "incident": "plain_text_input",
+        "pages": "number_input",
+        "customer_impact": "checkboxes",
+        "change": "static_select",
+        "buddy": "users_select",
+    }
+    assert [o["value"] for o in elements["change"]["options"]] == ["hotfix", "migration"]
+    assert blocks["field:prod-power-user:incident"]["optional"] is False
+    assert blocks["field:prod-power-user:pages"]["optional"] is True
+
+
+def test_the_modal_before_a_flow_is_chosen():
+    modal = b.request_modal([POWER, ADMIN])
+    assert [block.get("block_id") for block in modal["blocks"]] == [b.FLOW_BLOCK, None, "reason"]
+    assert "initial_option" not in modal["blocks"][0]["element"]
+
+
+def test_reading_the_form_back():
+    state = {
+        "flow": {
+            b.FLOW_SELECT: {
+                "type": "static_select",
+                "selected_option": {"value": "prod-power-user"},
+            }
+        },
+        "target:prod-power-user": {
+            "value": {"type": "static_select", "selected_option": {"value": "prod"}}
+        },
+        "duration:prod-power-user": {"value": {"type": "static_select", "selected_option": None}},
+        "reason": {"value": {"type": "plain_text_input", "value": "why"}},
+        "field:prod-power-user:pages": {"value": {"type": "number_input", "value": "2"}},
+        "field:prod-power-user:customer_impact": {
+            "value": {"type": "checkboxes", "selected_options": []}
+        },
+        "field:prod-power-user:buddy": {
+            "value": {"type": "users_select", "selected_user": "UDAVE"}
+        },
+        "field:prod-power-user:incident": {"value": {"type": "plain_text_input", "value": None}},
+        "field:prod-admin:stale": {"value": {"type": "plain_text_input", "value": "other flow"}},
+    }
+    form = b.read_request_form({"state": {"values": state}})
+    assert form == b.RequestForm(
+        flow="prod-power-user",
+        target="prod",
+        duration=None,
+        reason="why",
+        fields={"pages": "2", "customer_impact": False, "buddy": "UDAVE"},
+        user_fields=["buddy"],
+    )
+
+
+def test_the_approval_message_while_pending():
+    pending = view(reason="<!here> please", fields={"incident": "<@U1>", "customer_impact": True})
+    assert b.approval_message(pending) == [
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": "<@UALICE> requests *Prod PowerUser* on *Production* for *1h*",
+            },
+        },
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": "*Reason:* &lt;!here&gt; please\n*incident:* &lt;@U1&gt;\n"
+                "*customer_impact:* yes",
+            },
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": "`req-abc` · 0 of 1 approvals · approvers: bob@example.com",
+                }
+            ],
+        },
+        {
+            "type": "actions",
+            "block_id": "decide:req-abc",
+            "elements": [
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Approve", "emoji": True},
+                    "action_id": b.APPROVE,
+                    "value": "req-abc",
+                    "style": "primary",
+                },
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Deny", "emoji": True},
+                    "action_id": b.DENY,
+                    "value": "req-abc",
+                    "style": "danger",
+                },
+            ],
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "line"),
+    [
+        (
+            {
+                "state": RequestState.PENDING,
+                "approvals_required": 2,
+                "approvals": [Approval(actor=BOB, at=T0)],
+            },
+            None,
+        ),
+        (
+            # request.approved is recorded just before the last approval moves the request on
+            {"state": RequestState.PENDING, "approvals": [Approval(actor=BOB, at=T0)]},
+            ":white_check_mark: Approved by <@UBOB>",
+        ),
+        (
+            {
+                "state": RequestState.ACTIVE,
+                "approvals_required": 2,
+                "approvals": [
+                    Approval(actor=BOB, at=T0),
+                    Approval(actor=Actor(email="carol@example.com"), at=T0),
+                ],
+            },
+            ":white_check_mark: Approved by <@UBOB> and carol@example.com (2 of 2 approvals)",
+        ),
+        (
+            {"state": RequestState.GRANTING, "decided_by": Actor(rule="oncall")},
+            ":white_check_mark: Approved by rule `oncall`",
+        ),
+        ({"state": RequestState.DENIED, "decided_by": BOB}, ":no_entry: Denied by <@UBOB>"),
+        (
+            {"state": RequestState.CANCELLED, "decided_by": Actor(email="alice@example.com")},
+            ":heavy_multiplication_x: Cancelled by alice@example.com",
+        ),
+        (
+            {"state": RequestState.EXPIRED, "end_reason": "no decision within 1h"},
+            ":hourglass: Expired: no decision within 1h",
+        ),
+        (
+            {"state": RequestState.FAILED, "end_reason": "no user <x>"},
+            ":warning: Failed: no user &lt;x&gt;",
+        ),
+    ],
+)
+def test_decision_lines(changes, line):
+    decided = view(**changes)
+    assert b.decision_line(decided) == line
+    message = b.approval_message(decided)
+    if line is None:
+        assert message[-1]["type"] == "actions"
+    else:
+        assert all(block["type"] != "actions" for block in message)
+        assert message[-2] == {"type": "section", "text": {"type": "mrkdwn", "text": line}}
+
+
+def test_the_grant_dm_offers_what_the_flow_allows():
+    active = view(state=RequestState.ACTIVE, granted_at=T0, expires_at=T0 + timedelta(hours=1))
+    message = b.grant_message(active, POWER)
+    assert message[0]["text"]["text"] == (
+        "You have *Prod PowerUser* on *Production* until *14:30 UTC*."
+    )
+    [controls] = [block for block in message if block["type"] == "actions"]
+    revoke, extend = controls["elements"]
+    assert revoke["action_id"] == b.REVOKE and revoke["value"] == "req-abc"
+    # max 3h, 1h used: +1h and +2h fit, so do +30m; nothing beyond the maximum is offered.
+    assert [o["value"] for o in extend["options"]] == ["req-abc 1h", "req-abc 30m", "req-abc 2h"]
+
+    extended = active.model_copy(
+        update={
+            "extensions": [
+                Extension(actor=BOB, at=T0, duration=timedelta(hours=1), expires_at=T0),
+                Extension(actor=BOB, at=T0, duration=timedelta(minutes=30), expires_at=T0),
+            ]
+        }
+    )
+    assert b.extension_choices(extended, POWER) == [timedelta(minutes=30)]
+    # prod-admin allows no extension; its requester may still end access early.
+    assert [e["action_id"] for e in b.grant_message(active, ADMIN)[-1]["elements"]] == [b.REVOKE]
+    no_early_revoke = ADMIN.model_copy(update={"allow_early_revoke": False})
+    assert all(block["type"] != "actions" for block in b.grant_message(active, no_early_revoke))
+
+
+def test_the_grant_dm_once_access_ended():
+    ended = view(
+        state=RequestState.ENDED,
+        granted_at=T0,
+        expires_at=T0 + timedelta(hours=1),
+        ended_at=T0 + timedelta(minutes=20),
+        end_reason="revoked early by alice@example.com",
+    )
+    message = b.grant_message(ended, POWER)
+    assert message[0]["text"]["text"] == (
+        "Your access to *Prod PowerUser* on *Production* ended at 13:50 UTC "
+        "(revoked early by alice@example.com)."
+    )
+    assert all(block["type"] != "actions" for block in message)
+    assert b.expiring_message(ended, POWER) == message
+
+
+def test_the_timeline():
+    active = view(state=RequestState.ACTIVE, granted_at=T0, expires_at=T0 + timedelta(hours=1))
+    assert b.timeline_line(event("access.granted", active), active) == (
+        ":key: Access granted until 14:30 UTC"
+    )
+    extended = active.model_copy(
+        update={
+            "expires_at": T0 + timedelta(hours=2),
+            "extensions": [Extension(actor=BOB, at=T0, duration=timedelta(hours=1), expires_at=T0)],
+        }
+    )
+    line = b.timeline_line(event("access.extended", extended, BOB, comment="<!channel>"), extended)
+    assert line == (
+        ":stopwatch: Extended by 1h by <@UBOB>: “&lt;!channel&gt;”; now until 15:30 UTC"
+    )
+    assert b.timeline_line(event("access.revoked", active, BOB), active) == (
+        ":lock: Access revoked by <@UBOB>"
+    )
+    assert b.timeline_line(event("access.ended", active), active) == (
+        ":lock: Access ended: the time was up"
+    )
+    assert b.timeline_line(event("request.approved", active, BOB), active) is None
+
+
+def test_the_request_list():
+    active = view(state=RequestState.ACTIVE, expires_at=T0 + timedelta(hours=1))
+    pending = view(id="req-def", reason="")
+    shown = b.request_list([active, pending], T0)
+    texts = [block["text"]["text"] for block in shown]
+    assert texts[1] == (
+        "*Prod PowerUser* on *Production* · 1h · active until 14:30 UTC\n`req-abc` · incident 4312"
+    )
+    assert texts[2].endswith("pending, 0 of 1 approvals\n`req-def` · (no reason)")
+    assert b.request_list([], T0)[0]["text"]["text"] == "You have no pending or active requests."

@@ -1,0 +1,256 @@
+"""`keycard` in API mode (KEYCARD_API_URL + KEYCARD_TOKEN): the CLI against a live API server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+import yaml
+from typer.testing import CliRunner
+
+from keycard.config import parse_config
+from keycard.models import Role
+from starter.auth import TokenBook, config_entry, config_line
+from starter.cli import app
+from starter.serve import running_api
+from tests.starter.conftest import TOKENS, Api, auth, eventually, free_port
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def server_logs():
+    """The API server runs in this process and logs to stdout, which CliRunner captures as the
+    command's output: keep the server's lines out of it."""
+    with structlog.testing.capture_logs() as logs:
+        yield logs
+
+
+async def keycard(url: str, who: str, *args: str):
+    """Run `keycard ARGS` as `who` in a thread: the CLI runs its own event loop."""
+    env = {"KEYCARD_API_URL": url, "KEYCARD_TOKEN": TOKENS[who], "KEYCARD_AS": None}
+    return await asyncio.to_thread(runner.invoke, app, list(args), env=env)
+
+
+def request_id(output: str) -> str:
+    match = re.search(r"^(req-\w+)\s", output, re.MULTILINE)
+    assert match, output
+    return match.group(1)
+
+
+async def test_request_approve_list_and_revoke_from_the_cli(api: Api):
+    async with running_api(api.app) as server:
+        asked = await keycard(
+            server.url, "alice", "request", "prod-power-user", "-t", "prod", "-r", "incident 9",
+            "-f", "incident=9",
+        )  # fmt: skip
+        assert asked.exit_code == 0, asked.output
+        rid = request_id(asked.stdout)
+        assert "PENDING" in asked.stdout
+        assert f"Approve with: keycard approve {rid}\n" in asked.stdout
+
+        refused = await keycard(server.url, "dave", "approve", rid)
+        assert refused.exit_code == 1
+        assert (
+            refused.stderr == "error: dave@example.com is not an approver of flow prod-power-user\n"
+        )
+
+        approved = await keycard(server.url, "bob", "approve", rid, "-m", "ok")
+        assert approved.exit_code == 0, approved.output
+        assert "approvals: 1 of 1 (bob@example.com)" in approved.stdout
+
+        status = await keycard(server.url, "carol", "status", rid, "-o", "json")
+        assert json.loads(status.stdout)["requester"]["email"] == "alice@example.com"
+
+        listed = await keycard(server.url, "alice", "list", "--requester", "alice@example.com")
+        assert listed.exit_code == 0, listed.output
+        header, *rows = listed.stdout.splitlines()
+        assert header.split() == ["ID", "STATE", "REQUESTER", "FLOW/TARGET", "STARTED", "(UTC)"]
+        assert any(row.startswith(rid) and "prod-power-user/prod" in row for row in rows)
+
+        await api.stack.keycard.wait(rid)
+        revoked = await keycard(server.url, "alice", "revoke", rid)
+        assert revoked.exit_code == 0, revoked.output
+        assert f"{rid}  ENDED" in revoked.stdout
+        assert "outcome:   revoked early by alice@example.com" in revoked.stdout
+
+
+async def test_request_wait_prints_what_to_do_next(api: Api):
+    async with running_api(api.app) as server:
+        asking = asyncio.create_task(
+            keycard(
+                server.url, "alice", "request", "prod-power-user", "-t", "prod", "-r", "x", "--wait"
+            )
+        )
+
+        async def created():  # the CLI's request, as soon as it is audited
+            return [e.request_id for e in api.stack.audit.events if e.type == "request.created"]
+
+        ids = await eventually(created)
+        approve = await api.http.post(f"/v1/requests/{ids[0]}/approve", headers=auth("bob"))
+        assert approve.status_code == 200
+        result = await asking
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{ids[0]}: waiting for 1 approval(s) from bob@example.com, carol@example.com"
+        in result.stderr
+    )
+    assert f"{ids[0]}  ACTIVE" in result.stdout
+    assert (
+        f"In the AWS access portal, open account {api.account_id} (Production) and choose "
+        "PowerUserAccess." in result.stdout
+    )
+    assert f"sso_account_id = {api.account_id}" in result.stdout
+    assert "aws sso login --profile prod-power-user-prod" in result.stdout
+
+
+async def test_request_wait_fails_when_access_is_not_granted(api: Api):
+    async with running_api(api.app) as server:
+        asking = asyncio.create_task(
+            keycard(
+                server.url, "alice", "request", "prod-power-user", "-t", "prod", "-r", "x", "--wait"
+            )
+        )
+
+        async def created():
+            return [e.request_id for e in api.stack.audit.events]
+
+        ids = await eventually(created)
+        await api.http.post(f"/v1/requests/{ids[0]}/deny", headers=auth("carol"))
+        result = await asking
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        f"error: request {ids[0]} is DENIED: denied by carol@example.com\n"
+    )
+
+
+async def test_break_glass_from_the_cli(api: Api):
+    async with running_api(api.app) as server:
+        asked = await keycard(server.url, "carol", "request", "restricted", "-t", "prod")
+        rid = request_id(asked.stdout)
+        broken = await keycard(
+            server.url, "carol", "break-glass", rid, "-m", "prod is down, INC-4312"
+        )
+    assert broken.exit_code == 0, broken.output
+    assert f"{rid}  GRANTING" in broken.stdout or f"{rid}  ACTIVE" in broken.stdout
+
+
+async def test_cli_refusals_and_unreachable_api(api: Api):
+    async with running_api(api.app) as server:
+        unknown = await keycard(server.url, "alice", "request", "nope", "-t", "prod")
+        assert unknown.exit_code == 1
+        assert unknown.stderr == (
+            "error: there is no flow 'nope'; flows: prod-power-user, prod-admin, restricted\n"
+        )
+        missing = await keycard(server.url, "alice", "status", "req-nosuch")
+        assert missing.stderr == "error: there is no request req-nosuch\n"
+        other = await keycard(
+            server.url, "alice", "request", "prod-power-user", "-t", "prod", "-r", "x",
+            "--as", "bob@example.com",
+        )  # fmt: skip
+        assert other.stderr.startswith(
+            "error: alice@example.com may only request access for themselves"
+        )
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    down = await keycard(nowhere, "alice", "status", "req-x")
+    assert down.exit_code == 1
+    assert down.stderr.startswith(f"error: cannot reach the Keycard API at {nowhere}")
+
+    no_token = await asyncio.to_thread(
+        runner.invoke,
+        app,
+        ["status", "req-x"],
+        env={"KEYCARD_API_URL": nowhere, "KEYCARD_TOKEN": ""},
+    )
+    assert no_token.exit_code == 1
+    assert no_token.stderr.startswith("error: KEYCARD_API_URL is set but KEYCARD_TOKEN is not")
+
+
+def test_operator_mode_still_needs_as():
+    result = runner.invoke(
+        app, ["approve", "req-x"], env={"KEYCARD_API_URL": "", "KEYCARD_AS": None}
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: say who you are with --as EMAIL")
+
+
+def test_token_create_prints_the_token_once_and_the_line_to_paste():
+    result = runner.invoke(
+        app, ["token", "create", "--email", "Alice@Example.com", "--role", "admin"]
+    )
+    assert result.exit_code == 0, result.output
+    tokens = re.findall(r"kc_[A-Za-z0-9_-]{43}", result.stdout)
+    assert len(tokens) == 1
+    line = next(x.strip() for x in result.stdout.splitlines() if x.strip().startswith("- {hash:"))
+    assert tokens[0] not in line
+    config = parse_config(
+        yaml.safe_dump({"flows": yaml.safe_load(FLOWS)}) + "api:\n  tokens:\n    " + line + "\n"
+    )
+    identity = TokenBook(config.api.tokens).identify(tokens[0])
+    assert identity is not None
+    assert (identity.email, identity.role.value) == ("alice@example.com", "admin")
+
+    bad = runner.invoke(app, ["token", "create", "--email", "alice"])
+    assert bad.exit_code == 1
+    assert bad.stderr == "error: email: 'alice' is not an email address\n"
+
+
+FLOWS = """
+- name: f
+  strategy: aws_sso
+  targets: [{name: t, account_id: "111111111111", permission_set: ReadOnlyAccess}]
+  durations: [1h]
+"""
+
+
+async def test_keycard_serve_answers_and_stops_gracefully(dev_env, tmp_path: Path):
+    """The real command in its own process: JSON logs without the token, and SIGTERM ends it."""
+    token = TOKENS["alice"]
+    line = config_line(config_entry(token, "alice@example.com", Role.USER))
+    config = tmp_path / "keycard.yaml"
+    config.write_text(
+        yaml.safe_dump({"flows": yaml.safe_load(FLOWS)}) + "api:\n  tokens:\n    " + line + "\n"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "KEYCARD_LOG_FORMAT": "json",
+    }
+    server = await asyncio.create_subprocess_exec(
+        Path(sys.executable).parent / "keycard", "serve", "-c", config, "--port", str(port),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def ready():
+                try:
+                    return await http.get("/readyz")
+                except httpx.TransportError:
+                    return None
+
+            answer = await eventually(ready, timeout=30)
+            assert answer is not None, "keycard serve did not start"
+            assert answer.json() == {"status": "ready"}
+            flows = await http.get("/v1/flows", headers={"Authorization": f"Bearer {token}"})
+            assert [f["name"] for f in flows.json()["flows"]] == ["f"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, raw = await asyncio.wait_for(server.communicate(), timeout=30)
+    stderr = raw.decode()
+    assert server.returncode == 0, stderr
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    kinds = [e["event"] for e in events]
+    assert "api.started" in kinds and "api.stopped" in kinds
+    assert any(e["event"] == "api.http" and e["caller"] == "alice@example.com" for e in events)
+    assert token not in stderr

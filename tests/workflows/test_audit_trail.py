@@ -1,0 +1,422 @@
+"""The audit trail a request leaves: exact event sequences, refusals, delivery through outages,
+stable ids on redelivery, and the same events rebuilt from Temporal history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta
+
+import pytest
+from aiohttp import web
+from temporalio.client import WorkflowExecutionStatus
+
+from activities.audit import build_audit_sinks
+from keycard import temporal as names
+from keycard.config import parse_config
+from keycard.models import (
+    Actor,
+    ApproveInput,
+    CancelInput,
+    DenyInput,
+    ExtendInput,
+    LifecycleEvent,
+    RequestState,
+    RequestView,
+)
+from keycard.policy import DecisionRefused
+from keycard.settings import Settings
+from starter.audit import history_events
+from tests.harness import ALICE, BOB, CAROL, CONFIG, DAVE, MemorySink, running_stack, unique_id
+
+ALICE_ACTOR = Actor(email="alice@example.com")
+
+
+def with_destinations(*names_: str) -> str:
+    """The test config with audit destinations of these names (the tests supply the sinks)."""
+    lines = "".join(f"    - {{type: stdout, name: {n}}}\n" for n in names_)
+    return CONFIG + "\naudit:\n  destinations:\n" + lines
+
+
+class SwitchableSink(MemorySink):
+    """A destination that is down until switched on: it refuses every write meanwhile."""
+
+    def __init__(self, up: bool = True) -> None:
+        super().__init__()
+        self.up = up
+        self.refused = 0
+
+    async def write(self, events: list[LifecycleEvent]) -> None:
+        if not self.up:
+            self.refused += 1
+            raise ConnectionError("destination is down")
+        await super().write(events)
+
+
+class LostAckSink(MemorySink):
+    """Stores every batch, but the first answer for each batch is lost, so it is delivered again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    async def write(self, events: list[LifecycleEvent]) -> None:
+        await super().write(events)
+        first = events[0].id
+        if first not in self._seen:
+            self._seen.add(first)
+            raise TimeoutError("the answer never arrived")
+
+
+async def wait_for(predicate, timeout: float = 20.0):
+    """Poll a condition with a deadline (for effects that land asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def state_is(stack, request_id: str, state: RequestState):
+    async def check():
+        view = await stack.keycard.get(request_id)
+        return view if view.state is state else None
+
+    return await wait_for(check)
+
+
+async def request(stack, **overrides) -> RequestView:
+    args = dict(
+        flow="prod-power-user",
+        target="prod",
+        duration="1h",
+        reason="incident 4312",
+        requester=ALICE,
+        request_id=unique_id(),
+    )
+    args.update(overrides)
+    return await stack.keycard.request(**args)
+
+
+def summary(events: list[LifecycleEvent]) -> list[tuple]:
+    """(type, actor, state) per event. `request.pending` (the cue to ask approvers) is checked on
+    its own: a signal sent with the start may land before or after it."""
+    return [
+        (e.type, e.actor.display if e.actor else None, e.state.value)
+        for e in events
+        if e.type != "request.pending"
+    ]
+
+
+# --- the sequence -----------------------------------------------------------------------------
+
+
+async def test_a_lifecycle_through_expiry_leaves_exactly_these_events(time_env):
+    async with running_stack(time_env.client) as stack:
+        input = stack.keycard.prepare(
+            flow="prod-power-user",
+            target="prod",
+            duration="1h",
+            reason="incident 4312",
+            fields={"incident": "4312"},
+            requester=ALICE,
+            request_id=unique_id(),
+        )
+        handle = await stack.client.start_workflow(
+            names.ACCESS_REQUEST_WORKFLOW,
+            input,
+            id=input.request_id,
+            task_queue=stack.task_queue,
+            result_type=RequestView,
+        )
+        await handle.signal("approve", ApproveInput(actor=DAVE))  # not an approver: refused
+        await handle.signal("approve", ApproveInput(actor=BOB, comment="go ahead"))
+
+        async def active():
+            view = await handle.query(names.REQUEST_STATUS, result_type=RequestView)
+            return view.state is RequestState.ACTIVE
+
+        await wait_for(active)
+        await handle.signal(
+            "extend", ExtendInput(actor=ALICE_ACTOR, duration=timedelta(minutes=30))
+        )
+        final = await handle.result()
+
+    events = [e for e in stack.audit.events if e.request_id == input.request_id]
+    assert summary(events) == [
+        ("request.created", "alice@example.com", "PENDING"),
+        ("decision.refused", "dave@example.com", "PENDING"),
+        ("request.approved", "bob@example.com", "GRANTING"),
+        ("access.granted", None, "ACTIVE"),
+        ("access.extended", "alice@example.com", "ACTIVE"),
+        ("access.expiring", None, "ACTIVE"),
+        ("access.ended", None, "ENDED"),
+    ]
+    # Ids count up without gaps. `request.pending` is there unless the signalled approval landed
+    # before the AWS check finished (then nobody needed asking).
+    assert [e.id for e in events] == [f"{input.request_id}/{n}" for n in range(1, len(events) + 1)]
+    assert [e.state.value for e in events if e.type == "request.pending"] in (["PENDING"], [])
+    assert {e.run_id for e in events} == {handle.result_run_id}
+    assert [e.time for e in events] == sorted(e.time for e in events)
+
+    created, refused, approved, granted, extended, _expiring, ended = [
+        e for e in events if e.type != "request.pending"
+    ]
+    assert created.detail == {
+        "approvers": ["bob@example.com", "carol@example.com"],
+        "approvals_required": 1,
+        "approval_timeout": "1h",
+    }
+    assert created.fields == {"incident": "4312"}
+    assert created.target.model_dump() == {
+        "name": "prod",
+        "label": "Production",
+        "strategy": "aws_sso",
+        "settings": {"account_id": "111111111111", "permission_set": "PowerUserAccess"},
+    }
+    assert (created.flow, created.duration, created.reason) == (
+        "prod-power-user",
+        timedelta(hours=1),
+        "incident 4312",
+    )
+    assert refused.detail == {
+        "decision": "approve",
+        "code": "NotAnApprover",
+        "reason": "dave@example.com is not an approver of flow prod-power-user",
+    }
+    assert approved.detail == {"comment": "go ahead", "approvals": 1, "approvals_required": 1}
+    assert granted.detail["standing"] is False
+    assert extended.detail["by"] == "30m"
+    assert datetime.fromisoformat(extended.detail["expires_at"]) == final.expires_at
+    assert ended.detail == {"removed": True, "standing": False, "other_leases": 0}
+    # Expiry is exact: an hour and the half-hour extension after the grant.
+    assert (
+        timedelta(hours=1, minutes=30) <= ended.time - granted.time < timedelta(hours=1, minutes=31)
+    )
+
+    # The history holds the same events, whatever happened to the destinations.
+    assert await history_events(time_env.client, handle.id, handle.result_run_id) == events
+
+
+async def test_each_approval_and_every_refused_update_is_audited(dev_env):
+    async with running_stack(dev_env.client) as stack:
+        view = await request(stack, flow="prod-admin", reason="")
+        with pytest.raises(DecisionRefused):
+            await stack.keycard.approve(view.id, ALICE_ACTOR, "lgtm")
+        await stack.keycard.approve(view.id, BOB)
+        with pytest.raises(DecisionRefused):
+            await stack.keycard.approve(view.id, BOB)
+        await stack.keycard.approve(view.id, CAROL)
+        await state_is(stack, view.id, RequestState.ACTIVE)
+        with pytest.raises(DecisionRefused):
+            await stack.keycard.revoke(view.id, ALICE_ACTOR, "done")
+        await stack.keycard.revoke(view.id, DAVE, "done")
+        await dev_env.client.get_workflow_handle(view.id).result()
+
+    events = [e for e in stack.audit.events if e.request_id == view.id]
+    assert summary(events) == [
+        ("request.created", "alice@example.com", "PENDING"),
+        ("decision.refused", "alice@example.com", "PENDING"),
+        ("request.approved", "bob@example.com", "PENDING"),
+        ("decision.refused", "bob@example.com", "PENDING"),
+        ("request.approved", "carol@example.com", "GRANTING"),
+        ("access.granted", None, "ACTIVE"),
+        ("decision.refused", "alice@example.com", "ACTIVE"),
+        ("access.revoked", "dave@example.com", "ENDED"),
+    ]
+    refusals = [e.detail for e in events if e.type == "decision.refused"]
+    assert [(r["decision"], r["code"]) for r in refusals] == [
+        ("approve", "SelfApproval"),
+        ("approve", "AlreadyApproved"),
+        ("revoke", "EarlyRevokeNotAllowed"),
+    ]
+    assert refusals[0]["comment"] == "lgtm"
+    assert refusals[2]["reason"].startswith("flow prod-admin does not let requesters end access")
+    approvals = [e.detail for e in events if e.type == "request.approved"]
+    assert [(a["approvals"], a["approvals_required"]) for a in approvals] == [(1, 2), (2, 2)]
+    assert events[-1].detail["comment"] == "done"
+
+
+async def test_denied_cancelled_and_unanswered_requests_say_who_or_why(time_env):
+    async with running_stack(time_env.client) as stack:
+        handles = {}
+        for outcome in ("deny", "cancel", "expire"):
+            input = stack.keycard.prepare(
+                flow="prod-power-user", target="prod", reason="x", requester=ALICE,
+                request_id=unique_id(),
+            )  # fmt: skip
+            handles[outcome] = await stack.client.start_workflow(
+                names.ACCESS_REQUEST_WORKFLOW,
+                input,
+                id=input.request_id,
+                task_queue=stack.task_queue,
+                result_type=RequestView,
+            )
+        await handles["deny"].signal("deny", DenyInput(actor=CAROL, comment="not now"))
+        await handles["cancel"].signal("cancel", CancelInput(actor=ALICE_ACTOR))
+        for handle in handles.values():
+            await handle.result()
+
+    def trail(outcome: str) -> list[tuple]:
+        return summary([e for e in stack.audit.events if e.request_id == handles[outcome].id])
+
+    assert trail("deny") == [
+        ("request.created", "alice@example.com", "PENDING"),
+        ("request.denied", "carol@example.com", "DENIED"),
+    ]
+    assert trail("cancel") == [
+        ("request.created", "alice@example.com", "PENDING"),
+        ("request.cancelled", "alice@example.com", "CANCELLED"),
+    ]
+    assert trail("expire") == [
+        ("request.created", "alice@example.com", "PENDING"),
+        ("request.expired", None, "EXPIRED"),
+    ]
+    expired = [e for e in stack.audit.events if e.request_id == handles["expire"].id][-1]
+    assert expired.detail == {"approval_timeout": "1h"}
+
+
+async def test_a_failed_grant_is_audited_with_the_cloud_reason(dev_env):
+    async with running_stack(dev_env.client) as stack:
+        stack.cloud.grant_error = "permission set PowerUserAccess does not exist"
+        failed = await request(stack)
+        await stack.keycard.approve(failed.id, BOB)
+        await dev_env.client.get_workflow_handle(failed.id).result()
+
+    events = [e for e in stack.audit.events if e.request_id == failed.id]
+    assert summary(events)[-1] == ("access.grant_failed", None, "FAILED")
+    assert events[-1].detail == {
+        "error": "permission set PowerUserAccess does not exist",
+        "stage": "grant",
+    }
+
+
+# --- delivery ------------------------------------------------------------------------------------
+
+
+async def test_a_destination_that_is_down_delays_only_itself_and_loses_nothing(dev_env):
+    steady, flaky = MemorySink(), SwitchableSink(up=False)
+    config = parse_config(with_destinations("steady", "flaky"))
+    async with running_stack(
+        dev_env.client, config=config, audit_sinks={"steady": steady, "flaky": flaky}
+    ) as stack:
+        view = await request(stack)
+        await stack.keycard.approve(view.id, BOB)
+        await state_is(stack, view.id, RequestState.ACTIVE)
+        assert stack.cloud.has("alice@example.com")  # granted while a destination is down
+        await stack.keycard.revoke(view.id, ALICE_ACTOR, "done")
+        await state_is(stack, view.id, RequestState.ENDED)
+        assert not stack.cloud.has("alice@example.com")  # and revoked
+
+        async def steady_has_all():
+            return len(steady.types(view.id)) == 5  # created, pending, approved, granted, revoked
+
+        await wait_for(steady_has_all)
+        handle = dev_env.client.get_workflow_handle(view.id)
+        assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+        assert flaky.events == [] and flaky.refused >= 1
+
+        flaky.up = True  # back: everything held for it arrives, in order
+        await handle.result()
+
+    assert [e.id for e in flaky.events] == [e.id for e in steady.events]
+    assert flaky.events == steady.events
+    assert steady.types(view.id) == [
+        "request.created",
+        "request.pending",
+        "request.approved",
+        "access.granted",
+        "access.revoked",
+    ]
+
+
+async def test_redelivered_events_keep_their_ids(dev_env):
+    steady, lossy = MemorySink(), LostAckSink()
+    config = parse_config(with_destinations("steady", "lossy"))
+    async with running_stack(
+        dev_env.client, config=config, audit_sinks={"steady": steady, "lossy": lossy}
+    ) as stack:
+        view = await request(stack)
+        await stack.keycard.deny(view.id, BOB, "no")
+        await dev_env.client.get_workflow_handle(view.id).result()
+
+    received = [e.id for e in lossy.events]
+    assert len(received) > len(steady.events)  # some events came twice...
+    assert list(dict.fromkeys(received)) == [e.id for e in steady.events]  # ...under the same id
+    by_id: dict[str, LifecycleEvent] = {}
+    for event in lossy.events:
+        assert by_id.setdefault(event.id, event) == event  # and identical
+
+
+async def test_a_request_without_destinations_still_records_its_events(dev_env):
+    config = parse_config(CONFIG + "\naudit:\n  destinations: []\n")
+    async with running_stack(dev_env.client, config=config, audit_sinks={}) as stack:
+        view = await request(stack)
+        await stack.keycard.cancel(view.id, ALICE_ACTOR)
+        handle = dev_env.client.get_workflow_handle(view.id)
+        await handle.result()
+
+    events = await history_events(dev_env.client, view.id, None)
+    assert [e.type for e in events] == ["request.created", "request.pending", "request.cancelled"]
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+
+async def test_secrets_and_tokens_never_reach_the_audit_trail(dev_env, monkeypatch, tmp_path):
+    header_secret = "intake-secret-8f1f0c7a9d"
+    slack_token = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOp"
+    monkeypatch.setenv("KEYCARD_TEST_INTAKE_TOKEN", header_secret)
+    received: list[tuple[dict, object]] = []
+
+    async def intake(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.json()))
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/intake", intake)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = parse_config(
+        CONFIG
+        + f"""
+audit:
+  destinations:
+    - type: http
+      url: http://127.0.0.1:{port}/intake
+      headers: {{Authorization: "${{KEYCARD_TEST_INTAKE_TOKEN}}"}}
+    - {{type: jsonl, path: "{tmp_path / "audit.jsonl"}"}}
+"""
+    )
+    sinks = build_audit_sinks(config.audit, Settings(), config.aws)
+    try:
+        async with running_stack(dev_env.client, config=config, audit_sinks=sinks) as stack:
+            stack.cloud.grant_error = (
+                "AccessDenied calling https://sso.example.com/assign?api_key=abc123secret "
+                "with Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+            )
+            view = await request(stack, reason=f"paste from chat: {slack_token}")
+            await stack.keycard.approve(view.id, BOB, f"token was {slack_token}")
+            handle = dev_env.client.get_workflow_handle(view.id)
+            await handle.result()
+            history = json.dumps((await handle.fetch_history()).to_json_dict())
+    finally:
+        await sinks["http"].aclose()  # type: ignore[attr-defined]
+        await runner.cleanup()
+
+    assert received and all(h["Authorization"] == header_secret for h, _ in received)
+    trail = json.dumps([body for _, body in received]) + (tmp_path / "audit.jsonl").read_text()
+    exported = json.dumps([e.model_dump(mode="json") for e in await history_events(
+        dev_env.client, view.id, None
+    )])  # fmt: skip
+    for text in (trail, exported):
+        assert "api_key=[redacted]" in text and "Bearer [redacted]" in text
+        for secret in (header_secret, slack_token, "abc123secret", "c2lnbmF0dXJl"):
+            assert secret not in text
+    assert header_secret not in history  # the worker reads it from its environment, nowhere else

@@ -1,0 +1,136 @@
+"""The requester is warned a flow's `expiry_warning` before access ends (time-skipping server)."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.worker import Worker
+
+from activities.audit import AuditActivities
+from keycard import temporal as names
+from keycard.config import parse_config
+from keycard.models import (
+    AcquireLeaseInput,
+    ApproveInput,
+    ExtendInput,
+    LeaseResult,
+    Notification,
+    NotificationResult,
+    ReleaseLeaseInput,
+    ReleaseResult,
+    RequestView,
+)
+from starter.client import KeycardClient
+from tests.fakes import FakeCloud
+from tests.harness import ALICE, BOB, CONFIG, MemorySink, unique_id
+from workflows.access_request import AccessRequestWorkflow
+
+
+class Recorder:
+    """Lease and notification activities that only record: the time-skipping server runs no
+    updates, so the real lease activities (update-with-start on GrantWorkflow) stay out."""
+
+    def __init__(self) -> None:
+        self.notifications: list[Notification] = []
+
+    @activity.defn(name=names.ACQUIRE_LEASE)
+    async def acquire(self, input: AcquireLeaseInput) -> LeaseResult:
+        return LeaseResult(standing=False, granted_at=input.expires_at)
+
+    @activity.defn(name=names.RELEASE_LEASE)
+    async def release(self, input: ReleaseLeaseInput) -> ReleaseResult:
+        return ReleaseResult(removed=True)
+
+    @activity.defn(name=names.SEND_NOTIFICATION)
+    async def send(self, notification: Notification) -> NotificationResult:
+        self.notifications.append(notification)
+        return NotificationResult(messages=notification.messages)
+
+
+@asynccontextmanager
+async def stack(env, config_text: str = CONFIG):
+    recorder, audit = Recorder(), MemorySink()
+    task_queue = f"test-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[AccessRequestWorkflow],
+        activities=[
+            *FakeCloud().activities("aws_sso"),
+            recorder.acquire,
+            recorder.release,
+            recorder.send,
+            AuditActivities([audit]).deliver,
+        ],
+    ):
+        keycard = KeycardClient(env.client, parse_config(config_text), task_queue)
+        yield keycard, recorder, audit
+
+
+async def approved(env, keycard: KeycardClient, duration: str):
+    input = keycard.prepare(
+        flow="prod-power-user",
+        target="prod",
+        duration=duration,
+        reason="incident 4312",
+        requester=ALICE,
+        request_id=unique_id(),
+    )
+    handle = await env.client.start_workflow(
+        names.ACCESS_REQUEST_WORKFLOW,
+        input,
+        id=input.request_id,
+        task_queue=keycard.task_queue,
+        result_type=RequestView,
+    )
+    await handle.signal("approve", ApproveInput(actor=BOB))
+    return handle
+
+
+async def test_warns_before_expiry_and_again_after_an_extension(time_env):
+    async with stack(time_env) as (keycard, recorder, audit):
+        handle = await approved(time_env, keycard, "1h")
+        await time_env.sleep(timedelta(minutes=55))
+        view = await handle.query(names.REQUEST_STATUS, result_type=RequestView)
+        assert audit.types(view.id)[-1] == "access.expiring"
+        first_expiry = view.expires_at
+        await handle.signal("extend", ExtendInput(actor=BOB, duration=timedelta(minutes=30)))
+        final = await handle.result()
+
+    assert final.expires_at == first_expiry + timedelta(minutes=30)
+    events = [e for e in audit.events if e.request_id == final.id]
+    assert [e.type for e in events][-5:] == [
+        "access.granted",
+        "access.expiring",
+        "access.extended",
+        "access.expiring",
+        "access.ended",
+    ]
+    warnings = [e for e in events if e.type == "access.expiring"]
+    # Timers fire a few milliseconds late; ten minutes ahead is what matters.
+    expiries = [first_expiry, final.expires_at]
+    assert len(warnings) == len(expiries)
+    leads = [expiry - w.time for w, expiry in zip(warnings, expiries, strict=True)]
+    assert all(timedelta(minutes=9, seconds=59) <= lead <= timedelta(minutes=10) for lead in leads)
+    warned = [
+        n.view.expires_at for n in recorder.notifications if n.event.type == "access.expiring"
+    ]
+    assert warned == [first_expiry, final.expires_at]
+
+
+async def test_access_shorter_than_the_warning_gets_none(time_env):
+    async with stack(time_env) as (keycard, _, audit):
+        final = await (await approved(time_env, keycard, "1m")).result()
+    assert audit.types(final.id)[-2:] == ["access.granted", "access.ended"]
+
+
+async def test_a_flow_can_turn_the_warning_off(time_env):
+    config = CONFIG.replace(
+        "    allow_extension: true", "    allow_extension: true\n    expiry_warning: null"
+    )
+    async with stack(time_env, config) as (keycard, _, audit):
+        final = await (await approved(time_env, keycard, "2h")).result()
+    assert audit.types(final.id)[-2:] == ["access.granted", "access.ended"]
