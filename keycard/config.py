@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -41,6 +42,10 @@ def _email(value: str) -> str:
     if not EMAIL_PATTERN.match(value):
         raise ValueError(f"{value!r} is not an email address")
     return value
+
+
+# Validated one by one, so a bad address is reported at its own index.
+Email = Annotated[str, AfterValidator(_email)]
 
 
 class _Strict(BaseModel):
@@ -152,7 +157,7 @@ class Approvers(_Strict):
     """Who may approve: email addresses, names of groups from `approver_groups`, and Slack user
     groups (`sre-leads` for @sre-leads), whose members are looked up when a request starts."""
 
-    users: list[str] = Field(default_factory=list)
+    users: list[Email] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
     slack_groups: list[str] = Field(
         default_factory=list, description="Slack user group handles (sre-leads) or ids (S0123)"
@@ -166,22 +171,12 @@ class Approvers(_Strict):
             raise ValueError("a Slack user group needs a handle, e.g. sre-leads")
         return handles
 
-    @field_validator("users")
-    @classmethod
-    def _emails(cls, value: list[str]) -> list[str]:
-        return [_email(x) for x in value]
-
 
 class Requesters(_Strict):
     """Who may request a flow; left out, everyone may."""
 
-    users: list[str] = Field(default_factory=list)
+    users: list[Email] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
-
-    @field_validator("users")
-    @classmethod
-    def _emails(cls, value: list[str]) -> list[str]:
-        return [_email(x) for x in value]
 
 
 # --- automatic decisions -------------------------------------------------------------------------
@@ -515,7 +510,7 @@ class KeycardConfig(_Strict):
     version: Literal[1] = 1
     aws: AwsSettings = Field(default_factory=AwsSettings)
     audit: AuditConfig = Field(default_factory=AuditConfig)
-    approver_groups: dict[str, list[str]] = Field(
+    approver_groups: dict[str, list[Email]] = Field(
         default_factory=dict, description="named groups of approver emails"
     )
     flows: list[Flow] = Field(min_length=1)
@@ -526,11 +521,6 @@ class KeycardConfig(_Strict):
     @property
     def base_dir(self) -> Path:
         return self._base_dir or Path(".")
-
-    @field_validator("approver_groups")
-    @classmethod
-    def _group_emails(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        return {name: [_email(x) for x in members] for name, members in value.items()}
 
     @model_validator(mode="after")
     def _references(self) -> Self:

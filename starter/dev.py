@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -69,6 +70,21 @@ def start_demo_aws(config: KeycardConfig) -> tuple[str, object, DemoSummary]:
     return endpoint, server, seed_demo(config, endpoint, region)
 
 
+def check_ports_free(ports: dict[str, int], host: str = "127.0.0.1") -> None:
+    """Refuse to start beside another server: the dev server would otherwise fail quietly and
+    the worker attach to whatever Temporal already owns the port."""
+    for option, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                raise OSError(
+                    f"port {port} is already in use (another `keycard dev` or Temporal server?); "
+                    f"stop it or pick another with {option}"
+                ) from None
+
+
 def read_dev_state(state_dir: Path) -> dict:
     """What a running `keycard dev` wrote about itself (endpoints), for other commands."""
     path = state_dir / DEV_STATE_FILE
@@ -99,6 +115,7 @@ async def run_dev(
         audit_stdout=False,
         state_dir=state_dir,
     )
+    check_ports_free({"--port": port, "--ui-port": ui_port, "--api-port": api_port})
     aws_endpoint = None
     moto_server = None
     summary = None

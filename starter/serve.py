@@ -25,6 +25,7 @@ from keycard.models import Role
 from starter.api import ApiOptions, create_app
 from starter.auth import config_entry, config_line, new_token
 from starter.client import KeycardClient
+from starter.slack_app import slack_serving
 
 log = structlog.get_logger(__name__)
 
@@ -175,7 +176,7 @@ async def dev_api(
     $ALICE/$BOB/$CAROL."""
     config, tokens = dev_config(keycard.config)
     app = create_app(keycard, config, routers=routers or [])
-    async with running_api(app, host, port) as running:
+    async with slack_serving(app, keycard), running_api(app, host, port) as running:
         env_file = _write_env(state_dir, running.url, tokens) if state_dir else None
         try:
             yield DevApi(running.url, tokens, env_file)
@@ -255,7 +256,9 @@ def serve(
     async def go() -> None:
         keycard = KeycardClient(await connect_temporal(), config, Settings.from_env().task_queue)
         app = create_app(keycard, options=ApiOptions())
-        await serve_api(app, host, port, graceful=timedelta(seconds=graceful_timeout))
+        # Slack, when configured: /slack/events on this server, or a Socket Mode connection.
+        async with slack_serving(app, keycard):
+            await serve_api(app, host, port, graceful=timedelta(seconds=graceful_timeout))
 
     try:
         run(go)

@@ -10,9 +10,11 @@ in order and survive restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -369,3 +371,23 @@ async def run_socket_mode(slack: AsyncApp, app_token: str, stop: asyncio.Event) 
         await stop.wait()
     finally:
         await handler.close_async()
+
+
+@contextlib.asynccontextmanager
+async def slack_serving(api: FastAPI, keycard: KeycardClient) -> AsyncIterator[AsyncApp | None]:
+    """Run the Slack front door beside an API server, if Slack is configured: mounted at
+    /slack/events over HTTP, or a Socket Mode connection held while the block runs."""
+    settings = SlackSettings.from_env()
+    slack = attach_slack(api, keycard, settings)
+    if slack is None or not settings.socket_mode:
+        if slack is not None:
+            log.info("slack.http", path=SLACK_EVENTS_PATH)
+        yield slack
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_socket_mode(slack, settings.app_token or "", stop))
+    try:
+        yield slack
+    finally:
+        stop.set()
+        await task

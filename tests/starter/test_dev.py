@@ -1,0 +1,102 @@
+"""`keycard dev` as a newcomer runs it: start, ask, approve, see the grant, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from starter.dev import check_ports_free
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYCARD = str(Path(sys.executable).parent / "keycard")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_taken_port_is_refused_with_what_to_do():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"port {port} is already in use.*--port"):
+            check_ports_free({"--port": port})
+
+
+def wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text(errors="replace") if path.exists() else ""
+        if text in content:
+            return content
+        if process.poll() is not None:
+            raise AssertionError(f"keycard dev exited {process.returncode}:\n{content}")
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared:\n{path.read_text(errors='replace')}")
+
+
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [KEYCARD, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.e2e
+def test_keycard_dev_session(tmp_path: Path):
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_"))}
+    env.update(
+        KEYCARD_CONFIG=str(ROOT / "keycard.example.yaml"),
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        KEYCARD_DEMO_AWS="1",
+    )
+    log = tmp_path / "dev.log"
+    state = tmp_path / "state"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [KEYCARD, "dev", "--port", str(port), "--ui-port", str(ui_port),
+             "--api-port", str(api_port), "--state-dir", str(state)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+    try:
+        banner = wait_for_line(log, "worker.started", process)
+        assert f"http://localhost:{ui_port}" in banner
+        assert "keycard request prod-power-user --target prod --duration 1m" in banner
+
+        asked = cli(env, "request", "prod-power-user", "--target", "prod", "--duration", "1m",
+                    "--reason", "incident 4312", "--as", "alice@example.com")  # fmt: skip
+        assert asked.returncode == 0, asked.stderr
+        request_id = asked.stdout.split()[0]
+        assert request_id.startswith("req-") and "PENDING" in asked.stdout
+
+        own = cli(env, "approve", request_id, "--as", "alice@example.com")
+        assert own.returncode == 1 and "cannot approve their own request" in own.stderr
+        approved = cli(env, "approve", request_id, "--as", "bob@example.com")
+        assert approved.returncode == 0, approved.stderr
+
+        deadline = time.monotonic() + 30
+        while "ACTIVE" not in (status := cli(env, "status", request_id)).stdout:
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.3)
+        assert "expires:" in status.stdout
+        held = cli(env, "demo-access", "alice@example.com", "--state-dir", str(state))
+        assert "permission set PowerUserAccess in account 111111111111" in held.stdout
+        listed = cli(env, "list")
+        assert request_id in listed.stdout and "ACTIVE" in listed.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    output = log.read_text(errors="replace")
+    assert code == 0, output
+    assert "Keycard dev stopped" in output
+    assert (state / "temporal.sqlite").exists()  # requests survive a restart
