@@ -36,7 +36,7 @@ from keycard.config import (
     load_config,
 )
 from keycard.durations import format_duration
-from keycard.settings import Settings
+from keycard.settings import Settings, SlackSettings
 
 # --- the minimal IAM policy --------------------------------------------------------------------
 
@@ -606,15 +606,15 @@ async def _check_slack(report: Report, env: Mapping[str, str]) -> None:
     from slack_sdk.errors import SlackApiError
     from slack_sdk.web.async_client import AsyncWebClient
 
-    token = env.get("SLACK_BOT_TOKEN")
-    if not token:
+    slack = SlackSettings.from_env(dict(env))  # the settings the worker and the API read
+    if not slack.enabled:
         report.ok(
             "slack",
             "not configured (SLACK_BOT_TOKEN is unset): notifications go to the worker's log.",
         )
         return
-    base_url = env.get("SLACK_API_URL") or "https://slack.com/api/"
-    web = AsyncWebClient(token=token, base_url=base_url.rstrip("/") + "/", timeout=10)
+    base_url = slack.api_url.rstrip("/") + "/"
+    web = AsyncWebClient(token=slack.bot_token, base_url=base_url, timeout=10)
     try:
         answer = await web.auth_test()
     except SlackApiError as err:
@@ -630,7 +630,7 @@ async def _check_slack(report: Report, env: Mapping[str, str]) -> None:
         report.fail("slack", f"cannot reach Slack at {base_url} ({_short(err)}).")
         return
     report.ok("slack", f"token works: bot {answer.get('user')} in team {answer.get('team')}.")
-    if not env.get("SLACK_SIGNING_SECRET") and not env.get("SLACK_APP_TOKEN"):
+    if not slack.signing_secret and not slack.socket_mode:
         report.warn(
             "slack",
             "SLACK_SIGNING_SECRET is unset, so the API cannot verify requests from Slack; copy "

@@ -22,6 +22,7 @@ import yaml
 from temporalio.envconfig import ClientConfig
 
 from keycard import temporal as names
+from keycard.config import parse_config
 from keycard.durations import parse_duration
 from keycard.settings import Settings
 from starter.cli import app
@@ -287,7 +288,14 @@ def test_worker_health_probe_matches_the_endpoint_the_worker_serves():
         assert parse_duration(worker["stop_grace_period"]) > settings.worker_shutdown_grace
 
 
-def test_api_health_probe_matches_its_port():
+def test_api_health_probe_matches_the_endpoint_the_api_serves():
+    from starter.api import create_app
+    from starter.client import KeycardClient
+    from starter.serve import GRACEFUL_SHUTDOWN
+
+    config = parse_config((ROOT / "keycard.example.yaml").read_text())
+    served = create_app(KeycardClient(None, config)).openapi()["paths"]  # type: ignore[arg-type]
+    assert {"/healthz", "/readyz"} <= set(served)
     for name, path in COMPOSE_FILES.items():
         api = keycard_services(load(path))["api"]
         command = api["command"]
@@ -295,6 +303,8 @@ def test_api_health_probe_matches_its_port():
         assert probe_url(api) == f"http://127.0.0.1:{port}/readyz", name
         published = {str(p).rsplit(":", 1)[-1] for p in api.get("ports", [])}
         assert port in published, name
+        # In-flight API calls get GRACEFUL_SHUTDOWN after SIGTERM; compose must wait longer.
+        assert parse_duration(api["stop_grace_period"]) > GRACEFUL_SHUTDOWN, name
 
 
 def probe_url(service: dict[str, Any]) -> str:
