@@ -64,8 +64,25 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def config_path_for(config_path: Path | None) -> Path:
+    """--config, else $KEYCARD_CONFIG, else ./keycard.yaml; and when none of those exists, the
+    file a `keycard dev` running from this directory uses (so its printed commands just work)."""
+    if config_path is not None or os.environ.get("KEYCARD_CONFIG"):
+        return config_path or Settings.from_env().config_path
+    default = Settings.from_env().config_path
+    if default.exists():
+        return default
+    from starter.dev import read_dev_state
+
+    try:
+        recorded = read_dev_state(Path(".keycard")).get("config_path")
+    except FileNotFoundError:
+        recorded = None
+    return Path(recorded) if recorded else default
+
+
 def load(config_path: Path | None) -> KeycardConfig:
-    path = config_path or Settings.from_env().config_path
+    path = config_path_for(config_path)
     try:
         return load_config(path)
     except ConfigError as err:
@@ -355,7 +372,14 @@ def dev(
     config = load(config_path)
     try:
         asyncio.run(
-            run_dev(config, port=port, ui_port=ui_port, api_port=api_port, state_dir=state_dir)
+            run_dev(
+                config,
+                port=port,
+                ui_port=ui_port,
+                api_port=api_port,
+                state_dir=state_dir,
+                config_path=config_path_for(config_path).resolve(),
+            )
         )
     except OSError as err:  # a port already taken, most likely
         raise fail(str(err.strerror or err)) from None

@@ -100,6 +100,7 @@ async def run_dev(
     ui_port: int = 8233,
     api_port: int = 8000,
     state_dir: Path,
+    config_path: Path | None = None,
 ) -> None:
     """Start the stack, print how to use it, and run until Ctrl-C; then stop everything."""
     from starter.client import KeycardClient, connect_temporal
@@ -132,6 +133,7 @@ async def run_dev(
             "temporal_address": address,
             "aws_endpoint": aws_endpoint,
             "aws_region": summary.region if summary else None,
+            "config_path": str(config_path) if config_path else None,
         }
         await asyncio.to_thread(state_file.write_text, json.dumps(state), "utf-8")
         # The HTTP API, accepting a fresh token per demo user (starter/serve.py).

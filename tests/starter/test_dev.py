@@ -45,27 +45,28 @@ def wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout: flo
     raise AssertionError(f"{text!r} never appeared:\n{path.read_text(errors='replace')}")
 
 
-def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+def cli(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [KEYCARD, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [KEYCARD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
 
 
 @pytest.mark.e2e
 def test_keycard_dev_session(tmp_path: Path):
     port, ui_port, api_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_"))}
-    env.update(
-        KEYCARD_CONFIG=str(ROOT / "keycard.example.yaml"),
-        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
-        KEYCARD_DEMO_AWS="1",
-    )
+    # As after `make dev`: no KEYCARD_CONFIG; commands find the config `keycard dev` uses.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "SLACK_", "KEYCARD_", "TEMPORAL_"))
+    }
+    env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{port}", KEYCARD_DEMO_AWS="1")
     log = tmp_path / "dev.log"
-    state = tmp_path / "state"
+    state = tmp_path / ".keycard"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [KEYCARD, "dev", "--port", str(port), "--ui-port", str(ui_port),
-             "--api-port", str(api_port), "--state-dir", str(state)],
+            [KEYCARD, "dev", "--config", str(ROOT / "keycard.example.yaml"), "--port", str(port),
+             "--ui-port", str(ui_port), "--api-port", str(api_port)],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip
     try:
@@ -73,25 +74,25 @@ def test_keycard_dev_session(tmp_path: Path):
         assert f"http://localhost:{ui_port}" in banner
         assert "keycard request prod-power-user --target prod --duration 1m" in banner
 
-        asked = cli(env, "request", "prod-power-user", "--target", "prod", "--duration", "1m",
+        asked = cli(env, tmp_path, "request", "prod-power-user", "--target", "prod", "--duration", "1m",
                     "--reason", "incident 4312", "--as", "alice@example.com")  # fmt: skip
         assert asked.returncode == 0, asked.stderr
         request_id = asked.stdout.split()[0]
         assert request_id.startswith("req-") and "PENDING" in asked.stdout
 
-        own = cli(env, "approve", request_id, "--as", "alice@example.com")
+        own = cli(env, tmp_path, "approve", request_id, "--as", "alice@example.com")
         assert own.returncode == 1 and "cannot approve their own request" in own.stderr
-        approved = cli(env, "approve", request_id, "--as", "bob@example.com")
+        approved = cli(env, tmp_path, "approve", request_id, "--as", "bob@example.com")
         assert approved.returncode == 0, approved.stderr
 
         deadline = time.monotonic() + 30
-        while "ACTIVE" not in (status := cli(env, "status", request_id)).stdout:
+        while "ACTIVE" not in (status := cli(env, tmp_path, "status", request_id)).stdout:
             assert time.monotonic() < deadline, status.stdout + status.stderr
             time.sleep(0.3)
         assert "expires:" in status.stdout
-        held = cli(env, "demo-access", "alice@example.com", "--state-dir", str(state))
+        held = cli(env, tmp_path, "demo-access", "alice@example.com")
         assert "permission set PowerUserAccess in account 111111111111" in held.stdout
-        listed = cli(env, "list")
+        listed = cli(env, tmp_path, "list")
         assert request_id in listed.stdout and "ACTIVE" in listed.stdout
     finally:
         process.send_signal(signal.SIGINT)
