@@ -177,8 +177,9 @@ def doctor(
     if iam_policy:
         typer.echo(iam_policy_json(), nl=False)
         return
-    path = config_path or Settings.from_env().config_path
-    report = asyncio.run(diagnose(path))
+    from starter.cli import config_path_for  # the same file every other command would use
+
+    report = asyncio.run(diagnose(config_path_for(config_path)))
     colours = {Level.OK: typer.colors.GREEN, Level.WARN: typer.colors.YELLOW}
     width = max((len(f.check) for f in report.findings), default=0)
     for finding in report.findings:

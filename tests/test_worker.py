@@ -30,6 +30,9 @@ from tests.harness import ALICE, BOB, CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 60.0  # seconds; every wait below is a bounded poll of a condition, never a fixed sleep
+# Where a test needs a dead worker's attempt retried, heartbeat timeouts of 5s instead of 30s;
+# long enough that a busy machine does not time out a live attempt.
+QUICK_HEARTBEAT = {"KEYCARD_TEST_HEARTBEAT": "5"}
 
 
 def free_port() -> int:
@@ -50,6 +53,12 @@ async def eventually(condition: Callable[[], object], what: str, timeout: float 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start a process with its stdout and stderr going to `log_path`."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def probe(port: int, path: str) -> tuple[int, dict] | None:
@@ -118,18 +127,12 @@ class Cluster:
             "KEYCARD_WORKER_HEALTH_PORT": str(port),
             "KEYCARD_WORKER_HEALTH_HOST": "127.0.0.1",
             "KEYCARD_LOG_FORMAT": "json",
-            "KEYCARD_TEST_HEARTBEAT": "2",
             "KEYCARD_TEST_ACCOUNT_ID": self.account_id,
             **env,
         }
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tests.worker_process", str(self.cloud)],
-                cwd=ROOT,
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = spawn(
+            [sys.executable, "-m", "tests.worker_process", str(self.cloud)], environment, log_path
+        )
         worker = WorkerProcess(name, process, port, log_path)
         self.workers.append(worker)
         return worker
@@ -217,11 +220,11 @@ async def test_sigterm_mid_grant_drains_and_a_second_worker_carries_on(dev_env, 
 
 
 async def test_sigterm_past_the_grace_period_retries_the_grant_elsewhere_once(dev_env, cluster):
-    first = cluster.start("first", KEYCARD_WORKER_SHUTDOWN_GRACE="1s")
+    first = cluster.start("first", KEYCARD_WORKER_SHUTDOWN_GRACE="1s", **QUICK_HEARTBEAT)
     await cluster.ready(first)
     keycard, request_id = await start_grant(dev_env, cluster)
 
-    second = cluster.start("second")
+    second = cluster.start("second", **QUICK_HEARTBEAT)
     await cluster.ready(second)
     first.process.send_signal(signal.SIGTERM)
     # The grant outlives the grace period: the worker cancels it and exits cleanly.
@@ -241,7 +244,7 @@ async def test_sigterm_past_the_grace_period_retries_the_grant_elsewhere_once(de
 async def test_worker_killed_mid_grant_and_restarted_finishes_the_grant_exactly_once(
     dev_env, cluster
 ):
-    first = cluster.start("first")
+    first = cluster.start("first", **QUICK_HEARTBEAT)
     await cluster.ready(first)
     keycard, request_id = await start_grant(dev_env, cluster)
     # The assignment was already created when the worker dies, before it can report success.
@@ -251,7 +254,7 @@ async def test_worker_killed_mid_grant_and_restarted_finishes_the_grant_exactly_
     assert await asyncio.to_thread(first.process.wait, DEADLINE) == -signal.SIGKILL
     (cluster.cloud / "release").touch()
 
-    restarted = cluster.start("restarted")
+    restarted = cluster.start("restarted", **QUICK_HEARTBEAT)
     await cluster.ready(restarted)
     await eventually(
         lambda: _is(keycard, request_id, "ACTIVE"), "the restarted worker to finish the grant"
@@ -268,3 +271,49 @@ async def test_worker_killed_mid_grant_and_restarted_finishes_the_grant_exactly_
 
 async def _is(keycard: KeycardClient, request_id: str, state: str) -> bool:
     return await state_of(keycard, request_id) == state
+
+
+async def test_keycard_worker_command_serves_health_and_exits_cleanly_on_sigterm(dev_env, tmp_path):
+    """The real entry point, with the real activities: what a container runs."""
+    config = tmp_path / "keycard.yaml"
+    config.write_text(CONFIG)
+    port = free_port()
+    log_path = tmp_path / "worker.log"
+    environment = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": "default",
+        "KEYCARD_TASK_QUEUE": f"test-cli-{uuid.uuid4().hex[:8]}",
+        "KEYCARD_WORKER_HEALTH_PORT": str(port),
+        "KEYCARD_WORKER_HEALTH_HOST": "127.0.0.1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "unused",
+        "AWS_SECRET_ACCESS_KEY": "unused",
+    }
+    for name in ("KEYCARD_LOG_FORMAT", "SLACK_BOT_TOKEN", "PAGERDUTY_API_KEY"):
+        environment.pop(name, None)  # the defaults: JSON logs, no Slack, no PagerDuty
+    keycard = Path(sys.executable).parent / "keycard"
+    process = spawn([str(keycard), "worker", "--config", str(config)], environment, log_path)
+    worker = WorkerProcess("cli", process, port, log_path)
+    try:
+        await eventually(
+            lambda: worker.status("/readyz") == 200 or process.poll() is not None,
+            "`keycard worker` to be ready",
+        )
+        assert process.poll() is None, log_path.read_text()
+        assert worker.status("/healthz") == 200
+
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, DEADLINE) == 0, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    events = [e.get("event") for e in worker.log_events()]
+    assert [e for e in events if e and e.startswith("worker.")] == [
+        "worker.started",
+        "worker.signal",
+        "worker.draining",
+        "worker.stopped",
+    ]
+    assert worker.unstructured_lines() == []

@@ -35,7 +35,7 @@ from keycard.logging import configure_logging
 from keycard.models import ResolvedAssignment, ResolveInput
 from keycard.settings import Settings
 from starter.client import connect_temporal
-from starter.health import serve_worker
+from starter.health import leave, serve_worker
 from tests.fakes import KNOWN_USERS
 from tests.harness import CONFIG
 
@@ -123,3 +123,4 @@ async def main(root: Path) -> None:
 if __name__ == "__main__":
     configure_logging()
     asyncio.run(main(Path(sys.argv[1])))
+    leave(0)  # as `keycard worker` does
