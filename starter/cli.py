@@ -340,11 +340,9 @@ def worker(config_path: ConfigOption = None) -> None:
     KEYCARD_WORKER_SHUTDOWN_GRACE (30s) to finish. KEYCARD_WORKER_HEALTH_PORT serves /healthz and
     /readyz for orchestrators. Logs are JSON lines (KEYCARD_LOG_FORMAT=console for people).
     """
-    import structlog
-
     from keycard.logging import configure_logging
     from starter.client import connect_temporal
-    from starter.health import leave, serve_worker
+    from starter.health import serve_worker
 
     configure_logging()
     config = load(config_path)
@@ -352,14 +350,7 @@ def worker(config_path: ConfigOption = None) -> None:
     async def go() -> None:
         await serve_worker(await connect_temporal(), config, Settings.from_env())
 
-    try:
-        run(go)
-    except typer.Exit as done:
-        leave(done.exit_code)
-    except Exception:
-        structlog.get_logger("keycard.worker").exception("worker.crashed")
-        leave(1)
-    leave(0)
+    run(go)
 
 
 app.command(name="doctor")(_doctor)

@@ -9,13 +9,9 @@ worker polls its task queue and Temporal answers, so a rollout waits for the new
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NoReturn
 
 import structlog
 from aiohttp import web
@@ -118,16 +114,3 @@ async def serve_worker(
     health = ProcessHealth("worker", dependency_check=temporal_serving)
     async with serve_health(health, settings.worker_health_port, settings.worker_health_host):
         await run_worker(client, config, settings, stop, activities=activities, on_state=health.set)
-
-
-def leave(code: int) -> NoReturn:
-    """End a worker process now that it has drained, skipping the interpreter's teardown.
-
-    Temporal's native client threads can still be running when CPython finalizes, which aborts
-    the process (temporalio/sdk-python#300) and turns a clean drain into exit code 134 for the
-    orchestrator. Everything worth keeping is done by now, so flush the logs and go.
-    """
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -35,7 +36,7 @@ from keycard.logging import configure_logging
 from keycard.models import ResolvedAssignment, ResolveInput
 from keycard.settings import Settings
 from starter.client import connect_temporal
-from starter.health import leave, serve_worker
+from starter.health import serve_worker
 from tests.fakes import KNOWN_USERS
 from tests.harness import CONFIG
 
@@ -123,4 +124,9 @@ async def main(root: Path) -> None:
 if __name__ == "__main__":
     configure_logging()
     asyncio.run(main(Path(sys.argv[1])))
-    leave(0)  # as `keycard worker` does
+    # As starter.cli.main does for `keycard worker`: skip the interpreter teardown that Temporal's
+    # native threads can abort (temporalio/sdk-python#300), so a clean drain exits 0.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
