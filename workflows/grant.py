@@ -150,6 +150,7 @@ class GrantWorkflow:
     async def _unassign(self) -> None:
         if self._view.standing:
             self._view.assigned = False  # not ours to remove
+            self._view.assigned_at = None
             return
         pause = names.REVOKE_ROUND_PAUSE_MIN
         while True:
