@@ -25,7 +25,7 @@ async def request(stack, **overrides):
     return await stack.keycard.request(**args)
 
 
-async def wait_for(predicate, timeout: float = 10.0):
+async def wait_for(predicate, timeout: float = 30.0):
     """Poll a condition with a deadline (for effects that land asynchronously)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
