@@ -16,7 +16,7 @@ from activities.audit import AuditActivities, AuditSink
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
 from keycard.config import KeycardConfig, parse_config
-from keycard.models import Actor, LifecycleEvent, Requester
+from keycard.models import Actor, LifecycleEvent, Requester, RequestState, RequestView
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
 from workflows.access_request import AccessRequestWorkflow
@@ -133,6 +133,42 @@ async def running_stack(
         activities=activities,
     ):
         yield Stack(KeycardClient(client, config, task_queue), cloud, audit, task_queue, client)
+
+
+async def ask(stack: Stack, **overrides) -> RequestView:
+    """alice asks for prod PowerUser for 1h ("incident 4312"); any argument may be overridden."""
+    args = dict(
+        flow="prod-power-user",
+        target="prod",
+        duration="1h",
+        reason="incident 4312",
+        requester=ALICE,
+        request_id=unique_id(),
+    )
+    args.update(overrides)
+    return await stack.keycard.request(**args)
+
+
+async def wait_for(predicate, timeout: float = 30.0):
+    """Poll an async condition until it returns something truthy, within a deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def state_is(stack: Stack, request_id: str, state: RequestState) -> RequestView:
+    """The request once it is in `state`."""
+
+    async def check():
+        view = await stack.keycard.get(request_id)
+        return view if view.state is state else None
+
+    return await wait_for(check)
 
 
 def unique_id() -> str:

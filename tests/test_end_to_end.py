@@ -17,7 +17,7 @@ from keycard.models import Actor, RequestState, RequestView
 from keycard.settings import Settings
 from starter.client import KeycardClient, RequestRejected
 from starter.demo_aws import assignments_for, demo_environment, seed_demo, start_moto_server
-from tests.harness import ALICE
+from tests.harness import ALICE, wait_for
 from worker import build_worker
 
 REGION = "us-east-1"
@@ -69,15 +69,6 @@ async def keycard(dev_env, aws, tmp_path: Path):
         yield client
 
 
-async def eventually(check, timeout: float = 30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (value := await check()) is None or value is False:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
-    return value
-
-
 def held(aws: str, email: str = "alice@example.com") -> list[tuple]:
     return [
         (s.strategy, s.account_id, s.permission_set, s.group)
@@ -98,7 +89,7 @@ async def test_request_approve_grant_expire_against_moto(keycard, aws, dev_env):
     assert held(aws) == []
 
     await keycard.approve(view.id, Actor(email="bob@example.com"))
-    active = await eventually(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
+    active = await wait_for(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
     assert held(aws) == [("aws_sso", keycard.account, "PowerUserAccess", None)]
     assert active.expires_at is not None
 
@@ -116,14 +107,14 @@ async def test_early_revoke_and_group_membership(keycard, aws, dev_env):
         flow="ops-group", target="ops", duration="3s", reason="e2e", requester=ALICE
     )
     await keycard.approve(view.id, Actor(email="bob@example.com"))
-    await eventually(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
+    await wait_for(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
     assert ("aws_sso_group", None, None, "Operators") in held(aws)
 
     long = await keycard.request(
         flow="prod-power-user", target="prod", duration="1h", reason="e2e", requester=ALICE
     )
     await keycard.approve(long.id, Actor(email="carol@example.com"))
-    await eventually(lambda: state_of(keycard, long.id, RequestState.ACTIVE))
+    await wait_for(lambda: state_of(keycard, long.id, RequestState.ACTIVE))
     await keycard.revoke(long.id, Actor(email="alice@example.com"), "done")
     handle = dev_env.client.get_workflow_handle(long.id, result_type=RequestView)
     final = await asyncio.wait_for(handle.result(), 60)

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from keycard.models import Actor, ApproveInput, RequestState, RequestView, Role
 from keycard.policy import DecisionRefused, Refusal, RequestInvalid
 from starter.client import RequestRejected
-from tests.harness import ALICE, BOB, CAROL, DAVE, running_stack, unique_id
+from tests.harness import ALICE, BOB, CAROL, DAVE, ask, running_stack, unique_id, wait_for
 
-
-async def request(stack, **overrides):
-    args = dict(
-        flow="prod-power-user",
-        target="prod",
-        duration="1h",
-        reason="incident 4312",
-        requester=ALICE,
-        request_id=unique_id(),
-    )
-    args.update(overrides)
-    return await stack.keycard.request(**args)
-
-
-async def wait_for(predicate, timeout: float = 30.0):
-    """Poll a condition with a deadline (for effects that land asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+request = ask
 
 
 async def test_approved_request_is_granted_then_revoked(dev_env):
@@ -270,13 +245,9 @@ async def test_signals_take_the_same_decisions_and_refusals_are_audited(dev_env)
 
         current = await wait_for(granted)
         assert [a.actor.email for a in current.approvals] == ["carol@example.com"]
-        refused = [e for e in stack.audit.events if e.type == "decision.refused"]
-        await wait_for(
-            lambda: _true_when(any(e.type == "decision.refused" for e in stack.audit.events))
-        )
-        refused = [e for e in stack.audit.events if e.type == "decision.refused"]
-        assert refused[0].actor.email == "dave@example.com"
-        assert refused[0].detail["code"] == "NotAnApprover"
+        refused = await stack.audit.wait_for_any("decision.refused")
+        assert refused.actor.email == "dave@example.com"
+        assert refused.detail["code"] == "NotAnApprover"
 
 
 async def test_a_failed_grant_fails_the_request_with_the_cloud_reason(dev_env):
@@ -315,10 +286,6 @@ async def test_requests_are_listed_by_search_attributes(dev_env):
         assert await description.static_summary() == (
             "alice@example.com → Prod PowerUser (Production), 1h: incident 4312"
         )
-
-
-async def _true_when(value: bool) -> bool:
-    return value
 
 
 async def _grant_status(dev_env, stack):

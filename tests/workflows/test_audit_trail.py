@@ -3,7 +3,6 @@ stable ids on redelivery, and the same events rebuilt from Temporal history."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime, timedelta
 
@@ -27,7 +26,19 @@ from keycard.models import (
 from keycard.policy import DecisionRefused
 from keycard.settings import Settings
 from starter.audit import history_events
-from tests.harness import ALICE, BOB, CAROL, CONFIG, DAVE, MemorySink, running_stack, unique_id
+from tests.harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    CONFIG,
+    DAVE,
+    MemorySink,
+    ask,
+    running_stack,
+    state_is,
+    unique_id,
+    wait_for,
+)
 
 ALICE_ACTOR = Actor(email="alice@example.com")
 
@@ -68,37 +79,7 @@ class LostAckSink(MemorySink):
             raise TimeoutError("the answer never arrived")
 
 
-async def wait_for(predicate, timeout: float = 20.0):
-    """Poll a condition with a deadline (for effects that land asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def state_is(stack, request_id: str, state: RequestState):
-    async def check():
-        view = await stack.keycard.get(request_id)
-        return view if view.state is state else None
-
-    return await wait_for(check)
-
-
-async def request(stack, **overrides) -> RequestView:
-    args = dict(
-        flow="prod-power-user",
-        target="prod",
-        duration="1h",
-        reason="incident 4312",
-        requester=ALICE,
-        request_id=unique_id(),
-    )
-    args.update(overrides)
-    return await stack.keycard.request(**args)
+request = ask
 
 
 def summary(events: list[LifecycleEvent]) -> list[tuple]:

@@ -10,22 +10,13 @@ from temporalio.common import RetryPolicy
 from keycard import temporal as names
 from keycard.models import Actor, GrantView, RequestState, RequestView
 from tests.fakes import FakeCloud
-from tests.harness import ALICE, BOB, running_stack, unique_id
+from tests.harness import BOB, ask, running_stack
 
 ALICE_ACTOR = Actor(email="alice@example.com")
 
 
 async def start(stack, duration="1h", **overrides):
-    args = dict(
-        flow="prod-power-user",
-        target="prod",
-        duration=duration,
-        reason="incident 4312",
-        requester=ALICE,
-        request_id=unique_id(),
-    )
-    args.update(overrides)
-    return await stack.keycard.request(**args)
+    return await ask(stack, duration=duration, **overrides)
 
 
 async def approved(stack, duration="1h", **overrides) -> RequestView:
