@@ -17,10 +17,15 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import policy
@@ -156,6 +161,8 @@ class KeycardClient:
             id=input.request_id,
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A finished request's id is never reused: asking again with it gets that request.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(names.SA_REQUESTER, input.requester.email),
@@ -185,6 +192,9 @@ class KeycardClient:
             if isinstance(cause, ApplicationError):
                 raise RequestRejected(cause.type or "RequestFailed", cause.message) from None
             raise
+        except WorkflowAlreadyStartedError:
+            _claim_start_outcome(start)
+            return await self.get(input.request_id)  # that id's request has already ended
         except BaseException:
             _claim_start_outcome(start)
             raise

@@ -321,3 +321,16 @@ async def test_a_cancel_that_arrives_with_the_start_stands(dev_env):
         assert final.state is RequestState.CANCELLED
         assert final.end_reason == "cancelled by zed@example.com"
         assert "access.grant_failed" not in stack.audit.types(input.request_id)
+
+
+async def test_the_id_of_a_finished_request_returns_that_request(dev_env):
+    async with running_stack(dev_env.client) as stack:
+        first = await request(stack)
+        await stack.keycard.cancel(first.id, ALICE_ACTOR)
+        await dev_env.client.get_workflow_handle(first.id).result()
+        again = await request(stack, request_id=first.id, reason="a retry")
+        assert (again.id, again.state, again.reason) == (
+            first.id,
+            RequestState.CANCELLED,
+            first.reason,
+        )
