@@ -34,6 +34,7 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
     leases = LeaseActivities(client, settings.task_queue)
     return [
         *strategy_activities(session, config.aws),
+        leases.take_lease,
         leases.acquire_lease,
         leases.release_lease,
         AuditActivities(build_audit_sinks(config.audit, settings, config.aws)).deliver,

@@ -27,6 +27,8 @@ from keycard.models import (
     ReleaseInput,
     ReleaseLeaseInput,
     ReleaseResult,
+    ResolvedAssignment,
+    TakeLeaseInput,
 )
 
 log = structlog.get_logger(__name__)
@@ -40,6 +42,26 @@ class LeaseActivities:
         self._client = client
         self._task_queue = task_queue or names.task_queue()
 
+    @activity.defn(name=names.TAKE_LEASE)
+    async def take_lease(self, input: TakeLeaseInput) -> None:
+        """Hand the assignment's GrantWorkflow a lease, starting it if need be.
+
+        Returns as soon as Temporal has recorded the signal: the grant answers the request by
+        signal once the access exists, so no worker slot waits on it meanwhile."""
+        workflow_id = names.grant_workflow_id(input.assignment.grant_key)
+        log.info("lease.take", grant=workflow_id, request_id=input.lease.request_id)
+        await self._client.start_workflow(
+            names.GRANT_WORKFLOW,
+            GrantInput(assignment=input.assignment),
+            id=workflow_id,
+            task_queue=self._task_queue,
+            start_signal=names.LEASE_TAKE,
+            start_signal_args=[input.lease],
+            static_summary=_summary(input.assignment),
+        )
+
+    # --- before lease signals: these waited on the grant's updates (requests started earlier) --
+
     @activity.defn(name=names.ACQUIRE_LEASE)
     async def acquire_lease(self, input: AcquireLeaseInput) -> LeaseResult:
         """Start the grant workflow if needed and lease it; returns once the access exists."""
@@ -50,7 +72,7 @@ class LeaseActivities:
             id=workflow_id,
             task_queue=self._task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"{input.assignment.spec.principal_email}: {input.assignment.grant_key}",
+            static_summary=_summary(input.assignment),
         )
         lease = LeaseInput(request_id=input.request_id, expires_at=input.expires_at)
         log.info("lease.acquire", grant=workflow_id, request_id=input.request_id)
@@ -93,6 +115,10 @@ class LeaseActivities:
             raise
         except WorkflowUpdateFailedError as err:
             raise _as_application_error(err) from err
+
+
+def _summary(assignment: ResolvedAssignment) -> str:
+    return f"{assignment.spec.principal_email}: {assignment.grant_key}"
 
 
 async def _heartbeating(call: Awaitable[T]) -> T:

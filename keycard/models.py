@@ -378,10 +378,64 @@ class ReleaseResult(_Message):
     last_error: str | None = None
 
 
+# Requests and their GrantWorkflow talk by signals: nothing holds a worker slot while the other
+# side works, and a signal to a request that no longer exists fails, which tells the grant its
+# leaseholder is gone.
+
+
+class LeaseRequest(_Message):
+    """Signal `lease.take` (request → grant): hold the assignment for this request.
+
+    The lease runs `duration` from the moment the access exists, or until `expires_at` when that
+    is given (a renewal: an extension, or a lease the grant no longer knew)."""
+
+    request_id: str
+    duration: Duration
+    expires_at: datetime | None = None
+
+
+class TakeLeaseInput(_Message):
+    """leases.take: signal-with-start the assignment's GrantWorkflow with a lease."""
+
+    assignment: ResolvedAssignment
+    lease: LeaseRequest
+
+
+class LeaseReturn(_Message):
+    """Signal `lease.return` (request → grant): the request is done with the access."""
+
+    request_id: str
+
+
+class LeaseGranted(_Message):
+    """Signal `lease.granted` (grant → request): the access exists now, until `expires_at`."""
+
+    granted_at: datetime
+    expires_at: datetime
+    standing: bool = Field(description="the access existed before Keycard; it will not be removed")
+
+
+class LeaseFailed(_Message):
+    """Signal `lease.failed` (grant → request): the access could not be granted."""
+
+    error: str
+    type: str = "GrantFailed"
+
+
 class GrantView(_Message):
     assignment: ResolvedAssignment
-    leases: dict[str, datetime] = Field(default_factory=dict)
-    assigned: bool = False
+    leases: dict[str, datetime] = Field(
+        default_factory=dict, description="granted leases: request id -> when the lease ends"
+    )
+    waiting: dict[str, LeaseRequest] = Field(
+        default_factory=dict, description="leases taken but not granted yet"
+    )
+    returning: list[str] = Field(
+        default_factory=list, description="requests that returned their lease, awaiting the outcome"
+    )
+    assigned: bool = Field(
+        default=False, description="the access exists (or a removal of it has not finished)"
+    )
     assigned_at: datetime | None = None
     standing: bool | None = None
     error: str | None = None
@@ -403,6 +457,14 @@ class AccessRequestState(_Message):
     failure_type: str | None = None
     revoked_by: RevokeInput | None = None
     lease_expires_at: datetime | None = None
+    lease_by_signal: bool = Field(
+        default=False, description="the lease was taken by signal (no activity waits on the grant)"
+    )
+    granted: LeaseGranted | None = Field(default=None, description="the grant's latest word")
+    grant_failed: LeaseFailed | None = None
+    returns: list[ReleaseResult] = Field(
+        default_factory=list, description="the grant's answers to the lease's return, in order"
+    )
     event_seq: int = 0
     outbox: list[LifecycleEvent] = Field(default_factory=list)
     views: list[RequestView] = Field(

@@ -28,8 +28,16 @@ REQUEST_STATUS = "status"
 REQUEST_REFUSED = "refused"  # signal: a front door reports a decision its validator turned down
 REFUSAL_AUDITED = "audited"  # second detail of an update's refusal the workflow recorded itself
 GRANT_WORKFLOW = "GrantWorkflow"
-GRANT_ACQUIRE = "acquire"
-GRANT_RELEASE = "release"
+GRANT_ACQUIRE = "acquire"  # update, before lease signals: kept for requests that took leases so
+GRANT_RELEASE = "release"  # update, likewise
+# Lease signals between a request and its GrantWorkflow (see keycard.models: LeaseRequest ...).
+LEASE_TAKE = "lease.take"  # request -> grant
+LEASE_RETURN = "lease.return"  # request -> grant
+LEASE_GRANTED = "lease.granted"  # grant -> request
+LEASE_FAILED = "lease.failed"  # grant -> request
+LEASE_RETURNED = "lease.returned"  # grant -> request (a ReleaseResult)
+# workflow.patched ids, named once so a typo cannot fork a workflow's history.
+PATCH_LEASE_SIGNALS = "lease-signals"
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typed from Slack
 
@@ -58,8 +66,9 @@ def grant_workflow_id(grant_key: str) -> str:
 
 # --- activity names (implementations live in activities/) --------------------------------------
 
-ACQUIRE_LEASE = "leases.acquire"
-RELEASE_LEASE = "leases.release"
+TAKE_LEASE = "leases.take"
+ACQUIRE_LEASE = "leases.acquire"  # before lease signals (waited on the grant: held a slot)
+RELEASE_LEASE = "leases.release"  # likewise
 DELIVER_AUDIT = "audit.deliver"
 # Every lifecycle event is also written into the workflow's history (as a memo update under this
 # key) the moment it happens, so `keycard audit export` can rebuild the trail from Temporal alone.
@@ -109,10 +118,24 @@ LEASE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
 )
-# How long a release waits for the assignment to be gone before it reports back "still trying".
+# leases.take only hands a signal to Temporal; it retries a Temporal outage for a bounded time.
+TAKE_LEASE_TIMEOUT = timedelta(seconds=30)
+TAKE_LEASE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=20,
+)
+# A request waits this long for its grant to say "granted" or "failed" (the grant's own AWS calls
+# are bounded well within it); past it the request fails and returns the lease.
+GRANT_WAIT = timedelta(minutes=30)
+# How long a release waits for the assignment to be gone before it reports back "still trying"
+# (before lease signals); and how long a returning request waits for any answer before it asks
+# again (a grant that vanished answers by the signal failing).
 RELEASE_WAIT = timedelta(minutes=2)
-# A lease whose request stopped renewing it (say, a terminated workflow) is dropped this long
-# after its expiry, so access never outlives a request that vanished.
+# A lease that passed its end without being returned (its request was terminated, or is stuck)
+# is dropped this long after its end: access never outlives its approved time by more.
+LEASE_END_GRACE = timedelta(seconds=30)
+# Before lease signals, leases were renewed by activity and dropped only this long after expiry.
 ORPHAN_LEASE_GRACE = timedelta(minutes=10)
 GRANT_IDLE_TIMEOUT = timedelta(minutes=1)
 # Audit and notification delivery run beside the lifecycle and retry until they succeed, so an

@@ -120,6 +120,7 @@ async def running_stack(
     leases = LeaseActivities(client, task_queue)
     activities = [
         *cloud.activities("aws_sso"),
+        leases.take_lease,
         leases.acquire_lease,
         leases.release_lease,
         AuditActivities(audit_sinks if audit_sinks is not None else [audit]).deliver,

@@ -110,6 +110,7 @@ async def main(root: Path) -> None:
     leases = LeaseActivities(client, settings.task_queue)
     activities = [
         *FileCloud(root).activities(),
+        leases.take_lease,
         leases.acquire_lease,
         leases.release_lease,
         AuditActivities([StdoutSink()]).deliver,

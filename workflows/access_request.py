@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from keycard import hooks, policy
@@ -39,7 +39,11 @@ with workflow.unsafe.imports_passed_through():
         EventType,
         ExtendInput,
         Extension,
+        LeaseFailed,
+        LeaseGranted,
+        LeaseRequest,
         LeaseResult,
+        LeaseReturn,
         LifecycleEvent,
         Notification,
         NotificationResult,
@@ -53,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         RevokeInput,
         SlackApproversInput,
         SlackApproversResult,
+        TakeLeaseInput,
         TargetRef,
     )
     from keycard.sdk.events import hook_event
@@ -116,6 +121,9 @@ class AccessRequestWorkflow:
 
     @workflow.run
     async def run(self, input: AccessRequestInput) -> RequestView:
+        # Created first, so it takes its first step (the AWS check) before delivery starts: the
+        # order every recorded history has.
+        lifecycle = asyncio.create_task(self._lifecycle())
         delivery = [
             asyncio.create_task(self._deliver_audit()),
             asyncio.create_task(self._deliver_notifications()),
@@ -124,6 +132,26 @@ class AccessRequestWorkflow:
             delivery.append(asyncio.create_task(self._deliver_to_observers()))
         self._publish()
 
+        # A cancel request from Temporal (the UI's "Request Cancellation", `temporal workflow
+        # cancel`) is a decision like any other: it never interrupts a grant or a removal
+        # half-way, and the request still ends in a true state with its access gone.
+        while not lifecycle.done():
+            try:
+                await asyncio.shield(lifecycle)
+            except asyncio.CancelledError:
+                if workflow.cancellation_reason() is None or lifecycle.done():
+                    raise
+                self._cancelled_through_temporal(workflow.cancellation_reason() or "")
+
+        # One condition, so an event a late handler adds is delivered before the workflow closes.
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and self._delivered()
+        )
+        for task in delivery:
+            task.cancel()
+        return self._s.view
+
+    async def _lifecycle(self) -> None:
         # A decision can arrive with the start (a cancel signalled at once): then there is
         # nothing to check.
         if not self._state.finished and await self._resolve():
@@ -135,14 +163,6 @@ class AccessRequestWorkflow:
         if self._state is RequestState.ACTIVE:
             await self._hold_until_expiry_or_revoke()
             await self._revoke()
-
-        # One condition, so an event a late handler adds is delivered before the workflow closes.
-        await workflow.wait_condition(
-            lambda: workflow.all_handlers_finished() and self._delivered()
-        )
-        for task in delivery:
-            task.cancel()
-        return self._s.view
 
     # --- decisions: updates, their validators, and the same decisions as signals ---------------
 
@@ -246,6 +266,18 @@ class AccessRequestWorkflow:
         if input.duration is not None:
             detail["duration"] = format_duration(input.duration)
         self._emit("decision.refused", input.actor, **detail)
+
+    @workflow.signal(name=names.LEASE_GRANTED)
+    def lease_granted(self, granted: LeaseGranted) -> None:
+        self._s.granted = granted
+
+    @workflow.signal(name=names.LEASE_FAILED)
+    def lease_failed(self, failed: LeaseFailed) -> None:
+        self._s.grant_failed = failed
+
+    @workflow.signal(name=names.LEASE_RETURNED)
+    def lease_returned(self, outcome: ReleaseResult) -> None:
+        self._s.returns.append(outcome)
 
     @workflow.query
     def status(self) -> RequestView:
@@ -359,6 +391,73 @@ class AccessRequestWorkflow:
             )
 
     async def _grant(self) -> None:
+        """Take a lease on the assignment's GrantWorkflow and wait, holding no worker slot, until
+        it says the access exists. The lease (and so the access) runs from that moment."""
+        assert self._s.assignment is not None
+        if not workflow.patched(names.PATCH_LEASE_SIGNALS):
+            await self._grant_by_update()
+            return
+        self._s.lease_by_signal = True
+        try:
+            await self._take_lease()
+            await workflow.wait_condition(
+                lambda: self._s.granted is not None or self._s.grant_failed is not None,
+                timeout=names.GRANT_WAIT,
+            )
+        except ActivityError as err:
+            self._s.grant_failed = LeaseFailed(error=root_message(err), type=root_type(err))
+        except TimeoutError:
+            # Whatever the grant does later, it finds the lease returned and removes the access.
+            await self._send_to_grant(names.LEASE_RETURN, LeaseReturn(request_id=self._s.view.id))
+            self._s.grant_failed = LeaseFailed(
+                error=f"access was not granted within {format_duration(names.GRANT_WAIT)}",
+                type="GrantTimedOut",
+            )
+        if self._s.grant_failed is not None:
+            self._s.failure_type = self._s.grant_failed.type
+            error = self._s.grant_failed.error
+            self._finish(RequestState.FAILED, f"granting access failed: {error}")
+            self._emit("access.grant_failed", None, error=error, stage="grant")
+            return
+        granted = self._s.granted
+        assert granted is not None
+        view = self._s.view
+        view.granted_at = granted.granted_at
+        view.expires_at = granted.expires_at
+        view.standing_access = granted.standing
+        self._s.lease_expires_at = granted.expires_at
+        self._set_state(RequestState.ACTIVE)
+        self._emit("access.granted", None, expires_at=view.expires_at, standing=granted.standing)
+
+    async def _take_lease(self, expires_at: datetime | None = None) -> None:
+        assert self._s.assignment is not None
+        await workflow.execute_activity(
+            names.TAKE_LEASE,
+            TakeLeaseInput(
+                assignment=self._s.assignment,
+                lease=LeaseRequest(
+                    request_id=self._s.view.id,
+                    duration=self._total_duration(),
+                    expires_at=expires_at,
+                ),
+            ),
+            start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
+            retry_policy=names.TAKE_LEASE_RETRY,
+        )
+
+    async def _send_to_grant(self, signal: str, message: LeaseRequest | LeaseReturn) -> bool:
+        """Signal the assignment's GrantWorkflow; False if none is running."""
+        assert self._s.assignment is not None
+        grant_id = names.grant_workflow_id(self._s.assignment.grant_key)
+        try:
+            await workflow.get_external_workflow_handle(grant_id).signal(signal, message)
+        except FailureError as err:
+            workflow.logger.info("no grant workflow to signal %s: %s", signal, err)
+            return False
+        return True
+
+    async def _grant_by_update(self) -> None:
+        """Before lease signals: an activity waited on the grant's `acquire` update."""
         assert self._s.assignment is not None
         expires_at = workflow.now() + self._total_duration()
         try:
@@ -427,6 +526,56 @@ class AccessRequestWorkflow:
         assert self._s.assignment is not None
         early = self._s.revoked_by
         self._set_state(RequestState.REVOKING)
+        if self._s.lease_by_signal:
+            result = await self._return_lease()
+        else:
+            result = await self._release_by_update()
+        detail = {
+            "removed": result.removed,
+            "standing": result.standing,
+            "other_leases": result.remaining_leases,
+        }
+        if early is not None:
+            self._finish(RequestState.ENDED, f"revoked early by {early.actor.display}")
+            self._emit("access.revoked", early.actor, comment=early.comment, **detail)
+        else:
+            self._finish(RequestState.ENDED, "expired")
+            self._emit("access.ended", None, **detail)
+
+    async def _return_lease(self) -> ReleaseResult:
+        """Give the lease back and wait for the grant's word on the access: removed, left to other
+        leases, standing, or (reported each round) still being removed. Asks again if no word
+        comes; a grant that no longer runs holds nothing, and says so by the signal failing."""
+        returned = LeaseReturn(request_id=self._s.view.id)
+        heard = len(self._s.returns)
+        rounds = 0
+        while True:
+            if not await self._send_to_grant(names.LEASE_RETURN, returned):
+                return ReleaseResult(removed=True)
+            try:
+                while True:
+                    await workflow.wait_condition(
+                        lambda seen=heard: len(self._s.returns) > seen,
+                        timeout=names.RELEASE_WAIT,
+                    )
+                    heard = len(self._s.returns)
+                    result = self._s.returns[-1]
+                    if not result.pending:
+                        return result
+                    rounds += 1
+                    self._emit(
+                        "access.revoke_retrying",
+                        None,
+                        failures=result.revoke_failures,
+                        error=result.last_error,
+                        waited_rounds=rounds,
+                    )
+            except TimeoutError:
+                continue
+
+    async def _release_by_update(self) -> ReleaseResult:
+        """Before lease signals: an activity waited on the grant's `release` update."""
+        assert self._s.assignment is not None
         rounds = 0
         while True:
             result = await workflow.execute_activity(
@@ -447,20 +596,20 @@ class AccessRequestWorkflow:
                 error=result.last_error,
                 waited_rounds=rounds,
             )
-        detail = {
-            "removed": result.removed,
-            "standing": result.standing,
-            "other_leases": result.remaining_leases,
-        }
-        if early is not None:
-            self._finish(RequestState.ENDED, f"revoked early by {early.actor.display}")
-            self._emit("access.revoked", early.actor, comment=early.comment, **detail)
-        else:
-            self._finish(RequestState.ENDED, "expired")
-            self._emit("access.ended", None, **detail)
+        return result
 
     async def _renew_lease(self) -> None:
+        """Move the lease's end to the request's (extended) expiry."""
         assert self._s.assignment is not None and self._s.view.expires_at is not None
+        if self._s.lease_by_signal:
+            expires_at = self._s.view.expires_at
+            renewal = LeaseRequest(
+                request_id=self._s.view.id, duration=self._total_duration(), expires_at=expires_at
+            )
+            if not await self._send_to_grant(names.LEASE_TAKE, renewal):
+                await self._take_lease(expires_at)  # the grant is gone: lease it afresh
+            self._s.lease_expires_at = expires_at
+            return
         await workflow.execute_activity(
             names.ACQUIRE_LEASE,
             AcquireLeaseInput(
@@ -637,6 +786,18 @@ class AccessRequestWorkflow:
 
     def _apply_revoke(self, input: RevokeInput) -> None:
         self._s.revoked_by = input
+
+    def _cancelled_through_temporal(self, reason: str) -> None:
+        """Temporal asked this workflow to cancel: a pending request is cancelled; access being
+        granted or held is revoked now (the lifecycle removes it and records the removal)."""
+        actor = Actor(rule="temporal.cancel", via="temporal")
+        comment = reason or "cancellation requested through Temporal"
+        workflow.logger.warning("cancellation requested through Temporal: %s", comment)
+        if self._state is RequestState.PENDING:
+            self._decide(actor, RequestState.CANCELLED, f"cancelled through Temporal: {comment}")
+            self._emit("request.cancelled", actor, comment=comment, via="temporal")
+        elif self._state in (RequestState.GRANTING, RequestState.ACTIVE) and not self._s.revoked_by:
+            self._apply_revoke(RevokeInput(actor=actor, comment=comment))
 
     def _apply_extend(self, input: ExtendInput) -> None:
         view = self._s.view

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from keycard import temporal as names
@@ -14,8 +16,12 @@ with workflow.unsafe.imports_passed_through():
     from keycard.models import (
         GrantInput,
         GrantView,
+        LeaseFailed,
+        LeaseGranted,
         LeaseInput,
+        LeaseRequest,
         LeaseResult,
+        LeaseReturn,
         ReleaseInput,
         ReleaseResult,
         ResolvedAssignment,
@@ -27,14 +33,21 @@ with workflow.unsafe.imports_passed_through():
 class GrantWorkflow:
     """One per (target, principal), id `grant:<grant key>`.
 
-    Updates: `acquire` (LeaseInput -> LeaseResult) takes or renews a lease and returns once the
-    access exists; `release` (ReleaseInput -> ReleaseResult) drops a lease and, if it was the last,
-    returns once the access is gone (or reports that removal is still being retried).
+    Signals: `lease.take` (LeaseRequest) takes a lease, or moves the end of one already held;
+    `lease.return` (LeaseReturn) gives it back. The grant answers each request by signal:
+    `lease.granted` (LeaseGranted) once the access exists, `lease.failed` (LeaseFailed), and
+    `lease.returned` (ReleaseResult) once a returned lease's outcome is known (`pending` while a
+    removal is still being retried). A request that no longer exists cannot be signalled: its
+    lease is dropped at once.
+    Updates `acquire` and `release` are the same conversation for requests that took their lease
+    before lease signals existed.
     Query: `status` -> GrantView.
 
     The first lease checks whether the access already exists: if so it is standing access, which
-    Keycard records and never removes. The last lease released removes the access; removal retries
-    in capped rounds until AWS confirms it.
+    Keycard records and never removes. When no lease is left (returned, or past its end), the
+    access is removed; removal retries in capped rounds until AWS confirms it. "Granted" is only
+    ever said after a grant that finished after any removal began, so a lease taken while the
+    access is being removed waits for the removal and is then granted afresh.
     """
 
     @workflow.init
@@ -43,41 +56,74 @@ class GrantWorkflow:
         if input.carried is not None:  # continued-as-new: pick up exactly where we were
             self._view = input.carried
         self._failed: dict[str, str] = {}  # request id -> why its lease could not be granted
+        self._answers: dict[str, ReleaseResult] = {}  # for `release` updates awaiting one
+        self._by_update: set[str] = set()  # requests that talk by update: never signalled
+        self._telling = 0  # signals to requests still in flight
+        self._removing = False
+        # Here, not in `run`: the lease of a signal-with-start is handled before `run` begins.
+        self._by_signal = workflow.patched(names.PATCH_LEASE_SIGNALS)
 
     @workflow.run
     async def run(self, input: GrantInput) -> GrantView:
-        await self._wait(lambda: bool(self._leases), names.GRANT_IDLE_TIMEOUT)
+        if not self._by_signal:
+            return await self._run_by_update(input)
         while True:
-            self._drop_orphaned_leases()
-            if self._leases and not self._view.assigned:
+            self._drop_ended_leases()
+            if self._wanted() and not self._view.assigned:
                 await self._assign()
+            elif self._view.waiting:
+                self._grant_waiting()  # the access exists: joining costs no AWS call
             elif not self._leases and self._view.assigned:
                 await self._unassign()
-            elif not self._leases:
-                await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() or bool(self._leases)
-                )
-                if not self._leases:
-                    return self._view
-            elif workflow.info().is_continue_as_new_suggested():
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    GrantInput(assignment=input.assignment, carried=self._view)
-                )
             else:
-                await self._wait(self._needs_work, self._until_next_orphan())
+                self._answer_returns()
+                if not self._wanted():
+                    if await self._idle_ends():
+                        return self._view
+                elif workflow.info().is_continue_as_new_suggested():
+                    await self._settle()
+                    workflow.continue_as_new(
+                        GrantInput(assignment=input.assignment, carried=self._view)
+                    )
+                else:
+                    await self._wait(self._needs_work, self._until_next_lease_end())
 
-    # --- updates and query ---------------------------------------------------------------------
+    # --- signals, updates and query --------------------------------------------------------------
+
+    @workflow.signal(name=names.LEASE_TAKE)
+    def take(self, lease: LeaseRequest) -> None:
+        if not self._by_signal:
+            self._take_by_update_loop(lease)
+            return
+        self._by_update.discard(lease.request_id)
+        self._returning_drop(lease.request_id)
+        if lease.request_id in self._leases and lease.expires_at is not None:
+            self._leases[lease.request_id] = lease.expires_at  # extended
+        elif lease.request_id not in self._leases:
+            self._view.waiting[lease.request_id] = lease
+
+    @workflow.signal(name=names.LEASE_RETURN)
+    def give_back(self, lease: LeaseReturn) -> None:
+        if not self._by_signal:
+            self._return_to_update_loop(lease)
+            return
+        self._return(lease.request_id)
 
     @workflow.update(name=names.GRANT_ACQUIRE)
     async def acquire(self, input: LeaseInput) -> LeaseResult:
+        if not self._by_signal:
+            return await self._acquire_in_update_loop(input)
+        self._by_update.add(input.request_id)
         self._failed.pop(input.request_id, None)
-        self._leases[input.request_id] = input.expires_at
-        await workflow.wait_condition(
-            lambda: (
-                (self._view.assigned and input.request_id in self._leases)
-                or input.request_id in self._failed
+        self.take(
+            LeaseRequest(
+                request_id=input.request_id,
+                duration=input.expires_at - workflow.now(),
+                expires_at=input.expires_at,
             )
+        )
+        await workflow.wait_condition(
+            lambda: input.request_id in self._leases or input.request_id in self._failed
         )
         if input.request_id in self._failed:
             raise ApplicationError(
@@ -97,20 +143,16 @@ class GrantWorkflow:
 
     @workflow.update(name=names.GRANT_RELEASE)
     async def release(self, input: ReleaseInput) -> ReleaseResult:
-        self._leases.pop(input.request_id, None)
-        if not self._leases and self._view.assigned:
-            # Bounded: if removal is still being retried, the caller reports that and asks again.
-            await self._wait(
-                lambda: not self._view.assigned or bool(self._leases), names.RELEASE_WAIT
+        if not self._by_signal:
+            return await self._release_in_update_loop(input)
+        self._by_update.add(input.request_id)
+        self._answers.pop(input.request_id, None)
+        self._return(input.request_id)
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: input.request_id in self._answers, timeout=names.RELEASE_WAIT
             )
-        return ReleaseResult(
-            removed=not self._view.assigned and not self._leases and not self._view.standing,
-            remaining_leases=len(self._leases),
-            standing=bool(self._view.standing),
-            pending=self._view.assigned and not self._leases,
-            revoke_failures=self._view.revoke_failures,
-            last_error=self._view.error,
-        )
+        return self._answers.pop(input.request_id, None) or self._outcome(pending=True)
 
     @workflow.query
     def status(self) -> GrantView:
@@ -122,10 +164,37 @@ class GrantWorkflow:
     def _leases(self) -> dict[str, datetime]:
         return self._view.leases
 
+    def _wanted(self) -> bool:
+        return bool(self._leases or self._view.waiting)
+
     def _needs_work(self) -> bool:
-        return bool(self._leases) != self._view.assigned or not self._leases
+        return bool(self._view.waiting or self._view.returning) or not self._leases
 
     async def _assign(self) -> None:
+        """Create the access (unless it is standing), then grant every lease waiting for it."""
+        if not await self._create():
+            for request_id in self._view.waiting:
+                self._failed[request_id] = self._view.error or "granting access failed"
+                self._tell(
+                    request_id, names.LEASE_FAILED, LeaseFailed(error=self._failed[request_id])
+                )
+            self._view.waiting.clear()
+            self._leases.clear()
+            return
+        self._grant_waiting()
+
+    def _grant_waiting(self) -> None:
+        now = workflow.now()
+        for request_id, lease in self._view.waiting.items():
+            ends = lease.expires_at or now + lease.duration
+            self._leases[request_id] = ends
+            granted = LeaseGranted(
+                granted_at=now, expires_at=ends, standing=bool(self._view.standing)
+            )
+            self._tell(request_id, names.LEASE_GRANTED, granted)
+        self._view.waiting.clear()
+
+    async def _create(self) -> bool:
         assignment = self._view.assignment
         try:
             exists = await self._call("exists", assignment, result_type=bool)
@@ -136,42 +205,45 @@ class GrantWorkflow:
                 self._view.standing = False
                 await self._call("grant", assignment)
         except ActivityError as err:
-            message = root_message(err)
-            workflow.logger.warning("grant failed: %s", message)
-            for request_id in self._leases:
-                self._failed[request_id] = message
-            self._leases.clear()
-            self._view.error = message
-            return
+            self._view.error = root_message(err)
+            workflow.logger.warning("grant failed: %s", self._view.error)
+            return False
         self._view.assigned = True
         self._view.error = None
         self._view.assigned_at = workflow.now()
+        return True
 
     async def _unassign(self) -> None:
-        if self._view.standing:
-            self._view.assigned = False  # not ours to remove
-            self._view.assigned_at = None
-            return
-        pause = names.REVOKE_ROUND_PAUSE_MIN
-        while True:
-            try:
-                await self._call("revoke", self._view.assignment)
-            except ActivityError as err:
-                self._view.revoke_failures += 1
-                self._view.error = root_message(err)
-                workflow.logger.error(
-                    "revoking access failed %d round(s), retrying in %s: %s",
-                    self._view.revoke_failures,
-                    pause,
-                    self._view.error,
-                )
-                await workflow.sleep(pause)
-                pause = min(pause * 2, names.REVOKE_ROUND_PAUSE_MAX)
-                continue
-            break
+        """Remove the access, retrying in capped rounds until AWS confirms; standing access is
+        not ours to remove. Leases taken meanwhile wait: the loop grants them afresh after."""
+        self._removing = True
+        removed = not self._view.standing
+        if removed:
+            pause = names.REVOKE_ROUND_PAUSE_MIN
+            while True:
+                try:
+                    await self._call("revoke", self._view.assignment)
+                except ActivityError as err:
+                    self._view.revoke_failures += 1
+                    self._view.error = root_message(err)
+                    workflow.logger.error(
+                        "revoking access failed %d round(s), retrying in %s: %s",
+                        self._view.revoke_failures,
+                        pause,
+                        self._view.error,
+                    )
+                    if self._by_signal:
+                        self._answer_returns(pending=True)
+                    await workflow.sleep(pause)
+                    pause = min(pause * 2, names.REVOKE_ROUND_PAUSE_MAX)
+                    continue
+                break
         self._view.assigned = False
         self._view.assigned_at = None
         self._view.error = None
+        self._removing = False
+        if self._by_signal:
+            self._answer_returns(removed=removed)
 
     async def _call(
         self, operation: str, assignment: ResolvedAssignment, result_type: type | None = None
@@ -185,6 +257,196 @@ class GrantWorkflow:
             heartbeat_timeout=names.GRANT_HEARTBEAT,
             retry_policy=names.REVOKE_ROUND_RETRY if is_revoke else names.GRANT_RETRY,
         )
+
+    # --- leaseholders ----------------------------------------------------------------------------
+
+    def _return(self, request_id: str) -> None:
+        self._view.waiting.pop(request_id, None)
+        self._leases.pop(request_id, None)
+        if request_id not in self._view.returning:
+            self._view.returning.append(request_id)
+
+    def _returning_drop(self, request_id: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._view.returning.remove(request_id)
+
+    def _outcome(self, removed: bool = False, pending: bool = False) -> ReleaseResult:
+        return ReleaseResult(
+            removed=removed,
+            remaining_leases=len(self._leases) + len(self._view.waiting),
+            standing=bool(self._view.standing),
+            pending=pending,
+            revoke_failures=self._view.revoke_failures,
+            last_error=self._view.error,
+        )
+
+    def _answer_returns(self, removed: bool = False, pending: bool = False) -> None:
+        """Tell every request that returned its lease what became of the access; while a removal
+        is still being retried (`pending`) they hear again when it is done."""
+        outcome = self._outcome(removed=removed, pending=pending)
+        for request_id in self._view.returning:
+            if request_id in self._by_update:
+                self._answers[request_id] = outcome
+            else:
+                self._tell(request_id, names.LEASE_RETURNED, outcome)
+        if not pending:
+            self._view.returning.clear()
+
+    def _tell(self, request_id: str, signal: str, message) -> None:
+        """Signal a request without waiting: if it no longer exists, its lease is dropped."""
+        if request_id in self._by_update:
+            return
+        self._telling += 1
+        asyncio.create_task(self._send(request_id, signal, message))  # noqa: RUF006
+
+    async def _send(self, request_id: str, signal: str, message) -> None:
+        try:
+            await workflow.get_external_workflow_handle(request_id).signal(signal, message)
+        except FailureError as err:
+            if request_id in self._leases or request_id in self._view.waiting:
+                workflow.logger.warning(
+                    "dropping the lease of %s: it cannot be reached (%s)", request_id, err
+                )
+                self._leases.pop(request_id, None)
+                self._view.waiting.pop(request_id, None)
+        finally:
+            self._telling -= 1
+
+    def _drop_ended_leases(self) -> None:
+        now = workflow.now()
+        for request_id, ends in list(self._leases.items()):
+            if ends + names.LEASE_END_GRACE <= now:
+                workflow.logger.warning(
+                    "dropping the lease of %s: it ended at %s and was not returned",
+                    request_id,
+                    ends,
+                )
+                del self._leases[request_id]
+
+    def _until_next_lease_end(self) -> timedelta | None:
+        if not self._leases:
+            return None
+        deadline = min(self._leases.values()) + names.LEASE_END_GRACE
+        return max(deadline - workflow.now(), timedelta(seconds=1))
+
+    async def _idle_ends(self) -> bool:
+        """Nothing held and nothing assigned: end once every answer is out. A lease taken as we
+        end is safe: Temporal refuses to complete a workflow with an unhandled signal, and a
+        signal-with-start after the end starts a new grant."""
+        await self._settle()
+        return not self._wanted()
+
+    async def _settle(self) -> None:
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and self._telling == 0
+        )
+
+    async def _wait(self, condition: Callable[[], bool], timeout: timedelta | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(condition, timeout=timeout)
+
+    # --- before lease signals: the update-driven loop, kept so those histories replay ----------
+
+    async def _run_by_update(self, input: GrantInput) -> GrantView:
+        await self._wait(lambda: bool(self._leases), names.GRANT_IDLE_TIMEOUT)
+        while True:
+            self._drop_orphaned_leases()
+            if self._leases and not self._view.assigned:
+                await self._assign_in_update_loop()
+            elif not self._leases and self._view.assigned:
+                await self._unassign()
+            elif not self._leases:
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() or bool(self._leases)
+                )
+                if not self._leases:
+                    return self._view
+            elif workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    GrantInput(assignment=input.assignment, carried=self._view)
+                )
+            else:
+                await self._wait(
+                    lambda: bool(self._leases) != self._view.assigned or not self._leases,
+                    self._until_next_orphan(),
+                )
+
+    async def _assign_in_update_loop(self) -> None:
+        if not await self._create():
+            for request_id in self._leases:
+                self._failed[request_id] = self._view.error or "granting access failed"
+            self._leases.clear()
+
+    async def _acquire_in_update_loop(self, input: LeaseInput) -> LeaseResult:
+        self._failed.pop(input.request_id, None)
+        self._leases[input.request_id] = input.expires_at
+        # Not while a removal is in flight: that removal would take this lease's access away.
+        await workflow.wait_condition(
+            lambda: (
+                (self._view.assigned and not self._removing and input.request_id in self._leases)
+                or input.request_id in self._failed
+            )
+        )
+        if input.request_id in self._failed:
+            raise ApplicationError(
+                self._failed[input.request_id], type="GrantFailed", non_retryable=True
+            )
+        return LeaseResult(
+            standing=bool(self._view.standing),
+            granted_at=self._view.assigned_at or workflow.now(),
+        )
+
+    async def _release_in_update_loop(self, input: ReleaseInput) -> ReleaseResult:
+        self._leases.pop(input.request_id, None)
+        removing = not self._leases and self._view.assigned and not self._view.standing
+        if not self._leases and self._view.assigned:
+            # Bounded: if removal is still being retried, the caller reports that and asks again.
+            await self._wait(
+                lambda: not self._view.assigned or bool(self._leases), names.RELEASE_WAIT
+            )
+        return ReleaseResult(
+            removed=removing and not self._view.assigned,
+            remaining_leases=len(self._leases),
+            standing=bool(self._view.standing),
+            pending=self._view.assigned and not self._leases,
+            revoke_failures=self._view.revoke_failures,
+            last_error=self._view.error,
+        )
+
+    def _take_by_update_loop(self, lease: LeaseRequest) -> None:
+        """A request that leases by signal met a grant still running the update-driven loop."""
+        ends = lease.expires_at or workflow.now() + lease.duration
+        answer = self._acquire_in_update_loop(
+            LeaseInput(request_id=lease.request_id, expires_at=ends)
+        )
+        asyncio.create_task(self._answer_by_signal(lease.request_id, answer))  # noqa: RUF006
+
+    def _return_to_update_loop(self, lease: LeaseReturn) -> None:
+        answer = self._release_in_update_loop(ReleaseInput(request_id=lease.request_id))
+        asyncio.create_task(self._answer_by_signal(lease.request_id, answer))  # noqa: RUF006
+
+    async def _answer_by_signal(self, request_id: str, answer) -> None:
+        self._telling += 1
+        try:
+            try:
+                result = await answer
+            except ApplicationError as err:
+                signal, message = names.LEASE_FAILED, LeaseFailed(error=err.message)
+            else:
+                if isinstance(result, LeaseResult):
+                    signal = names.LEASE_GRANTED
+                    message = LeaseGranted(
+                        granted_at=result.granted_at,
+                        expires_at=self._leases.get(request_id, workflow.now()),
+                        standing=result.standing,
+                    )
+                else:
+                    signal, message = names.LEASE_RETURNED, result
+            self._telling += 1  # _send counts itself down
+            await self._send(request_id, signal, message)
+        finally:
+            self._telling -= 1
 
     def _drop_orphaned_leases(self) -> None:
         now = workflow.now()
@@ -200,7 +462,3 @@ class GrantWorkflow:
             return None
         deadline = min(self._leases.values()) + names.ORPHAN_LEASE_GRACE
         return max(deadline - workflow.now(), timedelta(seconds=1))
-
-    async def _wait(self, condition, timeout: timedelta | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(condition, timeout=timeout)

@@ -10,39 +10,28 @@ from temporalio import activity
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
+from activities.leases import LeaseActivities
 from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import (
-    AcquireLeaseInput,
     ApproveInput,
     ExtendInput,
-    LeaseResult,
     Notification,
     NotificationResult,
-    ReleaseLeaseInput,
-    ReleaseResult,
     RequestView,
 )
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CONFIG, MemorySink, unique_id
 from workflows.access_request import AccessRequestWorkflow
+from workflows.grant import GrantWorkflow
 
 
 class Recorder:
-    """Lease and notification activities that only record: the time-skipping server runs no
-    updates, so the real lease activities (update-with-start on GrantWorkflow) stay out."""
+    """A notifier that only records what it was asked to send."""
 
     def __init__(self) -> None:
         self.notifications: list[Notification] = []
-
-    @activity.defn(name=names.ACQUIRE_LEASE)
-    async def acquire(self, input: AcquireLeaseInput) -> LeaseResult:
-        return LeaseResult(standing=False, granted_at=input.expires_at)
-
-    @activity.defn(name=names.RELEASE_LEASE)
-    async def release(self, input: ReleaseLeaseInput) -> ReleaseResult:
-        return ReleaseResult(removed=True)
 
     @activity.defn(name=names.SEND_NOTIFICATION)
     async def send(self, notification: Notification) -> NotificationResult:
@@ -57,11 +46,10 @@ async def stack(env, config_text: str = CONFIG):
     async with Worker(
         env.client,
         task_queue=task_queue,
-        workflows=[AccessRequestWorkflow],
+        workflows=[AccessRequestWorkflow, GrantWorkflow],
         activities=[
             *FakeCloud().activities("aws_sso"),
-            recorder.acquire,
-            recorder.release,
+            LeaseActivities(env.client, task_queue).take_lease,
             recorder.send,
             AuditActivities([audit]).deliver,
         ],
