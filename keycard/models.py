@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from keycard.config import DEFAULT_AUDIT_DESTINATION, Flow, Strategy, Target
 from keycard.durations import Duration, format_duration
 from keycard.redact import scrub
+
+
+# People are their email, compared without regard to case or stray spaces. Normalised here, where
+# every front door's input becomes a message, so no rule ever compares two spellings of one person
+# (BOB@EXAMPLE.COM approving after bob@example.com is still one approver).
+Email = Annotated[str, AfterValidator(lambda email: email.strip().lower())]
 
 
 class _Message(BaseModel):
@@ -53,7 +59,7 @@ class Role(StrEnum):
 class Actor(_Message):
     """Who did something: a person (by email) or a rule or hook acting on the flow's behalf."""
 
-    email: str | None = None
+    email: Email | None = None
     rule: str | None = Field(default=None, description="the rule or hook, when no person acted")
     role: Role = Role.USER
     via: str = Field(default="cli", description="front door: cli, api, slack, signal, rule")
@@ -66,7 +72,7 @@ class Actor(_Message):
 
 
 class Requester(_Message):
-    email: str
+    email: Email
     slack_user_id: str | None = None
     name: str | None = None
 

@@ -273,7 +273,7 @@ class GrantWorkflow:
     def _outcome(self, removed: bool = False, pending: bool = False) -> ReleaseResult:
         return ReleaseResult(
             removed=removed,
-            remaining_leases=len(self._leases) + len(self._view.waiting),
+            remaining_leases=len(self._leases),  # holding the access; not those waiting for it
             standing=bool(self._view.standing),
             pending=pending,
             revoke_failures=self._view.revoke_failures,

@@ -140,6 +140,22 @@ async def test_two_approvals_must_come_from_two_people(dev_env):
         assert [a.actor.email for a in done.approvals] == ["bob@example.com", "dave@example.com"]
 
 
+async def test_one_person_in_two_spellings_is_one_approver(dev_env):
+    """A signal as BOB@EXAMPLE.COM after bob@example.com approved must not count twice (raw JSON,
+    as `temporal workflow signal` sends it, so no client-side model normalises it first)."""
+    async with running_stack(dev_env.client) as stack:
+        view = await request(stack, flow="prod-admin", reason="")
+        await stack.keycard.approve(view.id, BOB)
+        handle = dev_env.client.get_workflow_handle(view.id)
+        await handle.signal("approve", {"actor": {"email": "BOB@EXAMPLE.COM", "via": "signal"}})
+        refused = await stack.audit.wait_for(view.id, "decision.refused")
+        assert refused.detail["code"] == "AlreadyApproved"
+        assert refused.actor.email == "bob@example.com"
+        current = await stack.keycard.get(view.id)
+        assert current.state is RequestState.PENDING
+        assert [a.actor.email for a in current.approvals] == ["bob@example.com"]
+
+
 async def test_denied_request_ends_and_later_decisions_say_so(dev_env):
     async with running_stack(dev_env.client) as stack:
         view = await request(stack)
