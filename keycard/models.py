@@ -12,7 +12,6 @@ from keycard.config import DEFAULT_AUDIT_DESTINATION, Flow, Strategy, Target
 from keycard.durations import Duration, format_duration
 from keycard.redact import scrub
 
-
 # People are their email, compared without regard to case or stray spaces. Normalised here, where
 # every front door's input becomes a message, so no rule ever compares two spellings of one person
 # (BOB@EXAMPLE.COM approving after bob@example.com is still one approver).
