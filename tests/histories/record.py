@@ -104,7 +104,32 @@ async def two_approvals_and_a_refused_signal(env: WorkflowEnvironment, stack: St
     return [view.id]
 
 
+async def cancelled_through_temporal(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    view = await _ask(stack, "req-golden-cancelled-in-temporal")
+    await stack.keycard.approve(view.id, BOB)
+    await env.sleep(timedelta(minutes=5))
+    await env.client.get_workflow_handle(view.id).cancel(reason="incident over")
+    await _run_until_closed(env, view.id)
+    await _run_until_closed(env, _grant_id(stack))
+    return [view.id, _grant_id(stack)]
+
+
+async def overlapping_leases(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """Two requests share one grant; the second's history and the grant's are kept."""
+    first = await _ask(stack, "req-golden-overlap-first")
+    await stack.keycard.approve(first.id, BOB)
+    await env.sleep(timedelta(minutes=5))
+    second = await _ask(stack, "req-golden-overlap-second", duration="2h")
+    await stack.keycard.approve(second.id, CAROL)
+    await _run_until_closed(env, first.id)
+    await _run_until_closed(env, second.id)
+    await _run_until_closed(env, _grant_id(stack))
+    return [second.id, _grant_id(stack)]
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "cancelled_through_temporal": cancelled_through_temporal,
+    "overlapping_leases": overlapping_leases,
     "approved_then_expired": approved_then_expired,
     "extended_then_revoked": extended_then_revoked,
     "denied": denied,
