@@ -563,13 +563,7 @@ class AccessRequestWorkflow:
                     if not result.pending:
                         return result
                     rounds += 1
-                    self._emit(
-                        "access.revoke_retrying",
-                        None,
-                        failures=result.revoke_failures,
-                        error=result.last_error,
-                        waited_rounds=rounds,
-                    )
+                    self._report_revoke_retrying(result, rounds)
             except TimeoutError:
                 continue
 
@@ -589,14 +583,17 @@ class AccessRequestWorkflow:
             if not result.pending:
                 break
             rounds += 1
-            self._emit(
-                "access.revoke_retrying",
-                None,
-                failures=result.revoke_failures,
-                error=result.last_error,
-                waited_rounds=rounds,
-            )
+            self._report_revoke_retrying(result, rounds)
         return result
+
+    def _report_revoke_retrying(self, result: ReleaseResult, rounds: int) -> None:
+        self._emit(
+            "access.revoke_retrying",
+            None,
+            failures=result.revoke_failures,
+            error=result.last_error,
+            waited_rounds=rounds,
+        )
 
     async def _renew_lease(self) -> None:
         """Move the lease's end to the request's (extended) expiry."""

@@ -312,10 +312,12 @@ class GrantWorkflow:
         finally:
             self._telling -= 1
 
-    def _drop_ended_leases(self) -> None:
+    def _drop_ended_leases(self, grace: timedelta = names.LEASE_END_GRACE) -> None:
+        """Drop every lease that ended `grace` ago and was not returned. Before lease signals,
+        requests renewed their leases by activity and had ORPHAN_LEASE_GRACE to do it."""
         now = workflow.now()
         for request_id, ends in list(self._leases.items()):
-            if ends + names.LEASE_END_GRACE <= now:
+            if ends + grace <= now:
                 workflow.logger.warning(
                     "dropping the lease of %s: it ended at %s and was not returned",
                     request_id,
@@ -323,10 +325,10 @@ class GrantWorkflow:
                 )
                 del self._leases[request_id]
 
-    def _until_next_lease_end(self) -> timedelta | None:
+    def _until_next_lease_end(self, grace: timedelta = names.LEASE_END_GRACE) -> timedelta | None:
         if not self._leases:
             return None
-        deadline = min(self._leases.values()) + names.LEASE_END_GRACE
+        deadline = min(self._leases.values()) + grace
         return max(deadline - workflow.now(), timedelta(seconds=1))
 
     async def _idle_ends(self) -> bool:
@@ -350,7 +352,7 @@ class GrantWorkflow:
     async def _run_by_update(self, input: GrantInput) -> GrantView:
         await self._wait(lambda: bool(self._leases), names.GRANT_IDLE_TIMEOUT)
         while True:
-            self._drop_orphaned_leases()
+            self._drop_ended_leases(names.ORPHAN_LEASE_GRACE)
             if self._leases and not self._view.assigned:
                 await self._assign_in_update_loop()
             elif not self._leases and self._view.assigned:
@@ -369,7 +371,7 @@ class GrantWorkflow:
             else:
                 await self._wait(
                     lambda: bool(self._leases) != self._view.assigned or not self._leases,
-                    self._until_next_orphan(),
+                    self._until_next_lease_end(names.ORPHAN_LEASE_GRACE),
                 )
 
     async def _assign_in_update_loop(self) -> None:
@@ -447,18 +449,3 @@ class GrantWorkflow:
             await self._send(request_id, signal, message)
         finally:
             self._telling -= 1
-
-    def _drop_orphaned_leases(self) -> None:
-        now = workflow.now()
-        for request_id, expires_at in list(self._leases.items()):
-            if expires_at + names.ORPHAN_LEASE_GRACE <= now:
-                workflow.logger.warning(
-                    "dropping lease %s: its request stopped renewing it", request_id
-                )
-                del self._leases[request_id]
-
-    def _until_next_orphan(self) -> timedelta | None:
-        if not self._leases:
-            return None
-        deadline = min(self._leases.values()) + names.ORPHAN_LEASE_GRACE
-        return max(deadline - workflow.now(), timedelta(seconds=1))
