@@ -11,6 +11,7 @@ import boto3
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
 from activities.audit import AuditActivities, build_audit_sinks
 from activities.aws import strategy_activities
@@ -59,19 +60,41 @@ def build_worker(
     activities: Sequence[Callable] | None = None,
 ) -> Worker:
     """The worker for Keycard's task queue; `activities` replaces the real ones (tests, fakes)."""
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=WORKFLOWS,
-        activities=(
-            list(activities)
-            if activities is not None
-            else build_activities(client, config, settings)
-        ),
-        # A stopping worker takes no new tasks and gives in-flight activities this long to finish;
-        # whatever is still running then is cancelled and Temporal retries it on another worker.
-        graceful_shutdown_timeout=settings.worker_shutdown_grace,
+    return apply_jobs_as_one_batch(
+        Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=(
+                list(activities)
+                if activities is not None
+                else build_activities(client, config, settings)
+            ),
+            # A stopping worker takes no new tasks and gives in-flight activities this long to
+            # finish; what is still running then is cancelled and retried on another worker.
+            graceful_shutdown_timeout=settings.worker_shutdown_grace,
+        )
     )
+
+
+def apply_jobs_as_one_batch(worker: Worker) -> Worker:
+    """Have the worker apply every job of an activation before any workflow code runs.
+
+    A worker rebuilding a request from history (after a restart or a redeploy) may be handed an
+    activity completion and a decision together that the first worker saw in two workflow tasks
+    (temporalio/sdk-python#1591). By default the SDK applies the decision first, the request's
+    delivery loops then wake in another order than they did, and every later task fails with
+    TMPRL1100, stranding the request. With this flag the order is the one history records. The SDK
+    writes the flag into each history it is used for, so histories written without it replay as
+    before, and it plans to make it the default (`_DEFAULT_ENABLED_WORKFLOW_LOGIC_FLAGS`); until
+    then this private switch is the way to turn it on, and tests/workflows/test_cold_worker.py
+    fails if it stops working. Under the flag, a cancel request from Temporal raises
+    CancelledError once out of every pending wait: workflows/waiting.py carries waits through it.
+    """
+    worker._set_default_workflow_logic_flag(
+        _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH, enabled=True
+    )
+    return worker
 
 
 async def run_worker(

@@ -19,6 +19,7 @@ from keycard.config import KeycardConfig, parse_config
 from keycard.models import Actor, LifecycleEvent, Requester, RequestState, RequestView
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
+from worker import apply_jobs_as_one_batch
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -127,11 +128,13 @@ async def running_stack(
         *(extra_activities or [ConsoleNotifier().send]),
         *(hook_activities or []),
     ]
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[AccessRequestWorkflow, GrantWorkflow],
-        activities=activities,
+    async with apply_jobs_as_one_batch(
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[AccessRequestWorkflow, GrantWorkflow],
+            activities=activities,
+        )
     ):
         yield Stack(KeycardClient(client, config, task_queue), cloud, audit, task_queue, client)
 

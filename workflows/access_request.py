@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
+from workflows.waiting import run_through_cancel, wait_until
+
 with workflow.unsafe.imports_passed_through():
     from keycard import hooks, policy
     from keycard import temporal as names
@@ -135,18 +137,10 @@ class AccessRequestWorkflow:
         # A cancel request from Temporal (the UI's "Request Cancellation", `temporal workflow
         # cancel`) is a decision like any other: it never interrupts a grant or a removal
         # half-way, and the request still ends in a true state with its access gone.
-        while not lifecycle.done():
-            try:
-                await asyncio.shield(lifecycle)
-            except asyncio.CancelledError:
-                if workflow.cancellation_reason() is None or lifecycle.done():
-                    raise
-                self._cancelled_through_temporal(workflow.cancellation_reason() or "")
+        await run_through_cancel(lifecycle, self._cancelled_through_temporal)
 
         # One condition, so an event a late handler adds is delivered before the workflow closes.
-        await workflow.wait_condition(
-            lambda: workflow.all_handlers_finished() and self._delivered()
-        )
+        await wait_until(lambda: workflow.all_handlers_finished() and self._delivered())
         for task in delivery:
             task.cancel()
         return self._s.view
@@ -168,7 +162,7 @@ class AccessRequestWorkflow:
 
     @workflow.update
     async def submitted(self) -> RequestView:
-        await workflow.wait_condition(
+        await wait_until(
             lambda: (self._s.resolved and self._s.hooks_evaluated) or self._state.finished
         )
         if self._state is RequestState.FAILED and not self._s.resolved:
@@ -378,7 +372,7 @@ class AccessRequestWorkflow:
                 detail["approver_lookup_error"] = self._s.approver_lookup_error
             self._emit("request.pending", None, **detail)
         try:
-            await workflow.wait_condition(
+            await wait_until(
                 lambda: self._state is not RequestState.PENDING, timeout=flow.approval_timeout
             )
         except TimeoutError:
@@ -400,7 +394,7 @@ class AccessRequestWorkflow:
         self._s.lease_by_signal = True
         try:
             await self._take_lease()
-            await workflow.wait_condition(
+            await wait_until(
                 lambda: self._s.granted is not None or self._s.grant_failed is not None,
                 timeout=names.GRANT_WAIT,
             )
@@ -497,7 +491,7 @@ class AccessRequestWorkflow:
             expires_at = view.expires_at
             warn_in = self._expiry_warning_in(expires_at, remaining)
             try:
-                await workflow.wait_condition(
+                await wait_until(
                     lambda until=expires_at: (
                         self._s.revoked_by is not None or view.expires_at != until
                     ),
@@ -554,7 +548,7 @@ class AccessRequestWorkflow:
                 return ReleaseResult(removed=True)
             try:
                 while True:
-                    await workflow.wait_condition(
+                    await wait_until(
                         lambda seen=heard: len(self._s.returns) > seen,
                         timeout=names.RELEASE_WAIT,
                     )
@@ -721,7 +715,7 @@ class AccessRequestWorkflow:
         audited), or None. A failing on_approve refuses it too (fails closed), except for
         break-glass: the way around broken automation, announced loudly."""
         if hooks.evaluates_requests(self._flow):
-            await workflow.wait_condition(lambda: self._s.hooks_evaluated or self._state.finished)
+            await wait_until(lambda: self._s.hooks_evaluated or self._state.finished)
         refusal = await self._on_approve_refusal(input) if self._flow.hooks else None
         if refusal is None:
             try:
@@ -941,7 +935,7 @@ class AccessRequestWorkflow:
     async def _deliver_audit_to(self, destination: str) -> None:
         sent = self._s.audit_sent
         while True:
-            await workflow.wait_condition(lambda: sent.get(destination, 0) < len(self._s.outbox))
+            await wait_until(lambda: sent.get(destination, 0) < len(self._s.outbox))
             start = sent.get(destination, 0)
             batch = self._s.outbox[start : start + names.AUDIT_BATCH_MAX]
             await workflow.execute_activity(
@@ -956,7 +950,7 @@ class AccessRequestWorkflow:
     async def _deliver_notifications(self) -> None:
         """Tell people, in order; a chat outage delays the messages, never the access."""
         while True:
-            await workflow.wait_condition(lambda: self._s.notified < len(self._s.outbox))
+            await wait_until(lambda: self._s.notified < len(self._s.outbox))
             index = self._s.notified
             result = await workflow.execute_activity(
                 names.SEND_NOTIFICATION,
@@ -979,7 +973,7 @@ class AccessRequestWorkflow:
         hooks_file = self._flow.hooks
         assert hooks_file is not None
         while True:
-            await workflow.wait_condition(lambda: self._s.observed < len(self._s.outbox))
+            await wait_until(lambda: self._s.observed < len(self._s.outbox))
             index = self._s.observed
             event = self._s.outbox[index]
             observers = hooks.observers_for(event.type, event.state)

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
+from workflows.waiting import run_through_cancel, wait_until
+
 with workflow.unsafe.imports_passed_through():
     from keycard import temporal as names
     from keycard.failures import root_message
@@ -65,8 +67,19 @@ class GrantWorkflow:
 
     @workflow.run
     async def run(self, input: GrantInput) -> GrantView:
-        if not self._by_signal:
-            return await self._run_by_update(input)
+        # The only writer of the assignment ends when its leases do: a cancel request from
+        # Temporal (the UI's button) never interrupts a grant or a removal, and is ignored.
+        main = self._run_by_signal(input) if self._by_signal else self._run_by_update(input)
+        return await run_through_cancel(main, self._cancel_ignored)
+
+    def _cancel_ignored(self, reason: str) -> None:
+        workflow.logger.warning(
+            "cancel request ignored (%s): the grant ends when its last lease does; "
+            "revoke or cancel the requests instead",
+            reason or "no reason given",
+        )
+
+    async def _run_by_signal(self, input: GrantInput) -> GrantView:
         while True:
             self._drop_ended_leases()
             if self._wanted() and not self._view.assigned:
@@ -122,7 +135,7 @@ class GrantWorkflow:
                 expires_at=input.expires_at,
             )
         )
-        await workflow.wait_condition(
+        await wait_until(
             lambda: input.request_id in self._leases or input.request_id in self._failed
         )
         if input.request_id in self._failed:
@@ -149,9 +162,7 @@ class GrantWorkflow:
         self._answers.pop(input.request_id, None)
         self._return(input.request_id)
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: input.request_id in self._answers, timeout=names.RELEASE_WAIT
-            )
+            await wait_until(lambda: input.request_id in self._answers, timeout=names.RELEASE_WAIT)
         return self._answers.pop(input.request_id, None) or self._outcome(pending=True)
 
     @workflow.query
@@ -339,13 +350,11 @@ class GrantWorkflow:
         return not self._wanted()
 
     async def _settle(self) -> None:
-        await workflow.wait_condition(
-            lambda: workflow.all_handlers_finished() and self._telling == 0
-        )
+        await wait_until(lambda: workflow.all_handlers_finished() and self._telling == 0)
 
     async def _wait(self, condition: Callable[[], bool], timeout: timedelta | None) -> None:
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(condition, timeout=timeout)
+            await wait_until(condition, timeout=timeout)
 
     # --- before lease signals: the update-driven loop, kept so those histories replay ----------
 
@@ -358,13 +367,11 @@ class GrantWorkflow:
             elif not self._leases and self._view.assigned:
                 await self._unassign()
             elif not self._leases:
-                await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() or bool(self._leases)
-                )
+                await wait_until(lambda: workflow.all_handlers_finished() or bool(self._leases))
                 if not self._leases:
                     return self._view
             elif workflow.info().is_continue_as_new_suggested():
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await wait_until(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     GrantInput(assignment=input.assignment, carried=self._view)
                 )
@@ -384,7 +391,7 @@ class GrantWorkflow:
         self._failed.pop(input.request_id, None)
         self._leases[input.request_id] = input.expires_at
         # Not while a removal is in flight: that removal would take this lease's access away.
-        await workflow.wait_condition(
+        await wait_until(
             lambda: (
                 (self._view.assigned and not self._removing and input.request_id in self._leases)
                 or input.request_id in self._failed

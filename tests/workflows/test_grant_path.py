@@ -232,6 +232,34 @@ async def test_cancelling_a_pending_request_in_temporal_cancels_it(dev_env):
         assert stack.cloud.calls == [("resolve", "alice@example.com")]
 
 
+async def test_cancelling_a_grant_in_temporal_changes_nothing(dev_env):
+    """The grant is the only writer of the assignment: it ends when its last lease does, so the
+    Temporal UI's cancel button on it must neither close it nor strand the access."""
+    async with running_stack(dev_env.client) as stack:
+        view = await ask(stack)
+        await stack.keycard.approve(view.id, BOB)
+        await state_is(stack, view.id, RequestState.ACTIVE)
+        principal = f"u-alice-{stack.cloud.salt}"
+        grant = stack.client.get_workflow_handle(
+            f"grant:aws_sso:111111111111:ps-PowerUserAccess:{principal}"
+        )
+        await grant.cancel(reason="cleaning up the workflow list")
+
+        async def cancel_handled():
+            events = [e.event_type async for e in grant.fetch_history_events()]
+            requested = events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+            return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in events[requested:]
+
+        await wait_for(cancel_handled)
+        assert (await grant.describe()).status == WorkflowExecutionStatus.RUNNING
+        assert stack.cloud.has("alice@example.com")
+
+        await stack.keycard.revoke(view.id, BOB)
+        revoked = await stack.audit.wait_for(view.id, "access.revoked")
+        assert revoked.detail["removed"] is True
+        assert not stack.cloud.has("alice@example.com")
+
+
 def phases(cloud: TimedCloud) -> list[tuple[str, str]]:
     return [(op, phase) for op, phase, _ in cloud.timeline]
 

@@ -139,8 +139,10 @@ async def test_standing_access_is_never_removed(time_env):
 
 
 async def test_revocation_retries_until_it_succeeds_and_says_so(time_env, monkeypatch):
-    # The test server cannot skip time while an activity is in flight (the release waits on the
-    # grant), so the retry pacing is shortened here; the logic under test is unchanged.
+    # The test server cannot skip time while an activity is in flight, so the retry pacing is
+    # shortened here; the logic under test is unchanged. RELEASE_WAIT stays as it is: the grant
+    # answers every round by signal, and a shortened wait only races its own timer (which the
+    # time-skipping server cannot take: "invalid history builder state for action").
     monkeypatch.setattr(
         names,
         "REVOKE_ROUND_RETRY",
@@ -148,7 +150,6 @@ async def test_revocation_retries_until_it_succeeds_and_says_so(time_env, monkey
     )
     monkeypatch.setattr(names, "REVOKE_ROUND_PAUSE_MIN", timedelta(milliseconds=100))
     monkeypatch.setattr(names, "REVOKE_ROUND_PAUSE_MAX", timedelta(seconds=1))
-    monkeypatch.setattr(names, "RELEASE_WAIT", timedelta(seconds=1))
     # Six failed rounds: their pauses outlast a release's (shortened) wait.
     cloud = FakeCloud(revoke_failures_left=30)
     async with running_stack(time_env.client, cloud=cloud) as stack:
