@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= keycard.example.yaml
 
-.PHONY: dev test lint format clean
+.PHONY: dev test chaos lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Keycard needs Python 3.11 or newer"'
@@ -21,6 +21,14 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# The long chaos run (tests/chaos.py), three seeds in a row; `make test` runs a short one.
+CHAOS_SEEDS ?= 1 2 3
+chaos: $(STAMP)
+	@for seed in $(CHAOS_SEEDS); do \
+	  echo "== chaos seed $$seed"; \
+	  $(BIN)/python -m tests.chaos --seed $$seed --requests 100 --kills 30 --span 240 || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,722 @@
+"""Chaos run of the real processes: are grants never early, never stuck, always removed?
+
+    .venv/bin/python -m tests.chaos --seed 7 --requests 100 --kills 30     (`make chaos`: 3 seeds)
+
+Starts a Temporal dev server on a SQLite file, two `keycard worker` processes, and a moto server
+that the workers reach only through a fault-injecting proxy of ours (a share of AWS calls
+answered 500 or ThrottlingException, plus a window where every call gets 503). Overlapping
+requests for several people (one of whom already holds the access: standing access) are approved,
+some revoked early, some cancelled while pending. Meanwhile workers are SIGKILLed at random and
+restarted, and the Temporal server is restarted once. AWS is sampled directly (not through the
+proxy) several times a second, and at the end the run checks:
+
+- every approved request went ACTIVE and then ENDED; every cancelled one is CANCELLED;
+- no sample shows a person without the assignment while one of their requests was ACTIVE;
+- the assignment appeared once per group of overlapping leases (standing access: never created);
+- revocation lateness (end of the ACTIVE window to assignment gone), p99 within 60 s plus the
+  AWS outage;
+- only standing access is left at the end, and no workflow is left open;
+- every request's audit trail is complete (ids 1..n, from request.created to its end) and no id
+  names two different events;
+- every history (requests and grants) replays offline with the current code.
+
+It prints a table and exits non-zero if any check fails. tests/test_chaos.py runs a short one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+from aiohttp import ClientSession, web
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.worker import Replayer
+
+from keycard import temporal as names
+from keycard.config import parse_config
+from keycard.models import Actor, Requester, RequestState, RequestView
+from starter.client import KeycardClient
+from starter.demo_aws import DEMO_CREDENTIALS, seed_demo, start_moto_server
+from starter.dev import temporal_binary
+from workflows.access_request import AccessRequestWorkflow
+from workflows.grant import GrantWorkflow
+
+REGION = "us-east-1"
+ACCOUNT = "111111111111"
+PEOPLE = ["alice@example.com", "bob@example.com", "carol@example.com"]
+STANDING = "dave@example.com"  # holds the access before Keycard: never removed
+APPROVER = Actor(email="erin@example.com")
+CONFIG = f"""
+approver_groups:
+  approvers: [erin@example.com]
+  requesters: [alice@example.com, bob@example.com, carol@example.com, dave@example.com]
+flows:
+  - name: chaos
+    strategy: aws_sso
+    targets:
+      - {{name: prod, account_id: "{ACCOUNT}", permission_set: PowerUserAccess}}
+    durations: [20s, 30s, 45s]
+    max_duration: 2m
+    reason_required: false
+    approvers: {{groups: [approvers]}}
+    approval_timeout: 30m
+audit:
+  destinations:
+    - {{type: jsonl, name: trail, path: "{{audit_path}}"}}
+"""
+SAMPLE_EVERY = 0.2
+LATENESS_LIMIT = 60.0
+ENDINGS = {
+    "access.ended",
+    "access.revoked",
+    "request.cancelled",
+    "request.denied",
+    "request.expired",
+    "access.grant_failed",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- AWS: moto behind a proxy that fails on purpose ---------------------------------------------
+
+
+@dataclass
+class FaultyAws:
+    """Forwards to moto, but answers a share of calls with an error instead (the call is never
+    forwarded, so AWS state changes only through calls that really went through)."""
+
+    moto: str
+    rng: random.Random
+    fault_rate: float
+    outage: tuple[float, float] | None = None  # monotonic start, end
+    faults: int = 0
+    forwarded: int = 0
+    session: ClientSession | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        if self.outage and self.outage[0] <= now < self.outage[1]:
+            self.faults += 1
+            return web.Response(status=503, text="Service Unavailable")
+        if self.rng.random() < self.fault_rate:
+            self.faults += 1
+            if self.rng.random() < 0.5:
+                body = {"__type": "ThrottlingException", "message": "Rate exceeded"}
+                return web.json_response(body, status=400)
+            body = {"__type": "InternalServerException", "message": "injected"}
+            return web.json_response(body, status=500)
+        assert self.session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with self.session.request(
+            request.method, self.moto + request.path_qs, data=await request.read(), headers=headers
+        ) as answer:
+            self.forwarded += 1
+            skip = {"content-length", "transfer-encoding", "content-encoding", "connection"}
+            return web.Response(
+                status=answer.status,
+                body=await answer.read(),
+                headers={k: v for k, v in answer.headers.items() if k.lower() not in skip},
+            )
+
+    async def serve(self, port: int) -> web.AppRunner:
+        self.session = ClientSession()
+        app = web.Application(client_max_size=10 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+
+@dataclass
+class Sampler:
+    """Who holds the assignment, read from moto directly, several times a second."""
+
+    sso: object
+    instance_arn: str
+    permission_set_arn: str
+    people_by_id: dict[str, str]
+    samples: list[tuple[datetime, frozenset[str]]] = field(default_factory=list)
+
+    def read(self) -> frozenset[str]:
+        pages = self.sso.get_paginator("list_account_assignments").paginate(  # type: ignore[attr-defined]
+            InstanceArn=self.instance_arn,
+            AccountId=ACCOUNT,
+            PermissionSetArn=self.permission_set_arn,
+        )
+        return frozenset(
+            self.people_by_id.get(a["PrincipalId"], a["PrincipalId"])
+            for page in pages
+            for a in page["AccountAssignments"]
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            holders = await asyncio.to_thread(self.read)
+            self.samples.append((datetime.now(UTC), holders))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAMPLE_EVERY)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Temporal:
+    """The dev server on a SQLite file, so that it can be stopped and started again."""
+
+    def __init__(self, root: Path) -> None:
+        self.db = root / "temporal.sqlite"
+        self.port = free_port()
+        self.log = (root / "temporal.log").open("ab")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [temporal_binary(), "server", "start-dev", "--headless"]
+        command += ["--db-filename", str(self.db), "--port", str(self.port), "--ip", "127.0.0.1"]
+        command += ["--http-port", str(free_port()), "--metrics-port", str(free_port())]
+        command += ["--log-level", "error"]
+        for key in names.SEARCH_ATTRIBUTES:
+            command += ["--search-attribute", f"{key.name}=Keyword"]
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Worker:
+    """A real `keycard worker` process, killed and restarted at will."""
+
+    def __init__(self, name: str, root: Path, env: dict[str, str], config: Path) -> None:
+        self.name, self.env, self.config = name, env, config
+        self.log = (root / f"{name}.log").open("ab")
+        self.process: subprocess.Popen | None = None
+        self.kills = 0
+
+    def start(self) -> None:
+        keycard = str(Path(sys.executable).parent / "keycard")
+        env = {**self.env, "KEYCARD_WORKER_HEALTH_PORT": str(free_port())}
+        self.process = subprocess.Popen(
+            [keycard, "worker", "--config", str(self.config)],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+            self.kills += 1
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+# --- the workload ----------------------------------------------------------------------------
+
+
+@dataclass
+class Planned:
+    index: int
+    person: str
+    duration: str
+    start_after: float
+    action: str  # "approve", "revoke" (approve, then revoke early), "cancel"
+    revoke_after: float = 0.0
+    request_id: str = ""
+    revoke_called: datetime | None = None
+    final: RequestView | None = None
+    error: str | None = None
+
+
+def plan(rng: random.Random, count: int, span: float) -> list[Planned]:
+    planned = []
+    for index in range(count):
+        person = STANDING if index % 7 == 3 else rng.choice(PEOPLE)
+        roll = rng.random()
+        action = "cancel" if roll < 0.15 else "revoke" if roll < 0.35 else "approve"
+        planned.append(
+            Planned(
+                index=index,
+                person=person,
+                duration=rng.choice(["20s", "30s", "45s"]),
+                start_after=rng.uniform(0, span),
+                action=action,
+                revoke_after=rng.uniform(3, 15),
+            )
+        )
+    return sorted(planned, key=lambda p: p.start_after)
+
+
+async def retrying(call, what: str, deadline: float = 120.0):
+    """Front doors retry while Temporal restarts; a refusal is an answer, not a fault."""
+    give_up = time.monotonic() + deadline
+    while True:
+        try:
+            return await call()
+        except (RPCError, ConnectionError, OSError, RuntimeError) as err:
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"{what}: Temporal did not answer for {deadline:.0f}s") from err
+            await asyncio.sleep(1)
+
+
+async def drive(keycard: KeycardClient, item: Planned, started: float) -> None:
+    await asyncio.sleep(max(0.0, started + item.start_after - time.monotonic()))
+    item.request_id = f"req-chaos-{item.index:03d}-{os.urandom(3).hex()}"
+    try:
+        await retrying(
+            lambda: keycard.request(
+                flow="chaos",
+                target="prod",
+                duration=item.duration,
+                reason="",
+                requester=Requester(email=item.person),
+                request_id=item.request_id,
+            ),
+            f"ask {item.request_id}",
+        )
+        if item.action == "cancel":
+            await retrying(
+                lambda: keycard.cancel(item.request_id, Actor(email=item.person)),
+                f"cancel {item.request_id}",
+            )
+            return
+        await retrying(lambda: keycard.approve(item.request_id, APPROVER), "approve")
+        if item.action == "revoke":
+            await asyncio.sleep(item.revoke_after)
+            view = await retrying(lambda: keycard.get(item.request_id), "get")
+            while view.state in (RequestState.PENDING, RequestState.GRANTING):
+                await asyncio.sleep(0.5)
+                view = await retrying(lambda: keycard.get(item.request_id), "get")
+            if view.state is RequestState.ACTIVE:
+                item.revoke_called = datetime.now(UTC)
+                await retrying(lambda: keycard.revoke(item.request_id, APPROVER), "revoke")
+    except Exception as err:  # a refusal (say, revoking after expiry) is recorded, not fatal
+        item.error = f"{type(err).__name__}: {err}"
+
+
+async def chaos_monkey(
+    workers: list[Worker], temporal: Temporal, rng: random.Random, kills: int, span: float
+) -> list[str]:
+    """SIGKILL workers at random moments (each back 1-3 s later); restart Temporal once."""
+    moments = sorted(rng.uniform(2, span) for _ in range(kills))
+    restart_at = span * 0.45
+    started, log = time.monotonic(), []
+    for moment in moments:
+        await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
+        if restart_at is not None and moment >= restart_at:
+            log.append(f"{moment:6.1f}s restart Temporal")
+            await asyncio.to_thread(temporal.stop)
+            await asyncio.sleep(1)
+            temporal.start()
+            restart_at = None
+        worker = rng.choice(workers)
+        log.append(f"{moment:6.1f}s SIGKILL {worker.name}")
+        worker.kill()
+        await asyncio.sleep(rng.uniform(1, 3))
+        worker.start()
+    if restart_at is not None:  # fewer kills than needed to reach it
+        await asyncio.to_thread(temporal.stop)
+        temporal.start()
+        log.append("restart Temporal")
+    return log
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, name: str, value: object) -> None:
+        self.rows.append((name, str(value)))
+
+    def check(self, ok: bool, problem: str) -> None:
+        if not ok:
+            self.problems.append(problem)
+
+    def print(self) -> None:
+        width = max(len(name) for name, _ in self.rows)
+        for name, value in self.rows:
+            print(f"| {name.ljust(width)} | {value}")
+        print("\nPASS" if not self.problems else "\nFAIL:\n  " + "\n  ".join(self.problems))
+
+
+def active_window(item: Planned) -> tuple[datetime, datetime] | None:
+    view = item.final
+    if view is None or view.granted_at is None or view.expires_at is None:
+        return None
+    end = view.expires_at
+    if item.revoke_called is not None:
+        end = min(end, item.revoke_called)
+    return view.granted_at, end
+
+
+def gaps_while_active(items: list[Planned], samples) -> list[str]:
+    """Each request during whose ACTIVE window a sample shows its person without the access."""
+    gaps = []
+    for item in items:
+        window = active_window(item)
+        if window is None:
+            continue
+        start, end = window
+        for at, holders in samples:
+            if start <= at <= end and item.person not in holders:
+                gaps.append(
+                    f"{item.person} lacked the assignment at {at:%H:%M:%S.%f} while "
+                    f"{item.request_id} was ACTIVE ({start:%H:%M:%S.%f} to {end:%H:%M:%S.%f})"
+                )
+                break
+    return gaps
+
+
+def lease_groups(windows: list[tuple[datetime, datetime]]) -> int:
+    groups, current_end = 0, None
+    for start, end in sorted(windows):
+        if current_end is None or start > current_end:
+            groups += 1
+            current_end = end
+        else:
+            current_end = max(current_end, end)
+    return groups
+
+
+def appearances(samples, person: str) -> int:
+    count, held = 0, False
+    for _, holders in samples:
+        now = person in holders
+        if now and not held:
+            count += 1
+        held = now
+    return count
+
+
+async def verify(
+    report: Report,
+    client: Client,
+    planned: list[Planned],
+    sampler: Sampler,
+    audit_path: Path,
+    outage_seconds: float,
+) -> None:
+    samples = sampler.samples
+    approved = [p for p in planned if p.action != "cancel"]
+    for item in planned:
+        view = item.final
+        wanted = RequestState.CANCELLED if item.action == "cancel" else RequestState.ENDED
+        report.check(
+            view is not None and view.state is wanted,
+            f"{item.request_id} ({item.action}) ended {view.state if view else 'open'}, "
+            f"not {wanted}: {view.end_reason if view else item.error}",
+        )
+        if item.action != "cancel":
+            report.check(
+                view is not None and view.granted_at is not None,
+                f"{item.request_id} was approved but never ACTIVE",
+            )
+
+    # No moment without the assignment while a request of theirs was ACTIVE.
+    gaps = gaps_while_active(approved, samples)
+    report.problems.extend(gaps)
+    report.add("moments without access while ACTIVE", len(gaps))
+
+    # One create per group of overlapping leases; standing access never created anew.
+    for person in [*PEOPLE, STANDING]:
+        windows = [
+            (w[0], item.final.ended_at or w[1])  # type: ignore[union-attr]
+            for item in approved
+            if item.person == person and (w := active_window(item)) is not None
+        ]
+        expected = 1 if person == STANDING else lease_groups(windows)
+        seen = appearances(samples, person)
+        report.add(f"assignment appeared / lease groups: {person}", f"{seen} / {expected}")
+        report.check(seen == expected, f"{person}: assignment appeared {seen}x, {expected} groups")
+
+    # Revocation lateness: end of the last overlapping ACTIVE window to the assignment gone.
+    lateness = []
+    for person in PEOPLE:
+        windows = sorted(
+            w for item in approved if item.person == person and (w := active_window(item))
+        )
+        merged: list[list[datetime]] = []
+        for start, end in windows:
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        for _, end in merged:
+            gone = next((at for at, h in samples if at > end and person not in h), None)
+            if gone is not None:
+                lateness.append((gone - end).total_seconds())
+    if lateness:
+        ordered = sorted(lateness)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        report.add(
+            "revocation lateness p50 / p99 / max",
+            f"{statistics.median(ordered):.1f} / {p99:.1f} / {ordered[-1]:.1f} s",
+        )
+        report.check(
+            p99 <= LATENESS_LIMIT + outage_seconds,
+            f"revocation lateness p99 {p99:.1f}s > {LATENESS_LIMIT:.0f}s + {outage_seconds:.0f}s",
+        )
+
+    final_holders = samples[-1][1] if samples else frozenset()
+    report.add("left in AWS at the end", ", ".join(sorted(final_holders)) or "nothing")
+    report.check(final_holders == {STANDING}, f"left in AWS at the end: {set(final_holders)}")
+
+    # Audit trails: complete, and no id names two different events.
+    events: dict[str, dict] = {}
+    clashes, duplicates = 0, 0
+    trail_text = await asyncio.to_thread(audit_path.read_text)
+    for line in trail_text.splitlines():
+        event = json.loads(line)
+        known = events.get(event["id"])
+        if known is not None:
+            duplicates += 1
+            clashes += known != event
+        events[event["id"]] = event
+    incomplete = 0
+    for item in planned:
+        trail = sorted(
+            (e for e in events.values() if e["request_id"] == item.request_id),
+            key=lambda e: int(e["id"].rsplit("/", 1)[1]),
+        )
+        sequence = [int(e["id"].rsplit("/", 1)[1]) for e in trail]
+        complete = (
+            bool(trail)
+            and sequence == list(range(1, len(trail) + 1))
+            and trail[0]["type"] == "request.created"
+            and trail[-1]["type"] in ENDINGS
+        )
+        if not complete:
+            incomplete += 1
+            report.problems.append(
+                f"{item.request_id}: audit trail {[e['type'] for e in trail]} ids {sequence}"
+            )
+    report.add(
+        "audit events / redelivered / id clashes", f"{len(events)} / {duplicates} / {clashes}"
+    )
+    report.add("incomplete audit trails", incomplete)
+    report.check(clashes == 0, f"{clashes} audit ids name two different events")
+
+    # Every workflow closed, and every history replays on today's code.
+    open_workflows, histories = 0, []
+    async for execution in client.list_workflows():
+        if execution.status == WorkflowExecutionStatus.RUNNING:
+            open_workflows += 1
+            report.problems.append(f"left open: {execution.id}")
+        histories.append(await client.get_workflow_handle(execution.id).fetch_history())
+    report.add("workflows left open", open_workflows)
+    replayer = Replayer(
+        workflows=[AccessRequestWorkflow, GrantWorkflow], data_converter=pydantic_data_converter
+    )
+    failures = 0
+    for history in histories:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            failures += 1
+            report.problems.append(
+                f"{history.workflow_id} does not replay: {result.replay_failure}"
+            )
+    report.add("histories replayed / failed", f"{len(histories)} / {failures}")
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+async def run_chaos(
+    seed: int,
+    requests: int,
+    kills: int,
+    span: float,
+    fault_rate: float = 0.2,
+    outage: float = 10.0,
+    root: Path | None = None,
+    settle: float = 600.0,
+) -> Report:
+    """One chaos run; `settle` bounds how long requests may take to end after the last starts."""
+    rng = random.Random(seed)
+    root = root or Path(tempfile.mkdtemp(prefix=f"keycard-chaos-{seed}-"))
+    audit_path = root / "audit.jsonl"
+    config_path = root / "keycard.yaml"
+    config_path.write_text(CONFIG.replace("{audit_path}", str(audit_path)))
+    config = parse_config(config_path.read_text())
+    report = Report()
+    report.add("seed / requests / planned kills", f"{seed} / {requests} / {kills}")
+    report.add("run directory (logs)", root)
+
+    moto, moto_url = start_moto_server()
+    summary = seed_demo(config, moto_url, REGION)
+    sso = boto3.client("sso-admin", endpoint_url=moto_url, region_name=REGION, **DEMO_CREDENTIALS)
+    permission_set_arn = summary.permission_sets["PowerUserAccess"]
+    sso.create_account_assignment(
+        InstanceArn=summary.instance_arn,
+        TargetId=ACCOUNT,
+        TargetType="AWS_ACCOUNT",
+        PermissionSetArn=permission_set_arn,
+        PrincipalType="USER",
+        PrincipalId=summary.users[STANDING],
+    )
+    sampler = Sampler(
+        sso, summary.instance_arn, permission_set_arn, {v: k for k, v in summary.users.items()}
+    )
+
+    aws = FaultyAws(moto=moto_url, rng=random.Random(seed + 1), fault_rate=fault_rate)
+    proxy_port = free_port()
+    proxy = await aws.serve(proxy_port)
+
+    temporal = Temporal(root)
+    temporal.start()
+    client = await retrying(
+        lambda: Client.connect(temporal.address, data_converter=pydantic_data_converter),
+        "connect to Temporal",
+        deadline=60,
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PAGERDUTY_"))},
+        **_aws_env(f"http://127.0.0.1:{proxy_port}"),
+        "TEMPORAL_ADDRESS": temporal.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "KEYCARD_TASK_QUEUE": "keycard-chaos",
+        "KEYCARD_WORKER_HEALTH_HOST": "127.0.0.1",
+        "KEYCARD_WORKER_SHUTDOWN_GRACE": "5s",
+    }
+    workers = [Worker(f"worker-{n}", root, env, config_path) for n in (1, 2)]
+    for worker in workers:
+        worker.start()
+
+    keycard = KeycardClient(client, config, "keycard-chaos")
+    planned = plan(rng, requests, span)
+    stop_sampling = asyncio.Event()
+    sampling = asyncio.create_task(sampler.run(stop_sampling))
+    started = time.monotonic()
+    outage_at = started + span * 0.6
+    aws.outage = (outage_at, outage_at + outage)
+    try:
+        monkey = asyncio.create_task(chaos_monkey(workers, temporal, rng, kills, span))
+        await asyncio.gather(*(drive(keycard, item, started) for item in planned))
+        for line in await monkey:
+            print(line)
+        settled_by = time.monotonic() + settle
+        for item in planned:
+            if not item.request_id:
+                continue
+            handle = client.get_workflow_handle(item.request_id, result_type=RequestView)
+            left = max(1.0, settled_by - time.monotonic())
+            try:
+                item.final = await retrying(
+                    lambda h=handle, left=left: asyncio.wait_for(h.result(), left),
+                    "result",
+                    deadline=left,
+                )
+            except Exception as err:
+                item.error = f"{type(err).__name__}: {err}"
+        await _until_grants_close(client, max(1.0, settled_by - time.monotonic()))
+        await asyncio.sleep(1)  # a last few samples after the end
+    finally:
+        stop_sampling.set()
+        await sampling
+        for worker in workers:
+            worker.stop()
+
+    report.add("approved / revoked early / cancelled", _counts(planned))
+    report.add("workers SIGKILLed / Temporal restarts", f"{sum(w.kills for w in workers)} / 1")
+    report.add("AWS calls forwarded / failed on purpose", f"{aws.forwarded} / {aws.faults}")
+    report.add("AWS outage (503 to everything)", f"{outage:.0f} s")
+    report.add("AWS samples", len(sampler.samples))
+    try:
+        await verify(report, client, planned, sampler, audit_path, outage)
+    finally:
+        temporal.stop()
+        await proxy.cleanup()
+        if aws.session is not None:
+            await aws.session.close()
+        moto.stop()
+    return report
+
+
+def _aws_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": DEMO_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": DEMO_CREDENTIALS["aws_secret_access_key"],
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+    }
+
+
+def _counts(planned: list[Planned]) -> str:
+    approved = sum(p.action != "cancel" for p in planned)
+    revoked = sum(p.revoke_called is not None for p in planned)
+    cancelled = sum(p.action == "cancel" for p in planned)
+    return f"{approved} / {revoked} / {cancelled}"
+
+
+async def _until_grants_close(client: Client, deadline: float = 300) -> None:
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        running = [e async for e in client.list_workflows("ExecutionStatus='Running'")]
+        if not running:
+            return
+        await asyncio.sleep(2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--kills", type=int, default=30)
+    parser.add_argument("--span", type=float, default=240, help="seconds over which requests start")
+    parser.add_argument("--fault-rate", type=float, default=0.2)
+    parser.add_argument("--outage", type=float, default=10, help="seconds of AWS answering 503")
+    args = parser.parse_args()
+    report = asyncio.run(
+        run_chaos(args.seed, args.requests, args.kills, args.span, args.fault_rate, args.outage)
+    )
+    report.print()
+    # Temporal's runtime threads can abort interpreter teardown (see starter.cli.main).
+    sys.stdout.flush()
+    os._exit(0 if not report.problems else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The chaos run (tests/chaos.py), short: real worker processes SIGKILLed at random, a Temporal
+restart, AWS failing on purpose and then down for a while; every promise about access checked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from keycard.models import RequestState, RequestView
+from tests.chaos import STANDING, Planned, appearances, gaps_while_active, lease_groups, run_chaos
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_a_short_chaos_run_keeps_every_promise(tmp_path):
+    report = await run_chaos(seed=11, requests=16, kills=5, span=40, root=tmp_path, settle=150)
+    report.print()
+    assert not report.problems, "\n".join(report.problems)
+
+
+def test_the_checks_see_a_moment_without_access_and_count_lease_groups():
+    """The chaos checks must be able to fail: a sample without the assignment inside an ACTIVE
+    window is a gap, and two overlapping leases are one group but two apart are two."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    at = [t0 + timedelta(seconds=s) for s in range(12)]
+    held = frozenset({"alice@example.com", STANDING})
+    only_standing = frozenset({STANDING})
+    samples = [(at[0], only_standing), (at[1], held), (at[2], held), (at[3], only_standing)]
+    samples += [(at[4], held), (at[9], only_standing)]
+    assert appearances(samples, "alice@example.com") == 2
+    assert appearances(samples, STANDING) == 1
+    assert lease_groups([(at[1], at[5]), (at[4], at[8])]) == 1
+    assert lease_groups([(at[1], at[2]), (at[4], at[8])]) == 2
+
+    item = Planned(
+        index=0, person="alice@example.com", duration="20s", start_after=0, action="approve"
+    )
+    item.request_id = "req-chaos-000"
+    item.final = RequestView.model_construct(
+        state=RequestState.ENDED, granted_at=at[1], expires_at=at[6], ended_at=at[7]
+    )
+    [gap] = gaps_while_active([item], samples)
+    assert "alice@example.com lacked the assignment" in gap and "req-chaos-000" in gap
+    item.final = RequestView.model_construct(
+        state=RequestState.ENDED, granted_at=at[4], expires_at=at[8], ended_at=at[9]
+    )
+    assert gaps_while_active([item], samples) == []
