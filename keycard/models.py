@@ -388,6 +388,15 @@ class ReleaseResult(_Message):
 # leaseholder is gone.
 
 
+class LeaseDropNotice(_Message):
+    """What the grant reports, on the request's behalf, if it must drop the request's lease (the
+    request was terminated, or cannot be reached): the request's `access.ended` event, made by the
+    request, with id `<request>/lease-dropped`, and where its audit events go."""
+
+    event: LifecycleEvent
+    destinations: list[str]
+
+
 class LeaseRequest(_Message):
     """Signal `lease.take` (request → grant): hold the assignment for this request.
 
@@ -397,6 +406,7 @@ class LeaseRequest(_Message):
     request_id: str
     duration: Duration
     expires_at: datetime | None = None
+    drop_notice: LeaseDropNotice | None = None
 
 
 class TakeLeaseInput(_Message):
@@ -437,6 +447,9 @@ class GrantView(_Message):
     )
     returning: list[str] = Field(
         default_factory=list, description="requests that returned their lease, awaiting the outcome"
+    )
+    drop_notices: dict[str, LeaseDropNotice] = Field(
+        default_factory=dict, description="per lease: what to audit if it must be dropped"
     )
     assigned: bool = Field(
         default=False, description="the access exists (or a removal of it has not finished)"

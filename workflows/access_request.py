@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         EventType,
         ExtendInput,
         Extension,
+        LeaseDropNotice,
         LeaseFailed,
         LeaseGranted,
         LeaseRequest,
@@ -433,6 +434,7 @@ class AccessRequestWorkflow:
                     request_id=self._s.view.id,
                     duration=self._total_duration(),
                     expires_at=expires_at,
+                    drop_notice=self._lease_drop_notice(),
                 ),
             ),
             start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
@@ -595,7 +597,10 @@ class AccessRequestWorkflow:
         if self._s.lease_by_signal:
             expires_at = self._s.view.expires_at
             renewal = LeaseRequest(
-                request_id=self._s.view.id, duration=self._total_duration(), expires_at=expires_at
+                request_id=self._s.view.id,
+                duration=self._total_duration(),
+                expires_at=expires_at,
+                drop_notice=self._lease_drop_notice(),
             )
             if not await self._send_to_grant(names.LEASE_TAKE, renewal):
                 await self._take_lease(expires_at)  # the grant is gone: lease it afresh
@@ -885,11 +890,29 @@ class AccessRequestWorkflow:
         workflow.set_current_details(_details(view))
 
     def _emit(self, type: EventType, actor: Actor | None, **detail) -> None:
-        view = self._s.view
         self._s.event_seq += 1
+        event = self._event(str(self._s.event_seq), type, actor, **detail)
+        self._s.outbox.append(event)
+        self._s.views.append(self._s.view.model_copy(deep=True))
+        # Into the history now, whatever any audit destination is doing: `keycard audit export`.
+        workflow.upsert_memo({names.AUDIT_MEMO_KEY: event})
+
+    def _lease_drop_notice(self) -> LeaseDropNotice:
+        """The `access.ended` the grant reports for this request if it must drop the lease (the
+        request terminated): made here, where the request's context is, with an id of its own."""
+        event = self._event("lease-dropped", "access.ended", None)
+        return LeaseDropNotice(
+            event=event.model_copy(update={"state": RequestState.ENDED}),
+            destinations=list(self._s.input.audit_destinations),
+        )
+
+    def _event(
+        self, sequence: str, type: EventType, actor: Actor | None, **detail
+    ) -> LifecycleEvent:
+        view = self._s.view
         info = workflow.info()
-        event = LifecycleEvent(
-            id=f"{info.workflow_id}/{self._s.event_seq}",
+        return LifecycleEvent(
+            id=f"{info.workflow_id}/{sequence}",
             type=type,
             time=workflow.now(),
             request_id=view.id,
@@ -910,10 +933,6 @@ class AccessRequestWorkflow:
             state=view.state,
             detail=detail,
         )
-        self._s.outbox.append(event)
-        self._s.views.append(view.model_copy(deep=True))
-        # Into the history now, whatever any audit destination is doing: `keycard audit export`.
-        workflow.upsert_memo({names.AUDIT_MEMO_KEY: event})
 
     def _delivered(self) -> bool:
         events = len(self._s.outbox)

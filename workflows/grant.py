@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from keycard import temporal as names
     from keycard.failures import root_message
     from keycard.models import (
+        AuditBatch,
         GrantInput,
         GrantView,
         LeaseFailed,
@@ -24,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         LeaseRequest,
         LeaseResult,
         LeaseReturn,
+        LifecycleEvent,
         ReleaseInput,
         ReleaseResult,
         ResolvedAssignment,
@@ -110,6 +112,8 @@ class GrantWorkflow:
             return
         self._by_update.discard(lease.request_id)
         self._returning_drop(lease.request_id)
+        if lease.drop_notice is not None:
+            self._view.drop_notices[lease.request_id] = lease.drop_notice
         if lease.request_id in self._leases and lease.expires_at is not None:
             self._leases[lease.request_id] = lease.expires_at  # extended
         elif lease.request_id not in self._leases:
@@ -274,6 +278,7 @@ class GrantWorkflow:
     def _return(self, request_id: str) -> None:
         self._view.waiting.pop(request_id, None)
         self._leases.pop(request_id, None)
+        self._view.drop_notices.pop(request_id, None)
         if request_id not in self._view.returning:
             self._view.returning.append(request_id)
 
@@ -315,11 +320,46 @@ class GrantWorkflow:
             await workflow.get_external_workflow_handle(request_id).signal(signal, message)
         except FailureError as err:
             if request_id in self._leases or request_id in self._view.waiting:
-                workflow.logger.warning(
-                    "dropping the lease of %s: it cannot be reached (%s)", request_id, err
+                self._drop(request_id, f"its request cannot be reached ({err.message})")
+        finally:
+            self._telling -= 1
+
+    def _drop(self, request_id: str, why: str) -> None:
+        """Drop a lease its request will never return, and audit that on the request's behalf:
+        the access goes with it unless another lease holds it."""
+        workflow.logger.warning("dropping the lease of %s: %s", request_id, why)
+        self._leases.pop(request_id, None)
+        self._view.waiting.pop(request_id, None)
+        notice = self._view.drop_notices.pop(request_id, None)
+        if notice is None:
+            return
+        event = notice.event.model_copy(
+            update={
+                "time": workflow.now(),
+                "detail": {
+                    **notice.event.detail,
+                    "reason": f"lease dropped by the grant: {why}",
+                    "other_leases": len(self._leases),
+                },
+            }
+        )
+        self._telling += 1
+        asyncio.create_task(self._audit(event, notice.destinations))  # noqa: RUF006
+
+    async def _audit(self, event: LifecycleEvent, destinations: list[str]) -> None:
+        try:
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity(
+                        names.DELIVER_AUDIT,
+                        AuditBatch(destination=destination, events=[event]),
+                        start_to_close_timeout=names.DELIVERY_TIMEOUT,
+                        retry_policy=names.DELIVERY_RETRY,
+                        summary=f"audit → {destination}",
+                    )
+                    for destination in destinations
                 )
-                self._leases.pop(request_id, None)
-                self._view.waiting.pop(request_id, None)
+            )
         finally:
             self._telling -= 1
 
@@ -329,12 +369,9 @@ class GrantWorkflow:
         now = workflow.now()
         for request_id, ends in list(self._leases.items()):
             if ends + grace <= now:
-                workflow.logger.warning(
-                    "dropping the lease of %s: it ended at %s and was not returned",
-                    request_id,
-                    ends,
+                self._drop(
+                    request_id, f"it ended at {ends:%Y-%m-%d %H:%M:%S} UTC and was not returned"
                 )
-                del self._leases[request_id]
 
     def _until_next_lease_end(self, grace: timedelta = names.LEASE_END_GRACE) -> timedelta | None:
         if not self._leases:

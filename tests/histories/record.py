@@ -127,7 +127,18 @@ async def overlapping_leases(env: WorkflowEnvironment, stack: Stack) -> list[str
     return [second.id, _grant_id(stack)]
 
 
+async def terminated_request(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """A request terminated by hand: its grant drops the lease after its end, and audits that."""
+    view = await _ask(stack, "req-golden-terminated", duration="1m")
+    await stack.keycard.approve(view.id, BOB)
+    await env.sleep(timedelta(seconds=20))
+    await env.client.get_workflow_handle(view.id).terminate("operator mistake")
+    await _run_until_closed(env, _grant_id(stack))
+    return [view.id, _grant_id(stack)]
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "terminated_request": terminated_request,
     "cancelled_through_temporal": cancelled_through_temporal,
     "overlapping_leases": overlapping_leases,
     "approved_then_expired": approved_then_expired,

@@ -182,3 +182,7 @@ async def test_a_terminated_request_does_not_leave_access_behind(time_env):
             return not stack.cloud.has("alice@example.com")
 
         await wait_for(removed, timeout=10)
+        dropped = await stack.audit.wait_for(view.id, "access.ended", timeout=10)
+        assert dropped.id == f"{view.id}/lease-dropped"
+        assert dropped.state is RequestState.ENDED
+        assert "was not returned" in dropped.detail["reason"]
