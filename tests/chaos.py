@@ -409,6 +409,26 @@ def gaps_while_active(items: list[Planned], samples) -> list[str]:
     return gaps
 
 
+def late_by(windows: list[tuple[datetime, datetime]], samples, person: str):
+    """(end, seconds) per group of overlapping ACTIVE windows: how long the person still held the
+    access after the group's end. A group that began before the access was gone took it over: the
+    access outlived the earlier group until then, not until its own removal."""
+    merged: list[list[datetime]] = []
+    for start, end in sorted(windows):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    result = []
+    for (_, end), following in zip(merged, [*merged[1:], None], strict=True):
+        gone = next((at for at, h in samples if at > end and person not in h), None)
+        if following is not None and (gone is None or following[0] < gone):
+            gone = max(following[0], end)
+        if gone is not None:
+            result.append((end, (gone - end).total_seconds()))
+    return result
+
+
 def lease_groups(windows: list[tuple[datetime, datetime]]) -> int:
     groups, current_end = 0, None
     for start, end in sorted(windows):
@@ -474,25 +494,18 @@ async def verify(
     # Revocation lateness: end of the last overlapping ACTIVE window to the assignment gone.
     lateness = []
     for person in PEOPLE:
-        windows = sorted(
-            w for item in approved if item.person == person and (w := active_window(item))
-        )
-        merged: list[list[datetime]] = []
-        for start, end in windows:
-            if merged and start <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], end)
-            else:
-                merged.append([start, end])
-        for _, end in merged:
-            gone = next((at for at, h in samples if at > end and person not in h), None)
-            if gone is not None:
-                lateness.append((gone - end).total_seconds())
+        windows = [w for item in approved if item.person == person and (w := active_window(item))]
+        lateness += [
+            (late, f"{person} after {end:%H:%M:%S}")
+            for end, late in late_by(windows, samples, person)
+        ]
     if lateness:
         ordered = sorted(lateness)
-        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))][0]
         report.add(
             "revocation lateness p50 / p99 / max",
-            f"{statistics.median(ordered):.1f} / {p99:.1f} / {ordered[-1]:.1f} s",
+            f"{statistics.median(s for s, _ in ordered):.1f} / {p99:.1f} / {ordered[-1][0]:.1f} s"
+            f" (worst: {ordered[-1][1]})",
         )
         report.check(
             p99 <= LATENESS_LIMIT + outage_seconds,

@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from keycard.models import RequestState, RequestView
-from tests.chaos import STANDING, Planned, appearances, gaps_while_active, lease_groups, run_chaos
+from tests.chaos import (
+    STANDING,
+    Planned,
+    appearances,
+    gaps_while_active,
+    late_by,
+    lease_groups,
+    run_chaos,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,3 +54,18 @@ def test_the_checks_see_a_moment_without_access_and_count_lease_groups():
         state=RequestState.ENDED, granted_at=at[4], expires_at=at[8], ended_at=at[9]
     )
     assert gaps_while_active([item], samples) == []
+
+
+def test_lateness_ends_where_the_access_went_or_a_new_lease_took_it_over():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    at = [t0 + timedelta(seconds=s) for s in range(40)]
+    alice = "alice@example.com"
+    held, gone = frozenset({alice}), frozenset()
+    samples = [(at[s], held) for s in range(0, 30)] + [(at[31], gone)]
+    # Removed a second after the only group ended.
+    assert late_by([(at[1], at[30])], samples, alice) == [(at[30], 1.0)]
+    # The first group ended at 10 s; a second began at 18 s while the access was still there.
+    assert late_by([(at[1], at[10]), (at[18], at[30])], samples, alice) == [
+        (at[10], 8.0),
+        (at[30], 1.0),
+    ]
