@@ -44,14 +44,14 @@ from pathlib import Path
 
 import boto3
 from aiohttp import ClientSession, web
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from keycard import temporal as names
 from keycard.config import parse_config
-from keycard.models import Actor, Requester, RequestState, RequestView
+from keycard.models import Actor, LeaseReturn, Requester, RequestState, RequestView
 from starter.client import KeycardClient
 from starter.demo_aws import DEMO_CREDENTIALS, seed_demo, start_moto_server
 from starter.dev import temporal_binary
@@ -429,6 +429,23 @@ def late_by(windows: list[tuple[datetime, datetime]], samples, person: str):
     return result
 
 
+def lease_returns(histories) -> dict[str, datetime]:
+    """When each request's lease return reached its grant, from the grants' histories."""
+    returned: dict[str, datetime] = {}
+    for history in histories:
+        for event in history.events:
+            if not event.HasField("workflow_execution_signaled_event_attributes"):
+                continue
+            signal = event.workflow_execution_signaled_event_attributes
+            if signal.signal_name != names.LEASE_RETURN:
+                continue
+            [lease] = pydantic_data_converter.payload_converter.from_payloads(
+                list(signal.input.payloads), [LeaseReturn]
+            )
+            returned.setdefault(lease.request_id, event.event_time.ToDatetime(tzinfo=UTC))
+    return returned
+
+
 def lease_groups(windows: list[tuple[datetime, datetime]]) -> int:
     groups, current_end = 0, None
     for start, end in sorted(windows):
@@ -479,10 +496,18 @@ async def verify(
     report.problems.extend(gaps)
     report.add("moments without access while ACTIVE", len(gaps))
 
-    # One create per group of overlapping leases; standing access never created anew.
+    histories = [
+        await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
+        async for execution in client.list_workflows()
+    ]
+    returned = lease_returns(histories)
+
+    # One create per group of overlapping leases; standing access never created anew. A lease is
+    # held from its grant until the grant has its return (a request that ends late may have
+    # returned it long before).
     for person in [*PEOPLE, STANDING]:
         windows = [
-            (w[0], item.final.ended_at or w[1])  # type: ignore[union-attr]
+            (w[0], returned.get(item.request_id) or item.final.ended_at or w[1])  # type: ignore[union-attr]
             for item in approved
             if item.person == person and (w := active_window(item)) is not None
         ]
@@ -552,12 +577,10 @@ async def verify(
     report.check(clashes == 0, f"{clashes} audit ids name two different events")
 
     # Every workflow closed, and every history replays on today's code.
-    open_workflows, histories = 0, []
-    async for execution in client.list_workflows():
-        if execution.status == WorkflowExecutionStatus.RUNNING:
-            open_workflows += 1
-            report.problems.append(f"left open: {execution.id}")
-        histories.append(await client.get_workflow_handle(execution.id).fetch_history())
+    open_workflows = 0
+    async for execution in client.list_workflows("ExecutionStatus='Running'"):
+        open_workflows += 1
+        report.problems.append(f"left open: {execution.id}")
     report.add("workflows left open", open_workflows)
     replayer = Replayer(
         workflows=[AccessRequestWorkflow, GrantWorkflow], data_converter=pydantic_data_converter
