@@ -12,7 +12,9 @@ proxy) several times a second, and at the end the run checks:
 
 - every approved request went ACTIVE and then ENDED; every cancelled one is CANCELLED;
 - no sample shows a person without the assignment while one of their requests was ACTIVE;
-- the assignment appeared once per group of overlapping leases (standing access: never created);
+- the grants created the assignment once per group of overlapping leases (a lease runs from its
+  grant until the grant takes in its return), and the AWS samples saw it appear as often
+  (standing access: never created);
 - revocation lateness (end of the ACTIVE window to assignment gone), p99 within 60 s plus the
   AWS outage;
 - only standing access is left at the end, and no workflow is left open;
@@ -430,20 +432,46 @@ def late_by(windows: list[tuple[datetime, datetime]], samples, person: str):
 
 
 def lease_returns(histories) -> dict[str, datetime]:
-    """When each request's lease return reached its grant, from the grants' histories."""
+    """When each request's grant took in its lease's return, from the grants' histories: the
+    workflow task that handled the signal, which may come well after the signal arrived (no
+    worker free, or none alive), and may take in a new lease in the same breath."""
     returned: dict[str, datetime] = {}
     for history in histories:
+        arrived: list[str] = []
         for event in history.events:
+            if event.HasField("workflow_task_completed_event_attributes"):
+                for request_id in arrived:
+                    returned.setdefault(request_id, event.event_time.ToDatetime(tzinfo=UTC))
+                arrived = []
             if not event.HasField("workflow_execution_signaled_event_attributes"):
                 continue
             signal = event.workflow_execution_signaled_event_attributes
-            if signal.signal_name != names.LEASE_RETURN:
-                continue
-            [lease] = pydantic_data_converter.payload_converter.from_payloads(
-                list(signal.input.payloads), [LeaseReturn]
-            )
-            returned.setdefault(lease.request_id, event.event_time.ToDatetime(tzinfo=UTC))
+            if signal.signal_name == names.LEASE_RETURN:
+                [lease] = pydantic_data_converter.payload_converter.from_payloads(
+                    list(signal.input.payloads), [LeaseReturn]
+                )
+                arrived.append(lease.request_id)
     return returned
+
+
+def grants_made(histories) -> dict[str, int]:
+    """Per principal id: how many times its grants created the assignment (grant activities that
+    completed; a retried attempt inside one activity is one create)."""
+    made: dict[str, int] = {}
+    for history in histories:
+        if not history.workflow_id.startswith("grant:"):
+            continue
+        principal = history.workflow_id.rsplit(":", 1)[1]
+        scheduled = {}
+        for event in history.events:
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                scheduled[event.event_id] = name
+            if event.HasField("activity_task_completed_event_attributes"):
+                done = event.activity_task_completed_event_attributes.scheduled_event_id
+                if scheduled.get(done, "").endswith(".grant"):
+                    made[principal] = made.get(principal, 0) + 1
+    return made
 
 
 def lease_groups(windows: list[tuple[datetime, datetime]]) -> int:
@@ -501,6 +529,10 @@ async def verify(
         async for execution in client.list_workflows()
     ]
     returned = lease_returns(histories)
+    creates = {
+        sampler.people_by_id.get(principal, principal): count
+        for principal, count in grants_made(histories).items()
+    }
 
     # One create per group of overlapping leases; standing access never created anew. A lease is
     # held from its grant until the grant has its return (a request that ends late may have
@@ -511,10 +543,17 @@ async def verify(
             for item in approved
             if item.person == person and (w := active_window(item)) is not None
         ]
-        expected = 1 if person == STANDING else lease_groups(windows)
+        groups = lease_groups(windows)
+        expected_appearances = 1 if person == STANDING else groups
+        expected_creates = 0 if person == STANDING else groups
         seen = appearances(samples, person)
-        report.add(f"assignment appeared / lease groups: {person}", f"{seen} / {expected}")
-        report.check(seen == expected, f"{person}: assignment appeared {seen}x, {expected} groups")
+        made = creates.get(person, 0)
+        report.add(f"lease groups / creates / appearances: {person}", f"{groups} / {made} / {seen}")
+        report.check(made == expected_creates, f"{person}: {made} creates, {groups} lease groups")
+        report.check(
+            seen == expected_appearances,
+            f"{person}: assignment appeared {seen}x, expected {expected_appearances}",
+        )
 
     # Revocation lateness: end of the last overlapping ACTIVE window to the assignment gone.
     lateness = []
