@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 import boto3
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
 from activities.audit import AuditActivities, build_audit_sinks
@@ -23,6 +24,7 @@ from keycard.config import KeycardConfig
 from keycard.settings import Settings, SlackSettings
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
+from workflows.runner import keycard_workflow_runner
 
 log = structlog.get_logger(__name__)
 
@@ -60,20 +62,37 @@ def build_worker(
     activities: Sequence[Callable] | None = None,
 ) -> Worker:
     """The worker for Keycard's task queue; `activities` replaces the real ones (tests, fakes)."""
+    return keycard_worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=(
+            list(activities)
+            if activities is not None
+            else build_activities(client, config, settings)
+        ),
+        # A stopping worker takes no new tasks and gives in-flight activities this long to
+        # finish; what is still running then is cancelled and retried on another worker.
+        graceful_shutdown_timeout=settings.worker_shutdown_grace,
+    )
+
+
+def keycard_worker(client: Client, **options) -> Worker:
+    """A Temporal worker that runs Keycard's workflows as their histories expect: activation jobs
+    applied as one batch (below) and updates after the work in hand (workflows/runner.py).
+    Every worker that runs them, tests included, is made here."""
     return apply_jobs_as_one_batch(
-        Worker(
-            client,
-            task_queue=settings.task_queue,
-            workflows=WORKFLOWS,
-            activities=(
-                list(activities)
-                if activities is not None
-                else build_activities(client, config, settings)
-            ),
-            # A stopping worker takes no new tasks and gives in-flight activities this long to
-            # finish; what is still running then is cancelled and retried on another worker.
-            graceful_shutdown_timeout=settings.worker_shutdown_grace,
-        )
+        Worker(client, workflow_runner=keycard_workflow_runner(), **options)
+    )
+
+
+def keycard_replayer(**options) -> Replayer:
+    """A Replayer for Keycard's histories, with the workflow runner their workers use."""
+    options.setdefault("workflows", WORKFLOWS)
+    return Replayer(
+        data_converter=pydantic_data_converter,
+        workflow_runner=keycard_workflow_runner(),
+        **options,
     )
 
 

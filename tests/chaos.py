@@ -49,7 +49,6 @@ from aiohttp import ClientSession, web
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
-from temporalio.worker import Replayer
 
 from keycard import temporal as names
 from keycard.config import parse_config
@@ -57,8 +56,7 @@ from keycard.models import Actor, LeaseReturn, Requester, RequestState, RequestV
 from starter.client import KeycardClient
 from starter.demo_aws import DEMO_CREDENTIALS, seed_demo, start_moto_server
 from starter.dev import temporal_binary
-from workflows.access_request import AccessRequestWorkflow
-from workflows.grant import GrantWorkflow
+from worker import keycard_replayer
 
 REGION = "us-east-1"
 ACCOUNT = "111111111111"
@@ -621,9 +619,7 @@ async def verify(
         open_workflows += 1
         report.problems.append(f"left open: {execution.id}")
     report.add("workflows left open", open_workflows)
-    replayer = Replayer(
-        workflows=[AccessRequestWorkflow, GrantWorkflow], data_converter=pydantic_data_converter
-    )
+    replayer = keycard_replayer()
     failures = 0
     for history in histories:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

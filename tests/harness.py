@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.audit import AuditActivities, AuditSink
 from activities.leases import LeaseActivities
@@ -19,7 +18,7 @@ from keycard.config import KeycardConfig, parse_config
 from keycard.models import Actor, LifecycleEvent, Requester, RequestState, RequestView
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
-from worker import apply_jobs_as_one_batch
+from worker import keycard_worker
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -107,17 +106,18 @@ async def running_stack(
     extra_activities: list | None = None,
     hook_activities: list | None = None,
     audit_sinks: Mapping[str, AuditSink] | None = None,
+    task_queue: str | None = None,
 ):
     """A worker with the real workflows and lease activities and a fake cloud, on its own queue.
 
     `extra_activities` replace the console notifier; `hook_activities` are added (HookActivities'
     methods, for flows with hooks or auto_approve rules). Audit events go to `stack.audit` (the
     `default` destination), or, given `audit_sinks`, to those sinks by destination name (the
-    config's `audit` section names the destinations)."""
+    config's `audit` section names the destinations). `task_queue` shares another's queue."""
     config = config or parse_config(CONFIG)
     cloud = cloud or FakeCloud()
     audit = MemorySink()
-    task_queue = f"test-{uuid.uuid4()}"
+    task_queue = task_queue or f"test-{uuid.uuid4()}"
     leases = LeaseActivities(client, task_queue)
     activities = [
         *cloud.activities("aws_sso"),
@@ -128,13 +128,11 @@ async def running_stack(
         *(extra_activities or [ConsoleNotifier().send]),
         *(hook_activities or []),
     ]
-    async with apply_jobs_as_one_batch(
-        Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[AccessRequestWorkflow, GrantWorkflow],
-            activities=activities,
-        )
+    async with keycard_worker(
+        client,
+        task_queue=task_queue,
+        workflows=[AccessRequestWorkflow, GrantWorkflow],
+        activities=activities,
     ):
         yield Stack(KeycardClient(client, config, task_queue), cloud, audit, task_queue, client)
 

@@ -121,6 +121,9 @@ class AccessRequestWorkflow:
             approvals_required=self._s.view.approvals_required,
             approval_timeout=format_duration(input.flow.approval_timeout),
         )
+        # Updates wait for the work already in hand (workflows/runner.py); requests started
+        # before keep the SDK's order, which their histories recorded.
+        self.keycard_updates_last = workflow.patched(names.PATCH_UPDATES_LAST)
 
     @workflow.run
     async def run(self, input: AccessRequestInput) -> RequestView:

@@ -66,6 +66,8 @@ class GrantWorkflow:
         self._removing = False
         # Here, not in `run`: the lease of a signal-with-start is handled before `run` begins.
         self._by_signal = workflow.patched(names.PATCH_LEASE_SIGNALS)
+        # Legacy `acquire`/`release` updates wait for the work in hand (workflows/runner.py).
+        self.keycard_updates_last = workflow.patched(names.PATCH_UPDATES_LAST)
 
     @workflow.run
     async def run(self, input: GrantInput) -> GrantView:

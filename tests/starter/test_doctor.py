@@ -21,13 +21,13 @@ from temporalio.api.workflowservice.v1 import (
     DescribeTaskQueueRequest,
     RegisterNamespaceRequest,
 )
-from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from keycard.config import parse_config
 from starter.cli import app
 from starter.demo_aws import demo_environment, seed_demo, start_moto_server
 from starter.doctor import IAM_POLICY, Finding, Level, Report, diagnose, iam_policy_json
+from worker import keycard_worker
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -124,7 +124,7 @@ async def stack(dev_env, aws_env, slack_url, monkeypatch, tmp_path) -> AsyncIter
     monkeypatch.setenv("SLACK_API_URL", url)
     config = tmp_path / "keycard.yaml"
     config.write_text(HEALTHY)
-    async with Worker(
+    async with keycard_worker(
         dev_env.client, task_queue=task_queue, workflows=[AccessRequestWorkflow, GrantWorkflow]
     ):
         await _until_polled(dev_env.client, task_queue)

@@ -7,8 +7,6 @@ import asyncio
 import uuid
 
 from temporalio import activity
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, Worker
 
 from activities.audit import AuditActivities
 from activities.leases import LeaseActivities
@@ -18,7 +16,7 @@ from keycard.models import Notification, NotificationResult, RequestState, Reque
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
 from tests.harness import BOB, CONFIG, MemorySink, Stack, ask, state_is
-from worker import apply_jobs_as_one_batch
+from worker import keycard_replayer, keycard_worker
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -36,7 +34,7 @@ class SlowNotifier:
 async def test_decisions_apply_on_a_worker_that_rebuilds_every_request(dev_env):
     cloud, audit = FakeCloud(), MemorySink()
     task_queue = f"test-{uuid.uuid4()}"
-    worker = Worker(
+    worker = keycard_worker(
         dev_env.client,
         task_queue=task_queue,
         workflows=[AccessRequestWorkflow, GrantWorkflow],
@@ -49,7 +47,7 @@ async def test_decisions_apply_on_a_worker_that_rebuilds_every_request(dev_env):
         # No cache: every workflow task rebuilds the workflow from its history.
         max_cached_workflows=0,
     )
-    async with apply_jobs_as_one_batch(worker):
+    async with worker:
         keycard = KeycardClient(dev_env.client, parse_config(CONFIG), task_queue)
         stack = Stack(keycard, cloud, audit, task_queue, dev_env.client)
         views = [await ask(stack) for _ in range(8)]
@@ -62,9 +60,7 @@ async def test_decisions_apply_on_a_worker_that_rebuilds_every_request(dev_env):
             await state_is(stack, view.id, RequestState.ACTIVE)
             await keycard.revoke(view.id, BOB)
 
-        replayer = Replayer(
-            workflows=[AccessRequestWorkflow, GrantWorkflow], data_converter=pydantic_data_converter
-        )
+        replayer = keycard_replayer()
         for view in views:
             handle = dev_env.client.get_workflow_handle(view.id, result_type=RequestView)
             final = await asyncio.wait_for(handle.result(), timeout=30)

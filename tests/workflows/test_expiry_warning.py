@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from temporalio import activity
-from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
 from activities.leases import LeaseActivities
@@ -23,6 +22,7 @@ from keycard.models import (
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CONFIG, MemorySink, unique_id
+from worker import keycard_worker
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -43,7 +43,7 @@ class Recorder:
 async def stack(env, config_text: str = CONFIG):
     recorder, audit = Recorder(), MemorySink()
     task_queue = f"test-{uuid.uuid4()}"
-    async with Worker(
+    async with keycard_worker(
         env.client,
         task_queue=task_queue,
         workflows=[AccessRequestWorkflow, GrantWorkflow],

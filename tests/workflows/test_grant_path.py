@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
 from activities.leases import LeaseActivities
@@ -28,6 +27,7 @@ from keycard.models import (
 from starter.client import KeycardClient
 from tests.fakes import KNOWN_USERS, FakeCloud
 from tests.harness import BOB, CAROL, CONFIG, MemorySink, ask, running_stack, state_is, wait_for
+from worker import keycard_worker
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 
@@ -128,7 +128,7 @@ async def test_a_burst_larger_than_the_worker_slots_all_reaches_active(dev_env):
     audit = MemorySink()
     task_queue = f"test-{uuid.uuid4()}"
     config = parse_config(CONFIG)
-    async with Worker(
+    async with keycard_worker(
         dev_env.client,
         task_queue=task_queue,
         workflows=[AccessRequestWorkflow, GrantWorkflow],

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer
 
 from activities.hooks import HookActivities
 from activities.notify import console_line
@@ -35,7 +33,7 @@ from keycard.sdk.context import Integrations
 from tests.fake_pagerduty import API_KEY, running_fake_pagerduty, self_signed_certificate
 from tests.harness import ALICE, BOB, CAROL, DAVE, running_stack
 from tests.hook_gate import gate
-from workflows.access_request import AccessRequestWorkflow
+from worker import keycard_replayer
 
 ALICE_ACTOR = Actor(email="alice@example.com")
 FLOW_APPROVERS = ["bob@example.com", "carol@example.com"]
@@ -133,7 +131,7 @@ async def stack_with_hooks(env, config, pagerduty=None, announcements=None, base
 
 
 async def replay(handle) -> None:
-    replayer = Replayer(workflows=[AccessRequestWorkflow], data_converter=pydantic_data_converter)
+    replayer = keycard_replayer()
     await replayer.replay_workflow(await handle.fetch_history())
 
 

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from workflows.access_request import AccessRequestWorkflow
-from workflows.grant import GrantWorkflow
+from worker import keycard_replayer
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 GOLDEN = sorted(p for p in HISTORIES.glob("*.json") if not p.name.startswith("nondeterministic"))
@@ -27,9 +25,7 @@ def load(path: Path) -> WorkflowHistory:
 
 
 def replayer() -> Replayer:
-    return Replayer(
-        workflows=[AccessRequestWorkflow, GrantWorkflow], data_converter=pydantic_data_converter
-    )
+    return keycard_replayer()
 
 
 def test_there_are_golden_histories_of_both_workflows():
