@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= keycard.example.yaml
 
-.PHONY: dev test chaos lint format clean
+.PHONY: dev test chaos bench lint format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Keycard needs Python 3.11 or newer"'
@@ -29,6 +29,13 @@ chaos: $(STAMP)
 	  echo "== chaos seed $$seed"; \
 	  $(BIN)/python -m tests.chaos --seed $$seed --requests 100 --kills 30 --span 240 || exit 1; \
 	done
+
+# Keycard side by side with the bare workflow of the same shape (bench/compare.py), then the
+# burst of 1000 approvals on one worker (bench/burst.py). Figures, not pass/fail tests.
+BENCH_REQUESTS ?= 200
+bench: $(STAMP)
+	$(BIN)/python -m bench.compare --requests $(BENCH_REQUESTS) --concurrency 20
+	$(BIN)/python -m bench.burst --requests 1000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
