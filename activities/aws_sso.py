@@ -7,14 +7,16 @@ The user is the Identity Center user whose email (`emails.value`) is the request
 The instance ARN and identity store id come from keycard.yaml (`aws.sso_instance_arn`,
 `aws.identity_store_id`); left out, Keycard uses the account's only Identity Center instance.
 
-Every operation is idempotent, so a retried activity is harmless: granting what is already there
-and revoking what is already gone both succeed. Account assignments are asynchronous in AWS; grant
-and revoke return only once AWS reports the change SUCCEEDED, heartbeating while they wait, and a
-retried attempt resumes waiting on the request its predecessor started.
+Every operation is idempotent, so a retried activity is harmless: a retry looks before it changes
+anything, and granting what is already there and revoking what is already gone both succeed. A
+first attempt changes at once (the GrantWorkflow has just looked), saving a call per change.
+Account assignments are asynchronous in AWS; grant and revoke return only once AWS reports the
+change SUCCEEDED, heartbeating while they wait, and a retried attempt resumes waiting on the
+request its predecessor started.
 
 IAM actions the worker's role needs: sso:ListInstances, sso:ListPermissionSets,
-sso:DescribePermissionSet, sso:ListAccountAssignments, sso:CreateAccountAssignment,
-sso:DeleteAccountAssignment, sso:DescribeAccountAssignmentCreationStatus,
+sso:DescribePermissionSet, sso:ListAccountAssignmentsForPrincipal (and sso:ListAccountAssignments
+for `keycard doctor`), sso:CreateAccountAssignment, sso:DeleteAccountAssignment, sso:DescribeAccountAssignmentCreationStatus,
 sso:DescribeAccountAssignmentDeletionStatus, identitystore:GetUserId, identitystore:GetGroupId,
 identitystore:GetGroupMembershipId, identitystore:CreateGroupMembership,
 identitystore:DeleteGroupMembership (plus the iam:/organizations: actions AWS documents for
@@ -172,33 +174,40 @@ class AwsSsoStrategy:
     @activity.defn(name="aws_sso.exists")
     async def exists(self, assignment: ResolvedAssignment) -> bool:
         require_resolved(assignment, "instance_arn", "permission_set_arn")
+        # Keyed by the person: the cost follows their own assignments in the account, not
+        # everyone's who holds the permission set there.
         pages = await paginate(
             self._sso_admin,
-            "list_account_assignments",
+            "list_account_assignments_for_principal",
             InstanceArn=assignment.instance_arn,
-            AccountId=assignment.spec.account_id,
-            PermissionSetArn=assignment.permission_set_arn,
-            if_not_found=self._permission_set_gone(assignment),
+            PrincipalId=assignment.principal_id,
+            PrincipalType="USER",
+            Filter={"AccountId": assignment.spec.account_id or ""},
         )
         return any(
-            item.get("PrincipalType") == "USER"
-            and item.get("PrincipalId") == assignment.principal_id
+            item.get("PermissionSetArn") == assignment.permission_set_arn
+            and item.get("AccountId") == assignment.spec.account_id
             for page in pages
             for item in page.get("AccountAssignments", [])
         )
 
     @activity.defn(name="aws_sso.grant")
     async def grant(self, assignment: ResolvedAssignment) -> None:
+        """Create the assignment. The GrantWorkflow calls `exists` just before (to tell standing
+        access from its own), so a first attempt creates at once; a retry looks first, since an
+        earlier attempt may have created it."""
         require_resolved(assignment, "instance_arn", "permission_set_arn")
         pending = _pending_request(_CREATION_PREFIX)
         if pending and await self._wait_for_creation(assignment, pending, resumed=True):
             return
-        if await self.exists(assignment):
+        if _is_retry() and await self.exists(assignment):
             log.info("aws_sso.already_assigned", **assignment_log_fields(assignment))
             return
         try:
             response = await call_aws(
-                self._sso_admin.create_account_assignment, **self._target(assignment)
+                self._sso_admin.create_account_assignment,
+                **self._target(assignment),
+                if_not_found=self._target_gone(assignment),
             )
         except ApplicationError as error:
             # A ConflictException is either "already exists" or "another change in progress":
@@ -222,14 +231,10 @@ class AwsSsoStrategy:
         pending = _pending_request(_DELETION_PREFIX)
         if pending and await self._wait_for_deletion(assignment, pending, resumed=True):
             return
-        try:
-            present = await self.exists(assignment)
-        except ApplicationError as error:
-            if error.type != "NoSuchPermissionSet":
-                raise
-            log.warning("aws_sso.permission_set_gone", **assignment_log_fields(assignment))
-            return  # a deleted permission set is assigned to nobody
-        if not present:
+        # A first attempt deletes at once: the GrantWorkflow removes only what it created. When
+        # the assignment is not there (removed by hand, its permission set deleted), AWS answers
+        # not found and a look confirms it. A retry looks first.
+        if _is_retry() and not await self.exists(assignment):
             log.info("aws_sso.already_unassigned", **assignment_log_fields(assignment))
             return
         try:
@@ -264,10 +269,11 @@ class AwsSsoStrategy:
         }
 
     @staticmethod
-    def _permission_set_gone(assignment: ResolvedAssignment) -> ApplicationError:
+    def _target_gone(assignment: ResolvedAssignment) -> ApplicationError:
         return ApplicationError(
             f"permission set {assignment.spec.permission_set} ({assignment.permission_set_arn}) "
-            "no longer exists in Identity Center",
+            f"or the user {assignment.spec.principal_email} ({assignment.principal_id}) no "
+            "longer exists in Identity Center",
             type="NoSuchPermissionSet",
             non_retryable=True,
         )
@@ -427,6 +433,10 @@ class AwsSsoStrategy:
             f"AWS reported an unknown status {status.get('Status')!r} for request {request_id}",
             type="AwsError",
         )
+
+
+def _is_retry() -> bool:
+    return activity.info().attempt > 1
 
 
 def _pending_request(prefix: str) -> str | None:

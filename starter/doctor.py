@@ -53,6 +53,7 @@ IAM_POLICY: dict[str, Any] = {
                 "sso:DescribeAccountAssignmentDeletionStatus",
                 "sso:DescribePermissionSet",
                 "sso:ListAccountAssignments",
+                "sso:ListAccountAssignmentsForPrincipal",
                 "sso:ListInstances",
                 "sso:ListPermissionSets",
             ],

@@ -131,12 +131,13 @@ async def test_grant_then_revoke_and_both_are_idempotent(aws, sso) -> None:
 
     await env.run(sso.grant, assignment)
     assert await env.run(sso.exists, assignment) is True
-    await env.run(sso.grant, assignment)
-    assert aws.user_assignments(arn) == [user_id]  # the second grant created nothing
+    await retried().run(sso.grant, assignment)
+    assert aws.user_assignments(arn) == [user_id]  # the retried grant created nothing
 
     await env.run(sso.revoke, assignment)
     assert await env.run(sso.exists, assignment) is False
-    await env.run(sso.revoke, assignment)
+    await env.run(sso.revoke, assignment)  # not there: AWS says so, and a look confirms it
+    await retried().run(sso.revoke, assignment)
     assert aws.user_assignments(arn) == []
 
 
@@ -145,7 +146,7 @@ async def test_exists_sees_only_this_users_assignment_across_pages(aws, sso) -> 
     aws.add_user("alice@example.com")
     env = ActivityEnvironment()
     assignment = await env.run(sso.resolve, sso_spec())
-    for n in range(120):  # more than one page of ListAccountAssignments (moto: 100 a page)
+    for n in range(120):  # other people's assignments of the same permission set
         aws.sso_admin.create_account_assignment(
             InstanceArn=aws.instance_arn,
             TargetId=ACCOUNT,
@@ -165,6 +166,28 @@ async def test_exists_sees_only_this_users_assignment_across_pages(aws, sso) -> 
         PrincipalId=assignment.principal_id,
     )
     assert await env.run(sso.exists, assignment) is True
+
+
+async def test_exists_wants_this_permission_set_in_this_account(aws, sso) -> None:
+    aws.add_user("alice@example.com")
+    aws.add_permission_set("PowerUserAccess")
+    other_set = aws.add_permission_set("ReadOnlyAccess")
+    env = ActivityEnvironment()
+    assignment = await env.run(sso.resolve, sso_spec())
+    for account, permission_set in (
+        (ACCOUNT, other_set),
+        ("222222222222", assignment.permission_set_arn),
+    ):
+        aws.sso_admin.create_account_assignment(
+            InstanceArn=aws.instance_arn,
+            TargetId=account,
+            TargetType="AWS_ACCOUNT",
+            PermissionSetArn=permission_set,
+            PrincipalType="USER",
+            PrincipalId=assignment.principal_id,
+        )
+
+    assert await env.run(sso.exists, assignment) is False
 
 
 async def test_a_configured_instance_that_does_not_exist_is_final(aws) -> None:
@@ -243,6 +266,7 @@ def target() -> dict[str, str]:
 
 
 def assignments(*principals: str) -> dict[str, Any]:
+    """A ListAccountAssignmentsForPrincipal page: the permission set, when the user is given."""
     return {
         "AccountAssignments": [
             {
@@ -265,7 +289,20 @@ def status(
     return value
 
 
-LIST_PARAMS = {"InstanceArn": INSTANCE, "AccountId": ACCOUNT, "PermissionSetArn": PERMISSION_SET}
+LIST_PARAMS = {
+    "InstanceArn": INSTANCE,
+    "PrincipalId": USER_ID,
+    "PrincipalType": "USER",
+    "Filter": {"AccountId": ACCOUNT},
+}
+LIST = "list_account_assignments_for_principal"
+
+
+def retried() -> ActivityEnvironment:
+    """An activity environment for a second attempt (a retry looks before it changes)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2)
+    return env
 
 
 @pytest.fixture
@@ -284,7 +321,7 @@ def recording_env() -> tuple[ActivityEnvironment, list[tuple[Any, ...]]]:
 
 async def test_grant_waits_while_aws_reports_in_progress_and_heartbeats(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    stub.add_response("list_account_assignments", assignments(), LIST_PARAMS)
+    # A first attempt creates at once: the GrantWorkflow looked just before.
     stub.add_response(
         "create_account_assignment",
         {"AccountAssignmentCreationStatus": status("IN_PROGRESS")},
@@ -307,7 +344,6 @@ async def test_grant_waits_while_aws_reports_in_progress_and_heartbeats(stubbed_
 async def test_grant_that_aws_reports_failed_is_final_with_aws_reason(stubbed_sso) -> None:
     sso, stub = stubbed_sso
     reason = "Received a 404 status error: Not supported policy arn:aws:iam::aws:policy/Nope"
-    stub.add_response("list_account_assignments", assignments())
     stub.add_response(
         "create_account_assignment", {"AccountAssignmentCreationStatus": status("IN_PROGRESS")}
     )
@@ -325,7 +361,7 @@ async def test_grant_that_aws_reports_failed_is_final_with_aws_reason(stubbed_ss
 
 async def test_a_retried_grant_resumes_the_request_its_predecessor_started(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    # No ListAccountAssignments and no CreateAccountAssignment: only the pending request is polled.
+    # No ListAccountAssignmentsForPrincipal, no CreateAccountAssignment: only the pending request.
     stub.add_response(
         "describe_account_assignment_creation_status",
         {"AccountAssignmentCreationStatus": status("SUCCEEDED", EARLIER_REQUEST)},
@@ -346,10 +382,10 @@ async def test_a_retried_grant_starts_over_when_aws_forgot_the_earlier_request(
     stub.add_client_error(
         "describe_account_assignment_creation_status", "ResourceNotFoundException"
     )
-    stub.add_response("list_account_assignments", assignments(USER_ID))
+    stub.add_response(LIST, assignments(USER_ID), LIST_PARAMS)
     env = ActivityEnvironment()
     env.info = dataclasses.replace(
-        env.info, heartbeat_details=["aws_sso creation request " + FORGOTTEN_REQUEST]
+        env.info, attempt=2, heartbeat_details=["aws_sso creation request " + FORGOTTEN_REQUEST]
     )
 
     await env.run(sso.grant, resolved())
@@ -357,18 +393,16 @@ async def test_a_retried_grant_starts_over_when_aws_forgot_the_earlier_request(
 
 async def test_grant_conflict_for_an_assignment_that_now_exists_is_success(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    stub.add_response("list_account_assignments", assignments())
     stub.add_client_error("create_account_assignment", "ConflictException", "already exists")
-    stub.add_response("list_account_assignments", assignments(USER_ID))
+    stub.add_response(LIST, assignments(USER_ID), LIST_PARAMS)
 
     await ActivityEnvironment().run(sso.grant, resolved())
 
 
 async def test_grant_conflict_with_a_change_in_progress_is_retried(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    stub.add_response("list_account_assignments", assignments())
     stub.add_client_error("create_account_assignment", "ConflictException", "operation in progress")
-    stub.add_response("list_account_assignments", assignments())
+    stub.add_response(LIST, assignments())
 
     error = await failure(ActivityEnvironment(), sso.grant, resolved())
 
@@ -378,7 +412,6 @@ async def test_grant_conflict_with_a_change_in_progress_is_retried(stubbed_sso) 
 
 async def test_revoke_waits_for_deletion(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    stub.add_response("list_account_assignments", assignments(USER_ID))
     stub.add_response(
         "delete_account_assignment",
         {"AccountAssignmentDeletionStatus": status("IN_PROGRESS", DELETE_REQUEST)},
@@ -401,7 +434,6 @@ async def test_a_failed_deletion_is_retried_because_access_must_not_outlive_its_
     stubbed_sso,
 ) -> None:
     sso, stub = stubbed_sso
-    stub.add_response("list_account_assignments", assignments(USER_ID))
     stub.add_response(
         "delete_account_assignment",
         {"AccountAssignmentDeletionStatus": status("IN_PROGRESS", DELETE_REQUEST)},
@@ -424,7 +456,7 @@ async def test_a_retried_revoke_after_a_failed_deletion_deletes_again(stubbed_ss
         "describe_account_assignment_deletion_status",
         {"AccountAssignmentDeletionStatus": status("FAILED", DELETE_REQUEST, "Request failed")},
     )
-    stub.add_response("list_account_assignments", assignments(USER_ID))
+    stub.add_response(LIST, assignments(USER_ID), LIST_PARAMS)
     stub.add_response(
         "delete_account_assignment",
         {"AccountAssignmentDeletionStatus": status("SUCCEEDED", FORGOTTEN_REQUEST)},
@@ -440,18 +472,34 @@ async def test_a_retried_revoke_after_a_failed_deletion_deletes_again(stubbed_ss
 
 async def test_revoke_of_an_assignment_removed_meanwhile_is_success(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    stub.add_response("list_account_assignments", assignments(USER_ID))
     stub.add_client_error("delete_account_assignment", "ResourceNotFoundException")
-    stub.add_response("list_account_assignments", assignments())
+    stub.add_response(LIST, assignments(), LIST_PARAMS)
 
     await ActivityEnvironment().run(sso.revoke, resolved())
 
 
-async def test_revoke_when_the_permission_set_was_deleted_is_success(stubbed_sso) -> None:
+async def test_a_retried_revoke_of_an_assignment_already_gone_deletes_nothing(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    stub.add_client_error("list_account_assignments", "ResourceNotFoundException")
+    stub.add_response(LIST, assignments(), LIST_PARAMS)  # and no DeleteAccountAssignment
 
-    await ActivityEnvironment().run(sso.revoke, resolved())
+    await retried().run(sso.revoke, resolved())
+
+
+async def test_a_retried_grant_of_an_assignment_already_there_creates_nothing(stubbed_sso) -> None:
+    sso, stub = stubbed_sso
+    stub.add_response(LIST, assignments(USER_ID), LIST_PARAMS)  # and no CreateAccountAssignment
+
+    await retried().run(sso.grant, resolved())
+
+
+async def test_grant_when_the_permission_set_was_deleted_is_final(stubbed_sso) -> None:
+    sso, stub = stubbed_sso
+    stub.add_client_error("create_account_assignment", "ResourceNotFoundException")
+
+    error = await failure(ActivityEnvironment(), sso.grant, resolved())
+
+    assert_final(error, "NoSuchPermissionSet")
+    assert PERMISSION_SET in error.message and USER_ID in error.message
 
 
 @pytest.mark.parametrize(
@@ -459,7 +507,7 @@ async def test_revoke_when_the_permission_set_was_deleted_is_success(stubbed_sso
 )
 async def test_throttling_and_server_errors_are_retryable(stubbed_sso, code: str) -> None:
     sso, stub = stubbed_sso
-    stub.add_client_error("list_account_assignments", code, http_status_code=400)
+    stub.add_client_error(LIST, code, http_status_code=400)
 
     error = await failure(ActivityEnvironment(), sso.exists, resolved())
 
@@ -469,7 +517,6 @@ async def test_throttling_and_server_errors_are_retryable(stubbed_sso, code: str
 
 async def test_access_denied_is_final_and_names_the_action_to_allow(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    stub.add_response("list_account_assignments", assignments())
     stub.add_client_error(
         "create_account_assignment",
         "AccessDeniedException",
@@ -486,9 +533,7 @@ async def test_access_denied_is_final_and_names_the_action_to_allow(stubbed_sso)
 
 async def test_validation_errors_are_final(stubbed_sso) -> None:
     sso, stub = stubbed_sso
-    stub.add_client_error(
-        "list_account_assignments", "ValidationException", "1 validation error detected"
-    )
+    stub.add_client_error(LIST, "ValidationException", "1 validation error detected")
 
     error = await failure(ActivityEnvironment(), sso.exists, resolved())
 
