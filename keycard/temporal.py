@@ -39,6 +39,7 @@ LEASE_RETURNED = "lease.returned"  # grant -> request (a ReleaseResult)
 # workflow.patched ids, named once so a typo cannot fork a workflow's history.
 PATCH_LEASE_SIGNALS = "lease-signals"
 PATCH_UPDATES_LAST = "updates-last"  # see workflows/runner.py
+PATCH_LOCAL_CALLS = "local-calls"  # resolve, leases.take and exists as local activities
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typed from Slack
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
+from workflows.calls import local_call
 from workflows.waiting import run_through_cancel, wait_until
 
 with workflow.unsafe.imports_passed_through():
@@ -265,9 +266,19 @@ class GrantWorkflow:
     async def _call(
         self, operation: str, assignment: ResolvedAssignment, result_type: type | None = None
     ):
+        name = activity_name(assignment.spec.strategy, operation)  # type: ignore[arg-type]
+        if operation == "exists" and workflow.patched(names.PATCH_LOCAL_CALLS):
+            # One lookup: a local activity, run in the workflow task that asks for it.
+            return await local_call(
+                name,
+                assignment,
+                result_type=result_type,
+                start_to_close_timeout=names.RESOLVE_TIMEOUT,
+                retry_policy=names.GRANT_RETRY,
+            )
         is_revoke = operation == "revoke"
         return await workflow.execute_activity(
-            activity_name(assignment.spec.strategy, operation),  # type: ignore[arg-type]
+            name,
             assignment,
             result_type=result_type,
             start_to_close_timeout=names.GRANT_TIMEOUT,
