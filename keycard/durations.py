@@ -11,6 +11,9 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _PATTERN = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 DURATION_PATTERN = r"^(?=\d)(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"
+# No grant, flow or wait in Keycard is longer; past it a number is a typo (or an attack), and
+# Python's timedelta would overflow a little further on.
+LONGEST = timedelta(days=366)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -22,9 +25,21 @@ def parse_duration(text: str) -> timedelta:
             f"{text!r} is not a duration: use a number with a unit, such as 30m, 1h, 1h30m or 2d"
         )
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if value <= timedelta(0):
+    total = days * 86400 + hours * 3600 + minutes * 60 + seconds  # exact, and never overflows
+    if total <= 0:
         raise ValueError(f"{text!r} is not a duration: it must be longer than zero")
+    return _bounded(timedelta(seconds=min(total, _LONGEST_SECONDS + 1)), text)
+
+
+_LONGEST_SECONDS = int(LONGEST.total_seconds())
+
+
+def _bounded(value: timedelta, text: object) -> timedelta:
+    if value > LONGEST:
+        raise ValueError(
+            f"{text!r} is too long: a duration is at most {format_duration(LONGEST)}, "
+            "such as 30m, 1h or 2d"
+        )
     return value
 
 
@@ -46,6 +61,11 @@ def _coerce(value: object) -> object:
         return parse_duration(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         # A bare number in JSON/YAML is read as seconds, the unit Temporal itself uses.
+        if value != value or abs(value) > _LONGEST_SECONDS:  # NaN, or past what we accept
+            raise ValueError(
+                f"{value!r} seconds is not a duration Keycard accepts: at most "
+                f"{format_duration(LONGEST)}, such as 30m, 1h or 2d"
+            )
         return timedelta(seconds=value)
     return value
 

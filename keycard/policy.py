@@ -96,17 +96,22 @@ def choose_duration(flow: Flow, requested: str | timedelta | None) -> timedelta:
     """The requested duration if the flow allows it; the flow's default if none was given."""
     if requested is None or requested == "":
         return flow.durations[0]
+    allowed = ", ".join(format_duration(d) for d in flow.durations)
     try:
         value = parse_duration(requested) if isinstance(requested, str) else requested
     except ValueError as exc:
-        raise RequestInvalid("InvalidDuration", str(exc)) from None
+        raise RequestInvalid(
+            "InvalidDuration", f"{exc}; flow {flow.name} offers: {allowed}"
+        ) from None
     if value not in flow.durations:
-        allowed = ", ".join(format_duration(d) for d in flow.durations)
         raise RequestInvalid(
             "DurationNotAllowed",
             f"flow {flow.name} does not offer {format_duration(value)}; choose one of: {allowed}",
         )
     return value
+
+
+MAX_FIELD_LENGTH = 1000  # like a reason: an answer, not a document
 
 
 def check_fields(flow: Flow, fields: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +127,11 @@ def check_fields(flow: Flow, fields: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, spec in declared.items():
         raw = fields.get(name)
+        if isinstance(raw, str) and len(raw) > MAX_FIELD_LENGTH:
+            raise RequestInvalid(
+                "FieldTooLong",
+                f"field {name} is longer than {MAX_FIELD_LENGTH} characters; shorten it",
+            )
         if raw is None or raw == "":
             if spec.required:
                 raise RequestInvalid("MissingField", f"field {name} is required by {flow.name}")

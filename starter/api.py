@@ -49,6 +49,7 @@ from starter.auth import Identity, TokenBook
 from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
 from starter.problems import (
     ApiProblem,
+    BodyLimit,
     add_problem_handlers,
     declare_problem_media_type,
     problem_responses,
@@ -113,7 +114,8 @@ class DecisionBody(_Body):
 
 
 class ExtendBody(DecisionBody):
-    duration: str = Field(min_length=1, max_length=50, description="how much longer, e.g. 30m")
+    # No min_length: an empty duration gets the parser's sentence, with examples.
+    duration: str = Field(max_length=50, description="how much longer, e.g. 30m")
 
 
 class BreakGlassBody(_Body):
@@ -700,6 +702,7 @@ def create_app(
         app.include_router(router)
     add_problem_handlers(app)
     app.middleware("http")(_access_log)
+    app.add_middleware(BodyLimit)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

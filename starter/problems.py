@@ -89,6 +89,70 @@ def problem_response(
     )
 
 
+MAX_BODY_BYTES = 256 * 1024
+"""No call needs more (a request's strings are capped far below); a bigger body is refused before
+it is read, let alone handed to Temporal."""
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `limit` bytes gets a 413 problem that names the limit, whether
+    the client declared its length or streamed it."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send, int(declared))
+            return
+        if declared:
+            await self.app(scope, receive, send)
+            return
+        # Streamed without a length: read it here, at most `limit` bytes, then hand it on.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            chunks.append(message)
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+            if size > self.limit:
+                await self._refuse(scope, receive, send, size, at_least=True)
+                return
+        await self.app(scope, _replay(chunks), send)
+
+    async def _refuse(
+        self, scope: dict[str, Any], receive: Any, send: Any, size: int, at_least: bool = False
+    ) -> None:
+        amount = f"{'more than ' if at_least else ''}{size:,} bytes"
+        response = problem_response(
+            Request(scope),
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"the request body is {amount}; Keycard accepts at most {self.limit // 1024} KiB "
+            "(reasons, comments and field values are capped far below that)",
+            "BodyTooLarge",
+        )
+        await response(scope, receive, send)
+
+
+def _replay(messages: list[dict[str, Any]]) -> Any:
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problems a route can answer with."""
     return {
