@@ -20,10 +20,12 @@ from starter.api_client import API_URL_ENV, ApiUnavailable, api_from_env
 from starter.doctor import doctor as _doctor
 from starter.hooks_cli import break_glass, hooks_app
 from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
+from starter.output import Output, OutputOption
 from starter.serve import serve, token_app
 from starter.slack_cli import slack as slack_command
 
 T = TypeVar("T")
+
 
 app = typer.Typer(
     help="Keycard: just-in-time access. Ask for access, approve it, and watch it end on time.",
@@ -171,7 +173,7 @@ def request(
         list[str] | None, typer.Option("--field", "-f", help="extra field NAME=VALUE, repeatable")
     ] = None,
     config_path: ConfigOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    output: OutputOption = Output.TEXT,
     wait: Annotated[
         bool, typer.Option("--wait", help="wait until access is active, then say how to use it")
     ] = False,
@@ -216,7 +218,7 @@ def _decision(verb: str) -> Callable[..., None]:
         admin: Annotated[
             bool, typer.Option("--admin", help="act as an admin (approver of last resort)")
         ] = False,
-        output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+        output: OutputOption = Output.TEXT,
     ) -> None:
         who = Actor(email=acting_as(actor), role=Role.ADMIN if admin else Role.USER)
         config = load_unless_api(config_path)
@@ -247,7 +249,7 @@ def extend(
     actor: AsOption = None,
     comment: CommentOption = "",
     config_path: ConfigOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    output: OutputOption = Output.TEXT,
 ) -> None:
     """Keep active access for longer, within the flow's maximum."""
     who = Actor(email=acting_as(actor))
@@ -264,7 +266,7 @@ def extend(
 def status(
     request_id: Annotated[str, typer.Argument(help="the request id")],
     config_path: ConfigOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    output: OutputOption = Output.TEXT,
 ) -> None:
     """Show a request: its state, approvals and when access ends."""
     config = load_unless_api(config_path)
@@ -277,12 +279,14 @@ def status(
 
 @app.command(name="list")
 def list_requests(
-    state: Annotated[str | None, typer.Option(help="PENDING, ACTIVE, ENDED, ...")] = None,
+    state: Annotated[
+        RequestState | None, typer.Option(case_sensitive=False, help="only requests in this state")
+    ] = None,
     flow: Annotated[str | None, typer.Option(help="only this flow")] = None,
     requester: Annotated[str | None, typer.Option(help="only this requester's")] = None,
     limit: Annotated[int, typer.Option(help="at most this many")] = 50,
     config_path: ConfigOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    output: OutputOption = Output.TEXT,
 ) -> None:
     """List requests, newest first."""
     config = load_unless_api(config_path)
@@ -290,7 +294,7 @@ def list_requests(
     async def go():
         keycard = await _keycard(config)
         return await keycard.list(
-            state=state.upper() if state else None, flow=flow, requester=requester, limit=limit
+            state=state.value if state else None, flow=flow, requester=requester, limit=limit
         )
 
     page = run(go)
@@ -459,11 +463,21 @@ def describe(view: RequestView) -> str:
         lines.append("  note:      this access existed before Keycard and stays in place")
     if view.end_reason:
         lines.append(f"  outcome:   {view.end_reason}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+def printable(text: str) -> str:
+    """`text` safe to print in a terminal: control characters (escape sequences that retitle the
+    window or clear the screen, carriage returns that overwrite a line) shown as \\xNN. Reasons,
+    fields and comments come from other people."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    cells = [tuple(str(c) for c in headers), *[tuple(str(c) for c in row) for row in rows]]
+    cells = [
+        tuple(str(c) for c in headers),
+        *[tuple(printable(str(c)) for c in row) for row in rows],
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     if not rows:

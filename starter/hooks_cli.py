@@ -9,6 +9,7 @@ import typer
 
 from keycard.models import Actor, RequestView
 from keycard.sdk.loader import load_hooks_file
+from starter.output import Output, OutputOption
 
 hooks_app = typer.Typer(help="Check hooks files (keycard.sdk) before deploying them.")
 
@@ -36,7 +37,7 @@ def break_glass(
         typer.Option("--as", help="you, the requester (operator mode)", envvar="KEYCARD_AS"),
     ] = None,
     config_path: Annotated[Path | None, typer.Option("--config", "-c", help="keycard.yaml")] = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    output: OutputOption = Output.TEXT,
 ) -> None:
     """Approve your own request in an emergency (flows with break_glass). Access starts now;
     the request is marked break-glass, announced to security and reviewed afterwards."""

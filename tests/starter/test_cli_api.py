@@ -254,3 +254,39 @@ async def test_keycard_serve_answers_and_stops_gracefully(dev_env, tmp_path: Pat
     assert "api.started" in kinds and "api.stopped" in kinds
     assert any(e["event"] == "api.http" and e["caller"] == "alice@example.com" for e in events)
     assert token not in stderr
+
+
+CLI_ROWS = [
+    # (arguments after `keycard`, exit code, words the error must contain)
+    (["list", "--state", "BOGUS"], 2, "is not one of"),
+    (["list", "-o", "yaml"], 2, "'text', 'json'"),
+    (["status", "req-x", "-o", "xml"], 2, "'text', 'json'"),
+    (["request", "prod-power-user", "-t", "prod", "-r", "x", "-d", "999999999999h"], 1, "366d"),
+    (["request", "prod-power-user", "-t", "prod", "-r", "x", "-d", "soon"], 1, "such as 30m"),
+    (["request", "prod-power-user", "-t", "prod", "-r", "x", "-f", "incident=" + "x" * 1001], 1,
+     "1000 characters"),
+    (["extend", "req-x", "-d", "999999999999h"], 1, "366d"),
+]  # fmt: skip
+
+
+async def test_cli_refuses_bad_input_with_a_sentence_and_no_traceback(api: Api):
+    async with running_api(api.app) as server:
+        for args, code, words in CLI_ROWS:
+            result = await keycard(server.url, "alice", *args)
+            said = result.stderr + result.stdout
+            assert result.exit_code == code, (args, said)
+            assert words in " ".join(said.split()), (args, said)
+            assert "Traceback" not in said, (args, said)
+    assert not api.has_access("alice@example.com")
+
+
+async def test_status_and_list_show_control_characters_instead_of_obeying_them(api: Api):
+    hostile = "fix\x1b]0;pwned\x07\x1b[2J now"
+    view = await api.create(reason=hostile)
+    async with running_api(api.app) as server:
+        status = await keycard(server.url, "alice", "status", view["id"])
+        listed = await keycard(server.url, "alice", "list")
+    assert status.exit_code == 0, status.stderr
+    assert "\x1b" not in status.stdout and "\x07" not in status.stdout
+    assert "fix\\x1b]0;pwned\\x07\\x1b[2J now" in status.stdout
+    assert listed.exit_code == 0 and "\x1b" not in listed.stdout
