@@ -12,18 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from keycard import policy
@@ -33,6 +37,7 @@ from keycard.models import Actor, Requester, RequestState, RequestView
 from keycard.policy import PolicyError, RequestInvalid
 from keycard.settings import SlackSettings
 from starter.client import KeycardClient, RequestRejected
+from starter.problems import problem_response
 
 log = structlog.get_logger("keycard.slack_app")
 
@@ -347,17 +352,54 @@ def attach_slack(
         return None
     app = build_slack_app(keycard, settings)
     if not settings.socket_mode:
-        mount_slack(api, app)
+        mount_slack(api, app, signing_secret=settings.signing_secret)
     return app
 
 
-def mount_slack(api: FastAPI, slack: AsyncApp, path: str = SLACK_EVENTS_PATH) -> None:
-    """Serve the Slack app's HTTP endpoint (slash command, interactivity) on a FastAPI app."""
+def mount_slack(
+    api: FastAPI,
+    slack: AsyncApp,
+    path: str = SLACK_EVENTS_PATH,
+    *,
+    signing_secret: str | None = None,
+) -> None:
+    """Serve the Slack app's HTTP endpoint (slash command, interactivity) on a FastAPI app;
+    `signing_secret` (the one the app verifies with) lets a malformed signed call get a 400."""
     handler = AsyncSlackRequestHandler(slack)
+    verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     @api.post(path, include_in_schema=False)
     async def slack_events(request: Request):
-        return await handler.handle(request)
+        malformed = await _malformed_interaction(request, verifier)
+        return malformed or await handler.handle(request)
+
+
+async def _malformed_interaction(
+    request: Request, verifier: SignatureVerifier | None
+) -> Response | None:
+    """A 400 for a correctly signed interaction whose `payload` is not a JSON object (Bolt would
+    answer 500); None for everything else, which Bolt answers (401 when unsigned)."""
+    body = await request.body()  # kept by Starlette for Bolt to read again
+    if verifier is None or not verifier.is_valid_request(body, dict(request.headers)):
+        return None
+    try:
+        form = parse_qs(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        form = {"payload": ["(not UTF-8)"]}
+    if "payload" not in form:
+        return None
+    try:
+        ok = isinstance(json.loads(form["payload"][0]), dict)
+    except ValueError:
+        ok = False
+    if ok:
+        return None
+    return problem_response(
+        request,
+        HTTPStatus.BAD_REQUEST,
+        "the interaction's payload is not a JSON object, which Slack always sends; nothing was done",
+        "BadSlackPayload",
+    )
 
 
 async def run_socket_mode(slack: AsyncApp, app_token: str, stop: asyncio.Event) -> None:

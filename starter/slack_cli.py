@@ -46,7 +46,7 @@ def slack(
             await run_socket_mode(app, settings.app_token, asyncio.Event())
             return
         api = FastAPI(title="Keycard Slack app")
-        mount_slack(api, app)
+        mount_slack(api, app, signing_secret=settings.signing_secret)
         await uvicorn.Server(uvicorn.Config(api, host=host, port=port)).serve()
 
     run(go)

@@ -567,7 +567,11 @@ async def slack_stack(
                 bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_url=slack.api_url
             )
             api = FastAPI()
-            mount_slack(api, build_slack_app(stack.keycard, settings))
+            mount_slack(
+                api,
+                build_slack_app(stack.keycard, settings),
+                signing_secret=settings.signing_secret,
+            )
             transport = httpx.ASGITransport(app=api)
             async with httpx.AsyncClient(transport=transport, base_url="http://keycard") as http:
                 yield SlackStack(stack.keycard, stack, slack, http)

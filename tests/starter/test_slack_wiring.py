@@ -9,6 +9,7 @@ from starter.api import create_app
 from starter.client import KeycardClient
 from starter.slack_app import slack_serving
 from tests.harness import CONFIG
+from tests.slack_fake import SIGNING_SECRET, signed_headers
 
 
 async def post_slack_event(app) -> httpx.Response:
@@ -46,3 +47,22 @@ async def test_without_slack_settings_there_is_no_slack_endpoint(monkeypatch):
         assert slack is None
         response = await post_slack_event(app)
     assert response.status_code == 404
+
+
+async def test_a_signed_interaction_whose_payload_is_not_json_is_a_bad_request(monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
+    keycard = KeycardClient(None, parse_config(CONFIG))  # type: ignore[arg-type]
+    app = create_app(keycard)
+    answers = []
+    async with slack_serving(app, keycard):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://keycard") as http:
+            for body in ("payload=not-json", "payload=%7B%22type%22%3A", "payload=%5B1%2C2%5D"):
+                answers.append(
+                    await http.post("/slack/events", content=body, headers=signed_headers(body))
+                )
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert "payload" in answer.text
