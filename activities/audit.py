@@ -301,7 +301,8 @@ class HttpSink:
         except httpx.HTTPError as err:
             raise DeliveryFailed(self.name, f"{type(err).__name__}: {err}") from None
         if not response.is_success:
-            excerpt = scrub_text(response.text[:200])
+            # Redacted whole, then cut: a cut could hide a secret from the patterns.
+            excerpt = scrub_text(response.text)[:200]
             raise DeliveryFailed(self.name, f"HTTP {response.status_code}: {excerpt}")
 
     async def aclose(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from keycard.config import AwsSsoTarget, Flow, GroupTarget, KeycardConfig, PromptField, Target
 from keycard.durations import format_duration, parse_duration
 from keycard.models import Actor, RequestState, RequestView, Role
+from keycard.redact import scrub_text
 
 
 class Refusal(StrEnum):
@@ -136,7 +137,8 @@ def check_fields(flow: Flow, fields: dict[str, Any]) -> dict[str, Any]:
             if spec.required:
                 raise RequestInvalid("MissingField", f"field {name} is required by {flow.name}")
             continue
-        result[name] = _coerce_field(spec, raw)
+        value = _coerce_field(spec, raw)
+        result[name] = scrub_text(value) if isinstance(value, str) else value
     return result
 
 
@@ -178,7 +180,8 @@ def check_reason(flow: Flow, reason: str | None) -> str:
         raise RequestInvalid("ReasonRequired", f"flow {flow.name} requires a reason for access")
     if len(reason) > 1000:
         raise RequestInvalid("ReasonTooLong", "the reason is longer than 1000 characters")
-    return reason
+    # Before it is recorded anywhere (history, audit, Slack): a pasted token stays out.
+    return scrub_text(reason)
 
 
 def check_requester(flow: Flow, email: str, approver_groups: dict[str, list[str]]) -> None:

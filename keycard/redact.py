@@ -33,6 +33,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bxapp-[A-Za-z0-9-]{8,}"), REDACTED),  # Slack app-level tokens
     (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),  # AWS access key ids
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b"), REDACTED),  # GitHub tokens
+    (re.compile(r"\bkc_[A-Za-z0-9_-]{16,}"), REDACTED),  # Keycard API tokens
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+"), REDACTED),  # JWTs
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {REDACTED}"),
     (re.compile(r"(?i)\btoken\s+token=[^\s,;]+"), f"Token token={REDACTED}"),  # PagerDuty
@@ -40,7 +41,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (
         re.compile(
             r"(?i)\b([a-z0-9_-]*(?:token|secret|passw(?:or)?d|api[_-]?key|signature)[a-z0-9_-]*)"
-            r"(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s&,;\"']+)"
+            # key=value, key: value, and JSON's "key": "value" (a cut-off value too)
+            r"(\"?\s*[=:]\s*)(\"[^\"]*\"?|'[^']*'?|[^\s&,;\"']+)"
         ),
         rf"\1\2{REDACTED}",
     ),

@@ -46,6 +46,7 @@ from keycard.models import (
     summary_line,
 )
 from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
+from keycard.redact import scrub_text
 
 log = structlog.get_logger(__name__)
 
@@ -208,7 +209,7 @@ class KeycardClient:
     ) -> RequestView:
         return await self._decide(
             request_id, "approved", "approve",
-            ApproveInput(actor=actor, comment=comment), update_id,
+            ApproveInput(actor=actor, comment=scrub_text(comment)), update_id,
         )  # fmt: skip
 
     async def break_glass(
@@ -218,7 +219,7 @@ class KeycardClient:
         Access starts at once; the request is marked and announced for review."""
         return await self._decide(
             request_id, "approved", "approve",
-            ApproveInput(actor=actor, comment=justification, break_glass=True), update_id,
+            ApproveInput(actor=actor, comment=scrub_text(justification), break_glass=True), update_id,
         )  # fmt: skip
 
     async def deny(
@@ -226,7 +227,7 @@ class KeycardClient:
     ) -> RequestView:
         return await self._decide(
             request_id, "denied", "deny",
-            DenyInput(actor=actor, comment=comment), update_id,
+            DenyInput(actor=actor, comment=scrub_text(comment)), update_id,
         )  # fmt: skip
 
     async def cancel(
@@ -234,7 +235,7 @@ class KeycardClient:
     ) -> RequestView:
         return await self._decide(
             request_id, "cancelled", "cancel",
-            CancelInput(actor=actor, comment=comment), update_id,
+            CancelInput(actor=actor, comment=scrub_text(comment)), update_id,
         )  # fmt: skip
 
     async def revoke(
@@ -242,7 +243,7 @@ class KeycardClient:
     ) -> RequestView:
         return await self._decide(
             request_id, "revoked", "revoke",
-            RevokeInput(actor=actor, comment=comment), update_id,
+            RevokeInput(actor=actor, comment=scrub_text(comment)), update_id,
         )  # fmt: skip
 
     async def extend(
@@ -255,7 +256,7 @@ class KeycardClient:
         update_id: str | None = None,
     ) -> RequestView:
         try:
-            extra = ExtendInput(actor=actor, duration=duration, comment=comment)
+            extra = ExtendInput(actor=actor, duration=duration, comment=scrub_text(comment))
         except ValueError as err:
             raise RequestInvalid("InvalidDuration", _first_error(err)) from None
         return await self._decide(request_id, "extended", "extend", extra, update_id)

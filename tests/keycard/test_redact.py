@@ -21,6 +21,9 @@ from tests.audit_events import make_events
         ('client_secret="s3cr3t value"', "client_secret="),
         ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "jwt "),
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", ""),
+        ("my token kc_Zx9f3Q2pLmN8vT4rS6uW1yA0bC5dE7gH is broken", "my token "),
+        ('403 {"dd-api-key": "abc123def", "errors": []}', '{"dd-api-key": '),
+        ('{"dd-api-key": "abc123d', '{"dd-api-key": '),  # cut off mid-value
     ],
 )
 def test_credentials_are_redacted(text, kept):
@@ -28,7 +31,7 @@ def test_credentials_are_redacted(text, kept):
     assert REDACTED in scrubbed
     assert kept + REDACTED in scrubbed or (not kept and scrubbed == REDACTED)
     for secret in ("xoxb-1234", "AKIAIOSF", "abc123", "abcdefghijklmnop", "y_NbAk", "hunter2",
-                   "s3cr3t", "c2lnbmF0dXJl", "MIIE"):  # fmt: skip
+                   "s3cr3t", "c2lnbmF0dXJl", "MIIE", "kc_Zx9f", "abc123d"):  # fmt: skip
         assert secret not in scrubbed
 
 

@@ -126,3 +126,18 @@ async def test_a_streamed_body_over_the_limit_is_refused_unread(api: Api):
 
     assert answer.status_code == 413, answer.text
     assert "more than" in answer.json()["detail"] and "256 KiB" in answer.json()["detail"]
+
+
+TOKEN = "kc_Zx9f3Q2pLmN8vT4rS6uW1yA0bC5dE7gH"
+
+
+async def test_a_pasted_token_is_redacted_before_anything_records_it(api: Api):
+    view = await api.create(
+        reason=f"urgent, my token is {TOKEN}", fields={"incident": f"see {TOKEN}"}
+    )
+    await api.decide(view["id"], "approve", "bob", comment=f"ok, and {TOKEN}")
+
+    shown = await api.get(view["id"])
+    assert TOKEN not in str(shown) and "[redacted]" in shown["reason"]
+    history = await api.stack.client.get_workflow_handle(view["id"]).fetch_history()
+    assert TOKEN not in history.to_json()
