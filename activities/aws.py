@@ -50,3 +50,11 @@ def strategy_activities(
         *AwsSsoGroupStrategy(sso_admin, identitystore, **instance).activities(),
         *AwsIamGroupStrategy(iam).activities(),
     ]
+
+
+def region_problem(settings: AwsSettings) -> str | None:
+    """Why the strategies could not make their AWS clients, or None: boto3 has no default region,
+    and without one the worker would die at its first client."""
+    if settings.region or boto3.session.Session().region_name:
+        return None
+    return "no AWS region: set aws.region in keycard.yaml or AWS_REGION in the environment"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -105,6 +106,12 @@ class AwsSsoTarget(_TargetBase):
     def _account_id(cls, value: Any) -> str:
         text = str(value).strip()
         if not re.fullmatch(r"\d{12}", text):
+            if isinstance(value, int) and not isinstance(value, bool):
+                # YAML read it as a number: 011111111111 is octal, leading zeros are lost.
+                raise ValueError(
+                    "must be 12 digits in quotes: YAML reads an unquoted number as a number "
+                    f'(here {value}), so write it as a string, e.g. account_id: "011111111111"'
+                )
             raise ValueError("must be 12 digits")
         return text
 
@@ -515,6 +522,11 @@ class KeycardConfig(_Strict):
     )
     flows: list[Flow] = Field(min_length=1)
     api: ApiSettings = Field(default_factory=ApiSettings, description="the HTTP API's tokens")
+    allow_hooks_outside_config_dir: bool = Field(
+        default=False,
+        description="let flows' `hooks` name files outside this file's directory (off: a review "
+        "of this directory then covers every line of code the worker runs for a flow)",
+    )
     # Where the file was loaded from: flows' `hooks` paths are relative to it.
     _base_dir: Path | None = PrivateAttr(default=None)
 
@@ -589,9 +601,24 @@ def describe_errors(error: ValidationError) -> list[str]:
     return lines
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (safe_load keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice here", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(text: str, source: str = "keycard.yaml") -> KeycardConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -611,12 +638,48 @@ def load_config(path: str | os.PathLike[str]) -> KeycardConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path),
+            [
+                f"byte {exc.start + 1}: not UTF-8 text (0x{exc.object[exc.start]:02x}); "
+                "save the file as UTF-8"
+            ],
+        ) from None
     config = parse_config(text, str(path))
     config._base_dir = path.parent
-    missing = missing_hook_files(config, path.parent)
-    if missing:
-        raise ConfigError(str(path), missing)
+    problems = outside_hook_files(config, path.parent) + missing_hook_files(config, path.parent)
+    if problems:
+        raise ConfigError(str(path), problems)
     return config
+
+
+def outside_hook_files(config: KeycardConfig, base_dir: Path) -> list[str]:
+    """Flows whose `hooks` file lies outside the config's directory, unless that is allowed."""
+    if config.allow_hooks_outside_config_dir:
+        return []
+    root = base_dir.resolve()
+    return [
+        f"flows[{index}].hooks: {flow.hooks} is outside {root}; keep hook files beside "
+        "keycard.yaml (reviewed with it), or set allow_hooks_outside_config_dir: true"
+        for index, flow in enumerate(config.flows)
+        if flow.hooks and not (base_dir / flow.hooks).resolve().is_relative_to(root)
+    ]
+
+
+def unset_environment(config: KeycardConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One located line per `${VAR}` the config names that is not set (or empty) in `environ`:
+    the worker cannot start without them."""
+    environ = os.environ if environ is None else environ
+    problems = []
+    for index, destination in enumerate(config.audit.destinations or []):
+        for header, ref in getattr(destination, "headers", {}).items():
+            if not environ.get(ref.env):
+                problems.append(
+                    f"audit.destinations[{index}].headers.{header}: ${{{ref.env}}} is not set "
+                    "in this environment; set it where the worker runs"
+                )
+    return problems
 
 
 def missing_hook_files(config: KeycardConfig, base_dir: Path) -> list[str]:

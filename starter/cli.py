@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from keycard.config import ConfigError, KeycardConfig, json_schema, load_config
+from keycard.config import ConfigError, KeycardConfig, json_schema, load_config, unset_environment
 from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import PolicyError
@@ -81,6 +81,23 @@ def config_path_for(config_path: Path | None) -> Path:
     except FileNotFoundError:
         recorded = None
     return Path(recorded) if recorded else default
+
+
+def start_problems(config: KeycardConfig) -> list[str]:
+    """What keeps a worker from starting with this config here: unset `${VAR}`s, no AWS region."""
+    from activities.aws import region_problem  # boto3: only for commands that talk to AWS
+
+    region = region_problem(config.aws)
+    return unset_environment(config) + ([region] if region else [])
+
+
+def refuse_to_start(config: KeycardConfig) -> None:
+    problems = start_problems(config)
+    if problems:
+        typer.secho("error: the worker cannot start:", fg=typer.colors.RED, err=True)
+        for problem in problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(1)
 
 
 def load(config_path: Path | None) -> KeycardConfig:
@@ -325,6 +342,9 @@ def flows_validate(
         raise typer.Exit(1) from None
     targets = sum(len(f.targets) for f in config.flows)
     typer.secho(f"{file}: OK ({len(config.flows)} flows, {targets} targets)", fg=typer.colors.GREEN)
+    # Not errors in the file, but a worker started here would refuse to run: say so now.
+    for problem in start_problems(config):
+        typer.secho(f"  warning: {problem}", fg=typer.colors.YELLOW)
 
 
 @flows_app.command("schema")
@@ -348,8 +368,9 @@ def worker(config_path: ConfigOption = None) -> None:
     from starter.client import connect_temporal
     from starter.health import serve_worker
 
-    configure_logging()
     config = load(config_path)
+    refuse_to_start(config)
+    configure_logging()
 
     async def go() -> None:
         await serve_worker(await connect_temporal(), config, Settings.from_env())

@@ -34,6 +34,7 @@ from keycard.config import (
     ConfigError,
     KeycardConfig,
     load_config,
+    unset_environment,
 )
 from keycard.durations import format_duration
 from keycard.settings import Settings, SlackSettings
@@ -209,6 +210,8 @@ def _check_config(report: Report, path: Path) -> KeycardConfig | None:
         return None
     targets = sum(len(flow.targets) for flow in config.flows)
     report.ok("keycard.yaml", f"{path} is valid: {len(config.flows)} flows, {targets} targets.")
+    for problem in unset_environment(config):
+        report.fail("environment", f"{problem}.")
     _check_hooks(report, config)
     return config
 
