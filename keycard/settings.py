@@ -22,7 +22,9 @@ class Settings:
     # Worker process (deployment): health endpoint for orchestrators, and how long a stopping
     # worker lets in-flight activities finish before they are cancelled and retried elsewhere.
     worker_health_port: int | None = None
-    worker_health_host: str = "0.0.0.0"  # noqa: S104 - probes reach the container from outside
+    # Loopback, like everything else Keycard listens on; a container whose probes come from
+    # outside (Kubernetes) sets KEYCARD_WORKER_HEALTH_HOST=0.0.0.0.
+    worker_health_host: str = "127.0.0.1"
     worker_shutdown_grace: timedelta = timedelta(seconds=30)
 
     @classmethod
@@ -50,7 +52,7 @@ def _worker_settings(env: Mapping[str, str]) -> dict[str, Any]:
         raise ValueError(f"KEYCARD_WORKER_SHUTDOWN_GRACE: {err}") from None
     return {
         "worker_health_port": int(port) if port else None,
-        "worker_health_host": env.get("KEYCARD_WORKER_HEALTH_HOST", "0.0.0.0"),  # noqa: S104
+        "worker_health_host": env.get("KEYCARD_WORKER_HEALTH_HOST", "127.0.0.1"),
         "worker_shutdown_grace": grace,
     }
 

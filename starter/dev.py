@@ -85,6 +85,18 @@ def check_ports_free(ports: dict[str, int], host: str = "127.0.0.1") -> None:
                 ) from None
 
 
+def keep_private(state_dir: Path) -> None:
+    """Only this user can read what `keycard dev` keeps: the directory is 0700, and every file
+    in it (the SQLite with every request, the audit log, dev.json, dev.env) 0600, including
+    those the Temporal server creates (it inherits the umask)."""
+    os.umask(0o077)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for path in state_dir.iterdir():
+        if path.is_file():
+            path.chmod(0o600)
+
+
 def read_dev_state(state_dir: Path) -> dict:
     """What a running `keycard dev` wrote about itself (endpoints), for other commands."""
     path = state_dir / DEV_STATE_FILE
@@ -108,6 +120,7 @@ async def run_dev(
     from worker import run_worker
 
     configure_logging(json=False)
+    keep_private(state_dir)
     settings = Settings.from_env()
     settings = Settings(
         config_path=settings.config_path,

@@ -76,7 +76,7 @@ def health_app(health: ProcessHealth) -> web.Application:
 async def serve_health(
     health: ProcessHealth,
     port: int | None,
-    host: str = "0.0.0.0",  # noqa: S104 - probes come from outside the container
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[int | None]:
     """Serve the endpoints on host:port while the block runs; yields the bound port.
 

@@ -36,3 +36,8 @@ def test_values_from_the_environment():
 def test_a_bad_value_names_the_variable(name, value, message):
     with pytest.raises(ValueError, match=message):
         Settings.from_env({name: value})
+
+
+def test_the_health_endpoint_listens_on_loopback_unless_told():
+    assert Settings.from_env({}).worker_health_host == "127.0.0.1"
+    assert Settings().worker_health_host == "127.0.0.1"

@@ -101,3 +101,24 @@ def test_keycard_dev_session(tmp_path: Path):
     assert code == 0, output
     assert "Keycard dev stopped" in output
     assert (state / "temporal.sqlite").exists()  # requests survive a restart
+
+
+def test_what_keycard_dev_keeps_is_readable_by_this_user_only(tmp_path):
+    import stat
+
+    from starter.dev import keep_private
+
+    state = tmp_path / ".keycard"
+    state.mkdir(mode=0o755)
+    (state / "audit.jsonl").write_text("{}\n")
+    (state / "audit.jsonl").chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        keep_private(state)
+        (state / "temporal.sqlite").write_bytes(b"")  # as a child process would, under our umask
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for name in ("audit.jsonl", "temporal.sqlite"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
