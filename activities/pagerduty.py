@@ -36,6 +36,19 @@ def rest_client(
     return client
 
 
+def settings_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with the PagerDuty settings (the client would refuse them at start-up), or
+    None. Without PAGERDUTY_API_KEY, PagerDuty is simply off."""
+    env = os.environ if environ is None else environ
+    url = env.get("PAGERDUTY_API_URL") or ""
+    if env.get("PAGERDUTY_API_KEY") and url and not url.startswith("https://"):
+        return (
+            f"PAGERDUTY_API_URL must be an https:// URL (the PagerDuty client refuses others), "
+            f"not {url!r}; unset it for PagerDuty's own service"
+        )
+    return None
+
+
 class PagerDutyDirectory:
     """Who is on call and what is burning, as hooks ask it (keycard.sdk.context.PagerDutyApi)."""
 
@@ -50,6 +63,9 @@ class PagerDutyDirectory:
         api_key = env.get("PAGERDUTY_API_KEY")
         if not api_key:
             return None
+        problem = settings_problem(env)
+        if problem:
+            raise ValueError(problem)
         return cls(rest_client(api_key, env.get("PAGERDUTY_API_URL") or None, verify))
 
     def user_id(self, email: str) -> str | None:

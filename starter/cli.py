@@ -83,16 +83,19 @@ def config_path_for(config_path: Path | None) -> Path:
     return Path(recorded) if recorded else default
 
 
-def start_problems(config: KeycardConfig) -> list[str]:
-    """What keeps a worker from starting with this config here: unset `${VAR}`s, no AWS region."""
+def start_problems(config: KeycardConfig, *, aws: bool = True) -> list[str]:
+    """What keeps a worker from starting with this config here: unset `${VAR}`s, PagerDuty
+    settings its client refuses, and (`aws`) no AWS region."""
     from activities.aws import region_problem  # boto3: only for commands that talk to AWS
+    from activities.pagerduty import settings_problem
 
-    region = region_problem(config.aws)
-    return unset_environment(config) + ([region] if region else [])
+    problems = unset_environment(config)
+    problems += [p for p in (settings_problem(), region_problem(config.aws) if aws else None) if p]
+    return problems
 
 
-def refuse_to_start(config: KeycardConfig) -> None:
-    problems = start_problems(config)
+def refuse_to_start(config: KeycardConfig, *, aws: bool = True) -> None:
+    problems = start_problems(config, aws=aws)
     if problems:
         typer.secho("error: the worker cannot start:", fg=typer.colors.RED, err=True)
         for problem in problems:
@@ -395,6 +398,7 @@ def dev(
     from starter.dev import run_dev
 
     config = load(config_path)
+    refuse_to_start(config, aws=False)  # without AWS settings, dev runs a demo AWS
     try:
         asyncio.run(
             run_dev(

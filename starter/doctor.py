@@ -163,6 +163,7 @@ async def diagnose(config_path: Path) -> Report:
     if config is not None:
         await asyncio.to_thread(_check_aws, report, config)
     await _check_slack(report, env)
+    await asyncio.to_thread(_check_pagerduty, report, env, config)
     return report
 
 
@@ -642,6 +643,43 @@ async def _check_slack(report: Report, env: Mapping[str, str]) -> None:
             "it from your Slack app's Basic Information page (or use Socket Mode: "
             "SLACK_APP_TOKEN).",
         )
+
+
+# --- PagerDuty ---------------------------------------------------------------------------------
+
+
+def _check_pagerduty(
+    report: Report, env: Mapping[str, str], config: KeycardConfig | None, verify: Any = True
+) -> None:
+    from activities.pagerduty import PagerDutyDirectory, settings_problem
+
+    wanted = config is not None and any(
+        flow.hooks or (flow.auto_approve and flow.auto_approve.pagerduty_on_call)
+        for flow in config.flows
+    )
+    if not env.get("PAGERDUTY_API_KEY"):
+        message = "not configured (PAGERDUTY_API_KEY is unset)"
+        if wanted:
+            report.warn("pagerduty", f"{message}: on-call rules and hooks that ask it decide no.")
+        else:
+            report.ok("pagerduty", f"{message}.")
+        return
+    problem = settings_problem(env)
+    if problem:
+        report.fail("pagerduty", f"{problem}.")
+        return
+    directory = PagerDutyDirectory.from_env(env, verify=verify)
+    assert directory is not None
+    try:
+        directory.user_id("keycard-doctor@invalid.example")  # any answer proves the key works
+    except Exception as err:
+        report.fail(
+            "pagerduty",
+            f"PagerDuty refused or did not answer ({_short(err)}); check PAGERDUTY_API_KEY (a "
+            "REST API key) and PAGERDUTY_API_URL.",
+        )
+        return
+    report.ok("pagerduty", "the API key works.")
 
 
 def _connect_problem(err: BaseException) -> str:

@@ -98,5 +98,22 @@ def test_from_env_reads_the_key_and_the_base_url(fake):
     fake.put_on_call("PALICE")
     pd = PagerDutyDirectory.from_env(env, verify=fake.client_tls)
     assert pd is not None and pd.is_on_call("alice@example.com", [], [])
-    with pytest.raises(pagerduty.UrlError, match="https"):
+    with pytest.raises(ValueError, match="must be an https:// URL"):
         PagerDutyDirectory.from_env({**env, "PAGERDUTY_API_URL": "http://127.0.0.1:1"})
+
+
+def test_doctor_proves_the_key_works_and_names_what_is_wrong(fake):
+    from starter.doctor import Report, _check_pagerduty
+
+    env = {"PAGERDUTY_API_KEY": API_KEY, "PAGERDUTY_API_URL": fake.url}
+    cases = [
+        (env, "OK", "the API key works"),
+        ({**env, "PAGERDUTY_API_KEY": "wrong"}, "FAIL", "check PAGERDUTY_API_KEY"),
+        ({**env, "PAGERDUTY_API_URL": "http://x"}, "FAIL", "must be an https:// URL"),
+        ({}, "OK", "not configured"),
+    ]
+    for environ, level, words in cases:
+        report = Report()
+        _check_pagerduty(report, environ, None, verify=fake.client_tls)
+        [finding] = report.findings
+        assert (finding.level.value, words in finding.message) == (level, True), finding

@@ -90,3 +90,20 @@ def test_a_worker_without_an_aws_region_refuses_to_start(tmp_path, monkeypatch):
 
     assert worker.exit_code == 1, worker.output
     assert "no AWS region: set aws.region in keycard.yaml or AWS_REGION" in worker.output
+
+
+@pytest.mark.parametrize("command", ["worker", "dev"])
+def test_a_pagerduty_url_that_is_not_https_stops_the_start_with_a_sentence(
+    tmp_path, monkeypatch, command
+):
+    monkeypatch.setenv("PAGERDUTY_API_KEY", "u+key")
+    monkeypatch.setenv("PAGERDUTY_API_URL", "http://pagerduty.internal")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    path = tmp_path / "keycard.yaml"
+    path.write_text(GOOD)
+
+    started = runner.invoke(app, [command, "--config", str(path)])
+
+    assert started.exit_code == 1, started.output
+    assert "PAGERDUTY_API_URL must be an https:// URL" in started.output
+    assert "'http://pagerduty.internal'" in started.output
