@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -92,6 +94,10 @@ class RequestSummary(BaseModel):
     started_at: datetime | None
     closed_at: datetime | None
     summary: str | None = None
+
+
+# How long a decision keeps trying while Temporal says the request is not ready for it.
+UPDATE_NOT_READY_WAIT = timedelta(seconds=30)
 
 
 class RequestPage(BaseModel):
@@ -266,7 +272,7 @@ class KeycardClient:
     ) -> RequestView:
         handle = self.temporal.get_workflow_handle(request_id)
         try:
-            view = await handle.execute_update(update, input, id=update_id, result_type=RequestView)
+            view = await _update_when_ready(handle, update, input, update_id)
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError):
@@ -414,6 +420,33 @@ def _claim_start_outcome(start: WithStartWorkflowOperation) -> None:
 
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+async def _update_when_ready(
+    handle: WorkflowHandle, update: str, input: Any, update_id: str | None
+) -> RequestView:
+    """`execute_update`, retried while Temporal answers that the workflow is not ready for it
+    (its last workflow task timed out or failed and is being retried: an overloaded worker, a
+    redeploy). One update id throughout, so a retry can never apply the decision twice."""
+    update_id = update_id or str(uuid.uuid4())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UPDATE_NOT_READY_WAIT.total_seconds()
+    pause = 0.2
+    while True:
+        try:
+            return await handle.execute_update(update, input, id=update_id, result_type=RequestView)
+        except RPCError as err:
+            if not _not_ready(err) or loop.time() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
+def _not_ready(err: RPCError) -> bool:
+    status = err.grpc_status
+    return err.status == RPCStatusCode.FAILED_PRECONDITION and any(
+        detail.type_url.endswith("WorkflowNotReadyFailure") for detail in status.details
+    )
 
 
 def _first_error(err: Exception) -> str:
