@@ -21,7 +21,7 @@ from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
 from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
 from keycard.config import KeycardConfig
-from keycard.settings import Settings, SlackSettings
+from keycard.settings import WORKFLOW_CACHE, Settings, SlackSettings
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
 from workflows.runner import keycard_workflow_runner
@@ -74,6 +74,7 @@ def build_worker(
         # A stopping worker takes no new tasks and gives in-flight activities this long to
         # finish; what is still running then is cancelled and retried on another worker.
         graceful_shutdown_timeout=settings.worker_shutdown_grace,
+        max_cached_workflows=settings.worker_max_cached_workflows,
     )
 
 
@@ -81,6 +82,7 @@ def keycard_worker(client: Client, **options) -> Worker:
     """A Temporal worker that runs Keycard's workflows as their histories expect: activation jobs
     applied as one batch (below) and updates after the work in hand (workflows/runner.py).
     Every worker that runs them, tests included, is made here."""
+    options.setdefault("max_cached_workflows", WORKFLOW_CACHE)
     return apply_jobs_as_one_batch(
         Worker(client, workflow_runner=keycard_workflow_runner(), **options)
     )

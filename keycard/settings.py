@@ -11,6 +11,8 @@ from typing import Any
 
 from keycard.durations import parse_duration
 
+WORKFLOW_CACHE = 4000  # see Settings.worker_max_cached_workflows
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -26,6 +28,10 @@ class Settings:
     # outside (Kubernetes) sets KEYCARD_WORKER_HEALTH_HOST=0.0.0.0.
     worker_health_host: str = "127.0.0.1"
     worker_shutdown_grace: timedelta = timedelta(seconds=30)
+    # Workflows the worker keeps in memory. Each open request is two (it and its grant); past the
+    # cache, every task of an evicted one replays its whole history, which under a burst of
+    # 1000 approvals on 2 cores made workflow tasks time out. 4000 holds 2000 open requests.
+    worker_max_cached_workflows: int = WORKFLOW_CACHE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -50,7 +56,14 @@ def _worker_settings(env: Mapping[str, str]) -> dict[str, Any]:
         grace = parse_duration(env.get("KEYCARD_WORKER_SHUTDOWN_GRACE", "30s"))
     except ValueError as err:
         raise ValueError(f"KEYCARD_WORKER_SHUTDOWN_GRACE: {err}") from None
+    cache = env.get("KEYCARD_WORKER_MAX_CACHED_WORKFLOWS", "").strip() or str(WORKFLOW_CACHE)
+    if not cache.isdigit() or int(cache) < 1:
+        raise ValueError(
+            f"KEYCARD_WORKER_MAX_CACHED_WORKFLOWS must be a whole number of workflows, such as "
+            f"{WORKFLOW_CACHE}, not {cache!r}"
+        )
     return {
+        "worker_max_cached_workflows": int(cache),
         "worker_health_port": int(port) if port else None,
         "worker_health_host": env.get("KEYCARD_WORKER_HEALTH_HOST", "127.0.0.1"),
         "worker_shutdown_grace": grace,

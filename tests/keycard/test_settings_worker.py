@@ -41,3 +41,12 @@ def test_a_bad_value_names_the_variable(name, value, message):
 def test_the_health_endpoint_listens_on_loopback_unless_told():
     assert Settings.from_env({}).worker_health_host == "127.0.0.1"
     assert Settings().worker_health_host == "127.0.0.1"
+
+
+def test_the_workflow_cache_is_sized_deliberately():
+    assert Settings.from_env({}).worker_max_cached_workflows == 4000
+    sized = Settings.from_env({"KEYCARD_WORKER_MAX_CACHED_WORKFLOWS": "10000"})
+    assert sized.worker_max_cached_workflows == 10000
+    for bad in ("lots", "0", "-5"):
+        with pytest.raises(ValueError, match="KEYCARD_WORKER_MAX_CACHED_WORKFLOWS must be"):
+            Settings.from_env({"KEYCARD_WORKER_MAX_CACHED_WORKFLOWS": bad})
