@@ -65,37 +65,36 @@ class BareActivities:
 
     @activity.defn(name="bare.create")
     async def create(self, assignment: BareAssignment) -> None:
-        status = (
-            await asyncio.to_thread(self._sso.create_account_assignment, **_target(assignment))
-        )["AccountAssignmentCreationStatus"]
-        while status["Status"] == "IN_PROGRESS":
-            await asyncio.sleep(0.2)
-            status = (
-                await asyncio.to_thread(
-                    self._sso.describe_account_assignment_creation_status,
-                    InstanceArn=assignment.instance_arn,
-                    AccountAssignmentCreationRequestId=status["RequestId"],
-                )
-            )["AccountAssignmentCreationStatus"]
-        if status["Status"] != "SUCCEEDED":
-            raise RuntimeError(status.get("FailureReason", "creation failed"))
+        await self._change(
+            self._sso.create_account_assignment,
+            self._sso.describe_account_assignment_creation_status,
+            "AccountAssignmentCreation",
+            assignment,
+        )
 
     @activity.defn(name="bare.delete")
     async def delete(self, assignment: BareAssignment) -> None:
-        status = (
-            await asyncio.to_thread(self._sso.delete_account_assignment, **_target(assignment))
-        )["AccountAssignmentDeletionStatus"]
+        await self._change(
+            self._sso.delete_account_assignment,
+            self._sso.describe_account_assignment_deletion_status,
+            "AccountAssignmentDeletion",
+            assignment,
+        )
+
+    @staticmethod
+    async def _change(call, describe, kind: str, assignment: BareAssignment) -> None:
+        """Make the change, then poll its status until AWS says it is done."""
+        status = (await asyncio.to_thread(call, **_target(assignment)))[f"{kind}Status"]
         while status["Status"] == "IN_PROGRESS":
             await asyncio.sleep(0.2)
-            status = (
-                await asyncio.to_thread(
-                    self._sso.describe_account_assignment_deletion_status,
-                    InstanceArn=assignment.instance_arn,
-                    AccountAssignmentDeletionRequestId=status["RequestId"],
-                )
-            )["AccountAssignmentDeletionStatus"]
+            answer = await asyncio.to_thread(
+                describe,
+                InstanceArn=assignment.instance_arn,
+                **{f"{kind}RequestId": status["RequestId"]},
+            )
+            status = answer[f"{kind}Status"]
         if status["Status"] != "SUCCEEDED":
-            raise RuntimeError(status.get("FailureReason", "deletion failed"))
+            raise RuntimeError(status.get("FailureReason", f"{kind} failed"))
 
 
 def _target(assignment: BareAssignment) -> dict[str, str]:

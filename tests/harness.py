@@ -137,8 +137,9 @@ async def running_stack(
         yield Stack(KeycardClient(client, config, task_queue), cloud, audit, task_queue, client)
 
 
-async def ask(stack: Stack, **overrides) -> RequestView:
-    """alice asks for prod PowerUser for 1h ("incident 4312"); any argument may be overridden."""
+async def ask(stack: Stack | KeycardClient, **overrides) -> RequestView:
+    """alice asks for prod PowerUser for 1h ("incident 4312"); any argument may be overridden.
+    Through a stack's client, or a client of its own (a test whose worker is elsewhere)."""
     args = dict(
         flow="prod-power-user",
         target="prod",
@@ -148,7 +149,8 @@ async def ask(stack: Stack, **overrides) -> RequestView:
         request_id=unique_id(),
     )
     args.update(overrides)
-    return await stack.keycard.request(**args)
+    keycard = stack.keycard if isinstance(stack, Stack) else stack
+    return await keycard.request(**args)
 
 
 async def wait_for(predicate, timeout: float = 30.0):

@@ -27,7 +27,7 @@ from activities.leases import LeaseActivities
 from keycard.config import parse_config
 from keycard.models import RequestState, RequestView, TakeLeaseInput
 from starter.client import KeycardClient
-from tests.harness import ALICE, BOB, CONFIG, running_stack, unique_id, wait_for
+from tests.harness import BOB, CONFIG, ask, running_stack, wait_for
 from worker import keycard_replayer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,17 +40,7 @@ async def test_an_update_after_a_query_that_ran_ahead_replays(dev_env, tmp_path)
     takes = tmp_path / "take.json"
     doomed = _start_doomed_worker(client.service_client.config.target_host, task_queue, takes)
     try:
-        view = await asyncio.wait_for(
-            keycard.request(
-                flow="prod-power-user",
-                target="prod",
-                duration="1h",
-                reason="incident 4312",
-                requester=ALICE,
-                request_id=unique_id(),
-            ),
-            timeout=60,
-        )
+        view = await asyncio.wait_for(ask(keycard), timeout=60)
         await keycard.approve(view.id, BOB)
         handle = client.get_workflow_handle(view.id, result_type=RequestView)
         await _until(takes.exists, "the doomed worker to take the lease")
