@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import boto3
 import structlog
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
@@ -16,10 +17,12 @@ from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
 from activities.audit import AuditActivities, build_audit_sinks
 from activities.aws import strategy_activities
+from activities.delivery import DeliveryActivities
 from activities.hooks import hook_activities
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
 from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
+from keycard import temporal as names
 from keycard.config import KeycardConfig
 from keycard.settings import WORKFLOW_CACHE, Settings, SlackSettings
 from workflows.access_request import AccessRequestWorkflow
@@ -78,22 +81,43 @@ def build_worker(
     )
 
 
+def with_delivery_rounds(activities: Sequence[Callable]) -> list[Callable]:
+    """`activities` plus `delivery.round`, made of the `audit.deliver` and `notify.send` among them
+    (activities/delivery.py), when there is either and no round of its own."""
+    by_name = {}
+    for function in activities:
+        definition = activity._Definition.from_callable(function)
+        if definition is not None:
+            by_name[definition.name] = function
+    if names.DELIVER_ROUND in by_name or not (
+        names.DELIVER_AUDIT in by_name or names.SEND_NOTIFICATION in by_name
+    ):
+        return list(activities)
+    rounds = DeliveryActivities(
+        by_name.get(names.DELIVER_AUDIT), by_name.get(names.SEND_NOTIFICATION)
+    )
+    return [*activities, rounds.deliver]
+
+
 def keycard_worker(client: Client, **options) -> Worker:
     """A Temporal worker that runs Keycard's workflows as their histories expect: activation jobs
     applied as one batch (below) and updates after the work in hand (workflows/runner.py).
     Every worker that runs them, tests included, is made here."""
     options.setdefault("max_cached_workflows", WORKFLOW_CACHE)
+    if "activities" in options:
+        options["activities"] = with_delivery_rounds(options["activities"])
     return apply_jobs_as_one_batch(
         Worker(client, workflow_runner=keycard_workflow_runner(), **options)
     )
 
 
-def keycard_replayer(**options) -> Replayer:
-    """A Replayer for Keycard's histories, with the workflow runner their workers use."""
+def keycard_replayer(*, strict: bool = False, **options) -> Replayer:
+    """A Replayer for Keycard's histories, with the workflow runner their workers use (`strict`:
+    in the SDK's default sandbox, which imports the workflow modules afresh for every run)."""
     options.setdefault("workflows", WORKFLOWS)
     return Replayer(
         data_converter=pydantic_data_converter,
-        workflow_runner=keycard_workflow_runner(),
+        workflow_runner=keycard_workflow_runner(strict=strict),
         **options,
     )
 

@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import progress
 from keycard import slack_blocks as blocks
 from keycard import temporal as names
 from keycard.models import (
@@ -132,10 +133,10 @@ class _Delivery:
         self.client = client
         self.n = notification
         self.view: RequestView = notification.view
-        details = activity.info().heartbeat_details if activity.in_activity() else []
+        resumed = progress.resume()
         self.progress = (
-            _Progress.model_validate(details[0])
-            if details
+            _Progress.model_validate(resumed)
+            if resumed
             else _Progress(messages=list(notification.messages))
         )
 
@@ -150,8 +151,7 @@ class _Delivery:
         except _Skipped as skipped:
             log.warning("slack.message_skipped", request_id=self.view.id, reason=str(skipped))
         self.progress.done.append(key)
-        if activity.in_activity():
-            activity.heartbeat(self.progress.model_dump(mode="json"))
+        progress.save(self.progress.model_dump(mode="json"))
 
     async def call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         return await call_slack(self.client, method, **kwargs)

@@ -300,6 +300,36 @@ class NotificationResult(_Message):
     messages: list[MessageRef] = Field(default_factory=list)
 
 
+class DeliveryRound(_Message):
+    """A request's new events for every delivery lane that keeps up, in one activity.
+
+    `events` are the trail's events from index `first` on. Each audit destination in `audit` gets
+    them from its own index; chat gets a notification per event from `notify_from` (None: chat is
+    not in this round), with the request as it was at each (`views`, from `notify_from` on).
+    """
+
+    first: int
+    events: list[LifecycleEvent]
+    audit: dict[str, int] = Field(default_factory=dict, description="destination -> next index")
+    notify_from: int | None = None
+    views: list[RequestView] = Field(default_factory=list)
+    messages: list[MessageRef] = Field(default_factory=list)
+    flow: Flow | None = None
+
+
+class LaneOutcome(_Message):
+    """How far one lane got in a round: `sent` is its next index; `error` why it stopped short."""
+
+    sent: int
+    error: str | None = None
+
+
+class DeliveryRoundResult(_Message):
+    audit: dict[str, LaneOutcome] = Field(default_factory=dict)
+    notify: LaneOutcome | None = None
+    messages: list[MessageRef] = Field(default_factory=list)
+
+
 class SlackApproversInput(_Message):
     """Slack user groups (handles or ids) whose members may approve a request."""
 
@@ -492,6 +522,10 @@ class AccessRequestState(_Message):
         default_factory=dict, description="per audit destination: how many events it has"
     )
     notified: int = 0
+    lagging: list[str] = Field(
+        default_factory=list,
+        description="delivery lanes that failed in a round and catch up alone (delivery-rounds)",
+    )
     hooks_evaluated: bool = Field(
         default=False, description="on_request hooks and auto-approval rules have had their say"
     )

@@ -40,6 +40,11 @@ LEASE_RETURNED = "lease.returned"  # grant -> request (a ReleaseResult)
 PATCH_LEASE_SIGNALS = "lease-signals"
 PATCH_UPDATES_LAST = "updates-last"  # see workflows/runner.py
 PATCH_LOCAL_CALLS = "local-calls"  # resolve, leases.take and exists as local activities
+# Requests deliver in rounds (activities/delivery.py), write a memo only for an event no round
+# carries, and write search attributes only when they change. A request or grant with this marker
+# has every patch above too, without their markers (each marker also costs a search attribute
+# write): so a new workflow records one marker, not five.
+PATCH_V6 = "keycard-v6"
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typed from Slack
 
@@ -78,6 +83,11 @@ AUDIT_MEMO_KEY = "keycard.audit.event"
 # At most this many events per delivery activity; sinks split further to fit their APIs.
 AUDIT_BATCH_MAX = 100
 SEND_NOTIFICATION = "notify.send"
+# One activity per round takes a request's new events to every audit destination and to chat at
+# once (activities/delivery.py). A destination that fails in a round falls behind and catches up
+# alone, through audit.deliver / notify.send with their retries, then rejoins the rounds.
+DELIVER_ROUND = "delivery.round"
+NOTIFY_LANE = "notify"  # the chat lane's name beside the audit destinations'
 RESOLVE_SLACK_APPROVERS = "slack.resolve_approvers"
 
 # --- search attributes: the Temporal UI's request list filters on these -------------------------
@@ -143,6 +153,9 @@ GRANT_IDLE_TIMEOUT = timedelta(minutes=1)
 # Audit and notification delivery run beside the lifecycle and retry until they succeed, so an
 # outage delays only the delivery, never a grant or a revocation.
 DELIVERY_TIMEOUT = timedelta(seconds=60)
+# In a round, one destination gets this long; past it, it falls behind and catches up alone.
+ROUND_LANE_TIMEOUT = timedelta(seconds=10)
+ROUND_TIMEOUT = timedelta(seconds=30)
 DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),

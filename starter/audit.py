@@ -1,7 +1,9 @@
 """`keycard audit export`: the audit trail rebuilt from Temporal history alone.
 
-Each AccessRequestWorkflow writes every lifecycle event into its own history the moment it happens
-(a memo update under `AUDIT_MEMO_KEY`), before and regardless of delivery to any destination. This
+Each AccessRequestWorkflow writes every lifecycle event into its own history the moment it happens,
+before and regardless of delivery to any destination: in the input of the delivery round it starts
+in the same workflow task, or, when no round can take it then, as a memo update under
+`AUDIT_MEMO_KEY` (every event, for requests started before rounds). This
 walks the requests through Temporal visibility, reads those events back from their histories, and
 writes them as JSON lines identical to the streamed ones (same ids) — evidence that does not depend
 on a sink having been up.
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from keycard import temporal as names
-from keycard.models import LifecycleEvent
+from keycard.models import DeliveryRound, LifecycleEvent
 
 if TYPE_CHECKING:
     from temporalio.api.history.v1 import HistoryEvent
@@ -68,20 +70,25 @@ async def history_events(
 ) -> list[LifecycleEvent]:
     """The lifecycle events one run of a request recorded in its history, in order."""
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    events = []
+    events: dict[str, LifecycleEvent] = {}
     async for history_event in handle.fetch_history_events():
-        payload = _audit_payload(history_event)
-        if payload is not None:
-            [event] = await client.data_converter.decode([payload], [LifecycleEvent])
-            events.append(event)
-    return events
+        for event in await _recorded_events(client, history_event):
+            events.setdefault(event.id, event)  # a round's retry or a memo may repeat one
+    return sorted(events.values(), key=_seq)
 
 
-def _audit_payload(history_event: HistoryEvent):
-    if not history_event.HasField("workflow_properties_modified_event_attributes"):
-        return None
-    memo = history_event.workflow_properties_modified_event_attributes.upserted_memo.fields
-    return memo.get(names.AUDIT_MEMO_KEY)
+async def _recorded_events(client: Client, history_event: HistoryEvent) -> list[LifecycleEvent]:
+    decode = client.data_converter.decode
+    if history_event.HasField("workflow_properties_modified_event_attributes"):
+        memo = history_event.workflow_properties_modified_event_attributes.upserted_memo.fields
+        payload = memo.get(names.AUDIT_MEMO_KEY)
+        return [] if payload is None else await decode([payload], [LifecycleEvent])
+    if history_event.HasField("activity_task_scheduled_event_attributes"):
+        scheduled = history_event.activity_task_scheduled_event_attributes
+        if scheduled.activity_type.name == names.DELIVER_ROUND:
+            [round] = await decode(scheduled.input.payloads, [DeliveryRound])
+            return round.events
+    return []
 
 
 def parse_time(text: str) -> datetime:

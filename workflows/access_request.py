@@ -39,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         AuditBatch,
         CancelInput,
         DecisionInput,
+        DeliveryRound,
+        DeliveryRoundResult,
         DenyInput,
         EventType,
         ExtendInput,
@@ -93,6 +95,10 @@ class AccessRequestWorkflow:
     @workflow.init
     def __init__(self, input: AccessRequestInput) -> None:
         now = workflow.now()
+        # First, before any command: one marker stands for every patch before it
+        # (keycard/temporal.py, PATCH_V6), and decides how request.created is recorded.
+        self._v6 = workflow.patched(names.PATCH_V6)
+        self._round_in_flight = False
         self._s = AccessRequestState(
             input=input,
             view=RequestView(
@@ -125,17 +131,26 @@ class AccessRequestWorkflow:
         )
         # Updates wait for the work already in hand (workflows/runner.py); requests started
         # before keep the SDK's order, which their histories recorded.
-        self.keycard_updates_last = workflow.patched(names.PATCH_UPDATES_LAST)
+        self.keycard_updates_last = self._patched(names.PATCH_UPDATES_LAST)
+
+    def _patched(self, patch: str) -> bool:
+        """workflow.patched, for the patches PATCH_V6 implies."""
+        return self._v6 or workflow.patched(patch)
 
     @workflow.run
     async def run(self, input: AccessRequestInput) -> RequestView:
         # Created first, so it takes its first step (the AWS check) before delivery starts: the
         # order every recorded history has.
         lifecycle = asyncio.create_task(self._lifecycle())
-        delivery = [
-            asyncio.create_task(self._deliver_audit()),
-            asyncio.create_task(self._deliver_notifications()),
-        ]
+        if self._v6:
+            lanes = [*self._s.input.audit_destinations, names.NOTIFY_LANE]
+            delivery = [asyncio.create_task(self._deliver_in_rounds())]
+            delivery += [asyncio.create_task(self._catch_up(lane)) for lane in lanes]
+        else:
+            delivery = [
+                asyncio.create_task(self._deliver_audit()),
+                asyncio.create_task(self._deliver_notifications()),
+            ]
         if self._flow.hooks:
             delivery.append(asyncio.create_task(self._deliver_to_observers()))
         self._publish()
@@ -289,7 +304,7 @@ class AccessRequestWorkflow:
         """Check the requester and target exist in AWS before anyone is asked to approve."""
         spec = _assignment_spec(self._s.input)
         try:
-            self._s.assignment = await _short_call(
+            self._s.assignment = await self._short_call(
                 activity_name(spec.strategy, "resolve"),
                 ResolveInput(spec=spec),
                 result_type=ResolvedAssignment,
@@ -372,7 +387,7 @@ class AccessRequestWorkflow:
 
     async def _wait_for_decision(self) -> None:
         flow = self._flow
-        if self._state is RequestState.PENDING and workflow.patched("request-pending-event"):
+        if self._state is RequestState.PENDING and self._patched("request-pending-event"):
             detail = {"approvers": list(self._s.view.approvers)}
             if self._s.approver_lookup_error:
                 detail["approver_lookup_error"] = self._s.approver_lookup_error
@@ -394,7 +409,7 @@ class AccessRequestWorkflow:
         """Take a lease on the assignment's GrantWorkflow and wait, holding no worker slot, until
         it says the access exists. The lease (and so the access) runs from that moment."""
         assert self._s.assignment is not None
-        if not workflow.patched(names.PATCH_LEASE_SIGNALS):
+        if not self._patched(names.PATCH_LEASE_SIGNALS):
             await self._grant_by_update()
             return
         self._s.lease_by_signal = True
@@ -431,7 +446,7 @@ class AccessRequestWorkflow:
 
     async def _take_lease(self, expires_at: datetime | None = None) -> None:
         assert self._s.assignment is not None
-        await _short_call(
+        await self._short_call(
             names.TAKE_LEASE,
             TakeLeaseInput(
                 assignment=self._s.assignment,
@@ -519,7 +534,7 @@ class AccessRequestWorkflow:
         lead = self._flow.expiry_warning
         if lead is None or remaining <= lead or self._s.expiry_warned_for == expires_at:
             return None
-        if not workflow.patched("expiry-warning"):
+        if not self._patched("expiry-warning"):
             return None
         return remaining - lead
 
@@ -884,14 +899,17 @@ class AccessRequestWorkflow:
     def _publish(self) -> None:
         """Keep the Temporal UI's columns and details current."""
         view = self._s.view
-        workflow.upsert_search_attributes(
-            [
-                names.SA_REQUESTER.value_set(view.requester.email),
-                names.SA_FLOW.value_set(view.flow),
-                names.SA_TARGET.value_set(view.target),
-                names.SA_STATE.value_set(view.state.value),
-            ]
-        )
+        updates = [
+            names.SA_REQUESTER.value_set(view.requester.email),
+            names.SA_FLOW.value_set(view.flow),
+            names.SA_TARGET.value_set(view.target),
+            names.SA_STATE.value_set(view.state.value),
+        ]
+        if self._v6:  # only what changed: the start set them all, and each write is an event
+            current = workflow.info().typed_search_attributes
+            updates = [u for u in updates if current.get(u.key) != u.value]
+        if updates:
+            workflow.upsert_search_attributes(updates)
         workflow.set_current_details(_details(view))
 
     def _emit(self, type: EventType, actor: Actor | None, **detail) -> None:
@@ -900,7 +918,18 @@ class AccessRequestWorkflow:
         self._s.outbox.append(event)
         self._s.views.append(self._s.view.model_copy(deep=True))
         # Into the history now, whatever any audit destination is doing: `keycard audit export`.
-        workflow.upsert_memo({names.AUDIT_MEMO_KEY: event})
+        # An idle round with a lane in it starts in this very task with this event in its input,
+        # which history keeps: then that is the record, and a memo would only repeat it.
+        if not (self._v6 and not self._round_in_flight and self._in_rounds()):
+            workflow.upsert_memo({names.AUDIT_MEMO_KEY: event})
+
+    async def _short_call(self, activity: str, arg: Any, **options: Any) -> Any:
+        """A short call (an AWS lookup, a signal handed to Temporal) as a local activity: it runs in
+        the workflow task that asks for it, sparing a round trip through the task queue and five
+        history events. Requests started before run it as an activity, as their histories say."""
+        if self._patched(names.PATCH_LOCAL_CALLS):
+            return await local_call(activity, arg, **options)
+        return await workflow.execute_activity(activity, arg, **options)
 
     def _lease_drop_notice(self) -> LeaseDropNotice:
         """The `access.ended` the grant reports for this request if it must drop the lease (the
@@ -991,6 +1020,103 @@ class AccessRequestWorkflow:
             self._s.messages = result.messages
             self._s.notified += 1
 
+    # Delivery in rounds (PATCH_V6): one activity takes the new events to every lane that keeps
+    # up; a lane that fails in a round catches up alone with the per-lane activities below, then
+    # rejoins. Each lane's progress is its own cursor, as before.
+
+    def _cursor(self, lane: str) -> int:
+        if lane == names.NOTIFY_LANE:
+            return self._s.notified
+        return self._s.audit_sent.get(lane, 0)
+
+    def _advance(self, lane: str, sent: int) -> None:
+        if lane == names.NOTIFY_LANE:
+            self._s.notified = sent
+        else:
+            self._s.audit_sent[lane] = sent
+
+    def _in_rounds(self) -> list[str]:
+        lanes = [*self._s.input.audit_destinations, names.NOTIFY_LANE]
+        return [lane for lane in lanes if lane not in self._s.lagging]
+
+    def _behind_in_rounds(self) -> list[str]:
+        return [lane for lane in self._in_rounds() if self._cursor(lane) < len(self._s.outbox)]
+
+    async def _deliver_in_rounds(self) -> None:
+        while True:
+            await wait_until(lambda: bool(self._behind_in_rounds()))
+            lanes = self._behind_in_rounds()
+            first = min(self._cursor(lane) for lane in lanes)
+            events = self._s.outbox[first : first + names.AUDIT_BATCH_MAX]
+            notify_from = self._s.notified if names.NOTIFY_LANE in lanes else None
+            self._round_in_flight = True
+            try:
+                result = await workflow.execute_activity(
+                    names.DELIVER_ROUND,
+                    DeliveryRound(
+                        first=first,
+                        events=events,
+                        audit={d: self._cursor(d) for d in lanes if d != names.NOTIFY_LANE},
+                        notify_from=notify_from,
+                        views=(
+                            self._s.views[notify_from : first + len(events)]
+                            if notify_from is not None
+                            else []
+                        ),
+                        messages=self._s.messages if notify_from is not None else [],
+                        flow=self._flow if notify_from is not None else None,
+                    ),
+                    result_type=DeliveryRoundResult,
+                    start_to_close_timeout=names.ROUND_TIMEOUT,
+                    retry_policy=names.DELIVERY_RETRY,
+                    summary=f"deliver {len(events)} event(s)",
+                )
+            finally:
+                self._round_in_flight = False
+            outcomes = dict(result.audit)
+            if result.notify is not None:
+                outcomes[names.NOTIFY_LANE] = result.notify
+                self._s.messages = result.messages
+            for lane, outcome in outcomes.items():
+                self._advance(lane, max(outcome.sent, self._cursor(lane)))
+                if outcome.error is not None and lane not in self._s.lagging:
+                    self._s.lagging.append(lane)
+
+    async def _catch_up(self, lane: str) -> None:
+        """A lane that fell behind in a round, delivered alone, retried until it succeeds."""
+        while True:
+            await wait_until(
+                lambda: lane in self._s.lagging and self._cursor(lane) < len(self._s.outbox)
+            )
+            start = self._cursor(lane)
+            if lane == names.NOTIFY_LANE:
+                result = await workflow.execute_activity(
+                    names.SEND_NOTIFICATION,
+                    Notification(
+                        event=self._s.outbox[start],
+                        view=self._s.views[start],
+                        messages=self._s.messages,
+                        flow=self._flow,
+                    ),
+                    result_type=NotificationResult,
+                    start_to_close_timeout=names.DELIVERY_TIMEOUT,
+                    retry_policy=names.DELIVERY_RETRY,
+                )
+                self._s.messages = result.messages
+                self._advance(lane, start + 1)
+            else:
+                batch = self._s.outbox[start : start + names.AUDIT_BATCH_MAX]
+                await workflow.execute_activity(
+                    names.DELIVER_AUDIT,
+                    AuditBatch(destination=lane, events=batch),
+                    start_to_close_timeout=names.DELIVERY_TIMEOUT,
+                    retry_policy=names.DELIVERY_RETRY,
+                    summary=f"audit → {lane}",
+                )
+                self._advance(lane, start + len(batch))
+            if self._cursor(lane) == len(self._s.outbox):
+                self._s.lagging.remove(lane)  # caught up: back in the rounds
+
     async def _deliver_to_observers(self) -> None:
         """Hand each event to the flow's after_* hooks, in order. They run beside the lifecycle,
         so a slow or broken observer never delays a grant or a revocation."""
@@ -1074,12 +1200,3 @@ def _details(view: RequestView) -> str:
         lines.append("**BREAK-GLASS**: the requester approved their own request; review it")
     lines.extend(f"Note: {note}" for note in view.notes)
     return "\n".join(lines)
-
-
-async def _short_call(activity: str, arg: Any, **options: Any) -> Any:
-    """A short call (an AWS lookup, a signal handed to Temporal) as a local activity: it runs in
-    the workflow task that asks for it, sparing a round trip through the task queue and five
-    history events. Requests started before run it as an activity, as their histories say."""
-    if workflow.patched(names.PATCH_LOCAL_CALLS):
-        return await local_call(activity, arg, **options)
-    return await workflow.execute_activity(activity, arg, **options)

@@ -66,9 +66,11 @@ class GrantWorkflow:
         self._telling = 0  # signals to requests still in flight
         self._removing = False
         # Here, not in `run`: the lease of a signal-with-start is handled before `run` begins.
-        self._by_signal = workflow.patched(names.PATCH_LEASE_SIGNALS)
+        # One marker stands for the three before it (keycard/temporal.py, PATCH_V6).
+        self._v6 = workflow.patched(names.PATCH_V6)
+        self._by_signal = self._v6 or workflow.patched(names.PATCH_LEASE_SIGNALS)
         # Legacy `acquire`/`release` updates wait for the work in hand (workflows/runner.py).
-        self.keycard_updates_last = workflow.patched(names.PATCH_UPDATES_LAST)
+        self.keycard_updates_last = self._v6 or workflow.patched(names.PATCH_UPDATES_LAST)
 
     @workflow.run
     async def run(self, input: GrantInput) -> GrantView:
@@ -267,7 +269,7 @@ class GrantWorkflow:
         self, operation: str, assignment: ResolvedAssignment, result_type: type | None = None
     ):
         name = activity_name(assignment.spec.strategy, operation)  # type: ignore[arg-type]
-        if operation == "exists" and workflow.patched(names.PATCH_LOCAL_CALLS):
+        if operation == "exists" and (self._v6 or workflow.patched(names.PATCH_LOCAL_CALLS)):
             # One lookup: a local activity, run in the workflow task that asks for it.
             return await local_call(
                 name,

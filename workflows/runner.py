@@ -34,7 +34,7 @@ from temporalio.bridge.proto.workflow_activation import (
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker._workflow_instance import _WorkflowInstanceImpl
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 UPDATES_LAST = "keycard_updates_last"
 """The workflow object's attribute that opts it in; set it from `workflow.patched` in __init__."""
@@ -47,9 +47,21 @@ class UpdatesLastRunner(UnsandboxedWorkflowRunner):
         return _UpdatesLastInstance(det)  # type: ignore[abstract]
 
 
-def keycard_workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandboxed runner every Keycard worker and replayer uses."""
-    return SandboxedWorkflowRunner(runner_class=UpdatesLastRunner)
+def keycard_workflow_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
+    """The sandboxed runner every Keycard worker and replayer uses.
+
+    The sandbox still refuses non-deterministic calls (the clock, randomness, I/O), but it does
+    not import the workflow modules afresh for every run: that took about half the worker's CPU
+    per request (bench/). It is safe while nothing a workflow imports keeps state between runs:
+    keycard/ and workflows/ are pure and hold no mutable module globals (keep it so). `strict`
+    gives the SDK's default (every run imports anew, in the sandbox), which
+    tests/workflows/test_replay.py also replays under: a workflow module that did something
+    non-deterministic when imported fails there.
+    """
+    restrictions = SandboxRestrictions.default
+    if not strict:
+        restrictions = restrictions.with_passthrough_all_modules()
+    return SandboxedWorkflowRunner(runner_class=UpdatesLastRunner, restrictions=restrictions)
 
 
 class _UpdatesLastInstance(_WorkflowInstanceImpl):  # type: ignore[reportImplicitAbstractClass]

@@ -4,6 +4,7 @@ stable ids on redelivery, and the same events rebuilt from Temporal history."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
@@ -305,6 +306,10 @@ async def test_a_destination_that_is_down_delays_only_itself_and_loses_nothing(d
 
     assert [e.id for e in flaky.events] == [e.id for e in steady.events]
     assert flaky.events == steady.events
+    # The others went on in rounds while flaky caught up alone (activities/delivery.py).
+    scheduled = await scheduled_activities(dev_env.client, view.id)
+    assert scheduled[names.DELIVER_ROUND] >= 2
+    assert scheduled[names.DELIVER_AUDIT] >= 1
     assert steady.types(view.id) == [
         "request.created",
         "request.pending",
@@ -312,6 +317,43 @@ async def test_a_destination_that_is_down_delays_only_itself_and_loses_nothing(d
         "access.granted",
         "access.revoked",
     ]
+
+
+async def test_a_healthy_request_delivers_in_rounds_and_its_history_keeps_every_event(dev_env):
+    """One activity a round takes the new events to every destination and to chat; the round's
+    input is the history's record of them, so a memo is written only for an event no round
+    carried when it happened. Export still finds every event, once."""
+    first, second = MemorySink(), MemorySink()
+    config = parse_config(with_destinations("first", "second"))
+    async with running_stack(
+        dev_env.client, config=config, audit_sinks={"first": first, "second": second}
+    ) as stack:
+        view = await request(stack)
+        await stack.keycard.deny(view.id, BOB, "no")
+        handle = dev_env.client.get_workflow_handle(view.id)
+        await handle.result()
+
+    types = ["request.created", "request.pending", "request.denied"]
+    assert first.types(view.id) == second.types(view.id) == types
+    scheduled = await scheduled_activities(dev_env.client, view.id)
+    assert scheduled[names.DELIVER_AUDIT] == scheduled[names.SEND_NOTIFICATION] == 0
+    assert 1 <= scheduled[names.DELIVER_ROUND] <= len(types)  # not 3 activities per event
+    memos = 0
+    async for event in handle.fetch_history_events():
+        if event.HasField("workflow_properties_modified_event_attributes"):
+            memos += 1
+    assert memos < len(types)
+    exported = await history_events(dev_env.client, view.id, None)
+    assert exported == first.events
+
+
+async def scheduled_activities(client, workflow_id: str) -> Counter:
+    """How many times each activity type was scheduled in a workflow's history."""
+    counts: Counter = Counter()
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            counts[event.activity_task_scheduled_event_attributes.activity_type.name] += 1
+    return counts
 
 
 async def test_redelivered_events_keep_their_ids(dev_env):
