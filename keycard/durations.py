@@ -66,7 +66,20 @@ def _coerce(value: object) -> object:
                 f"{value!r} seconds is not a duration Keycard accepts: at most "
                 f"{format_duration(LONGEST)}, such as 30m, 1h or 2d"
             )
-        return timedelta(seconds=value)
+        value = timedelta(seconds=value)
+    if isinstance(value, timedelta):
+        # A timedelta from Python code gets the checks a written duration gets: it crosses into
+        # workflows as text ("1h30m"), which has neither signs nor fractions.
+        if value <= timedelta(0):
+            raise ValueError(
+                f"{value.total_seconds():g} seconds is not a duration: it must be longer than zero"
+            )
+        if value.microseconds:
+            raise ValueError(
+                f"{value.total_seconds():g} seconds is not a duration Keycard accepts: use whole "
+                "seconds, such as 30s, 30m or 1h"
+            )
+        return _bounded(value, format_duration(value))
     return value
 
 

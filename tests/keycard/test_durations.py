@@ -39,3 +39,22 @@ def test_bad_durations_are_refused_with_a_sentence(text: str, says: str):
 def test_a_number_of_seconds_past_the_longest_is_refused(seconds: float):
     with pytest.raises(ValidationError, match="at most 366d"):
         TypeAdapter(Duration).validate_python(seconds)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (timedelta(seconds=-5), "-5 seconds is not a duration: it must be longer than zero"),
+        (timedelta(0), "0 seconds is not a duration: it must be longer than zero"),
+        (-3, "-3 seconds is not a duration: it must be longer than zero"),
+        (timedelta(seconds=1.5), "1.5 seconds .* use whole seconds"),
+        (90.5, "90.5 seconds .* use whole seconds"),
+        (timedelta(days=400), "at most 366d"),
+    ],
+)
+def test_a_duration_from_code_gets_the_checks_a_written_one_gets(value, says: str):
+    """A timedelta or number crosses into workflows as text ("1h30m"), which has neither a sign
+    nor a fraction: refused here, where the caller can be told, not in the workflow."""
+    with pytest.raises(ValidationError, match=says):
+        TypeAdapter(Duration).validate_python(value)
+    assert TypeAdapter(Duration).validate_python(timedelta(seconds=90)) == timedelta(seconds=90)
