@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from cachetools import TTLCache
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -49,6 +50,13 @@ log = structlog.get_logger(__name__)
 # usually finishes in seconds; the activity heartbeats on every poll, so the workflow's heartbeat
 # timeout must be comfortably longer than this plus one API call (30 s is plenty).
 POLL_INTERVAL_SECONDS = 2.0
+# A person's Identity Center user id changes only if they are deleted and made again, and every
+# request's check before PENDING looked it up. A user id AWS gave is trusted this long: someone
+# removed meanwhile still gets no access (the grant fails with AWS's reason, and the id is
+# forgotten). Permission sets are still confirmed on every request: one recreated under the same
+# name must resolve to its new ARN at once.
+IDENTITY_TTL_SECONDS = 300
+IDENTITY_CACHE_SIZE = 10_000
 
 # What a polling attempt heartbeats, so the next attempt of the same activity can resume waiting.
 _CREATION_PREFIX = "aws_sso creation request "
@@ -76,6 +84,7 @@ class IdentityCenter:
         self.identitystore = identitystore
         self._instance_arn = instance_arn
         self._identity_store_id = identity_store_id
+        self._user_ids: TTLCache[tuple[str, str], str] = identity_cache()
 
     async def instance(self) -> tuple[str, str]:
         """(instance ARN, identity store id): as configured, else the account's only instance."""
@@ -115,7 +124,14 @@ class IdentityCenter:
         self._instance_arn, self._identity_store_id = found["InstanceArn"], store_id
         return self._instance_arn, self._identity_store_id
 
+    def forget_user(self, email: str) -> None:
+        for key in [k for k in self._user_ids if k[1] == email.lower()]:
+            self._user_ids.pop(key, None)
+
     async def user_id(self, identity_store_id: str, email: str) -> str:
+        key = (identity_store_id, email.lower())
+        if key in self._user_ids:
+            return self._user_ids[key]
         response = await call_aws(
             self.identitystore.get_user_id,
             IdentityStoreId=identity_store_id,
@@ -124,6 +140,7 @@ class IdentityCenter:
             },
             if_not_found=no_such_user(email),
         )
+        self._user_ids[key] = response["UserId"]
         return response["UserId"]
 
 
@@ -210,6 +227,8 @@ class AwsSsoStrategy:
                 if_not_found=self._target_gone(assignment),
             )
         except ApplicationError as error:
+            if not is_conflict(error):
+                self._forget(assignment)  # the next request looks the person up again
             # A ConflictException is either "already exists" or "another change in progress":
             # only a fresh look tells which, and only the first is success.
             if is_conflict(error) and await self.exists(assignment):
@@ -222,7 +241,11 @@ class AwsSsoStrategy:
             request_id=status.get("RequestId"),
             **assignment_log_fields(assignment),
         )
-        await self._wait_for_creation(assignment, status["RequestId"], status=status)
+        try:
+            await self._wait_for_creation(assignment, status["RequestId"], status=status)
+        except ApplicationError:
+            self._forget(assignment)
+            raise
         log.info("aws_sso.assigned", **assignment_log_fields(assignment))
 
     @activity.defn(name="aws_sso.revoke")
@@ -267,6 +290,10 @@ class AwsSsoStrategy:
             "PrincipalType": "USER",
             "PrincipalId": assignment.principal_id,
         }
+
+    def _forget(self, assignment: ResolvedAssignment) -> None:
+        """The user id remembered for this assignment's person may be why AWS said not found."""
+        self._center.forget_user(assignment.spec.principal_email)
 
     @staticmethod
     def _target_gone(assignment: ResolvedAssignment) -> ApplicationError:
@@ -445,6 +472,10 @@ def _pending_request(prefix: str) -> str | None:
     if details and isinstance(details[0], str) and details[0].startswith(prefix):
         return details[0].removeprefix(prefix)
     return None
+
+
+def identity_cache() -> TTLCache:
+    return TTLCache(maxsize=IDENTITY_CACHE_SIZE, ttl=IDENTITY_TTL_SECONDS)
 
 
 def assignment_log_fields(assignment: ResolvedAssignment) -> dict[str, Any]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from unittest import mock
 
 import pytest
+from botocore.exceptions import ClientError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -615,3 +617,36 @@ async def test_a_spec_for_another_strategy_is_refused(aws, groups) -> None:
     error = await failure(ActivityEnvironment(), groups.resolve, sso_spec())
 
     assert_final(error, "InvalidTarget")
+
+
+async def test_a_person_is_looked_up_once_and_forgotten_when_aws_no_longer_knows_them(aws, sso):
+    """The check before PENDING costs no identitystore call for someone seen lately; a user
+    deleted and made again gets no access through the old id, and the next request finds the
+    new one."""
+    aws.add_user("alice@example.com")
+    aws.add_permission_set("PowerUserAccess")
+    lookups: list[str] = []
+    aws.identitystore.meta.events.register(
+        "before-call.identitystore.GetUserId", lambda **_: lookups.append("GetUserId")
+    )
+    env = ActivityEnvironment()
+    first = await env.run(sso.resolve, sso_spec())
+    again = await env.run(sso.resolve, sso_spec(email="Alice@example.com"))
+    assert again.principal_id == first.principal_id
+    assert lookups == ["GetUserId"]
+
+    aws.identitystore.delete_user(IdentityStoreId=aws.identity_store_id, UserId=first.principal_id)
+    new_id = aws.add_user("alice@example.com")
+
+    def unknown_principal(**_: Any) -> None:  # what AWS says; moto does not check principals
+        error = {"Code": "ResourceNotFoundException", "Message": "principal not found"}
+        raise ClientError({"Error": error}, "CreateAccountAssignment")
+
+    sso._sso_admin = mock.Mock(wraps=sso._sso_admin)
+    sso._sso_admin.create_account_assignment.side_effect = unknown_principal
+    refused = await failure(env, sso.grant, first)
+    assert refused.type == "NoSuchPermissionSet" and first.principal_id in refused.message
+    assert aws.user_assignments(first.permission_set_arn) == []
+
+    assert (await env.run(sso.resolve, sso_spec())).principal_id == new_id
+    assert lookups == ["GetUserId", "GetUserId"]
