@@ -87,25 +87,27 @@ class DeliveryActivities:
         assert round.notify_from is not None
         if self._notify is None:
             return LaneOutcome(sent=record["notified"], error="this worker has no notify.send")
-        while record["notified"] < round.first + len(round.events):
-            index = record["notified"]
-            notification = Notification(
-                event=round.events[index - round.first],
-                view=round.views[index - round.notify_from],
-                messages=[MessageRef.model_validate(m) for m in record["messages"]],
-                flow=round.flow,
-            )
-            try:
-                sent = await asyncio.wait_for(_call(self._notify, notification), self._lane_timeout)
-            except Exception as err:
-                return _fell_behind(round, names.NOTIFY_LANE, index, err)
-            result = NotificationResult.model_validate(sent)
-            record.update(
-                notified=index + 1,
-                messages=[m.model_dump(mode="json") for m in result.messages],
-                step=None,
-            )
-            activity.heartbeat(record)
+        try:
+            async with asyncio.timeout(self._lane_timeout):  # the whole lane, like an audit lane
+                while record["notified"] < round.first + len(round.events):
+                    index = record["notified"]
+                    notification = Notification(
+                        event=round.events[index - round.first],
+                        view=round.views[index - round.notify_from],
+                        messages=[MessageRef.model_validate(m) for m in record["messages"]],
+                        flow=round.flow,
+                    )
+                    result = NotificationResult.model_validate(
+                        await _call(self._notify, notification)
+                    )
+                    record.update(
+                        notified=index + 1,
+                        messages=[m.model_dump(mode="json") for m in result.messages],
+                        step=None,
+                    )
+                    activity.heartbeat(record)
+        except Exception as err:  # stops at the notification that failed; those before stand
+            return _fell_behind(round, names.NOTIFY_LANE, record["notified"], err)
         return LaneOutcome(sent=record["notified"])
 
 

@@ -153,9 +153,11 @@ GRANT_IDLE_TIMEOUT = timedelta(minutes=1)
 # Audit and notification delivery run beside the lifecycle and retry until they succeed, so an
 # outage delays only the delivery, never a grant or a revocation.
 DELIVERY_TIMEOUT = timedelta(seconds=60)
-# In a round, one destination gets this long; past it, it falls behind and catches up alone.
+# In a round, one destination gets this long for all its events; past it, it falls behind and
+# catches up alone. The round itself gets the time of a lone delivery, ample beyond that: a worker
+# busy enough to run late should not have a round time out and be sent twice.
 ROUND_LANE_TIMEOUT = timedelta(seconds=10)
-ROUND_TIMEOUT = timedelta(seconds=30)
+ROUND_TIMEOUT = DELIVERY_TIMEOUT
 DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),

@@ -130,6 +130,21 @@ async def test_chat_stops_at_the_notification_that_failed_and_keeps_what_it_post
     assert result.audit["a"] == LaneOutcome(sent=4)
 
 
+async def test_a_slow_chat_keeps_what_it_sent_within_the_lane_budget():
+    destinations = Destinations()
+
+    async def slow_after_the_first(notification: Notification) -> NotificationResult:
+        if notification.event.id == EVENTS[3].id:
+            await asyncio.sleep(5)
+        return await destinations.notify(notification)
+
+    rounds = DeliveryActivities(destinations.deliver_audit, slow_after_the_first, lane_timeout=0.3)
+    result = await ActivityEnvironment().run(rounds.deliver, a_round())
+
+    assert result.notify is not None and result.notify.sent == 3 and result.notify.error
+    assert [m.ts for m in result.messages] == [EVENTS[2].id]
+
+
 async def test_a_round_without_chat_leaves_the_messages_alone():
     destinations = Destinations()
     result = await ActivityEnvironment().run(
