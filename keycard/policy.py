@@ -216,6 +216,25 @@ def _is_approver(view: RequestView, actor: Actor) -> bool:
     return bool(actor.email) and actor.email.lower() in view.approvers
 
 
+def may_read(view: RequestView, reader: Actor) -> bool:
+    """Who may read a request through Keycard's front doors: admins read every request; a service
+    reads the requests it asked for; a person reads their own and those they may decide on (or
+    have decided). Operators with Temporal access read everything there; that is Temporal's
+    access control, not Keycard's (README, security model)."""
+    if reader.role is Role.ADMIN:
+        return True
+    email = (reader.email or "").lower()
+    if not email:
+        return False
+    if reader.role is Role.SERVICE:
+        return view.submitted_by is not None and view.submitted_by.email.lower() == email
+    return (
+        _is_requester(view, reader)
+        or _is_approver(view, reader)
+        or any(a.actor.email.lower() == email for a in view.approvals)
+    )
+
+
 def check_approve(view: RequestView, flow: Flow, actor: Actor) -> None:
     if view.state is not RequestState.PENDING:
         raise _wrong_state(view, "approved")

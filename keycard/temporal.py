@@ -96,7 +96,11 @@ SA_REQUESTER = SearchAttributeKey.for_keyword("KeycardRequester")
 SA_FLOW = SearchAttributeKey.for_keyword("KeycardFlow")
 SA_TARGET = SearchAttributeKey.for_keyword("KeycardTarget")
 SA_STATE = SearchAttributeKey.for_keyword("KeycardState")
-SEARCH_ATTRIBUTES = (SA_REQUESTER, SA_FLOW, SA_TARGET, SA_STATE)
+# Who may read a request through the API without being an admin (policy.may_read): the people
+# who may decide on it (kept current as routing changes it), and the service that asked for it.
+SA_APPROVERS = SearchAttributeKey.for_keyword_list("KeycardApprovers")
+SA_SUBMITTED_BY = SearchAttributeKey.for_keyword("KeycardSubmittedBy")
+SEARCH_ATTRIBUTES = (SA_REQUESTER, SA_FLOW, SA_TARGET, SA_STATE, SA_APPROVERS, SA_SUBMITTED_BY)
 
 # --- timeouts and retry policies, in one place -------------------------------------------------
 

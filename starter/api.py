@@ -416,7 +416,8 @@ async def list_requests(
     try:
         token = _unseal(page_token, filters) if page_token else None
         page = await within(
-            options.call_timeout, keycard.list(**filters, limit=limit, page_token=token)
+            options.call_timeout,
+            keycard.list(**filters, limit=limit, page_token=token, reader=caller.actor()),
         )
     except RPCError as err:
         if err.status is RPCStatusCode.INVALID_ARGUMENT and page_token:
@@ -473,10 +474,20 @@ def _bad_page_token() -> ApiProblem:
 async def get_request(
     request_id: RequestId, caller: Caller, keycard: Keycard, options: Options, wait: Wait = None
 ) -> RequestView:
-    """The request as its workflow sees it now. `wait=active` holds the answer as on create."""
+    """The request as its workflow sees it now, if you may read it (your own, one you may decide
+    on, or any as an admin; a service token, those it asked for). `wait=active` holds the answer
+    as on create."""
+    view = await within(options.call_timeout, keycard.get(request_id))
+    _readable(view, caller)
     if wait is WaitFor.ACTIVE:
-        return await _wait(keycard, request_id, options)
-    return await within(options.call_timeout, keycard.get(request_id))
+        view = await _wait(keycard, request_id, options)
+    return view
+
+
+def _readable(view: RequestView, caller: Identity) -> None:
+    """A request the caller may not read is answered exactly like one that does not exist."""
+    if not policy.may_read(view, caller.actor()):
+        raise RequestNotFound(view.id)
 
 
 # --- decisions -----------------------------------------------------------------------------------

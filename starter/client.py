@@ -45,6 +45,7 @@ from keycard.models import (
     RequestState,
     RequestView,
     RevokeInput,
+    Role,
     summary_line,
 )
 from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
@@ -67,6 +68,17 @@ __all__ = [
     "RequestSummary",
     "connect_temporal",
 ]
+
+
+def _readable_by(reader: Actor) -> list[str]:
+    """Visibility clauses for policy.may_read. Requests started before KeycardApprovers and
+    KeycardSubmittedBy existed lack them: only their requester and admins list those."""
+    if reader.role is Role.ADMIN:
+        return []
+    email = _quote((reader.email or "").lower())
+    if reader.role is Role.SERVICE:
+        return [f"{names.SA_SUBMITTED_BY.name} = {email}"]
+    return [f"({names.SA_REQUESTER.name} = {email} OR {names.SA_APPROVERS.name} = {email})"]
 
 
 class RequestNotFound(PolicyError):
@@ -176,6 +188,14 @@ class KeycardClient:
                     SearchAttributePair(names.SA_FLOW, input.flow.name),
                     SearchAttributePair(names.SA_TARGET, input.target.name),
                     SearchAttributePair(names.SA_STATE, RequestState.PENDING.value),
+                    SearchAttributePair(
+                        names.SA_APPROVERS,
+                        sorted(policy.approvers_of(input.flow, input.approver_groups)),
+                    ),
+                    SearchAttributePair(
+                        names.SA_SUBMITTED_BY,
+                        (input.submitted_by or input.requester).email,
+                    ),
                 ]
             ),
             static_summary=summary_line(
@@ -370,9 +390,14 @@ class KeycardClient:
         target: str | None = None,
         limit: int = 50,
         page_token: str | None = None,
+        reader: Actor | None = None,
     ) -> RequestPage:
-        """Newest first, from Temporal visibility on Keycard's search attributes."""
+        """Newest first, from Temporal visibility on Keycard's search attributes. Given a
+        `reader`, only the requests policy.may_read lets them read (None: all, for callers with
+        Temporal access themselves: the CLI, Slack's own list of a person's requests)."""
         clauses = [f"WorkflowType = '{names.ACCESS_REQUEST_WORKFLOW}'"]
+        if reader is not None:
+            clauses.extend(_readable_by(reader))
         for key, value in (
             (names.SA_STATE, RequestState(state).value if state else None),
             (names.SA_FLOW, flow),

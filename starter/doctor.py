@@ -283,6 +283,18 @@ async def _check_temporal(report: Report, env: Mapping[str, str], task_queue: st
     await _check_pollers(report, client, namespace, task_queue)
 
 
+def _type_name(value: int) -> str:
+    """KEYWORD_LIST -> KeywordList: how `temporal operator search-attribute create` spells it."""
+    name = IndexedValueType.Name(value).removeprefix("INDEXED_VALUE_TYPE_")
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _expected() -> str:
+    return ", ".join(
+        f"{k.name} ({_type_name(int(k.indexed_value_type))})" for k in names.SEARCH_ATTRIBUTES
+    )
+
+
 async def _check_search_attributes(report: Report, client: Client, namespace: str) -> None:
     try:
         response = await client.operator_service.list_search_attributes(
@@ -292,36 +304,38 @@ async def _check_search_attributes(report: Report, client: Client, namespace: st
         report.warn(
             "search attributes",
             f"cannot list the search attributes of {namespace!r} ({_short(err)}); make sure "
-            f"{', '.join(k.name for k in names.SEARCH_ATTRIBUTES)} exist as Keyword.",
+            f"these exist: {_expected()}.",
         )
         return
     existing = dict(response.custom_attributes)
-    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-    missing = [k.name for k in names.SEARCH_ATTRIBUTES if k.name not in existing]
+    missing = [k for k in names.SEARCH_ATTRIBUTES if k.name not in existing]
     wrong = [
-        f"{k.name} is {IndexedValueType.Name(existing[k.name]).removeprefix('INDEXED_VALUE_TYPE_')}"
+        k
         for k in names.SEARCH_ATTRIBUTES
-        if k.name in existing and existing[k.name] != keyword
+        if k.name in existing and existing[k.name] != int(k.indexed_value_type)
     ]
     if missing:
-        create = " ".join(f"--name {name} --type Keyword" for name in missing)
+        create = " ".join(
+            f"--name {k.name} --type {_type_name(int(k.indexed_value_type))}" for k in missing
+        )
         report.fail(
             "search attributes",
-            f"missing in namespace {namespace!r}: {', '.join(missing)}; new requests cannot "
-            f"start without them. Create them: temporal operator search-attribute create "
-            f"--namespace {namespace} {create}",
+            f"missing in namespace {namespace!r}: {', '.join(k.name for k in missing)}; new "
+            f"requests cannot start without them. Create them: temporal operator "
+            f"search-attribute create --namespace {namespace} {create}",
         )
     if wrong:
         report.fail(
             "search attributes",
-            f"{'; '.join(wrong)} in namespace {namespace!r}, but Keycard needs Keyword. "
-            "Remove and re-create them as Keyword.",
+            "; ".join(
+                f"{k.name} is {_type_name(existing[k.name])} in namespace {namespace!r}, but "
+                f"Keycard needs {_type_name(int(k.indexed_value_type))}"
+                for k in wrong
+            )
+            + ". Remove and re-create them with that type.",
         )
     if not missing and not wrong:
-        report.ok(
-            "search attributes",
-            f"{', '.join(k.name for k in names.SEARCH_ATTRIBUTES)} are Keyword attributes.",
-        )
+        report.ok("search attributes", f"{_expected()} exist.")
 
 
 async def _check_pollers(report: Report, client: Client, namespace: str, task_queue: str) -> None:

@@ -56,7 +56,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
             search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
                 for key in names.SEARCH_ATTRIBUTES
             },
         )

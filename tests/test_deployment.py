@@ -318,14 +318,16 @@ def probe_url(service: dict[str, Any]) -> str:
 def test_setup_step_creates_the_namespace_and_search_attributes_keycard_uses():
     services = load(COMPOSE_FILES["docker-compose.yml"])["services"]
     setup = environment(services["temporal-setup"])
-    assert setup["KEYCARD_SEARCH_ATTRIBUTES"].split() == [k.name for k in names.SEARCH_ATTRIBUTES]
+    types = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList"}
+    declared = [f"{k.name}:{types[k.indexed_value_type.name]}" for k in names.SEARCH_ATTRIBUTES]
+    assert setup["KEYCARD_SEARCH_ATTRIBUTES"].split() == declared
     for service_name, service in keycard_services({"services": services}).items():
         assert environment(service)["TEMPORAL_NAMESPACE"] == setup["KEYCARD_NAMESPACE"], (
             service_name
         )
         assert environment(service)["TEMPORAL_ADDRESS"] == setup["TEMPORAL_ADDRESS"], service_name
     script = (ROOT / "deploy" / "temporal" / "create-namespace.sh").read_text()
-    assert "--type Keyword" in script
+    assert '--type "$type"' in script
     assert "KEYCARD_SEARCH_ATTRIBUTES" in script and "KEYCARD_NAMESPACE" in script
     for script_name in ("create-namespace.sh", "setup-schema.sh"):
         result = subprocess.run(

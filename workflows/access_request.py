@@ -906,8 +906,10 @@ class AccessRequestWorkflow:
             names.SA_STATE.value_set(view.state.value),
         ]
         if self._v6:  # only what changed: the start set them all, and each write is an event
+            updates.append(names.SA_APPROVERS.value_set(sorted(view.approvers)))
             current = workflow.info().typed_search_attributes
-            updates = [u for u in updates if current.get(u.key) != u.value]
+            # An empty list is how Temporal keeps "none": the same as never set.
+            updates = [u for u in updates if (current.get(u.key) or None) != (u.value or None)]
         if updates:
             workflow.upsert_search_attributes(updates)
         workflow.set_current_details(_details(view))

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Create Keycard's namespace and search attributes on the Temporal server; safe to re-run.
 # Runs in the temporalio/admin-tools image (the `temporal` CLI), as docker-compose.yml's
-# temporal-setup step. The search attributes are the ones keycard/temporal.py declares.
+# temporal-setup step. The search attributes are the ones keycard/temporal.py declares, each as
+# Name:Type (KeycardState:Keyword KeycardApprovers:KeywordList ...).
 set -eu
 
 : "${TEMPORAL_ADDRESS:?TEMPORAL_ADDRESS is not set}"
@@ -31,15 +32,17 @@ fi
 # ago may not have reached every Temporal service yet: creation retries for a while.
 existing=$(temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" \
   --namespace "$NAMESPACE" 2>/dev/null) || existing=""
-for name in $ATTRIBUTES; do
+for attribute in $ATTRIBUTES; do
+  name="${attribute%%:*}"
+  type="${attribute#*:}"
   if printf '%s\n' "$existing" | grep -qw "$name"; then
     echo "keycard: search attribute $name exists"
     continue
   fi
-  echo "keycard: creating search attribute $name (Keyword)"
+  echo "keycard: creating search attribute $name ($type)"
   attempt=0
   until temporal operator search-attribute create --address "$TEMPORAL_ADDRESS" \
-      --namespace "$NAMESPACE" --name "$name" --type Keyword; do
+      --namespace "$NAMESPACE" --name "$name" --type "$type"; do
     attempt=$((attempt + 1))
     if [ "$attempt" -ge 15 ]; then
       echo "keycard: could not create search attribute $name" >&2

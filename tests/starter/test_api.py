@@ -127,7 +127,7 @@ async def test_list_filters_and_pages(api: Api):
         response = await api.http.get(
             "/v1/requests",
             params={"requester": "dave@example.com", "state": "PENDING", "flow": "prod-power-user"},
-            headers=auth("alice"),
+            headers=auth("carol"),  # an approver of the flow
         )
         assert response.status_code == 200, response.text
         found = {row["id"] for row in response.json()["requests"]}
@@ -149,6 +149,53 @@ async def test_list_filters_and_pages(api: Api):
     row = page["requests"][0]
     assert row["requester"] == "dave@example.com"
     assert row["flow"] == "prod-power-user"
+
+
+# --- who may read what ---------------------------------------------------------------------------
+
+
+async def listed_ids(api: Api, who: str, **params) -> set[str]:
+    response = await api.http.get("/v1/requests", params=params, headers=auth(who))
+    assert response.status_code == 200, response.text
+    return {row["id"] for row in response.json()["requests"]}
+
+
+async def test_people_read_their_own_requests_and_those_they_may_decide_on(api: Api):
+    """dave asks; bob and carol approve that flow; alice is neither. Admins read everything.
+    A request someone may not read answers exactly as one that does not exist."""
+    request_id = (await api.create(who="dave"))["id"]
+    readers = {"dave", "bob", "carol", "admin"}
+
+    async def everyone_lists_what_they_may() -> bool:
+        found = {who: request_id in await listed_ids(api, who) for who in [*readers, "alice"]}
+        return found == {**dict.fromkeys(readers, True), "alice": False}
+
+    assert await eventually(everyone_lists_what_they_may)
+    for who in readers:
+        assert (await api.get(request_id, who=who))["id"] == request_id
+    for path in (f"/v1/requests/{request_id}", f"/v1/requests/{request_id}?wait=active"):
+        hidden = await api.http.get(path, headers=auth("alice"))
+        unknown = await api.http.get("/v1/requests/req-2222222222", headers=auth("alice"))
+        assert hidden.status_code == unknown.status_code == 404
+        assert hidden.json()["detail"] == f"there is no request {request_id}"
+        assert "reason" not in hidden.text and "dave" not in hidden.text
+    # Filters narrow what a reader may see; they never widen it.
+    assert request_id not in await listed_ids(api, "alice", requester="dave@example.com")
+
+
+async def test_a_service_reads_the_requests_it_asked_for_and_no_others(api: Api):
+    by_ci = (await api.create(who="ci", requester="alice@example.com"))["id"]
+    by_alice = (await api.create(who="alice"))["id"]
+
+    async def ci_lists_its_own() -> set[str] | None:
+        found = await listed_ids(api, "ci")
+        return found if by_ci in found else None
+
+    found = await eventually(ci_lists_its_own)
+    assert found is not None and by_alice not in found
+    assert (await api.get(by_ci, who="ci"))["submitted_by"]["email"] == "ci@example.com"
+    assert (await api.http.get(f"/v1/requests/{by_alice}", headers=auth("ci"))).status_code == 404
+    assert (await api.get(by_ci, who="alice"))["id"] == by_ci  # and the person it is for
 
 
 async def test_flows_the_caller_may_request(api: Api):

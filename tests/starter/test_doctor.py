@@ -178,7 +178,8 @@ async def test_a_healthy_stack_is_all_green(stack):
         "slack",
     } <= checks
     assert (
-        "KeycardRequester, KeycardFlow, KeycardTarget, KeycardState"
+        "KeycardRequester (Keyword), KeycardFlow (Keyword), KeycardTarget (Keyword), "
+        "KeycardState (Keyword), KeycardApprovers (KeywordList), KeycardSubmittedBy (Keyword)"
         in only(report, "search attributes").message
     )
     assert "bot keycard in team Example Inc" in only(report, "slack").message
@@ -241,11 +242,15 @@ async def test_missing_search_attributes_fail_with_the_command_that_creates_them
 
     attributes = only(report, "search attributes")
     assert attributes.level is Level.FAIL
-    assert "KeycardRequester, KeycardFlow, KeycardTarget, KeycardState" in attributes.message
+    assert (
+        "KeycardRequester, KeycardFlow, KeycardTarget, KeycardState, KeycardApprovers, "
+        "KeycardSubmittedBy" in attributes.message
+    )
     assert (
         f"temporal operator search-attribute create --namespace {bare} "
         "--name KeycardRequester --type Keyword" in attributes.message
     )
+    assert "--name KeycardApprovers --type KeywordList" in attributes.message
     assert only(report, "workers").level is Level.WARN  # nobody polls in the new namespace
 
 
