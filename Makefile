@@ -31,11 +31,13 @@ chaos: $(STAMP)
 	done
 
 # Keycard side by side with the bare workflow of the same shape (bench/compare.py), then the
-# burst of 1000 approvals on one worker (bench/burst.py). Figures, not pass/fail tests.
+# burst of 1000 approvals on one worker (bench/burst.py), then 1000 grants ending in the same
+# second (bench/expiry.py). Figures, not pass/fail tests.
 BENCH_REQUESTS ?= 200
 bench: $(STAMP)
 	$(BIN)/python -m bench.compare --requests $(BENCH_REQUESTS) --concurrency 20
 	$(BIN)/python -m bench.burst --requests 1000
+	$(BIN)/python -m bench.expiry --requests 1000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@ reports.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,7 +29,8 @@ class BareAssignment(BaseModel):
 
 class BareInput(BaseModel):
     assignment: BareAssignment
-    duration_seconds: float
+    duration_seconds: float = 0
+    until: datetime | None = None  # instead of a duration: end at this moment (bench.expiry)
 
 
 @workflow.defn(name="BareGrant")
@@ -47,7 +48,10 @@ class BareGrantWorkflow:
         }
         await workflow.execute_activity("bare.create", input.assignment, **options)
         self.active = True
-        await workflow.sleep(timedelta(seconds=input.duration_seconds))
+        if input.until is not None:
+            await workflow.sleep(max(input.until - workflow.now(), timedelta(0)))
+        else:
+            await workflow.sleep(timedelta(seconds=input.duration_seconds))
         await workflow.execute_activity("bare.delete", input.assignment, **options)
 
     @workflow.update

@@ -132,6 +132,7 @@ class Run:
     tasks: float = 0.0
     activities: float = 0.0
     aws: Counter = field(default_factory=Counter)  # per lifecycle
+    cpu: float = 0.0  # seconds of this process's CPU per lifecycle (workers, moto, clients)
     count: int = 0
 
     @property
@@ -155,9 +156,10 @@ async def measure(
             run.asks.append(ask)
 
     proxy.calls.clear()
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(i, p) for i, p in enumerate(people)))
     run.elapsed = time.perf_counter() - began
+    run.cpu = (time.process_time() - cpu) / run.count
     run.aws = Counter({op: n / run.count for op, n in proxy.calls.items()})
     return run, ids
 
@@ -387,6 +389,7 @@ def report(case: str, keycard: Run, bare: Run) -> list[str]:
         row("workflow tasks / lifecycle", keycard.tasks, bare.tasks, "", None),
         row("activities / lifecycle", keycard.activities, bare.activities, "", None),
         row("AWS calls / lifecycle", sum(keycard.aws.values()), sum(bare.aws.values()), "", None),
+        row("process CPU / lifecycle", keycard.cpu * ms, bare.cpu * ms, "ms", None),
         "",
         "AWS calls per lifecycle: Keycard "
         + ", ".join(f"{op} {n:.1f}" for op, n in keycard.aws.most_common())
