@@ -41,6 +41,21 @@ CREATE_ROWS = [
     Row("an unknown flow", {"flow": "nope"}, 422, ("nope",)),
     Row("an unknown target", {"target": "staging"}, 422, ("staging",)),
     Row("an unknown key", {"color": "red"}, 422, ("color",)),
+    Row("a reason that is not text", {"reason": 42}, 422, ("reason",)),
+    Row("no flow", {"flow": None}, 422, ("flow",)),
+    Row("an empty flow name", {"flow": ""}, 422, ("flow",)),
+    Row("a 201-character flow name", {"flow": "x" * 201}, 422, ("flow",)),
+    Row("a target as a list", {"target": ["prod"]}, 422, ("target",)),
+    Row("a duration the flow does not offer", {"duration": "3h"}, 422, ("1h, 2h",)),
+    Row("a duration as a number", {"duration": 3600}, 422, ("duration",)),
+    Row("fields as a list", {"fields": ["incident"]}, 422, ("fields",)),
+    Row("a field value that is an object", {"fields": {"incident": {"a": 1}}}, 422, ("incident",)),
+    Row(
+        "someone else as requester",
+        {"requester": "bob@example.com"},
+        403,
+        ("only service tokens",),
+    ),
 ]
 
 
@@ -62,7 +77,36 @@ EXTEND_ROWS = [
     Row("extension as a huge number", {"duration": 1e30}, 422, ("duration",)),
     Row("a 5 MB comment", {"duration": "30m", "comment": FIVE_MB}, 413, ("at most 256 KiB",)),
     Row("a long comment", {"duration": "30m", "comment": "x" * 2001}, 422, ("comment", "2000")),
+    Row("a negative extension", {"duration": "-30m"}, 422, ("such as 30m",)),
+    Row("an extension as a number", {"duration": 30}, 422, ("duration",)),
+    Row("a comment that is not text", {"duration": "30m", "comment": 5}, 422, ("comment",)),
+    Row("an unknown key", {"duration": "30m", "until": "tomorrow"}, 422, ("until",)),
 ]
+
+
+@dataclass(frozen=True)
+class QueryRow:
+    name: str
+    params: dict[str, Any]
+    says: tuple[str, ...]
+
+
+LIST_ROWS = [
+    QueryRow("an unknown state", {"state": "BOGUS"}, ("state",)),
+    QueryRow("a limit of zero", {"limit": 0}, ("limit",)),
+    QueryRow("a limit past 500", {"limit": 501}, ("limit",)),
+    QueryRow("a limit in words", {"limit": "many"}, ("limit",)),
+    QueryRow("a page token never given out", {"page_token": "garbage"}, ("page_token",)),
+    QueryRow("a requester that is not an email", {"requester": "not an email"}, ("requester",)),
+    QueryRow("a flow name with spaces", {"flow": "prod admin"}, ("flow",)),
+]
+
+
+@pytest.mark.parametrize("row", LIST_ROWS, ids=[r.name for r in LIST_ROWS])
+async def test_a_bad_list_query_is_refused_with_what_was_wrong(api: Api, row: QueryRow):
+    answer = await api.http.get("/v1/requests", params=row.params, headers=auth("alice"))
+
+    _assert_refused(answer, Row(row.name, row.params, 422, row.says))
 
 
 @pytest.mark.parametrize("row", EXTEND_ROWS, ids=[r.name for r in EXTEND_ROWS])
