@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -47,7 +48,7 @@ from temporalio.worker import Worker
 
 from bench.bare import BareActivities, BareAssignment, BareGrantWorkflow, BareInput
 from keycard import temporal as names
-from keycard.config import parse_config
+from keycard.config import KeycardConfig, parse_config
 from keycard.models import Actor, Requester
 from keycard.settings import Settings
 from starter.client import KeycardClient
@@ -405,59 +406,84 @@ def report(case: str, keycard: Run, bare: Run) -> list[str]:
     return lines
 
 
-async def main(args) -> int:
+@dataclass
+class Stage:
+    """What both systems run on: one dev server, moto seeded for the config behind `proxy`, and
+    Keycard's worker and the bare one, running."""
+
+    client: Client
+    keycard: KeycardClient
+    proxy_url: str
+    directory: dict[str, str]  # instance and permission set ARNs, and email -> user id
+
+
+@contextlib.asynccontextmanager
+async def stage(config: KeycardConfig, make_proxy: Callable[[str], CountingProxy]):
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     logging.getLogger("temporalio").setLevel(logging.ERROR)
-    people = [f"person{n:03d}@example.com" for n in range(args.requests)]
-    workdir = Path(tempfile.mkdtemp(prefix="keycard-bench-"))
-    config = parse_config(config_text(people, args.duration, workdir / "audit.jsonl"))
     moto, moto_url = start_moto_server()
     summary = seed_demo(config, moto_url, REGION)
-    proxy = CountingProxy(moto_url)
+    proxy = make_proxy(moto_url)
     proxy_runner, proxy_url = await proxy.serve()
     os.environ.update(demo_environment(proxy_url, REGION))
-    directory = {
-        "instance_arn": summary.instance_arn,
-        "permission_set_arn": summary.permission_sets["PowerUserAccess"],
-        **summary.users,
-    }
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=_binary("temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=list(names.SEARCH_ATTRIBUTES),
         ui=False,
     )
-    lines = [
-        f"{args.requests} requests per case, concurrency {args.concurrency}, grants of "
-        f"{args.duration} s; {os.cpu_count()} CPUs; {datetime.now().astimezone():%Y-%m-%d %H:%M}",
-        "",
-    ]
     try:
         client = env.client
         settings = Settings(task_queue="bench-keycard", audit_stdout=False)
-        keycard = KeycardClient(client, config, "bench-keycard")
+        bare = BareActivities(proxy_url, REGION)
         bare_worker = Worker(
             client,
             task_queue="bench-bare",
             workflows=[BareGrantWorkflow],
-            activities=[
-                BareActivities(proxy_url, REGION).create,
-                BareActivities(proxy_url, REGION).delete,
-            ],
+            activities=[bare.create, bare.delete],
         )
         async with build_worker(client, config, settings), bare_worker:
-            for case, who in (("uncontended", people), ("contended", [CONTENDED] * len(people))):
-                bare = await run_bare(client, who, args, proxy, directory)
-                mine = await run_keycard(client, keycard, who, args, proxy)
-                lines += report(case, mine, bare)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        lines.append(f"benchmark process (both workers) max RSS: {rss:.0f} MiB")
+            yield Stage(
+                client=client,
+                keycard=KeycardClient(client, config, settings.task_queue),
+                proxy_url=proxy_url,
+                directory={
+                    "instance_arn": summary.instance_arn,
+                    "permission_set_arn": summary.permission_sets["PowerUserAccess"],
+                    **summary.users,
+                },
+            )
     finally:
         await env.shutdown()
         await proxy_runner.cleanup()
         if proxy.session is not None:
             await proxy.session.close()
         moto.stop()
+
+
+async def main(args) -> int:
+    people = [f"person{n:03d}@example.com" for n in range(args.requests)]
+    workdir = Path(tempfile.mkdtemp(prefix="keycard-bench-"))
+    config = parse_config(config_text(people, args.duration, workdir / "audit.jsonl"))
+    lines = [
+        f"{args.requests} requests per case, concurrency {args.concurrency}, grants of "
+        f"{args.duration} s; {os.cpu_count()} CPUs; {datetime.now().astimezone():%Y-%m-%d %H:%M}",
+        "",
+    ]
+    proxies: list[CountingProxy] = []
+
+    def counting(moto_url: str) -> CountingProxy:
+        proxies.append(CountingProxy(moto_url))
+        return proxies[-1]
+
+    async with stage(config, counting) as on:
+        [proxy] = proxies
+        for case, who in (("uncontended", people), ("contended", [CONTENDED] * len(people))):
+            bare = await run_bare(on.client, who, args, proxy, on.directory)
+            mine = await run_keycard(on.client, on.keycard, who, args, proxy)
+            lines += report(case, mine, bare)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        lines.append(f"benchmark process (both workers) max RSS: {rss:.0f} MiB")
     print("\n".join(lines))
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import math
 import os
 import tempfile
@@ -27,23 +26,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import structlog
 from aiohttp import web
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from bench.bare import BareActivities, BareAssignment, BareGrantWorkflow, BareInput
-from bench.compare import ACCOUNT, APPROVER, REGION, CountingProxy, pct
+from bench.bare import BareAssignment, BareGrantWorkflow, BareInput
+from bench.compare import ACCOUNT, APPROVER, CountingProxy, pct, stage
 from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import Requester, RequestState
-from keycard.settings import Settings
 from starter.client import KeycardClient
-from starter.demo_aws import demo_environment, seed_demo, start_moto_server
-from tests.conftest import _binary
-from worker import build_worker
 
 
 class DeleteClock(CountingProxy):
@@ -240,28 +231,9 @@ def lag_line(name: str, lags: list[float], total: int, rss: float, server_rss: f
 
 
 async def main(args) -> int:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    logging.getLogger("temporalio").setLevel(logging.ERROR)
     people = [f"person{n:05d}@example.com" for n in range(args.requests)]
     workdir = Path(tempfile.mkdtemp(prefix="keycard-expiry-"))
     config = parse_config(config_text(people, workdir / "audit.jsonl"))
-    moto, moto_url = start_moto_server()
-    summary = seed_demo(config, moto_url, REGION)
-    clock = DeleteClock(moto_url)
-    proxy_runner, proxy_url = await clock.serve()
-    os.environ.update(demo_environment(proxy_url, REGION))
-    directory = {
-        "instance_arn": summary.instance_arn,
-        "permission_set_arn": summary.permission_sets["PowerUserAccess"],
-        **summary.users,
-    }
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=list(names.SEARCH_ATTRIBUTES),
-        ui=False,
-    )
-    server = dev_server_pid()
     lines = [
         f"{args.requests} grants ending in the same second; {os.cpu_count()} CPUs; "
         f"{datetime.now().astimezone():%Y-%m-%d %H:%M}",
@@ -270,34 +242,24 @@ async def main(args) -> int:
         "| dev server RSS |",
         "|---|---|---|---|---|---|---|",
     ]
-    try:
-        client = env.client
-        settings = Settings(task_queue="bench-keycard", audit_stdout=False)
-        keycard = KeycardClient(client, config, "bench-keycard")
-        activities = BareActivities(proxy_url, REGION)
-        bare_worker = Worker(
-            client,
-            task_queue="bench-bare",
-            workflows=[BareGrantWorkflow],
-            activities=[activities.create, activities.delete],
-        )
-        async with build_worker(client, config, settings), bare_worker:
-            ends, _ = await keycard_case(client, keycard, people, args, clock)
+    clocks: list[DeleteClock] = []
+
+    def delete_clock(moto_url: str) -> DeleteClock:
+        clocks.append(DeleteClock(moto_url))
+        return clocks[-1]
+
+    async with stage(config, delete_clock) as on:
+        [clock], server = clocks, dev_server_pid()
+        ends, _ = await keycard_case(on.client, on.keycard, people, args, clock)
+        rss, server_rss = rss_mib(), rss_mib(server) if server else float("nan")
+        lags = await wait_for_ends(clock, ends, on.directory, args.deadline)
+        lines.append(lag_line("Keycard", lags, len(people), rss, server_rss))
+        if not args.skip_bare:
+            clock.deleted.clear()
+            ends = await bare_case(on.client, people, args, on.directory)
             rss, server_rss = rss_mib(), rss_mib(server) if server else float("nan")
-            lags = await wait_for_ends(clock, ends, directory, args.deadline)
-            lines.append(lag_line("Keycard", lags, len(people), rss, server_rss))
-            if not args.skip_bare:
-                clock.deleted.clear()
-                ends = await bare_case(client, people, args, directory)
-                rss, server_rss = rss_mib(), rss_mib(server) if server else float("nan")
-                lags = await wait_for_ends(clock, ends, directory, args.deadline)
-                lines.append(lag_line("bare", lags, len(people), rss, server_rss))
-    finally:
-        await env.shutdown()
-        await proxy_runner.cleanup()
-        if clock.session is not None:
-            await clock.session.close()
-        moto.stop()
+            lags = await wait_for_ends(clock, ends, on.directory, args.deadline)
+            lines.append(lag_line("bare", lags, len(people), rss, server_rss))
     print("\n".join(lines))
     return 0
 
