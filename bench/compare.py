@@ -63,6 +63,8 @@ CONTENDED = "person000@example.com"
 
 
 def config_text(people: list[str], duration: int, audit_path: Path) -> str:
+    """The one flow both benchmarks use: grants of `duration` seconds, extensible (bench.expiry
+    moves every end to the same second), no expiry warning."""
     return f"""
 approver_groups:
   approvers: [{APPROVER.email}]
@@ -73,6 +75,9 @@ flows:
     targets:
       - {{name: prod, account_id: "{ACCOUNT}", permission_set: PowerUserAccess}}
     durations: [{duration}s]
+    max_duration: 8h
+    allow_extension: true
+    expiry_warning: null
     reason_required: false
     approvers: {{groups: [approvers]}}
 audit:

@@ -30,7 +30,7 @@ from aiohttp import web
 from temporalio.client import Client
 
 from bench.bare import BareAssignment, BareGrantWorkflow, BareInput
-from bench.compare import ACCOUNT, APPROVER, CountingProxy, pct, stage
+from bench.compare import ACCOUNT, APPROVER, CountingProxy, config_text, pct, stage
 from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import Requester, RequestState
@@ -59,28 +59,6 @@ def grant_seconds(requests: int) -> int:
     before the first one ends. 1000 took 259 s to be asked, approved and made on the 2-core
     machine, and their first ends came soon after: two requests a second leaves room."""
     return GRANT_SECONDS or max(120, math.ceil(requests / 2))
-
-
-def config_text(people: list[str], audit_path: Path) -> str:
-    return f"""
-approver_groups:
-  approvers: [{APPROVER.email}]
-  people: [{", ".join(people)}]
-flows:
-  - name: bench
-    strategy: aws_sso
-    targets:
-      - {{name: prod, account_id: "{ACCOUNT}", permission_set: PowerUserAccess}}
-    durations: [{grant_seconds(len(people))}s]
-    max_duration: 8h
-    allow_extension: true
-    expiry_warning: null
-    reason_required: false
-    approvers: {{groups: [approvers]}}
-audit:
-  destinations:
-    - {{type: jsonl, name: trail, path: "{audit_path}"}}
-"""
 
 
 def rss_mib(pid: int | str = "self") -> float:
@@ -233,7 +211,7 @@ def lag_line(name: str, lags: list[float], total: int, rss: float, server_rss: f
 async def main(args) -> int:
     people = [f"person{n:05d}@example.com" for n in range(args.requests)]
     workdir = Path(tempfile.mkdtemp(prefix="keycard-expiry-"))
-    config = parse_config(config_text(people, workdir / "audit.jsonl"))
+    config = parse_config(config_text(people, grant_seconds(len(people)), workdir / "audit.jsonl"))
     lines = [
         f"{args.requests} grants ending in the same second; {os.cpu_count()} CPUs; "
         f"{datetime.now().astimezone():%Y-%m-%d %H:%M}",
