@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from keycard import temporal as names
+from starter.demo_aws import demo_environment, start_moto_server
 
 BIN = Path(sys.executable).parent
 
@@ -63,3 +64,14 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture
+def aws(monkeypatch) -> Iterator[str]:
+    """A moto server with boto3 pointed at it through the usual AWS settings, as `keycard dev`
+    does; yields its endpoint URL. (tests/activities has an in-process `aws` of its own.)"""
+    server, endpoint = start_moto_server()
+    for name, value in demo_environment(endpoint, "us-east-1").items():
+        monkeypatch.setenv(name, value)
+    yield endpoint
+    server.stop()

@@ -16,7 +16,7 @@ from keycard.config import parse_config
 from keycard.models import Actor, RequestState, RequestView
 from keycard.settings import Settings
 from starter.client import KeycardClient, RequestRejected
-from starter.demo_aws import assignments_for, demo_environment, seed_demo, start_moto_server
+from starter.demo_aws import assignments_for, seed_demo
 from tests.harness import ALICE, wait_for
 from worker import build_worker
 
@@ -39,15 +39,6 @@ flows:
     durations: [3s]
     approvers: {users: [bob@example.com]}
 """
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    server, endpoint = start_moto_server()
-    for name, value in demo_environment(endpoint, REGION).items():
-        monkeypatch.setenv(name, value)
-    yield endpoint
-    server.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from aiohttp import web
 
 from keycard.config import ApiSettings, parse_config
@@ -27,7 +26,7 @@ from keycard.settings import Settings
 from starter.api import ApiOptions, create_app
 from starter.auth import config_entry, new_token
 from starter.client import KeycardClient
-from starter.demo_aws import demo_environment, seed_demo, start_moto_server
+from starter.demo_aws import seed_demo
 from tests import slack_fake
 from tests.harness import wait_for
 from tests.slack_fake import SLACK_USERS, FakeSlack
@@ -55,15 +54,6 @@ class Collector:
     async def _receive(self, request: web.Request) -> web.Response:
         self.bodies.append(await request.text())
         return web.Response(status=204)
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    server, endpoint = start_moto_server()
-    for name, value in demo_environment(endpoint, REGION).items():
-        monkeypatch.setenv(name, value)
-    yield endpoint
-    server.stop()
 
 
 async def test_a_full_run_leaves_no_configured_secret_anywhere(
