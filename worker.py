@@ -11,7 +11,6 @@ import boto3
 import structlog
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
@@ -23,6 +22,7 @@ from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
 from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
 from keycard import temporal as names
+from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
 from keycard.settings import WORKFLOW_CACHE, Settings, SlackSettings
 from workflows.access_request import AccessRequestWorkflow
@@ -116,7 +116,7 @@ def keycard_replayer(*, strict: bool = False, **options) -> Replayer:
     in the SDK's default sandbox, which imports the workflow modules afresh for every run)."""
     options.setdefault("workflows", WORKFLOWS)
     return Replayer(
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter_from_env(),
         workflow_runner=keycard_workflow_runner(strict=strict),
         **options,
     )

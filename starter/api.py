@@ -35,18 +35,19 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import policy
 from keycard import temporal as names
+from keycard.codec import EncryptionCodec
 from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig, PromptField
 from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
-from starter.auth import Identity, TokenBook
+from starter.auth import Identity, TokenBook, authenticate
 from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
+from starter.codec_server import CodecCors, codec_router
 from starter.problems import (
     ApiProblem,
     BodyLimit,
@@ -167,40 +168,11 @@ class ApiOptions:
     wait_timeout: timedelta = WAIT_TIMEOUT
     revoke_wait: timedelta = REVOKE_WAIT
     call_timeout: timedelta = CALL_TIMEOUT
+    # Browsers on these origins (the Temporal UI's) may call /codec/* (starter/codec_server.py).
+    codec_cors_origins: tuple[str, ...] = ()
 
 
 # --- dependencies --------------------------------------------------------------------------------
-
-_bearer = HTTPBearer(
-    auto_error=False,
-    bearerFormat="kc_...",
-    description="a Keycard API token (keycard token create)",
-)
-
-
-async def authenticate(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Identity:
-    if credentials is None:
-        raise ApiProblem(
-            HTTPStatus.UNAUTHORIZED,
-            "this needs an API token: send the header `Authorization: Bearer <token>` "
-            "(an admin makes one with `keycard token create`)",
-            "MissingToken",
-            headers={"WWW-Authenticate": 'Bearer realm="keycard"'},
-        )
-    identity = request.app.state.tokens.identify(credentials.credentials)
-    if identity is None:
-        raise ApiProblem(
-            HTTPStatus.UNAUTHORIZED,
-            "the API token is not valid (unknown, mistyped or removed from keycard.yaml); "
-            "ask a Keycard admin for a new one",
-            "InvalidToken",
-            headers={"WWW-Authenticate": 'Bearer realm="keycard", error="invalid_token"'},
-        )
-    request.state.identity = identity  # for the access log: who, never the token
-    return identity
 
 
 def _keycard(request: Request) -> KeycardClient:
@@ -709,6 +681,11 @@ def create_app(
     app.state.options = options or ApiOptions()
     app.include_router(v1)
     app.include_router(health)
+    codec = keycard.temporal.data_converter.payload_codec
+    if isinstance(codec, EncryptionCodec):  # payloads are encrypted: serve a codec server
+        app.include_router(codec_router(codec))
+        if app.state.options.codec_cors_origins:
+            app.add_middleware(CodecCors, origins=app.state.options.codec_cors_origins)
     for router in routers:
         app.include_router(router)
     add_problem_handlers(app)

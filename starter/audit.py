@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keycard import temporal as names
+from keycard.codec import require_keys_for
 from keycard.models import DeliveryRound, LifecycleEvent
 
 if TYPE_CHECKING:
+    from temporalio.api.common.v1 import Payload
     from temporalio.api.history.v1 import HistoryEvent
     from temporalio.client import Client, WorkflowExecution
 
@@ -78,7 +81,10 @@ async def history_events(
 
 
 async def _recorded_events(client: Client, history_event: HistoryEvent) -> list[LifecycleEvent]:
-    decode = client.data_converter.decode
+    async def decode(payloads: Sequence[Payload], types: list[type]) -> list[Any]:
+        require_keys_for(payloads, client.data_converter)
+        return await client.data_converter.decode(payloads, types)
+
     if history_event.HasField("workflow_properties_modified_event_attributes"):
         memo = history_event.workflow_properties_modified_event_attributes.upserted_memo.fields
         payload = memo.get(names.AUDIT_MEMO_KEY)

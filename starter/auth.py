@@ -3,6 +3,8 @@
 A token is `kc_` and 43 random URL-safe characters (256 bits). keycard.yaml holds only its SHA-256:
 with that much randomness a fast hash is enough (nothing to guess from the hash, no password to
 stretch), and a leaked config file still lets nobody in.
+
+`authenticate` is the FastAPI dependency that turns `Authorization: Bearer` into an Identity.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from keycard.config import ApiToken
 from keycard.models import Actor, Role
+from starter.problems import ApiProblem
 
 TOKEN_PREFIX = "kc_"  # noqa: S105 -- a marker that makes a leaked token recognisable
 HASH_PREFIX = "sha256:"
@@ -84,3 +92,37 @@ class TokenBook:
             if hmac.compare_digest(presented, stored):
                 found = identity
         return found
+
+
+# --- the FastAPI dependency every authenticated route uses --------------------------------------
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="kc_...",
+    description="a Keycard API token (keycard token create)",
+)
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    if credentials is None:
+        raise ApiProblem(
+            HTTPStatus.UNAUTHORIZED,
+            "this needs an API token: send the header `Authorization: Bearer <token>` "
+            "(an admin makes one with `keycard token create`)",
+            "MissingToken",
+            headers={"WWW-Authenticate": 'Bearer realm="keycard"'},
+        )
+    identity = request.app.state.tokens.identify(credentials.credentials)
+    if identity is None:
+        raise ApiProblem(
+            HTTPStatus.UNAUTHORIZED,
+            "the API token is not valid (unknown, mistyped or removed from keycard.yaml); "
+            "ask a Keycard admin for a new one",
+            "InvalidToken",
+            headers={"WWW-Authenticate": 'Bearer realm="keycard", error="invalid_token"'},
+        )
+    request.state.identity = identity  # for the access log: who, never the token
+    return identity

@@ -11,12 +11,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from keycard.codec import PayloadKeyError, payload_key_problem
 from keycard.config import ConfigError, KeycardConfig, json_schema, load_config, unset_environment
 from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import PolicyError
 from keycard.settings import Settings
 from starter.api_client import API_URL_ENV, ApiUnavailable, api_from_env
+from starter.codec_cli import codec_app
 from starter.doctor import doctor as _doctor
 from starter.hooks_cli import break_glass, hooks_app
 from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
@@ -42,6 +44,7 @@ from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `ap
 
 app.add_typer(audit_app, name="audit", no_args_is_help=True)
 app.command(name="slack")(slack_command)
+app.add_typer(codec_app, name="codec")
 
 ConfigOption = Annotated[
     Path | None,
@@ -91,6 +94,7 @@ def start_problems(config: KeycardConfig, *, aws: bool = True) -> list[str]:
 
     problems = unset_environment(config)
     problems += [p for p in (settings_problem(), region_problem(config.aws) if aws else None) if p]
+    problems += [p for p in (payload_key_problem(),) if p]
     return problems
 
 
@@ -120,7 +124,7 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(coro_factory())  # type: ignore[arg-type]
     except PolicyError as err:
         raise fail(err.message) from None
-    except ApiUnavailable as err:
+    except (ApiUnavailable, PayloadKeyError) as err:
         raise fail(str(err)) from None
     except RuntimeError as err:
         if "Failed client connect" in str(err) or "connection" in str(err).lower():

@@ -25,13 +25,13 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import policy
 from keycard import temporal as names
+from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
 from keycard.models import (
     AccessRequestInput,
@@ -121,10 +121,13 @@ async def connect_temporal(
     profile: str | None = None, env: Mapping[str, str] | None = None
 ) -> Client:
     """Connect with Temporal's own environment configuration (TEMPORAL_ADDRESS, _NAMESPACE,
-    _API_KEY, TLS settings, or a profile in temporal.toml), so Temporal Cloud works unchanged."""
+    _API_KEY, TLS settings, or a profile in temporal.toml), so Temporal Cloud works unchanged.
+
+    Payloads are encrypted when KEYCARD_PAYLOAD_KEY is set (keycard/codec.py); a malformed key
+    raises PayloadKeyError, whose message says what to fix."""
     config = ClientConfig.load_client_connect_config(profile=profile, override_env_vars=env)
     config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    return await Client.connect(**config, data_converter=data_converter_from_env())
 
 
 class KeycardClient:

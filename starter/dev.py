@@ -13,10 +13,10 @@ from pathlib import Path
 import boto3
 import structlog
 import typer
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from keycard import temporal as names
+from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
 from keycard.logging import configure_logging
 from keycard.settings import Settings
@@ -58,7 +58,7 @@ async def start_temporal(
         ui=True,
         ui_port=ui_port,
         search_attributes=list(names.SEARCH_ATTRIBUTES),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter_from_env(),
     )
 
 

@@ -27,6 +27,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import temporal as names
+from keycard.codec import KEY_ENV, PayloadKeyError, PayloadKeys
 from keycard.config import (
     AwsIamGroupFlow,
     AwsSsoFlow,
@@ -159,6 +160,7 @@ async def diagnose(config_path: Path) -> Report:
     except ValueError as err:
         report.fail("settings", f"{err}.")
         task_queue = names.DEFAULT_TASK_QUEUE
+    _check_payload_key(report, env)
     await _check_temporal(report, env, task_queue)
     if config is not None:
         await asyncio.to_thread(_check_aws, report, config)
@@ -657,6 +659,30 @@ async def _check_slack(report: Report, env: Mapping[str, str]) -> None:
             "it from your Slack app's Basic Information page (or use Socket Mode: "
             "SLACK_APP_TOKEN).",
         )
+
+
+# --- payload encryption --------------------------------------------------------------------------
+
+
+def _check_payload_key(report: Report, env: Mapping[str, str]) -> None:
+    try:
+        keys = PayloadKeys.from_env(env)
+    except PayloadKeyError as err:
+        report.fail("payload key", f"{err}.")
+        return
+    if keys is None:
+        report.ok(
+            "payload key",
+            f"not set: reasons, emails and fields are plain text in Temporal ({KEY_ENV}, "
+            "docs/deployment.md).",
+        )
+        return
+    older = len(keys.by_id) - 1
+    report.ok(
+        "payload key",
+        f"payloads are encrypted with key {keys.current!r}"
+        + (f"; {older} older key(s) still decrypt." if older else "."),
+    )
 
 
 # --- PagerDuty ---------------------------------------------------------------------------------

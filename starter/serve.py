@@ -25,6 +25,7 @@ from keycard.models import Role
 from starter.api import ApiOptions, create_app
 from starter.auth import config_entry, config_line, new_token
 from starter.client import KeycardClient
+from starter.codec_server import cors_origins
 from starter.slack_app import slack_serving
 
 log = structlog.get_logger(__name__)
@@ -175,7 +176,8 @@ async def dev_api(
     0600): `source` it in another shell for KEYCARD_API_URL, KEYCARD_TOKEN (alice) and
     $ALICE/$BOB/$CAROL."""
     config, tokens = dev_config(keycard.config)
-    app = create_app(keycard, config, routers=routers or [])
+    options = ApiOptions(codec_cors_origins=cors_origins())
+    app = create_app(keycard, config, routers=routers or [], options=options)
     async with slack_serving(app, keycard), running_api(app, host, port) as running:
         env_file = _write_env(state_dir, running.url, tokens) if state_dir else None
         try:
@@ -255,7 +257,7 @@ def serve(
 
     async def go() -> None:
         keycard = KeycardClient(await connect_temporal(), config, Settings.from_env().task_queue)
-        app = create_app(keycard, options=ApiOptions())
+        app = create_app(keycard, options=ApiOptions(codec_cors_origins=cors_origins()))
         # Slack, when configured: /slack/events on this server, or a Socket Mode connection.
         async with slack_serving(app, keycard):
             await serve_api(app, host, port, graceful=timedelta(seconds=graceful_timeout))

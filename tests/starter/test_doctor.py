@@ -23,6 +23,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 from typer.testing import CliRunner
 
+from keycard.codec import new_key
 from keycard.config import parse_config
 from starter.cli import app
 from starter.demo_aws import demo_environment, seed_demo, start_moto_server
@@ -354,6 +355,19 @@ async def test_bad_process_settings_fail_and_the_rest_is_still_checked(stack, mo
     assert settings.level is Level.FAIL
     assert "KEYCARD_WORKER_SHUTDOWN_GRACE: '30' is not a duration" in settings.message
     assert only(report, "temporal").level is Level.OK
+
+
+async def test_the_payload_key_is_checked_and_named_but_never_shown(stack, monkeypatch):
+    assert "plain text" in only(await diagnose(stack), "payload key").message
+
+    monkeypatch.setenv("KEYCARD_PAYLOAD_KEY", "k1:c2hvcnQ=")
+    short = only(await diagnose(stack), "payload key")
+    assert short.level is Level.FAIL and "5 bytes; AES-256 needs 32" in short.message
+    assert "c2hvcnQ" not in short.message
+
+    monkeypatch.setenv("KEYCARD_PAYLOAD_KEY", f"{new_key('k2')},{new_key('k1')}")
+    good = only(await diagnose(stack), "payload key")
+    assert good.level is Level.OK and "key 'k2'; 1 older key(s) still decrypt" in good.message
 
 
 # --- the IAM policy ------------------------------------------------------------------------
