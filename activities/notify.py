@@ -42,7 +42,9 @@ def console_line(notification: Notification) -> str | None:
         case "access.revoke_retrying":
             return f"ALERT: removing {what} from {view.requester.email} keeps failing; retrying"
         case "decision.refused":
-            return f"refused {event.detail.get('decision')} by {who}: {event.detail.get('reason')}"
+            attempted = event.detail.get("attempted_by") or {}  # reported by the refused signal
+            by = attempted.get("email") or attempted.get("rule") or who
+            return f"refused {event.detail.get('decision')} by {by}: {event.detail.get('reason')}"
         case "request.routed":
             approvers = ", ".join(event.detail.get("approvers", [])) or "nobody (admins only)"
             return f"{view.id} goes to {approvers} ({event.detail.get('by')})"

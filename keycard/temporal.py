@@ -45,6 +45,11 @@ PATCH_LOCAL_CALLS = "local-calls"  # resolve, leases.take and exists as local ac
 # has every patch above too, without their markers (each marker also costs a search attribute
 # write): so a new workflow records one marker, not five.
 PATCH_V6 = "keycard-v6"
+# Requests only (implies PATCH_V6): a decision that arrives as a signal is recorded `via: signal`,
+# whatever door its actor names; and the `refused` signal is recorded as the signal's report
+# (actor `signal:refused`, the person it names under `attempted_by`), never as that person's act.
+PATCH_V7 = "keycard-v7"
+REFUSED_SIGNAL_ACTOR = "signal:refused"
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typed from Slack
 

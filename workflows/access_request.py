@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
@@ -70,6 +70,8 @@ with workflow.unsafe.imports_passed_through():
     from keycard.sdk.events import hook_event
     from keycard.strategies import activity_name
 
+D = TypeVar("D", bound=DecisionInput)
+
 
 @workflow.defn(name=names.ACCESS_REQUEST_WORKFLOW)
 class AccessRequestWorkflow:
@@ -80,10 +82,11 @@ class AccessRequestWorkflow:
     `approve` ApproveInput, `deny` DenyInput, `cancel` CancelInput, `revoke` RevokeInput,
     `extend` ExtendInput — each returns the RequestView after the decision — and `submitted`
     (no input), which returns once the request has been checked against AWS, or fails saying why.
-    Signals with the same names carry the same decisions for tools that can only signal; a signal
-    the rules refuse is recorded as `decision.refused` and otherwise ignored. Signal `refused`
-    (RefusedInput) is how a front door reports an update its validator turned down, so that
-    attempt is audited too.
+    Signals with the same names carry the same decisions for tools that can only signal (recorded
+    `via: signal`); a signal the rules refuse is recorded as `decision.refused` and otherwise
+    ignored. Signal `refused` (RefusedInput) is how a front door reports an update its validator
+    turned down, so that attempt is audited too: as the signal's report, naming the person under
+    `attempted_by` (anyone with Temporal access could send one).
     Hooks (flows with `hooks:` or `auto_approve:`): after the AWS check, one activity lets
     on_request, the auto_approve rules and get_approvers decide or route the request; an approval
     (break-glass included) first asks on_approve, whose veto fails the update and is audited as
@@ -97,7 +100,8 @@ class AccessRequestWorkflow:
         now = workflow.now()
         # First, before any command: one marker stands for every patch before it
         # (keycard/temporal.py, PATCH_V6), and decides how request.created is recorded.
-        self._v6 = workflow.patched(names.PATCH_V6)
+        self._v7 = workflow.patched(names.PATCH_V7)
+        self._v6 = self._v7 or workflow.patched(names.PATCH_V6)
         self._round_in_flight = False
         self._s = AccessRequestState(
             input=input,
@@ -246,6 +250,7 @@ class AccessRequestWorkflow:
 
     @workflow.signal(name="approve")
     async def approve_signal(self, input: ApproveInput) -> None:
+        input = self._as_signalled(input)
         try:
             self._approval_rule(input)
         except policy.PolicyError as refusal:
@@ -275,12 +280,21 @@ class AccessRequestWorkflow:
 
     @workflow.signal(name=names.REQUEST_REFUSED)
     def refused(self, input: RefusedInput) -> None:
-        detail = {"decision": input.decision, "code": input.code, "reason": input.reason}
+        detail: dict[str, Any] = {
+            "decision": input.decision,
+            "code": input.code,
+            "reason": input.reason,
+        }
         if input.comment:
             detail["comment"] = input.comment
         if input.duration is not None:
             detail["duration"] = format_duration(input.duration)
-        self._emit("decision.refused", input.actor, **detail)
+        actor = input.actor
+        if self._v7:
+            # Anyone who can signal could name anyone here: the trail says a signal reported it.
+            detail["attempted_by"] = input.actor.model_dump(mode="json", exclude_none=True)
+            actor = Actor(rule=names.REFUSED_SIGNAL_ACTOR, via="signal")
+        self._emit("decision.refused", actor, **detail)
 
     @workflow.signal(name=names.LEASE_GRANTED)
     def lease_granted(self, granted: LeaseGranted) -> None:
@@ -853,7 +867,14 @@ class AccessRequestWorkflow:
                 refusal.message, refusal.kind.value, type=refusal.code, non_retryable=True
             ) from None
 
+    def _as_signalled(self, input: D) -> D:
+        """The decision as it arrived: by signal, whatever door its actor claims (PATCH_V7)."""
+        if not self._v7:
+            return input
+        return input.model_copy(update={"actor": input.actor.model_copy(update={"via": "signal"})})
+
     def _signalled(self, decision: str, input: DecisionInput, rule, apply) -> None:
+        input = self._as_signalled(input)
         try:
             rule(self._s.view, self._flow, input.actor)
         except policy.PolicyError as refusal:

@@ -21,8 +21,10 @@ from keycard.models import (
     DenyInput,
     ExtendInput,
     LifecycleEvent,
+    RefusedInput,
     RequestState,
     RequestView,
+    Role,
 )
 from keycard.policy import DecisionRefused
 from keycard.settings import Settings
@@ -170,6 +172,9 @@ async def test_a_lifecycle_through_expiry_leaves_exactly_these_events(time_env):
         "reason": "dave@example.com is not an approver of flow prod-power-user",
     }
     assert approved.detail == {"comment": "go ahead", "approvals": 1, "approvals_required": 1}
+    # Decisions that came as signals say so, whatever door their actor named.
+    assert [refused.actor.via, approved.actor.via, extended.actor.via] == ["signal"] * 3
+    assert final.approvals[0].actor.via == "signal" and final.decided_by.via == "signal"
     assert granted.detail["standing"] is False
     assert extended.detail["by"] == "30m"
     assert datetime.fromisoformat(extended.detail["expires_at"]) == final.expires_at
@@ -199,17 +204,24 @@ async def test_each_approval_and_every_refused_update_is_audited(dev_env):
         await dev_env.client.get_workflow_handle(view.id).result()
 
     events = [e for e in stack.audit.events if e.request_id == view.id]
+    reported = "rule:signal:refused"  # a front door's report of a refusal comes as a signal
     assert summary(events) == [
         ("request.created", "alice@example.com", "PENDING"),
-        ("decision.refused", "alice@example.com", "PENDING"),
+        ("decision.refused", reported, "PENDING"),
         ("request.approved", "bob@example.com", "PENDING"),
-        ("decision.refused", "bob@example.com", "PENDING"),
+        ("decision.refused", reported, "PENDING"),
         ("request.approved", "carol@example.com", "GRANTING"),
         ("access.granted", None, "ACTIVE"),
-        ("decision.refused", "alice@example.com", "ACTIVE"),
+        ("decision.refused", reported, "ACTIVE"),
         ("access.revoked", "dave@example.com", "ENDED"),
     ]
     refusals = [e.detail for e in events if e.type == "decision.refused"]
+    # ... naming whom it was about, which is all anyone who can signal could claim.
+    assert [r["attempted_by"] for r in refusals] == [
+        {"email": "alice@example.com", "role": "user", "via": "cli"},
+        {"email": "bob@example.com", "role": "user", "via": "cli"},
+        {"email": "alice@example.com", "role": "user", "via": "cli"},
+    ]
     assert [(r["decision"], r["code"]) for r in refusals] == [
         ("approve", "SelfApproval"),
         ("approve", "AlreadyApproved"),
@@ -220,6 +232,24 @@ async def test_each_approval_and_every_refused_update_is_audited(dev_env):
     approvals = [e.detail for e in events if e.type == "request.approved"]
     assert [(a["approvals"], a["approvals_required"]) for a in approvals] == [(1, 2), (2, 2)]
     assert events[-1].detail["comment"] == "done"
+
+
+async def test_a_forged_refusal_report_is_recorded_as_the_signals_not_the_persons(dev_env):
+    async with running_stack(dev_env.client) as stack:
+        view = await ask(stack)
+        admin = Actor(email="erin@example.com", role=Role.ADMIN, via="api")
+        await stack.client.get_workflow_handle(view.id).signal(
+            names.REQUEST_REFUSED,
+            RefusedInput(actor=admin, decision="revoke", code="Forbidden", reason="made up"),
+        )
+        event = await stack.audit.wait_for(view.id, "decision.refused")
+
+    assert event.actor == Actor(rule="signal:refused", via="signal")
+    assert event.detail["attempted_by"] == {
+        "email": "erin@example.com",
+        "role": "admin",
+        "via": "api",
+    }
 
 
 async def test_denied_cancelled_and_unanswered_requests_say_who_or_why(time_env):
