@@ -681,7 +681,8 @@ def create_app(
     app.state.options = options or ApiOptions()
     app.include_router(v1)
     app.include_router(health)
-    codec = keycard.temporal.data_converter.payload_codec
+    temporal = keycard.temporal  # None in tests of routes that never reach Temporal
+    codec = temporal.data_converter.payload_codec if temporal is not None else None
     if isinstance(codec, EncryptionCodec):  # payloads are encrypted: serve a codec server
         app.include_router(codec_router(codec))
         if app.state.options.codec_cors_origins:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import uuid
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
@@ -83,8 +84,20 @@ def _readable_by(reader: Actor) -> list[str]:
 
 class RequestNotFound(PolicyError):
     def __init__(self, request_id: str):
-        super().__init__("NotFound", f"there is no request {request_id}", Refusal.INVALID)
+        shown = request_id if len(request_id) <= 80 else request_id[:60] + "..."
+        super().__init__("NotFound", f"there is no request {shown}", Refusal.INVALID)
         self.request_id = request_id
+
+
+# What a request id can look like (ours are req-...; callers may choose their own): anything else
+# is no request, answered without asking Temporal.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+
+
+def _request_id(request_id: str) -> str:
+    if not REQUEST_ID.match(request_id):
+        raise RequestNotFound(request_id)
+    return request_id
 
 
 class RequestRejected(PolicyError):
@@ -293,7 +306,7 @@ class KeycardClient:
     async def _decide(
         self, request_id: str, verb: str, update: str, input: Any, update_id: str | None
     ) -> RequestView:
-        handle = self.temporal.get_workflow_handle(request_id)
+        handle = self.temporal.get_workflow_handle(_request_id(request_id))
         try:
             view = await _update_when_ready(handle, update, input, update_id)
         except WorkflowUpdateFailedError as err:
@@ -351,7 +364,7 @@ class KeycardClient:
     # --- reading -------------------------------------------------------------------------------
 
     async def get(self, request_id: str) -> RequestView:
-        handle = self.temporal.get_workflow_handle(request_id)
+        handle = self.temporal.get_workflow_handle(_request_id(request_id))
         try:
             return await handle.query(names.REQUEST_STATUS, result_type=RequestView)
         except RPCError as err:

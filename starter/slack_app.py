@@ -377,9 +377,19 @@ def mount_slack(
 async def _malformed_interaction(
     request: Request, verifier: SignatureVerifier | None
 ) -> Response | None:
-    """A 400 for a correctly signed interaction whose `payload` is not a JSON object (Bolt would
-    answer 500); None for everything else, which Bolt answers (401 when unsigned)."""
+    """A 400 for a correctly signed interaction whose `payload` is not a JSON object, and a 401 for
+    a timestamp that is not a number (Bolt would answer 500 to both); None for everything else,
+    which Bolt answers (401 when unsigned)."""
     body = await request.body()  # kept by Starlette for Bolt to read again
+    timestamp = request.headers.get("x-slack-request-timestamp", "")
+    if verifier is not None and not timestamp.strip().isdigit():
+        return problem_response(
+            request,
+            HTTPStatus.UNAUTHORIZED,
+            "the X-Slack-Request-Timestamp header is missing or not a Unix time, so the request "
+            "cannot be verified as Slack's; nothing was done",
+            "InvalidSlackSignature",
+        )
     if verifier is None or not verifier.is_valid_request(body, dict(request.headers)):
         return None
     try:

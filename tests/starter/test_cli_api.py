@@ -266,6 +266,22 @@ CLI_ROWS = [
     (["request", "prod-power-user", "-t", "prod", "-r", "x", "-f", "incident=" + "x" * 1001], 1,
      "1000 characters"),
     (["extend", "req-x", "-d", "999999999999h"], 1, "366d"),
+    (["extend", "req-x", "-d", ""], 1, "such as 30m"),
+    (["extend", "req-x", "-d", "-30m"], 1, "such as 30m"),
+    (["request", "prod-power-user", "-t", "prod", "-r", "x", "-f", "incident"], 1, "NAME=VALUE"),
+    (["request", "prod-power-user", "-t", "prod", "-r", "x", "-f", "=4312"], 1, "NAME=VALUE"),
+    (["request", "nope", "-t", "prod", "-r", "x"], 1, "nope"),
+    (["request", "prod-power-user", "-t", "staging", "-r", "x"], 1, "staging"),
+    (["request", "prod-power-user", "-t", "prod", "-r", "x", "-f", "ticket=1"], 1, "no field ticket"),
+    (["list", "--limit", "0"], 1, "limit"),
+    (["list", "--limit", "many"], 2, "parse string as an integer"),
+    (["list", "--requester", "not an email"], 1, "requester"),
+    (["status", "r" * 5000], 1, "request_id: String should have at most 200 characters"),
+    (["approve", "grant:aws_sso:111111111111:ps-PowerUserAccess:u-alice"], 1, "no request"),
+    (["audit", "export", "--since", "yesterday"], 2, "is not a date or time"),
+    (["audit", "export", "--since", "2026-01-02", "--until", "2026-01-01"], 2,
+     "--until must be later than --since"),
+    (["codec", "new-key", "--id", "a b"], 1, "must be 1-64 letters"),
 ]  # fmt: skip
 
 
