@@ -45,6 +45,7 @@ from keycard.codec import EncryptionCodec
 from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig, PromptField
 from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
+from keycard.policy import DecisionRefused
 from starter.auth import Identity, TokenBook, authenticate
 from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
 from starter.codec_server import CodecCors, codec_router
@@ -465,6 +466,19 @@ def _readable(view: RequestView, caller: Identity) -> None:
 # --- decisions -----------------------------------------------------------------------------------
 
 
+async def _refused_as_readable(
+    keycard: KeycardClient, caller: Identity, request_id: str, decision: Awaitable[RequestView]
+) -> RequestView:
+    """The decision's answer; but a refusal to a caller who may not read the request is the
+    answer to an unknown id (404), so a refusal says nothing about a request one cannot see. The
+    attempt is still in the request's audit trail."""
+    try:
+        return await decision
+    except DecisionRefused:
+        _readable(await keycard.get(request_id), caller)
+        raise
+
+
 def _decision_route(verb: str, summary: str, description: str) -> None:
     async def decide(
         request_id: RequestId,
@@ -478,9 +492,14 @@ def _decision_route(verb: str, summary: str, description: str) -> None:
         # Temporal deduplicates updates by id: a retried decision is applied once, answered twice.
         update_id = _update_id(caller, verb, idempotency_key)
         decision = getattr(keycard, verb)
-        view = await within(
-            options.call_timeout,
-            decision(request_id, caller.actor(), comment, update_id=update_id),
+        view = await _refused_as_readable(
+            keycard,
+            caller,
+            request_id,
+            within(
+                options.call_timeout,
+                decision(request_id, caller.actor(), comment, update_id=update_id),
+            ),
         )
         log.info(f"api.request.{verb}", request_id=request_id, caller=caller.email)
         if verb == "revoke":
@@ -539,10 +558,15 @@ async def extend_request(
 ) -> RequestView:
     """Adds `duration` to the expiry, within the flow's maximum (extensions included)."""
     update_id = _update_id(caller, "extend", idempotency_key)
-    view = await within(
-        options.call_timeout,
-        keycard.extend(
-            request_id, caller.actor(), body.duration, body.comment, update_id=update_id
+    view = await _refused_as_readable(
+        keycard,
+        caller,
+        request_id,
+        within(
+            options.call_timeout,
+            keycard.extend(
+                request_id, caller.actor(), body.duration, body.comment, update_id=update_id
+            ),
         ),
     )
     log.info("api.request.extend", request_id=request_id, caller=caller.email)
@@ -567,9 +591,16 @@ async def break_glass_request(
     """As the requester, on flows with `break_glass`, with a written justification. Access starts
     at once; the request is marked break-glass, announced and reviewed afterwards."""
     update_id = _update_id(caller, "break-glass", idempotency_key)
-    view = await within(
-        options.call_timeout,
-        keycard.break_glass(request_id, caller.actor(), body.justification, update_id=update_id),
+    view = await _refused_as_readable(
+        keycard,
+        caller,
+        request_id,
+        within(
+            options.call_timeout,
+            keycard.break_glass(
+                request_id, caller.actor(), body.justification, update_id=update_id
+            ),
+        ),
     )
     log.info("api.request.break_glass", request_id=request_id, caller=caller.email)
     return view
