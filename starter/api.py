@@ -49,6 +49,7 @@ from keycard.policy import DecisionRefused
 from starter.auth import Identity, TokenBook, authenticate
 from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
 from starter.codec_server import CodecCors, codec_router
+from starter.console import ConsoleOptions, console_router, session_middleware, static_files
 from starter.problems import (
     ApiProblem,
     BodyLimit,
@@ -689,6 +690,7 @@ def create_app(
     *,
     routers: Sequence[APIRouter] = (),
     options: ApiOptions | None = None,
+    console: ConsoleOptions | None = None,
 ) -> FastAPI:
     """The API for `keycard`, accepting the tokens in `config` (default: the client's config).
 
@@ -712,6 +714,12 @@ def create_app(
     app.state.options = options or ApiOptions()
     app.include_router(v1)
     app.include_router(health)
+    # The web console at / (starter/console): pages, their static files, and signed sessions.
+    app.state.console = console or ConsoleOptions()
+    app.include_router(console_router())
+    app.mount("/console/static", static_files(), name="console-static")
+    middleware, settings = session_middleware(https_only=app.state.console.https_only)
+    app.add_middleware(middleware, **settings)
     temporal = keycard.temporal  # None in tests of routes that never reach Temporal
     codec = temporal.data_converter.payload_codec if temporal is not None else None
     if isinstance(codec, EncryptionCodec):  # payloads are encrypted: serve a codec server

@@ -86,7 +86,11 @@ class TokenBook:
         return len(self._entries)
 
     def identify(self, token: str) -> Identity | None:
-        presented = hash_token(token).encode()
+        return self.identify_hash(hash_token(token))
+
+    def identify_hash(self, token_hash: str) -> Identity | None:
+        """Who the token with this hash stands for (the console's sessions keep only the hash)."""
+        presented = token_hash.encode()
         found = None
         for stored, identity in self._entries:
             if hmac.compare_digest(presented, stored):

@@ -26,6 +26,7 @@ from starter.api import ApiOptions, create_app
 from starter.auth import config_entry, config_line, new_token
 from starter.client import KeycardClient
 from starter.codec_server import cors_origins
+from starter.console import ConsoleOptions
 from starter.slack_app import slack_serving
 
 log = structlog.get_logger(__name__)
@@ -136,7 +137,10 @@ class DevApi:
     def banner(self) -> str:
         """Lines for `keycard dev`'s banner, in its two-column layout."""
         width = max(len(email) for email in self.tokens)
-        lines = [f"  API           {self.url}  (docs: {self.url}/docs)"]
+        lines = [
+            f"  Console       {self.url}/  (sign in as a demo user, or an admin: {DEV_ADMIN})",
+            f"  API           {self.url}  (docs: {self.url}/docs)",
+        ]
         for index, (email, token) in enumerate(self.tokens.items()):
             label = "API tokens" if index == 0 else ""
             lines.append(f"  {label:13} {email:{width}}  {token}")
@@ -146,6 +150,9 @@ class DevApi:
                 f"  {'':13} `source {self.env_file}` in another shell sets them as {names}"
             )
         return "\n".join(lines)
+
+
+DEV_ADMIN = "admin@example.com"  # signs in to `keycard dev`'s console only; holds no token
 
 
 def _env_name(email: str) -> str:
@@ -177,7 +184,9 @@ async def dev_api(
     $ALICE/$BOB/$CAROL."""
     config, tokens = dev_config(keycard.config)
     options = ApiOptions(codec_cors_origins=cors_origins())
-    app = create_app(keycard, config, routers=routers or [], options=options)
+    # The console's demo sign-in: the demo users, and an admin for "Access now" (dev only).
+    console = ConsoleOptions(dev_users={**dict.fromkeys(tokens, Role.USER), DEV_ADMIN: Role.ADMIN})
+    app = create_app(keycard, config, routers=routers or [], options=options, console=console)
     async with slack_serving(app, keycard), running_api(app, host, port) as running:
         env_file = _write_env(state_dir, running.url, tokens) if state_dir else None
         try:

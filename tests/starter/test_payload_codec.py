@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowHistory
 from keycard.codec import PayloadKeyError, PayloadKeys, data_converter, new_key
 from keycard.models import Actor, RequestView
 from starter.api import ApiOptions, create_app
-from starter.audit import export_events
+from starter.audit import export_events, history_events
 from tests.harness import ALICE, BOB, running_stack, unique_id
 from tests.starter.conftest import api_config, auth, new_account_id
 from tests.starter.test_audit_export import visible
@@ -73,10 +73,9 @@ async def test_the_audit_export_reads_the_trail_with_the_key(encrypted):
     assert [e.type for e in events][:1] == ["request.created"]
     assert "request.approved" in [e.type for e in events]
     assert events[0].reason == SECRET_REASON
+    plain = Client(client.service_client, namespace=client.namespace)  # no key
     with pytest.raises(PayloadKeyError, match="encrypted: set KEYCARD_PAYLOAD_KEY"):
-        await export_events(
-            Client(client.service_client, namespace=client.namespace), since=started
-        )
+        await history_events(plain, request_id, None)
 
 
 async def test_the_replayer_replays_it_with_the_key_and_names_the_key_without(

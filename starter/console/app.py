@@ -1,0 +1,445 @@
+"""The console's routes: sign-in, the home page, asking, a request's page with its decisions, and
+the admins' view of who has access now. See the package docstring for sessions and sign-in."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import inspect
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.sessions import SessionMiddleware
+
+from keycard import policy
+from keycard.durations import format_duration
+from keycard.models import Actor, Requester, RequestState, RequestView, Role
+from keycard.policy import PolicyError
+from starter.auth import Identity, hash_token
+from starter.client import KeycardClient, RequestNotFound
+from starter.problems import STATUS_OF_REFUSAL
+
+log = structlog.get_logger(__name__)
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "keycard_session"
+SESSION_MAX_AGE = timedelta(hours=8)
+SECRET_ENV = "KEYCARD_CONSOLE_SECRET"  # noqa: S105 -- the variable's name, not a secret
+POLL_SECONDS = 4  # pages refresh themselves when what they show changes
+LIST_LIMIT = 100
+ACCESS_NOW_LIMIT = 200
+
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["duration"] = format_duration
+templates.env.globals["poll_ms"] = POLL_SECONDS * 1000
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+
+templates.env.filters["when"] = _when
+
+
+@dataclass(frozen=True)
+class ConsoleOptions:
+    """`dev_users`: people anyone may sign in as without a token (keycard dev only; empty
+    elsewhere, where that sign-in is refused). `https_only`: mark the session cookie Secure."""
+
+    dev_users: dict[str, Role] = field(default_factory=dict)
+    https_only: bool = False
+
+
+def session_middleware(https_only: bool = False) -> tuple[type, dict[str, Any]]:
+    """The middleware and its options for `app.add_middleware`: signed, HttpOnly, SameSite=Lax
+    session cookies. The key is KEYCARD_CONSOLE_SECRET (the same on every API replica), or one
+    made for this process, whose sessions then end when it stops."""
+    secret = os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32)
+    return SessionMiddleware, {
+        "secret_key": secret,
+        "session_cookie": SESSION_COOKIE,
+        "max_age": int(SESSION_MAX_AGE.total_seconds()),
+        "same_site": "lax",
+        "https_only": https_only,
+    }
+
+
+# --- who is signed in ---------------------------------------------------------------------------
+
+
+def _options(request: Request) -> ConsoleOptions:
+    return request.app.state.console
+
+
+def _keycard(request: Request) -> KeycardClient:
+    return request.app.state.keycard
+
+
+def signed_in(request: Request) -> Identity | None:
+    session = request.session
+    if "token_hash" in session:
+        identity = request.app.state.tokens.identify_hash(session["token_hash"])
+        if identity is None:  # the token left keycard.yaml: so does the session
+            session.clear()
+        return identity
+    email = session.get("dev_email")
+    role = _options(request).dev_users.get(email) if email else None
+    if role is None:
+        session.pop("dev_email", None)
+        return None
+    return Identity(email=email, role=role, name="keycard dev")
+
+
+def _actor(identity: Identity) -> Actor:
+    return Actor(email=identity.email, role=identity.role, via="console")
+
+
+def _csrf(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = secrets.token_urlsafe(24)
+    return token
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form, once its CSRF token matches the session's; 403 otherwise."""
+    form = await request.form()
+    sent = str(form.get("csrf", ""))
+    expected = request.session.get("csrf", "")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise _Refused(
+            HTTPStatus.FORBIDDEN,
+            "this form has expired or did not come from this console; reload the page and try again",
+        )
+    return {key: str(value) for key, value in form.items() if key != "csrf"}
+
+
+class _Refused(Exception):
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    identity = getattr(request.state, "console_identity", None)
+    context.update(
+        me=identity,
+        csrf=_csrf(request) if identity or name == "signin.html" else "",
+        dev_users=_options(request).dev_users,
+    )
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def _redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=HTTPStatus.SEE_OTHER)
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _people(handler: Handler) -> Handler:
+    """Pages for signed-in people: the others go to the sign-in page; a refused form is shown
+    on the page it came from, with the sentence."""
+
+    async def page(request: Request, **kwargs: Any) -> Response:
+        identity = signed_in(request)
+        if identity is None:
+            if request.method == "GET" and not request.url.path.endswith(".json"):
+                return _redirect("/signin")
+            return JSONResponse({"detail": "sign in first"}, status_code=HTTPStatus.UNAUTHORIZED)
+        request.state.identity = identity  # for the access log
+        request.state.console_identity = identity
+        try:
+            return await handler(request, identity, **kwargs)
+        except _Refused as refused:
+            return _page(request, "error.html", refused.status, message=refused.message)
+
+    # FastAPI reads the handler's parameters (path parameters such as request_id) from this.
+    signature = inspect.signature(handler)
+    page.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for name, p in signature.parameters.items() if name != "me"]
+    )
+    page.__name__ = handler.__name__
+    page.__doc__ = handler.__doc__
+    return page
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def console_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/signin")
+    async def signin_page(request: Request) -> Response:
+        return _page(request, "signin.html")
+
+    @router.post("/signin")
+    async def signin(request: Request) -> Response:
+        try:
+            form = await _form(request)
+        except _Refused as refused:
+            return _page(request, "signin.html", refused.status, error=refused.message)
+        token = form.get("token", "").strip()
+        if request.app.state.tokens.identify(token) is None:
+            log.info("console.signin_refused")
+            return _page(
+                request,
+                "signin.html",
+                HTTPStatus.UNAUTHORIZED,
+                error="that token is not valid (unknown, mistyped or removed); "
+                "a Keycard admin makes one with `keycard token create`",
+            )
+        request.session.clear()  # a fresh session (and CSRF token) for whoever signs in
+        request.session["token_hash"] = hash_token(token)
+        return _redirect("/")
+
+    @router.post("/signin/dev")
+    async def signin_dev(request: Request) -> Response:
+        try:
+            form = await _form(request)
+        except _Refused as refused:
+            return _page(request, "signin.html", refused.status, error=refused.message)
+        email = form.get("email", "")
+        if email not in _options(request).dev_users:
+            return _page(
+                request,
+                "signin.html",
+                HTTPStatus.FORBIDDEN,
+                error="signing in without a token is only for `keycard dev`'s demo users",
+            )
+        request.session.clear()
+        request.session["dev_email"] = email
+        return _redirect("/")
+
+    @router.post("/signout")
+    async def signout(request: Request) -> Response:
+        await _form(request) if signed_in(request) else None
+        request.session.clear()
+        return _redirect("/signin")
+
+    @router.get("/")
+    @_people
+    async def home(request: Request, me: Identity) -> Response:
+        mine, to_decide = await _home_lists(_keycard(request), me)
+        return _page(request, "home.html", mine=mine, to_decide=to_decide)
+
+    @router.get("/home.json")
+    @_people
+    async def home_stamp(request: Request, me: Identity) -> Response:
+        mine, to_decide = await _home_lists(_keycard(request), me)
+        return JSONResponse({"stamp": _stamp([*mine, *to_decide])})
+
+    @router.get("/new")
+    @_people
+    async def new_page(request: Request, me: Identity) -> Response:
+        return _page(request, "new.html", flows=_requestable(_keycard(request), me), values={})
+
+    @router.post("/new")
+    @_people
+    async def new_request(request: Request, me: Identity) -> Response:
+        keycard = _keycard(request)
+        form = await _form(request)
+        flows = _requestable(keycard, me)
+        flow = next((f for f in flows if f.name == form.get("flow")), None)
+        fields = {
+            key.removeprefix("field."): value
+            for key, value in form.items()
+            if key.startswith("field.") and value != ""
+        }
+        try:
+            if flow is None:
+                raise PolicyError(
+                    "UnknownFlow",
+                    "choose one of the flows listed; you may not request that one",
+                    policy.Refusal.INVALID,
+                )
+            view = await keycard.request(
+                flow=flow.name,
+                target=form.get("target", ""),
+                duration=form.get("duration") or None,
+                reason=form.get("reason", ""),
+                fields=fields,  # text, as from any form: check_fields types them
+                requester=Requester(email=me.email),
+            )
+        except PolicyError as refusal:
+            return _page(
+                request,
+                "new.html",
+                _status(refusal),
+                flows=flows,
+                values=form,
+                error=refusal.message,
+            )
+        log.info("console.request", request_id=view.id, caller=me.email)
+        return _redirect(f"/requests/{view.id}")
+
+    @router.get("/requests/{request_id}")
+    @_people
+    async def request_page(request: Request, me: Identity, request_id: str) -> Response:
+        return await _show(request, me, await _readable(_keycard(request), me, request_id))
+
+    @router.get("/requests/{request_id}/state.json")
+    @_people
+    async def request_stamp(request: Request, me: Identity, request_id: str) -> Response:
+        view = await _readable(_keycard(request), me, request_id)
+        return JSONResponse({"stamp": _stamp([view])})
+
+    @router.post("/requests/{request_id}/{verb}")
+    @_people
+    async def decide(request: Request, me: Identity, request_id: str, verb: str) -> Response:
+        keycard = _keycard(request)
+        form = await _form(request)
+        view = await _readable(keycard, me, request_id)
+        actor = _actor(me)
+        calls: dict[str, Callable[[], Awaitable[RequestView]]] = {
+            "approve": lambda: keycard.approve(view.id, actor, form.get("comment", "")),
+            "deny": lambda: keycard.deny(view.id, actor, form.get("comment", "")),
+            "cancel": lambda: keycard.cancel(view.id, actor, form.get("comment", "")),
+            "revoke": lambda: keycard.revoke(view.id, actor, form.get("comment", "")),
+            "extend": lambda: keycard.extend(
+                view.id, actor, form.get("duration", ""), form.get("comment", "")
+            ),
+            "break-glass": lambda: keycard.break_glass(
+                view.id, actor, form.get("justification", "")
+            ),
+        }
+        if verb not in calls:
+            raise _Refused(HTTPStatus.NOT_FOUND, f"there is no decision called {verb!r}")
+        try:
+            await calls[verb]()
+        except PolicyError as refusal:
+            return await _show(
+                request, me, await keycard.get(view.id), _status(refusal), refusal.message
+            )
+        log.info("console.decision", verb=verb, request_id=view.id, caller=me.email)
+        return _redirect(f"/requests/{view.id}")
+
+    @router.get("/access")
+    @_people
+    async def access_now(request: Request, me: Identity) -> Response:
+        if me.role is not Role.ADMIN:
+            raise _Refused(HTTPStatus.FORBIDDEN, "who has access now is for admins")
+        views = await _active(_keycard(request))
+        return _page(request, "access.html", views=views, now=datetime.now(UTC))
+
+    @router.get("/access.json")
+    @_people
+    async def access_stamp(request: Request, me: Identity) -> Response:
+        if me.role is not Role.ADMIN:
+            return JSONResponse({"detail": "for admins"}, status_code=HTTPStatus.FORBIDDEN)
+        return JSONResponse({"stamp": _stamp(await _active(_keycard(request)))})
+
+    return router
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=HERE / "static")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _status(refusal: PolicyError) -> int:
+    if isinstance(refusal, RequestNotFound):
+        return HTTPStatus.NOT_FOUND
+    return STATUS_OF_REFUSAL.get(refusal.kind, HTTPStatus.CONFLICT)
+
+
+async def _readable(keycard: KeycardClient, me: Identity, request_id: str) -> RequestView:
+    try:
+        view = await keycard.get(request_id)
+    except RequestNotFound as missing:
+        raise _Refused(HTTPStatus.NOT_FOUND, missing.message) from None
+    if not policy.may_read(view, _actor(me)):  # as for an id that does not exist
+        raise _Refused(HTTPStatus.NOT_FOUND, RequestNotFound(request_id).message)
+    return view
+
+
+async def _show(
+    request: Request,
+    me: Identity,
+    view: RequestView,
+    status: int = HTTPStatus.OK,
+    error: str | None = None,
+) -> Response:
+    from starter.audit import history_events
+
+    keycard = _keycard(request)
+    events = await history_events(keycard.temporal, view.id, None)
+    flow = next((f for f in keycard.config.flows if f.name == view.flow), None)
+    return _page(
+        request,
+        "request.html",
+        status,
+        view=view,
+        events=events,
+        error=error,
+        may=_may(view, me, flow),
+        extensions=[format_duration(d) for d in (flow.durations if flow else [])],
+        now=datetime.now(UTC),
+    )
+
+
+def _may(view: RequestView, me: Identity, flow: Any) -> dict[str, bool]:
+    """Which buttons to show; the workflow still decides, and says why it refuses."""
+    actor = _actor(me)
+    state = view.state
+    mine = view.requester.email.lower() == me.email.lower()
+    decider = me.role is Role.ADMIN or me.email.lower() in view.approvers
+    return {
+        "approve": state is RequestState.PENDING and decider and not mine,
+        "deny": state is RequestState.PENDING and decider,
+        "cancel": state is RequestState.PENDING and (mine or me.role is Role.ADMIN),
+        "revoke": state is RequestState.ACTIVE and (mine or decider),
+        "extend": state is RequestState.ACTIVE
+        and bool(flow and flow.allow_extension)
+        and (mine or decider),
+        "break_glass": state is RequestState.PENDING and mine and bool(flow and flow.break_glass),
+        "admin": actor.role is Role.ADMIN,
+    }
+
+
+async def _home_lists(keycard: KeycardClient, me: Identity) -> tuple[list, list]:
+    actor = _actor(me)
+    mine_page, pending_page = await asyncio.gather(
+        keycard.list(requester=me.email, limit=LIST_LIMIT, reader=actor),
+        keycard.list(state=RequestState.PENDING, limit=LIST_LIMIT, reader=actor),
+    )
+    to_decide = [r for r in pending_page.requests if (r.requester or "") != me.email.lower()]
+    return mine_page.requests, to_decide
+
+
+async def _active(keycard: KeycardClient) -> list[RequestView]:
+    page = await keycard.list(state=RequestState.ACTIVE, limit=ACCESS_NOW_LIMIT)
+    views = await asyncio.gather(
+        *(keycard.get(r.id) for r in page.requests), return_exceptions=True
+    )
+    return sorted(
+        (v for v in views if isinstance(v, RequestView)),
+        key=lambda v: v.expires_at or datetime.max.replace(tzinfo=UTC),
+    )
+
+
+def _requestable(keycard: KeycardClient, me: Identity) -> list[Any]:
+    config = keycard.config
+    return [f for f in config.flows if policy.may_request(f, me.email, config.approver_groups)]
+
+
+def _stamp(items: list[Any]) -> str:
+    """Changes whenever what a page shows of these requests changes."""
+    text = "|".join(item.model_dump_json() for item in items)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,193 @@
+"""The web console on the real workflows: sign in, ask, approve, see access and revoke it, each
+person seeing only what the read model lets them; forms without the session's CSRF token, forged
+sessions and removed tokens are refused with a sentence."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from keycard.models import Role
+from starter.api import create_app
+from starter.auth import TokenBook
+from starter.console import ConsoleOptions
+from tests.starter.conftest import TOKENS, Api
+
+
+@asynccontextmanager
+async def browser(api: Api, app=None) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that keeps cookies, as a browser does, on the test's app (or another)."""
+    transport = httpx.ASGITransport(app=app or api.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://keycard.test") as http:
+        yield http
+
+
+def csrf(page: httpx.Response) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, page.text[:500]
+    return match.group(1)
+
+
+def said(page: httpx.Response) -> str:
+    """The page's alert, as a person reads it."""
+    match = re.search(r'class="error" role="alert">([^<]*)<', page.text)
+    return html.unescape(match.group(1)) if match else ""
+
+
+async def sign_in(http: httpx.AsyncClient, who: str) -> None:
+    form = await http.get("/signin")
+    answer = await http.post("/signin", data={"csrf": csrf(form), "token": TOKENS[who]})
+    assert answer.status_code == 303, answer.text[:300]
+
+
+async def post(http: httpx.AsyncClient, path: str, page: str, **data: str) -> httpx.Response:
+    """Submit a form found on `page`, as a browser would (with that page's CSRF token)."""
+    token = csrf(await http.get(page))
+    return await http.post(path, data={"csrf": token, **data})
+
+
+async def ask(http: httpx.AsyncClient, **overrides: str) -> str:
+    form = {
+        "flow": "prod-power-user",
+        "target": "prod",
+        "duration": "1h",
+        "reason": "incident 4312",
+        "field.incident": "4312",
+        **overrides,
+    }
+    answer = await post(http, "/new", "/new", **form)
+    assert answer.status_code == 303, said(answer) or answer.text[:300]
+    return answer.headers["location"].removeprefix("/requests/")
+
+
+async def test_the_whole_story_in_the_console(api: Api):
+    async with browser(api) as alice, browser(api) as bob, browser(api) as erin:
+        await sign_in(alice, "alice")
+        await sign_in(bob, "bob")
+        await sign_in(erin, "admin")
+
+        request_id = await ask(alice)
+        page = await alice.get(f"/requests/{request_id}")
+        assert "PENDING" in page.text and "incident 4312" in page.text
+
+        refused = await post(alice, f"/requests/{request_id}/approve", f"/requests/{request_id}")
+        assert refused.status_code == 403
+        assert said(refused).startswith("alice@example.com cannot approve their own request")
+
+        home = await bob.get("/")
+        to_approve = home.text.split('id="decide-heading"')[1].split('id="mine-heading"')[0]
+        assert request_id in to_approve
+        approved = await post(
+            bob, f"/requests/{request_id}/approve", f"/requests/{request_id}", comment="go"
+        )
+        assert approved.status_code == 303, said(approved)
+        view = await api.stack.keycard.wait(request_id)
+        assert view.state.value == "ACTIVE" and api.has_access("alice@example.com")
+        assert view.approvals[0].actor.via == "console"
+
+        active = await alice.get(f"/requests/{request_id}")
+        assert "ACTIVE" in active.text and "data-countdown" in active.text
+        assert "request.approved" in active.text  # the timeline, from history
+
+        access = await erin.get("/access")
+        assert access.status_code == 200 and request_id in access.text
+        revoked = await post(
+            erin, f"/requests/{request_id}/revoke", f"/requests/{request_id}", comment="done"
+        )
+        assert revoked.status_code == 303, said(revoked)
+        ended = await api.stack.keycard.wait(request_id, until=(), timeout=timedelta(seconds=30))
+        assert ended.state.value == "ENDED" and not api.has_access("alice@example.com")
+
+
+async def test_people_see_only_what_they_may_read(api: Api):
+    async with browser(api) as alice, browser(api) as dave:
+        await sign_in(alice, "alice")
+        await sign_in(dave, "dave")
+        request_id = await ask(alice)
+
+        hidden = await dave.get(f"/requests/{request_id}")
+        assert hidden.status_code == 404 and said(hidden) == f"there is no request {request_id}"
+        decided = await post(dave, f"/requests/{request_id}/deny", "/")
+        assert decided.status_code == 404
+        assert request_id not in (await dave.get("/")).text
+        assert (await dave.get("/access")).status_code == 403
+    assert (await api.get(request_id))["state"] == "PENDING"
+
+
+async def test_a_refused_form_keeps_what_was_typed_and_says_why(api: Api):
+    async with browser(api) as alice:
+        await sign_in(alice, "alice")
+        answer = await post(
+            alice, "/new", "/new", flow="prod-power-user", target="prod", duration="1h",
+            reason="needs it", **{"field.incident": "x" * 1001},
+        )  # fmt: skip
+    assert answer.status_code == 422
+    assert said(answer) == "field incident is longer than 1000 characters; shorten it"
+    assert ">needs it</textarea>" in answer.text
+
+
+async def test_forms_without_the_sessions_csrf_token_are_refused(api: Api):
+    async with browser(api) as alice:
+        await sign_in(alice, "alice")
+        before = len(
+            (await api.http.get("/v1/requests", headers=_auth("alice"))).json()["requests"]
+        )
+        for token in ("", "forged"):
+            answer = await alice.post(
+                "/new", data={"csrf": token, "flow": "prod-power-user", "target": "prod",
+                              "duration": "1h", "reason": "x", "field.incident": "1"},
+            )  # fmt: skip
+            assert answer.status_code == 403
+            assert "did not come from this console" in said(answer)
+    after = len((await api.http.get("/v1/requests", headers=_auth("alice"))).json()["requests"])
+    assert after == before
+
+
+async def test_signed_out_forged_and_revoked_sessions_go_to_sign_in(api: Api):
+    async with browser(api) as anonymous:
+        assert (await anonymous.get("/")).headers["location"] == "/signin"
+        bad = await post(anonymous, "/signin", "/signin", token="kc_not-a-token")
+        assert bad.status_code == 401 and "not valid" in said(bad)
+        anonymous.cookies.set("keycard_session", "eyJ0b2tlbl9oYXNoIjogIngifQ==.forged.sig")
+        assert (await anonymous.get("/")).headers["location"] == "/signin"
+
+    # A session lasts only as long as its token is in keycard.yaml (here: the API restarted
+    # without alice's entry, with the same session key).
+    async with browser(api) as alice:
+        await sign_in(alice, "alice")
+        assert (await alice.get("/")).status_code == 200
+        tokens = api.app.state.tokens
+        config = api.stack.keycard.config
+        api.app.state.tokens = TokenBook(
+            [t for t in config.api.tokens if t.email != "alice@example.com"]
+        )
+        try:
+            assert (await alice.get("/")).headers.get("location") == "/signin"
+        finally:
+            api.app.state.tokens = tokens
+
+
+@pytest.mark.parametrize("dev", [False, True], ids=["elsewhere", "keycard dev"])
+async def test_the_demo_sign_in_exists_only_in_keycard_dev(api: Api, dev: bool):
+    users = {"alice@example.com": Role.USER} if dev else {}
+    app = create_app(api.stack.keycard, console=ConsoleOptions(dev_users=users))
+    async with browser(api, app) as http:
+        page = await http.get("/signin")
+        assert ("sign in as a demo user" in page.text) is dev
+        answer = await http.post(
+            "/signin/dev", data={"csrf": csrf(page), "email": "alice@example.com"}
+        )
+        if dev:
+            assert answer.status_code == 303 and (await http.get("/")).status_code == 200
+        else:
+            assert answer.status_code == 403 and "only for `keycard dev`" in said(answer)
+
+
+def _auth(who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[who]}"}
