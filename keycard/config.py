@@ -385,9 +385,13 @@ class ApiToken(_Strict):
 
 
 class ApiSettings(_Strict):
-    """The HTTP API's bearer tokens (hashes only)."""
+    """The HTTP API's bearer tokens (hashes only), and who is an admin when signed in to the web
+    console with single sign-on (a token carries its own role)."""
 
     tokens: list[ApiToken] = Field(default_factory=list)
+    admins: list[Email] = Field(
+        default_factory=list, description="people who are admins when they sign in with SSO"
+    )
 
     @field_validator("tokens")
     @classmethod

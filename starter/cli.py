@@ -19,6 +19,7 @@ from keycard.policy import PolicyError
 from keycard.settings import Settings
 from starter.api_client import API_URL_ENV, ApiUnavailable, api_from_env
 from starter.codec_cli import codec_app
+from starter.console.sso import SsoSettings, SsoSettingsError
 from starter.doctor import doctor as _doctor
 from starter.hooks_cli import break_glass, hooks_app
 from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
@@ -124,7 +125,7 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(coro_factory())  # type: ignore[arg-type]
     except PolicyError as err:
         raise fail(err.message) from None
-    except (ApiUnavailable, PayloadKeyError) as err:
+    except (ApiUnavailable, PayloadKeyError, SsoSettingsError) as err:
         raise fail(str(err)) from None
     except RuntimeError as err:
         if "Failed client connect" in str(err) or "connection" in str(err).lower():
@@ -403,6 +404,10 @@ def dev(
 
     config = load(config_path)
     refuse_to_start(config, aws=False)  # without AWS settings, dev runs a demo AWS
+    try:
+        SsoSettings.from_env()
+    except SsoSettingsError as err:
+        raise fail(str(err)) from None
     try:
         asyncio.run(
             run_dev(

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
@@ -161,6 +162,7 @@ async def diagnose(config_path: Path) -> Report:
         report.fail("settings", f"{err}.")
         task_queue = names.DEFAULT_TASK_QUEUE
     _check_payload_key(report, env)
+    await _check_sso(report, env)
     await _check_temporal(report, env, task_queue)
     if config is not None:
         await asyncio.to_thread(_check_aws, report, config)
@@ -683,6 +685,42 @@ def _check_payload_key(report: Report, env: Mapping[str, str]) -> None:
         f"payloads are encrypted with key {keys.current!r}"
         + (f"; {older} older key(s) still decrypt." if older else "."),
     )
+
+
+# --- the console's single sign-on ---------------------------------------------------------------
+
+
+async def _check_sso(report: Report, env: Mapping[str, str]) -> None:
+    from starter.console.sso import SsoSettings, SsoSettingsError, public_url
+
+    try:
+        sso = SsoSettings.from_env(env)
+        public_url(env)
+    except SsoSettingsError as err:
+        report.fail("single sign-on", f"{err}.")
+        return
+    if sso is None:
+        report.ok("single sign-on", "not configured: the console signs people in with tokens.")
+        return
+    metadata_url = f"{sso.issuer}/.well-known/openid-configuration"
+    try:
+        async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT) as http:
+            answer = await http.get(metadata_url)
+            answer.raise_for_status()
+            metadata = answer.json()
+    except (httpx.HTTPError, ValueError) as err:
+        report.fail(
+            "single sign-on", f"{metadata_url} did not answer with metadata ({_short(err)})."
+        )
+        return
+    if metadata.get("issuer", "").rstrip("/") != sso.issuer:
+        report.fail(
+            "single sign-on",
+            f"the provider calls itself {metadata.get('issuer')!r}, not {sso.issuer!r}: set "
+            "KEYCARD_OIDC_ISSUER to exactly that.",
+        )
+        return
+    report.ok("single sign-on", f"{sso.issuer} answers; client {sso.client_id}.")
 
 
 # --- PagerDuty ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -185,7 +186,10 @@ async def dev_api(
     config, tokens = dev_config(keycard.config)
     options = ApiOptions(codec_cors_origins=cors_origins())
     # The console's demo sign-in: the demo users, and an admin for "Access now" (dev only).
-    console = ConsoleOptions(dev_users={**dict.fromkeys(tokens, Role.USER), DEV_ADMIN: Role.ADMIN})
+    console = dataclasses.replace(
+        ConsoleOptions.from_env(),
+        dev_users={**dict.fromkeys(tokens, Role.USER), DEV_ADMIN: Role.ADMIN},
+    )
     app = create_app(keycard, config, routers=routers or [], options=options, console=console)
     async with slack_serving(app, keycard), running_api(app, host, port) as running:
         env_file = _write_env(state_dir, running.url, tokens) if state_dir else None
@@ -266,7 +270,11 @@ def serve(
 
     async def go() -> None:
         keycard = KeycardClient(await connect_temporal(), config, Settings.from_env().task_queue)
-        app = create_app(keycard, options=ApiOptions(codec_cors_origins=cors_origins()))
+        app = create_app(
+            keycard,
+            options=ApiOptions(codec_cors_origins=cors_origins()),
+            console=ConsoleOptions.from_env(),
+        )
         # Slack, when configured: /slack/events on this server, or a Socket Mode connection.
         async with slack_serving(app, keycard):
             await serve_api(app, host, port, graceful=timedelta(seconds=graceful_timeout))

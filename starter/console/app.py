@@ -9,7 +9,7 @@ import hmac
 import inspect
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -29,6 +29,7 @@ from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import PolicyError
 from starter.auth import Identity, hash_token
 from starter.client import KeycardClient, RequestNotFound
+from starter.console.sso import CALLBACK_PATH, SsoSettings, public_url
 from starter.problems import STATUS_OF_REFUSAL
 
 log = structlog.get_logger(__name__)
@@ -55,11 +56,23 @@ templates.env.filters["when"] = _when
 
 @dataclass(frozen=True)
 class ConsoleOptions:
-    """`dev_users`: people anyone may sign in as without a token (keycard dev only; empty
-    elsewhere, where that sign-in is refused). `https_only`: mark the session cookie Secure."""
+    """`sso`: single sign-on over OpenID Connect (starter/console/sso.py). `public_url`: the
+    console's address as browsers reach it (redirect URIs, links in messages); an https one also
+    marks the session cookie Secure. `dev_users`: people anyone may sign in as without a token
+    (keycard dev only; empty elsewhere, where that sign-in is refused)."""
 
+    sso: SsoSettings | None = None
+    public_url: str | None = None
     dev_users: dict[str, Role] = field(default_factory=dict)
-    https_only: bool = False
+
+    @property
+    def https_only(self) -> bool:
+        return bool(self.public_url and self.public_url.startswith("https://"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsoleOptions:
+        """From KEYCARD_OIDC_* and KEYCARD_PUBLIC_URL; raises SsoSettingsError saying what to fix."""
+        return cls(sso=SsoSettings.from_env(environ), public_url=public_url(environ))
 
 
 def session_middleware(https_only: bool = False) -> tuple[type, dict[str, Any]]:
@@ -89,6 +102,10 @@ def _keycard(request: Request) -> KeycardClient:
 
 def signed_in(request: Request) -> Identity | None:
     session = request.session
+    if "sso_email" in session and _options(request).sso is not None:
+        email = session["sso_email"]
+        admins = _keycard(request).config.api.admins
+        return Identity(email=email, role=Role.ADMIN if email in admins else Role.USER, name="sso")
     if "token_hash" in session:
         identity = request.app.state.tokens.identify_hash(session["token_hash"])
         if identity is None:  # the token left keycard.yaml: so does the session
@@ -139,6 +156,7 @@ def _page(request: Request, name: str, status: int = 200, **context: Any) -> Res
         me=identity,
         csrf=_csrf(request) if identity or name == "signin.html" else "",
         dev_users=_options(request).dev_users,
+        sso=_options(request).sso is not None,
     )
     return templates.TemplateResponse(request, name, context, status_code=status)
 
@@ -205,6 +223,64 @@ def console_router() -> APIRouter:
             )
         request.session.clear()  # a fresh session (and CSRF token) for whoever signs in
         request.session["token_hash"] = hash_token(token)
+        return _redirect("/")
+
+    @router.get("/signin/sso")
+    async def signin_sso(request: Request) -> Response:
+        client = _sso_client(request)
+        if client is None:
+            return _page(
+                request,
+                "signin.html",
+                HTTPStatus.NOT_FOUND,
+                error="single sign-on is not configured here; sign in with a token",
+            )
+        options = _options(request)
+        redirect_uri = (
+            f"{options.public_url}{CALLBACK_PATH}"
+            if options.public_url
+            else str(request.url_for("signin_sso_callback"))
+        )
+        try:
+            return await client.authorize_redirect(request, redirect_uri)
+        except Exception as err:  # the provider is down or its metadata is wrong
+            log.warning("console.sso_unavailable", error=str(err))
+            return _page(
+                request,
+                "signin.html",
+                HTTPStatus.BAD_GATEWAY,
+                error="the identity provider did not answer; try again, or sign in with a token",
+            )
+
+    @router.get(CALLBACK_PATH)
+    async def signin_sso_callback(request: Request) -> Response:
+        client = _sso_client(request)
+        if client is None:
+            return _redirect("/signin")
+        try:
+            token = await client.authorize_access_token(request)
+        except Exception as err:  # a forged or replayed callback, a refused code, a bad token
+            log.info("console.sso_refused", error=str(err)[:200])
+            return _page(
+                request,
+                "signin.html",
+                HTTPStatus.UNAUTHORIZED,
+                error="single sign-on did not complete (the link was used already, expired, or "
+                "did not come from your identity provider); sign in again",
+            )
+        claims = token.get("userinfo") or {}
+        email = str(claims.get("email") or "").strip().lower()
+        if not email or claims.get("email_verified") is False:
+            return _page(
+                request,
+                "signin.html",
+                HTTPStatus.FORBIDDEN,
+                error="your identity provider did not give a verified email address, which is "
+                "how Keycard knows you; ask its admins to release the email claim",
+            )
+        request.session.clear()
+        request.session["sso_email"] = email
+        log.info("console.sso_signed_in", caller=email)
         return _redirect("/")
 
     @router.post("/signin/dev")
@@ -344,6 +420,17 @@ def console_router() -> APIRouter:
         return JSONResponse({"stamp": _stamp(await _active(_keycard(request)))})
 
     return router
+
+
+def _sso_client(request: Request):
+    """The OIDC client, made once per app (it caches the provider's metadata and keys)."""
+    sso = _options(request).sso
+    if sso is None:
+        return None
+    state = request.app.state
+    if getattr(state, "sso_client", None) is None:
+        state.sso_client = sso.client()
+    return state.sso_client
 
 
 def static_files() -> StaticFiles:
