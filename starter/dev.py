@@ -153,7 +153,10 @@ async def run_dev(
         keycard = KeycardClient(client, config, settings.task_queue)
         async with dev_api(keycard, port=api_port, state_dir=state_dir) as api:
             _print_banner(config, address, f"http://localhost:{ui_port}", summary, settings)
-            typer.echo("The HTTP API, with a token for each demo user (curl examples: README.md):")
+            typer.echo(
+                "The web console and the HTTP API, with a token for each demo user "
+                "(curl examples: README.md):"
+            )
             typer.echo(api.banner() + "\n")
             await run_worker(client, config, settings, stop)
     finally:

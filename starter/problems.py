@@ -118,7 +118,7 @@ class BodyLimit:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
+                await self.app(scope, _replay([message], receive), send)
                 return
             chunks.append(message)
             size += len(message.get("body", b""))
@@ -126,7 +126,7 @@ class BodyLimit:
             if size > self.limit:
                 await self._refuse(scope, receive, send, size, at_least=True)
                 return
-        await self.app(scope, _replay(chunks), send)
+        await self.app(scope, _replay(chunks, receive), send)
 
     async def _refuse(
         self, scope: dict[str, Any], receive: Any, send: Any, size: int, at_least: bool = False
@@ -142,13 +142,16 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _replay(messages: list[dict[str, Any]]) -> Any:
+def _replay(messages: list[dict[str, Any]], then: Any) -> Any:
+    """A `receive` that gives the messages already read, then the client's own: a response that
+    listens for the client going away (files, streams) must hear it only when it really does,
+    not as soon as the body has been read."""
     pending = list(messages)
 
     async def receive() -> dict[str, Any]:
         if pending:
             return pending.pop(0)
-        return {"type": "http.disconnect"}
+        return await then()
 
     return receive
 

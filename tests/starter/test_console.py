@@ -191,3 +191,14 @@ async def test_the_demo_sign_in_exists_only_in_keycard_dev(api: Api, dev: bool):
 
 def _auth(who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[who]}"}
+
+
+async def test_the_pages_assets_are_served_whole_without_a_cdn(api: Api):
+    """Served by Keycard itself (and whole: a middleware once cut file bodies off)."""
+    async with browser(api) as http:
+        css = await http.get("/console/static/console.css")
+        js = await http.get("/console/static/console.js")
+        page = await http.get("/signin")
+    assert css.status_code == 200 and "--accent" in css.text
+    assert js.status_code == 200 and "data-poll" in js.text
+    assert "http" not in re.sub(r'href="/[^"]*"', "", page.text.split("<body")[0])
