@@ -55,7 +55,10 @@ def chat_activities(slack: SlackSettings) -> list[Callable]:
         return [ConsoleNotifier().send, SlackNotConfigured().resolve_approvers]
     assert slack.bot_token is not None
     client = web_client(slack.bot_token, slack.api_url)
-    return [SlackNotifier(client).send, SlackApprovers(client).resolve_approvers]
+    return [
+        SlackNotifier(client, console_url=slack.console_url).send,
+        SlackApprovers(client).resolve_approvers,
+    ]
 
 
 def build_worker(

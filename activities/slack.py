@@ -129,8 +129,11 @@ class _Progress(BaseModel):
 class _Delivery:
     """One notification's Slack work: steps run once each, in order, across activity attempts."""
 
-    def __init__(self, client: AsyncWebClient, notification: Notification):
+    def __init__(
+        self, client: AsyncWebClient, notification: Notification, console_url: str | None = None
+    ):
         self.client = client
+        self.console_url = console_url  # the web console's address, for links to the request
         self.n = notification
         self.view: RequestView = notification.view
         resumed = progress.resume()
@@ -206,12 +209,13 @@ class _Delivery:
 class SlackNotifier:
     """`notify.send` for Slack. Receives its AsyncWebClient; holds no state between calls."""
 
-    def __init__(self, client: AsyncWebClient):
+    def __init__(self, client: AsyncWebClient, console_url: str | None = None):
         self._client = client
+        self._console_url = console_url
 
     @activity.defn(name=names.SEND_NOTIFICATION)
     async def send(self, notification: Notification) -> NotificationResult:
-        delivery = _Delivery(self._client, notification)
+        delivery = _Delivery(self._client, notification, self._console_url)
         handler = _HANDLERS.get(notification.event.type)
         if handler is not None:
             await handler(delivery)
@@ -220,7 +224,7 @@ class SlackNotifier:
 
 async def _ask_approvers(d: _Delivery) -> None:
     view, flow = d.view, d.n.flow
-    text, message = blocks.approval_text(view), blocks.approval_message(view)
+    text, message = blocks.approval_text(view), blocks.approval_message(view, d.console_url)
     channel = flow.slack.channel if flow is not None else None
     if channel:
         await d.step(f"approval:{channel}", lambda: d.post("approval", channel, text, message))
@@ -234,15 +238,19 @@ async def _ask_approvers(d: _Delivery) -> None:
     await d.step(
         "requester",
         lambda: d.dm_requester(
-            "requester", blocks.approval_text(view), blocks.requester_message(view)
+            "requester", blocks.approval_text(view), blocks.requester_message(view, d.console_url)
         ),
     )
 
 
 async def _decided(d: _Delivery) -> None:
     view = d.view
-    await d.edit("approval", blocks.approval_text(view), blocks.approval_message(view))
-    await d.edit("requester", blocks.approval_text(view), blocks.requester_message(view))
+    await d.edit(
+        "approval", blocks.approval_text(view), blocks.approval_message(view, d.console_url)
+    )
+    await d.edit(
+        "requester", blocks.approval_text(view), blocks.requester_message(view, d.console_url)
+    )
 
 
 async def _auto_approved(d: _Delivery) -> None:
@@ -253,7 +261,7 @@ async def _auto_approved(d: _Delivery) -> None:
     if d.refs("approval") or not channel:
         await _decided(d)
         return
-    text, message = blocks.approval_text(view), blocks.approval_message(view)
+    text, message = blocks.approval_text(view), blocks.approval_message(view, d.console_url)
     await d.step(f"approval:{channel}", lambda: d.post("approval", channel, text, message))
 
 

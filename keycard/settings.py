@@ -79,6 +79,8 @@ class SlackSettings:
     app_token: str | None = None
     api_url: str = "https://slack.com/api/"
     command: str = "/access"
+    # The web console's public address (KEYCARD_PUBLIC_URL): messages link to the request's page.
+    console_url: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -98,4 +100,5 @@ class SlackSettings:
             app_token=env.get("SLACK_APP_TOKEN") or None,
             api_url=env.get("SLACK_API_URL") or "https://slack.com/api/",
             command=command if command.startswith("/") else "/" + command,
+            console_url=env.get("KEYCARD_PUBLIC_URL", "").strip().rstrip("/") or None,
         )

@@ -369,11 +369,12 @@ def _comment(event: LifecycleEvent | None) -> str:
     return f": “{escape(comment)}”" if comment else ""
 
 
-def approval_message(view: RequestView) -> list[dict[str, Any]]:
-    """Who, what, how long, why, the extra fields; Approve / Deny while pending, the outcome after."""
+def approval_message(view: RequestView, console_url: str | None = None) -> list[dict[str, Any]]:
+    """Who, what, how long, why, the extra fields; Approve / Deny while pending, the outcome after;
+    with `console_url`, a link to the request's page in the web console."""
     blocks = [_section(request_line(view)), *_details(view)]
     decided = decision_line(view)
-    context = f"`{view.id}`"
+    context = _request_ref(view, console_url)
     if decided is None:
         context += f" · {_approvals(view)}"
         if view.approvers:
@@ -408,7 +409,14 @@ def _what(view: RequestView) -> str:
     return f"*{escape(view.flow_label)}* on *{escape(view.target_label)}*"
 
 
-def requester_message(view: RequestView) -> list[dict[str, Any]]:
+def _request_ref(view: RequestView, console_url: str | None) -> str:
+    """The request's id, linked to its page in the console when there is one."""
+    if not console_url:
+        return f"`{view.id}`"
+    return f"<{console_url}/requests/{view.id}|{view.id}> (open in Keycard)"
+
+
+def requester_message(view: RequestView, console_url: str | None = None) -> list[dict[str, Any]]:
     """ "Your request is waiting", with Cancel; once decided, the outcome without buttons."""
     decided = decision_line(view)
     if decided is None:
@@ -418,7 +426,9 @@ def requester_message(view: RequestView) -> list[dict[str, Any]]:
         )
         return [
             _section(waiting),
-            _context(f"`{view.id}` · reason: {escape(view.reason) or '(none)'}"),
+            _context(
+                f"{_request_ref(view, console_url)} · reason: {escape(view.reason) or '(none)'}"
+            ),
             {
                 "type": "actions",
                 "block_id": f"cancel:{view.id}",
@@ -427,7 +437,7 @@ def requester_message(view: RequestView) -> list[dict[str, Any]]:
         ]
     return [
         _section(f"Your request for {_what(view)} ({format_duration(view.duration)}):\n{decided}"),
-        _context(f"`{view.id}`"),
+        _context(_request_ref(view, console_url)),
     ]
 
 

@@ -151,7 +151,10 @@ async def run_dev(
         await asyncio.to_thread(state_file.write_text, json.dumps(state), "utf-8")
         # The HTTP API, accepting a fresh token per demo user (starter/serve.py).
         keycard = KeycardClient(client, config, settings.task_queue)
-        async with dev_api(keycard, port=api_port, state_dir=state_dir) as api:
+        ui_url = f"http://localhost:{ui_port}"
+        async with dev_api(
+            keycard, port=api_port, state_dir=state_dir, temporal_ui_url=ui_url
+        ) as api:
             _print_banner(config, address, f"http://localhost:{ui_port}", summary, settings)
             typer.echo(
                 "The web console and the HTTP API, with a token for each demo user "

@@ -178,6 +178,7 @@ async def dev_api(
     port: int = 8000,
     state_dir: Path | None = None,
     routers: list[APIRouter] | None = None,
+    temporal_ui_url: str | None = None,
 ) -> AsyncIterator[DevApi]:
     """The API for `keycard dev`: serves on `port` while the block runs, accepting the config's
     tokens plus a fresh token per demo user. With `state_dir`, also writes `dev.env` there (mode
@@ -189,6 +190,7 @@ async def dev_api(
     console = dataclasses.replace(
         ConsoleOptions.from_env(),
         dev_users={**dict.fromkeys(tokens, Role.USER), DEV_ADMIN: Role.ADMIN},
+        temporal_ui_url=temporal_ui_url,
     )
     app = create_app(keycard, config, routers=routers or [], options=options, console=console)
     async with slack_serving(app, keycard), running_api(app, host, port) as running:

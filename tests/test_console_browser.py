@@ -112,6 +112,10 @@ async def test_the_whole_story_in_a_browser(keycard_dev, browser: Browser):
     request_id = (await alice.locator("dd code").first.text_content()) or ""
     assert request_id.startswith("req-")
     await shot(alice, "2-pending")
+    temporal_link = alice.get_by_role("link", name="in the Temporal UI")
+    await expect(temporal_link).to_have_attribute(
+        "href", re.compile(rf"^http://localhost:\d+/namespaces/default/workflows/{request_id}$")
+    )
 
     # her own approval is refused with the workflow's sentence (the page offers no button for it;
     # a hand-made form post, with her session and its CSRF token, gets the sentence)

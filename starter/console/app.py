@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Request
@@ -38,6 +39,7 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "keycard_session"
 SESSION_MAX_AGE = timedelta(hours=8)
 SECRET_ENV = "KEYCARD_CONSOLE_SECRET"  # noqa: S105 -- the variable's name, not a secret
+TEMPORAL_UI_ENV = "KEYCARD_TEMPORAL_UI_URL"
 POLL_SECONDS = 4  # pages refresh themselves when what they show changes
 LIST_LIMIT = 100
 ACCESS_NOW_LIMIT = 200
@@ -64,6 +66,7 @@ class ConsoleOptions:
     sso: SsoSettings | None = None
     public_url: str | None = None
     dev_users: dict[str, Role] = field(default_factory=dict)
+    temporal_ui_url: str | None = None  # a request's page links to its workflow there
 
     @property
     def https_only(self) -> bool:
@@ -72,7 +75,9 @@ class ConsoleOptions:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsoleOptions:
         """From KEYCARD_OIDC_* and KEYCARD_PUBLIC_URL; raises SsoSettingsError saying what to fix."""
-        return cls(sso=SsoSettings.from_env(environ), public_url=public_url(environ))
+        env = os.environ if environ is None else environ
+        ui = env.get(TEMPORAL_UI_ENV, "").strip().rstrip("/") or None
+        return cls(sso=SsoSettings.from_env(env), public_url=public_url(env), temporal_ui_url=ui)
 
 
 def session_middleware(https_only: bool = False) -> tuple[type, dict[str, Any]]:
@@ -409,8 +414,12 @@ def console_router() -> APIRouter:
     async def access_now(request: Request, me: Identity) -> Response:
         if me.role is not Role.ADMIN:
             raise _Refused(HTTPStatus.FORBIDDEN, "who has access now is for admins")
-        views = await _active(_keycard(request))
-        return _page(request, "access.html", views=views, now=datetime.now(UTC))
+        wanted = {k: request.query_params.get(k, "").strip() for k in ("flow", "target", "person")}
+        views = [v for v in await _active(_keycard(request)) if _matches(v, **wanted)]
+        flows = sorted({f.name for f in _keycard(request).config.flows})
+        return _page(
+            request, "access.html", views=views, now=datetime.now(UTC), wanted=wanted, flows=flows
+        )
 
     @router.get("/access.json")
     @_people
@@ -478,6 +487,16 @@ async def _show(
         may=_may(view, me, flow),
         extensions=[format_duration(d) for d in (flow.durations if flow else [])],
         now=datetime.now(UTC),
+        temporal_url=_temporal_url(_options(request), keycard, view.id),
+    )
+
+
+def _temporal_url(options: ConsoleOptions, keycard: KeycardClient, request_id: str) -> str | None:
+    if not options.temporal_ui_url:
+        return None
+    namespace = quote(keycard.temporal.namespace, safe="")
+    return (
+        f"{options.temporal_ui_url}/namespaces/{namespace}/workflows/{quote(request_id, safe='')}"
     )
 
 
@@ -518,6 +537,14 @@ async def _active(keycard: KeycardClient) -> list[RequestView]:
     return sorted(
         (v for v in views if isinstance(v, RequestView)),
         key=lambda v: v.expires_at or datetime.max.replace(tzinfo=UTC),
+    )
+
+
+def _matches(view: RequestView, flow: str, target: str, person: str) -> bool:
+    return (
+        (not flow or view.flow == flow)
+        and (not target or target.lower() in (view.target + " " + view.target_label).lower())
+        and (not person or person.lower() in view.requester.email)
     )
 
 

@@ -155,6 +155,18 @@ def test_reading_the_form_back():
     )
 
 
+def test_with_a_console_messages_link_to_the_requests_page():
+    pending = view()
+    url = "https://keycard.example.com"
+    link = "<https://keycard.example.com/requests/req-abc|req-abc> (open in Keycard)"
+
+    [context] = [blk for blk in b.approval_message(pending, url) if blk["type"] == "context"]
+    assert context["elements"][0]["text"].startswith(link + " · 0 of 1 approvals")
+    waiting = b.requester_message(pending, url)
+    assert any(link in str(blk) for blk in waiting)
+    assert all("keycard.example.com" not in str(blk) for blk in b.approval_message(pending))
+
+
 def test_the_approval_message_while_pending():
     pending = view(reason="<!here> please", fields={"incident": "<@U1>", "customer_impact": True})
     assert b.approval_message(pending) == [

@@ -97,6 +97,9 @@ async def test_the_whole_story_in_the_console(api: Api):
 
         access = await erin.get("/access")
         assert access.status_code == 200 and request_id in access.text
+        assert request_id in (await erin.get("/access?person=alice&flow=prod-power-user")).text
+        assert request_id not in (await erin.get("/access?person=carol")).text
+        assert request_id not in (await erin.get("/access?flow=prod-admin")).text
         revoked = await post(
             erin, f"/requests/{request_id}/revoke", f"/requests/{request_id}", comment="done"
         )
