@@ -34,6 +34,7 @@ from typing import Annotated, Any, TypeVar
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
@@ -50,6 +51,7 @@ from starter.auth import Identity, TokenBook, authenticate
 from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
 from starter.codec_server import CodecCors, codec_router
 from starter.console import ConsoleOptions, console_router, session_middleware, static_files
+from starter.console.sso import BearerVerifier
 from starter.problems import (
     ApiProblem,
     BodyLimit,
@@ -607,6 +609,38 @@ async def break_glass_request(
     return view
 
 
+# --- sign-in -------------------------------------------------------------------------------------
+
+
+class SignIn(BaseModel):
+    """How `keycard login` signs a person in: OpenID Connect's device flow at this provider."""
+
+    issuer: str
+    client_id: str = Field(description="the public client for the device flow")
+    scopes: str
+
+
+@v1.get(
+    "/auth",
+    response_model=SignIn,
+    responses=problem_responses(404),
+    summary="How to sign in with single sign-on (for `keycard login`)",
+    tags=["sign-in"],
+)
+async def sign_in_settings(request: Request) -> SignIn:
+    sso = request.app.state.console.sso
+    if sso is None:
+        raise ApiProblem(
+            HTTPStatus.NOT_FOUND,
+            "this Keycard has no single sign-on; ask an admin for an API token "
+            "(`keycard token create`) and set KEYCARD_TOKEN",
+            "NoSingleSignOn",
+        )
+    return SignIn(
+        issuer=sso.issuer, client_id=sso.cli_client_id or sso.client_id, scopes=sso.scopes
+    )
+
+
 # --- flows ---------------------------------------------------------------------------------------
 
 
@@ -700,6 +734,9 @@ def create_app(
     config = config or keycard.config
     app = FastAPI(
         generate_unique_id_function=lambda route: route.name,  # operationIds: approve_request
+        # /docs is served below from Keycard's own copy of Swagger UI: no CDN, works offline.
+        docs_url=None,
+        redoc_url=None,
         title="Keycard",
         summary="Just-in-time access: ask, approve, and watch access end on time.",
         version="1",
@@ -714,8 +751,11 @@ def create_app(
     app.state.options = options or ApiOptions()
     app.include_router(v1)
     app.include_router(health)
+    app.add_api_route("/docs", _docs, include_in_schema=False)
     # The web console at / (starter/console): pages, their static files, and signed sessions.
     app.state.console = console or ConsoleOptions()
+    if app.state.console.sso is not None:  # `keycard login`'s ID tokens are bearer tokens too
+        app.state.bearer_verifier = BearerVerifier(app.state.console.sso)
     app.include_router(console_router())
     app.mount("/console/static", static_files(), name="console-static")
     middleware, settings = session_middleware(https_only=app.state.console.https_only)
@@ -733,6 +773,20 @@ def create_app(
     app.add_middleware(BodyLimit)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+SWAGGER_UI = "/console/static/vendor/swagger-ui"  # swagger-ui-dist 5, Apache-2.0 (LICENSE there)
+
+
+async def _docs() -> Response:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="Keycard API",
+        swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+        swagger_favicon_url="/console/static/favicon.svg",
+        swagger_ui_parameters={"validatorUrl": None},  # no calls to swagger.io either
+    )
 
 
 async def _access_log(request: Request, call_next: Any) -> Response:

@@ -47,16 +47,22 @@ class ApiUnavailable(Exception):
 
 
 def api_from_env(environ: Mapping[str, str] | None = None) -> KeycardApiClient | None:
-    """The API client when KEYCARD_API_URL and KEYCARD_TOKEN are set, else None (operator mode)."""
+    """The API client when KEYCARD_API_URL is set, with KEYCARD_TOKEN or the `keycard login`
+    sign-in kept for that URL; None without KEYCARD_API_URL (operator mode)."""
     env = os.environ if environ is None else environ
     url = env.get(API_URL_ENV, "").strip()
     if not url:
         return None
     token = env.get(TOKEN_ENV, "").strip()
     if not token:
+        from starter.login import stored_token
+
+        token = stored_token(url, env) or ""
+    if not token:
         raise ApiUnavailable(
-            f"{API_URL_ENV} is set but {TOKEN_ENV} is not: set it to your Keycard API token "
-            f"(or unset {API_URL_ENV} to talk to Temporal directly as an operator)"
+            f"{API_URL_ENV} is set but you are not signed in: run `keycard login` (single "
+            f"sign-on), or set {TOKEN_ENV} to your Keycard API token (or unset {API_URL_ENV} to "
+            "talk to Temporal directly as an operator)"
         )
     return KeycardApiClient(url, token)
 

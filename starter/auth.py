@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -120,6 +120,13 @@ async def authenticate(
             headers={"WWW-Authenticate": 'Bearer realm="keycard"'},
         )
     identity = request.app.state.tokens.identify(credentials.credentials)
+    verifier = getattr(request.app.state, "bearer_verifier", None)
+    if (
+        identity is None
+        and verifier is not None
+        and not credentials.credentials.startswith(TOKEN_PREFIX)
+    ):
+        identity = await _signed_in_elsewhere(request, verifier, credentials.credentials)
     if identity is None:
         raise ApiProblem(
             HTTPStatus.UNAUTHORIZED,
@@ -130,3 +137,20 @@ async def authenticate(
         )
     request.state.identity = identity  # for the access log: who, never the token
     return identity
+
+
+async def _signed_in_elsewhere(request: Request, verifier: Any, token: str) -> Identity:
+    """The person an ID token from `keycard login` (the identity provider) stands for."""
+    from starter.console.sso import BearerRefused
+
+    try:
+        email = await verifier.email(token)
+    except BearerRefused as refused:
+        raise ApiProblem(
+            HTTPStatus.UNAUTHORIZED,
+            f"the sign-in is not valid ({refused}); run `keycard login` again",
+            "InvalidToken",
+            headers={"WWW-Authenticate": 'Bearer realm="keycard", error="invalid_token"'},
+        ) from None
+    admins = request.app.state.keycard.config.api.admins
+    return Identity(email=email, role=Role.ADMIN if email in admins else Role.USER, name="sso")

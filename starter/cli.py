@@ -22,6 +22,7 @@ from starter.codec_cli import codec_app
 from starter.console.sso import SsoSettings, SsoSettingsError
 from starter.doctor import doctor as _doctor
 from starter.hooks_cli import break_glass, hooks_app
+from starter.login import login, logout
 from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
 from starter.output import Output, OutputOption
 from starter.serve import serve, token_app
@@ -46,6 +47,8 @@ from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `ap
 app.add_typer(audit_app, name="audit", no_args_is_help=True)
 app.command(name="slack")(slack_command)
 app.add_typer(codec_app, name="codec")
+app.command(name="login")(login)
+app.command(name="logout")(logout)
 
 ConfigOption = Annotated[
     Path | None,

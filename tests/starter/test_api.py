@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta
 
 import httpx
@@ -617,11 +618,16 @@ async def test_openapi_document_is_valid(api: Api):
         "/v1/requests/{request_id}/extend",
         "/v1/requests/{request_id}/break-glass",
         "/v1/flows",
+        "/v1/auth",
         "/healthz",
         "/readyz",
     }
     docs = await api.http.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # Served whole by Keycard, so the docs work offline: no CDN anywhere on the page.
+    assert "cdn" not in docs.text and "https://" not in docs.text
+    script = re.search(r'<script src="([^"]+)"', docs.text)
+    assert script and (await api.http.get(script.group(1))).status_code == 200
 
 
 def test_idempotent_ids_are_stable():

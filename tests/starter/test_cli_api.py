@@ -171,10 +171,16 @@ async def test_cli_refusals_and_unreachable_api(api: Api):
         runner.invoke,
         app,
         ["status", "req-x"],
-        env={"KEYCARD_API_URL": nowhere, "KEYCARD_TOKEN": ""},
+        env={
+            "KEYCARD_API_URL": nowhere,
+            "KEYCARD_TOKEN": "",
+            "KEYCARD_CREDENTIALS": "/nonexistent",
+        },
     )
     assert no_token.exit_code == 1
-    assert no_token.stderr.startswith("error: KEYCARD_API_URL is set but KEYCARD_TOKEN is not")
+    assert no_token.stderr.startswith(
+        "error: KEYCARD_API_URL is set but you are not signed in: run `keycard login`"
+    )
 
 
 def test_operator_mode_still_needs_as():
