@@ -52,7 +52,10 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
 def chat_activities(slack: SlackSettings) -> list[Callable]:
     """Slack when SLACK_BOT_TOKEN is set; otherwise notifications go to the console."""
     if not slack.enabled:
-        return [ConsoleNotifier().send, SlackNotConfigured().resolve_approvers]
+        return [
+            ConsoleNotifier(console_url=slack.console_url).send,
+            SlackNotConfigured().resolve_approvers,
+        ]
     assert slack.bot_token is not None
     client = web_client(slack.bot_token, slack.api_url)
     return [

@@ -70,9 +70,16 @@ LOUD_EVENTS = frozenset({"break_glass.used", "access.revoke_retrying", "hook.fai
 
 
 class ConsoleNotifier:
+    """`notify.send` without chat: log lines; with `console_url`, the request's page in each."""
+
+    def __init__(self, console_url: str | None = None):
+        self._console_url = console_url
+
     @activity.defn(name=names.SEND_NOTIFICATION)
     async def send(self, notification: Notification) -> NotificationResult:
         line = console_line(notification)
+        if line and self._console_url:
+            line += f" ({self._console_url}/requests/{notification.view.id})"
         if line:
             emit = log.warning if notification.event.type in LOUD_EVENTS else log.info
             emit(line, request_id=notification.view.id, lifecycle_event=notification.event.type)

@@ -86,3 +86,11 @@ def test_rule_and_hook_lines():
     assert console_line(
         notification("hook.failed", hook="on_request", error="boom", outcome="people decide")
     ) == ("hook on_request failed on req-1: boom (people decide)")
+
+
+async def test_with_a_console_each_line_links_to_the_requests_page():
+    with capture_logs() as logs:
+        await ConsoleNotifier(console_url="https://keycard.example.com").send(
+            notification("request.approved", Actor(email="bob@example.com"))
+        )
+    assert logs[0]["event"].endswith("(https://keycard.example.com/requests/req-1)")
