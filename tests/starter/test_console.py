@@ -44,6 +44,8 @@ async def sign_in(http: httpx.AsyncClient, who: str) -> None:
     form = await http.get("/signin")
     answer = await http.post("/signin", data={"csrf": csrf(form), "token": TOKENS[who]})
     assert answer.status_code == 303, answer.text[:300]
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and TOKENS[who].lower() not in cookie
 
 
 async def post(http: httpx.AsyncClient, path: str, page: str, **data: str) -> httpx.Response:
