@@ -1,0 +1,180 @@
+"""Ending the AWS sessions a grant allowed: the deny entries of a permission set's inline policy.
+
+Removing an Identity Center account assignment stops new sign-ins, but a session already open
+keeps its role credentials until the permission set's session duration runs out (1-12 h). AWS's
+guidance for revoking active sessions ("Revoke active IAM role sessions created by permission
+sets", IAM Identity Center user guide) is a Deny-everything statement in the permission set's
+inline policy, conditioned on `identitystore:userId` — the person's Identity Center user id, which
+unlike `aws:userId` does not change with a renamed user. On its own that statement also blocks
+the person's *next* grant, so Keycard adds the condition AWS uses when it revokes an IAM role's
+sessions (IAM user guide, "Revoke IAM role temporary security credentials"):
+`aws:TokenIssueTime` earlier than the revocation. Sessions issued before the grant ended are
+denied; a session issued after a new grant is not.
+
+This module is the pure part: the statement, merging one more revocation into an inline policy,
+pruning entries that can no longer match anything, and the evaluation the statements stand for
+(what tests check). Its rules:
+
+- Keycard's statements are recognised by their Sid (`KeycardEndSessions` and a digest of the user
+  id); every other statement of the inline policy is the customer's and is kept as it was.
+- One statement per person: a later revocation time denies every session an earlier one denied,
+  so merging keeps the latest time.
+- A statement can go once the permission set's maximum session duration has passed since its
+  revocation time: every session it could match has expired by then (`prune`). Nothing else is
+  ever removed early.
+- An inline policy has a size limit (32,768 characters for a permission set); a merge that would
+  pass it, even after pruning, raises PolicyTooLarge rather than dropping a live entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+SID_PREFIX = "KeycardEndSessions"
+INLINE_POLICY_LIMIT = 32_768  # characters, IAM Identity Center's limit for an inline policy
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class PolicyTooLarge(ValueError):
+    """The inline policy cannot hold one more entry; nothing was changed."""
+
+
+def statement(user_id: str, revoked_at: datetime) -> dict[str, Any]:
+    """Deny everything to sessions of this Identity Center user issued before `revoked_at`."""
+    return {
+        "Sid": _sid(user_id),
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
+        "Condition": {
+            "StringEquals": {"identitystore:userId": user_id},
+            # Whole seconds, rounded up: a session issued in the revocation's own second is
+            # denied too (it came from the grant that just ended).
+            "DateLessThan": {"aws:TokenIssueTime": _iso(_ceil_second(revoked_at))},
+        },
+    }
+
+
+def entries(policy: str | None) -> dict[str, datetime]:
+    """The revocations an inline policy holds: user id -> the time before which it denies."""
+    found: dict[str, datetime] = {}
+    for item in _statements(_parse(policy)):
+        if _is_ours(item):
+            user_id = item["Condition"]["StringEquals"]["identitystore:userId"]
+            found[user_id] = _time(item["Condition"]["DateLessThan"]["aws:TokenIssueTime"])
+    return found
+
+
+def merge(
+    policy: str | None,
+    user_id: str,
+    revoked_at: datetime,
+    *,
+    now: datetime,
+    max_session: timedelta,
+) -> str:
+    """The inline policy with this revocation in it (and expired entries pruned): the customer's
+    statements unchanged, one Keycard statement per person with their latest revocation."""
+    document = _parse(policy)
+    current = entries(policy)
+    latest = max(revoked_at, current.get(user_id, revoked_at))
+    kept = [
+        s
+        for s in _statements(document)
+        if not _is_ours(s) or (_user(s) != user_id and not _expired(s, now, max_session))
+    ]
+    document["Statement"] = [*kept, statement(user_id, latest)]
+    text = _dump(document)
+    if len(text) > INLINE_POLICY_LIMIT:
+        raise PolicyTooLarge(
+            f"the permission set's inline policy would be {len(text)} characters with one more "
+            f"ended session, over its limit of {INLINE_POLICY_LIMIT}; nothing was changed"
+        )
+    return text
+
+
+def prune(policy: str | None, *, now: datetime, max_session: timedelta) -> str | None:
+    """The inline policy without the Keycard entries that can no longer match a live session;
+    None when nothing is left in it (delete the inline policy)."""
+    document = _parse(policy)
+    kept = [s for s in _statements(document) if not (_is_ours(s) and _expired(s, now, max_session))]
+    if not kept:
+        return None
+    document["Statement"] = kept
+    return _dump(document)
+
+
+def next_expiry(policy: str | None, max_session: timedelta) -> datetime | None:
+    """When the next Keycard entry of this policy may be pruned (for a durable timer)."""
+    times = entries(policy).values()
+    return min(times) + max_session if times else None
+
+
+def denies(policy: str | None, user_id: str, token_issued_at: datetime) -> bool:
+    """Whether the policy's Keycard entries deny a session of `user_id` whose credentials were
+    issued at `token_issued_at`: the evaluation AWS performs for these statements (an explicit
+    Deny wins over any Allow), written down so tests can hold the statements to it."""
+    for item in _statements(_parse(policy)):
+        if not _is_ours(item) or _user(item) != user_id:
+            continue
+        before = _time(item["Condition"]["DateLessThan"]["aws:TokenIssueTime"])
+        if token_issued_at.astimezone(UTC) < before:
+            return True
+    return False
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _sid(user_id: str) -> str:
+    # Sids are alphanumeric; a digest keeps them unique per person and within IAM's rules.
+    return SID_PREFIX + hashlib.sha256(user_id.encode()).hexdigest()[:16]
+
+
+def _parse(policy: str | None) -> dict[str, Any]:
+    if not policy or not policy.strip():
+        return {"Version": "2012-10-17", "Statement": []}
+    document = json.loads(policy)
+    if not isinstance(document, dict):
+        raise ValueError("the permission set's inline policy is not a JSON object")
+    return document
+
+
+def _statements(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    found = document.get("Statement", [])
+    return [found] if isinstance(found, dict) else list(found)
+
+
+def _is_ours(item: Mapping[str, Any]) -> bool:
+    return str(item.get("Sid", "")).startswith(SID_PREFIX)
+
+
+def _user(item: Mapping[str, Any]) -> str:
+    return item["Condition"]["StringEquals"]["identitystore:userId"]
+
+
+def _expired(item: Mapping[str, Any], now: datetime, max_session: timedelta) -> bool:
+    before = _time(item["Condition"]["DateLessThan"]["aws:TokenIssueTime"])
+    return before + max_session <= now.astimezone(UTC)
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    moment = moment.astimezone(UTC)
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def _time(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def _dump(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"))
