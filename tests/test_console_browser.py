@@ -117,6 +117,22 @@ async def test_the_whole_story_in_a_browser(keycard_dev, browser: Browser):
         "href", re.compile(rf"^http://localhost:\d+/namespaces/default/workflows/{request_id}$")
     )
 
+    # on a phone: nothing wider than the screen, and every field has a label
+    phone = await browser.new_context(base_url=url, viewport={"width": 390, "height": 844})
+    small = await phone.new_page()
+    await small.context.add_cookies(await alice.context.cookies())
+    for path in ("/", "/new", f"/requests/{request_id}"):
+        await small.goto(path)
+        overflow = await small.evaluate("document.documentElement.scrollWidth - innerWidth")
+        assert overflow <= 0, f"{path} is {overflow}px wider than a phone"
+        unlabelled = await small.evaluate(
+            """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                 .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+                 .map(el => el.name)"""
+        )
+        assert unlabelled == [], f"{path}: fields without a label: {unlabelled}"
+    await phone.close()
+
     # her own approval is refused with the workflow's sentence (the page offers no button for it;
     # a hand-made form post, with her session and its CSRF token, gets the sentence)
     token = await alice.locator("input[name=csrf]").first.get_attribute("value")
