@@ -23,13 +23,15 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
+from temporalio.service import RPCError
 
 from keycard import policy
 from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import PolicyError
+from starter.audit import history_events
 from starter.auth import Identity, hash_token
-from starter.client import KeycardClient, RequestNotFound
+from starter.client import KeycardClient, RequestNotFound, RequestSummary
 from starter.console.sso import CALLBACK_PATH, SsoSettings, public_url
 from starter.problems import STATUS_OF_REFUSAL
 
@@ -43,6 +45,10 @@ TEMPORAL_UI_ENV = "KEYCARD_TEMPORAL_UI_URL"
 POLL_SECONDS = 4  # pages refresh themselves when what they show changes
 LIST_LIMIT = 100
 ACCESS_NOW_LIMIT = 200
+# Access now asks each active request for its details; one whose worker does not answer in this
+# long is listed from visibility instead of holding up the page.
+ACCESS_QUERY_TIMEOUT = 3.0
+PAGE_QUERY_TIMEOUT = 10.0  # a request's own page waits longer, then says it is not answering
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["duration"] = format_duration
@@ -308,7 +314,11 @@ def console_router() -> APIRouter:
 
     @router.post("/signout")
     async def signout(request: Request) -> Response:
-        await _form(request) if signed_in(request) else None
+        if signed_in(request) is not None:  # a page elsewhere cannot sign people out
+            try:
+                await _form(request)
+            except _Refused as refused:
+                return _page(request, "error.html", refused.status, message=refused.message)
         request.session.clear()
         return _redirect("/signin")
 
@@ -415,10 +425,17 @@ def console_router() -> APIRouter:
         if me.role is not Role.ADMIN:
             raise _Refused(HTTPStatus.FORBIDDEN, "who has access now is for admins")
         wanted = {k: request.query_params.get(k, "").strip() for k in ("flow", "target", "person")}
-        views = [v for v in await _active(_keycard(request)) if _matches(v, **wanted)]
+        active = await _active(_keycard(request))
+        views = [v for v in active.views if _matches(v, **wanted)]
         flows = sorted({f.name for f in _keycard(request).config.flows})
         return _page(
-            request, "access.html", views=views, now=datetime.now(UTC), wanted=wanted, flows=flows
+            request,
+            "access.html",
+            views=views,
+            silent=active.silent,
+            now=datetime.now(UTC),
+            wanted=wanted,
+            flows=flows,
         )
 
     @router.get("/access.json")
@@ -426,7 +443,8 @@ def console_router() -> APIRouter:
     async def access_stamp(request: Request, me: Identity) -> Response:
         if me.role is not Role.ADMIN:
             return JSONResponse({"detail": "for admins"}, status_code=HTTPStatus.FORBIDDEN)
-        return JSONResponse({"stamp": _stamp(await _active(_keycard(request)))})
+        active = await _active(_keycard(request))
+        return JSONResponse({"stamp": _stamp([*active.views, *active.silent])})
 
     return router
 
@@ -457,9 +475,14 @@ def _status(refusal: PolicyError) -> int:
 
 async def _readable(keycard: KeycardClient, me: Identity, request_id: str) -> RequestView:
     try:
-        view = await keycard.get(request_id)
+        view = await asyncio.wait_for(keycard.get(request_id), PAGE_QUERY_TIMEOUT)
     except RequestNotFound as missing:
         raise _Refused(HTTPStatus.NOT_FOUND, missing.message) from None
+    except TimeoutError:
+        raise _Refused(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"request {request_id} is not answering: is a Keycard worker running? Try again soon",
+        ) from None
     if not policy.may_read(view, _actor(me)):  # as for an id that does not exist
         raise _Refused(HTTPStatus.NOT_FOUND, RequestNotFound(request_id).message)
     return view
@@ -472,8 +495,6 @@ async def _show(
     status: int = HTTPStatus.OK,
     error: str | None = None,
 ) -> Response:
-    from starter.audit import history_events
-
     keycard = _keycard(request)
     events = await history_events(keycard.temporal, view.id, None)
     flow = next((f for f in keycard.config.flows if f.name == view.flow), None)
@@ -529,14 +550,29 @@ async def _home_lists(keycard: KeycardClient, me: Identity) -> tuple[list, list]
     return mine_page.requests, to_decide
 
 
-async def _active(keycard: KeycardClient) -> list[RequestView]:
+@dataclass(frozen=True)
+class ActiveNow:
+    """Access now: the requests that answered, soonest ending first, and those that did not
+    (their worker is down or busy: listed from visibility, so none goes unseen)."""
+
+    views: list[RequestView]
+    silent: list[RequestSummary]
+
+
+async def _active(keycard: KeycardClient) -> ActiveNow:
     page = await keycard.list(state=RequestState.ACTIVE, limit=ACCESS_NOW_LIMIT)
-    views = await asyncio.gather(
-        *(keycard.get(r.id) for r in page.requests), return_exceptions=True
-    )
-    return sorted(
-        (v for v in views if isinstance(v, RequestView)),
-        key=lambda v: v.expires_at or datetime.max.replace(tzinfo=UTC),
+
+    async def read(summary: RequestSummary) -> RequestView | RequestSummary:
+        try:
+            return await asyncio.wait_for(keycard.get(summary.id), ACCESS_QUERY_TIMEOUT)
+        except (TimeoutError, PolicyError, RPCError):
+            return summary
+
+    answers = await asyncio.gather(*(read(r) for r in page.requests))
+    views = [a for a in answers if isinstance(a, RequestView)]
+    return ActiveNow(
+        views=sorted(views, key=lambda v: v.expires_at or datetime.max.replace(tzinfo=UTC)),
+        silent=[a for a in answers if isinstance(a, RequestSummary)],
     )
 
 

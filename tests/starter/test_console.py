@@ -4,6 +4,7 @@ sessions and removed tokens are refused with a sentence."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from collections.abc import AsyncIterator
@@ -17,7 +18,8 @@ from keycard.models import Role
 from starter.api import create_app
 from starter.auth import TokenBook
 from starter.console import ConsoleOptions
-from tests.starter.conftest import TOKENS, Api
+from tests.harness import ALICE, BOB, running_stack, unique_id
+from tests.starter.conftest import TOKENS, Api, api_config, new_account_id
 
 
 @asynccontextmanager
@@ -143,6 +145,8 @@ async def test_forms_without_the_sessions_csrf_token_are_refused(api: Api):
         before = len(
             (await api.http.get("/v1/requests", headers=_auth("alice"))).json()["requests"]
         )
+        forged_signout = await alice.post("/signout", data={"csrf": "forged"})
+        assert forged_signout.status_code == 403 and (await alice.get("/")).status_code == 200
         for token in ("", "forged"):
             answer = await alice.post(
                 "/new", data={"csrf": token, "flow": "prod-power-user", "target": "prod",
@@ -207,3 +211,22 @@ async def test_the_pages_assets_are_served_whole_without_a_cdn(api: Api):
     assert css.status_code == 200 and "--accent" in css.text
     assert js.status_code == 200 and "data-poll" in js.text
     assert "http" not in re.sub(r'href="/[^"]*"', "", page.text.split("<body")[0])
+
+
+async def test_access_now_lists_a_request_whose_worker_is_gone_without_waiting_for_it(api: Api):
+    """Its details cannot be asked while no worker runs it; the page still answers, at once."""
+    async with running_stack(api.stack.client, config=api_config(new_account_id())) as gone:
+        view = await gone.keycard.request(
+            flow="prod-power-user", target="prod", reason="x", requester=ALICE,
+            fields={"incident": "1"}, request_id=unique_id(),
+        )  # fmt: skip
+        await gone.keycard.approve(view.id, BOB)
+        assert (await gone.keycard.wait(view.id)).state.value == "ACTIVE"
+    async with browser(api) as erin:
+        await sign_in(erin, "admin")
+        started = asyncio.get_running_loop().time()
+        page = await erin.get("/access")
+        took = asyncio.get_running_loop().time() - started
+    assert page.status_code == 200
+    silent = page.text.split('id="silent-heading"')[1]
+    assert view.id in silent and took < 10
