@@ -469,14 +469,18 @@ def _readable(view: RequestView, caller: Identity) -> None:
 # --- decisions -----------------------------------------------------------------------------------
 
 
-async def _refused_as_readable(
-    keycard: KeycardClient, caller: Identity, request_id: str, decision: Awaitable[RequestView]
+async def _decided(
+    keycard: KeycardClient,
+    caller: Identity,
+    options: ApiOptions,
+    request_id: str,
+    decision: Awaitable[RequestView],
 ) -> RequestView:
-    """The decision's answer; but a refusal to a caller who may not read the request is the
-    answer to an unknown id (404), so a refusal says nothing about a request one cannot see. The
-    attempt is still in the request's audit trail."""
+    """The decision's answer, within the call timeout; but a refusal to a caller who may not read
+    the request is the answer to an unknown id (404), so a refusal says nothing about a request
+    one cannot see. The attempt is still in the request's audit trail."""
     try:
-        return await decision
+        return await within(options.call_timeout, decision)
     except DecisionRefused:
         _readable(await keycard.get(request_id), caller)
         raise
@@ -495,15 +499,10 @@ def _decision_route(verb: str, summary: str, description: str) -> None:
         # Temporal deduplicates updates by id: a retried decision is applied once, answered twice.
         update_id = _update_id(caller, verb, idempotency_key)
         decision = getattr(keycard, verb)
-        view = await _refused_as_readable(
-            keycard,
-            caller,
-            request_id,
-            within(
-                options.call_timeout,
-                decision(request_id, caller.actor(), comment, update_id=update_id),
-            ),
-        )
+        view = await _decided(
+            keycard, caller, options, request_id,
+            decision(request_id, caller.actor(), comment, update_id=update_id),
+        )  # fmt: skip
         log.info(f"api.request.{verb}", request_id=request_id, caller=caller.email)
         if verb == "revoke":
             # Answer once access is gone (ENDED), so the caller need not ask again.
@@ -561,17 +560,10 @@ async def extend_request(
 ) -> RequestView:
     """Adds `duration` to the expiry, within the flow's maximum (extensions included)."""
     update_id = _update_id(caller, "extend", idempotency_key)
-    view = await _refused_as_readable(
-        keycard,
-        caller,
-        request_id,
-        within(
-            options.call_timeout,
-            keycard.extend(
-                request_id, caller.actor(), body.duration, body.comment, update_id=update_id
-            ),
-        ),
-    )
+    view = await _decided(
+        keycard, caller, options, request_id,
+        keycard.extend(request_id, caller.actor(), body.duration, body.comment, update_id=update_id),
+    )  # fmt: skip
     log.info("api.request.extend", request_id=request_id, caller=caller.email)
     return view
 
@@ -594,17 +586,10 @@ async def break_glass_request(
     """As the requester, on flows with `break_glass`, with a written justification. Access starts
     at once; the request is marked break-glass, announced and reviewed afterwards."""
     update_id = _update_id(caller, "break-glass", idempotency_key)
-    view = await _refused_as_readable(
-        keycard,
-        caller,
-        request_id,
-        within(
-            options.call_timeout,
-            keycard.break_glass(
-                request_id, caller.actor(), body.justification, update_id=update_id
-            ),
-        ),
-    )
+    view = await _decided(
+        keycard, caller, options, request_id,
+        keycard.break_glass(request_id, caller.actor(), body.justification, update_id=update_id),
+    )  # fmt: skip
     log.info("api.request.break_glass", request_id=request_id, caller=caller.email)
     return view
 

@@ -14,16 +14,13 @@ import asyncio
 import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.starter.conftest import free_port
-from tests.starter.test_dev import KEYCARD, ROOT, cli, wait_for_line
+from tests.starter.test_dev import cli, keycard_dev
 
 CHROMIUM = os.environ.get("KEYCARD_CHROMIUM") or shutil.which("chromium") or ""
 # As the machine's notes say: without these, Chromium phones home at every start and is refused.
@@ -41,31 +38,12 @@ from playwright.async_api import Browser, Page, async_playwright, expect  # noqa
 
 
 @pytest.fixture(scope="module")
-def keycard_dev(tmp_path_factory) -> Iterator[tuple[str, dict, Path]]:
+def dev(tmp_path_factory) -> Iterator[tuple[str, dict, Path]]:
     """`keycard dev` on free ports; yields the console's URL, the CLI's environment and cwd."""
-    cwd = tmp_path_factory.mktemp("console")
-    port, ui_port, api_port = free_port(), free_port(), free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "SLACK_", "KEYCARD_", "TEMPORAL_"))
-    }
-    env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{port}", KEYCARD_DEMO_AWS="1")
-    log = cwd / "dev.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [KEYCARD, "dev", "--config", str(ROOT / "keycard.example.yaml"), "--port", str(port),
-             "--ui-port", str(ui_port), "--api-port", str(api_port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-        )  # fmt: skip
-    try:
-        banner = wait_for_line(log, "worker.started", process)
-        url = re.search(r"Console\s+(http://\S+)/ ", banner)
-        assert url, banner
-        yield url.group(1), env, cwd
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+    with keycard_dev(tmp_path_factory.mktemp("console")) as run:
+        url = re.search(r"Console\s+(http://\S+)/ ", run.banner)
+        assert url, run.banner
+        yield url.group(1), run.env, run.cwd
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +72,8 @@ async def shot(page: Page, name: str) -> None:
         await page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
-async def test_the_whole_story_in_a_browser(keycard_dev, browser: Browser):
-    url, env, cwd = keycard_dev
+async def test_the_whole_story_in_a_browser(dev, browser: Browser):
+    url, env, cwd = dev
     alice = await signed_in(browser, url, "alice@example.com")
 
     # alice asks

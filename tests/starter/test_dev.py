@@ -8,6 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,44 @@ def wait_for_line(path: Path, text: str, process: subprocess.Popen, timeout: flo
     raise AssertionError(f"{text!r} never appeared:\n{path.read_text(errors='replace')}")
 
 
+@dataclass
+class DevRun:
+    """A `keycard dev` started as after `make dev` (no KEYCARD_CONFIG, demo AWS, free ports)."""
+
+    process: subprocess.Popen
+    env: dict[str, str]
+    cwd: Path
+    log: Path
+    banner: str
+    ui_port: int
+
+
+@contextmanager
+def keycard_dev(cwd: Path) -> Iterator[DevRun]:
+    """Run `keycard dev` in `cwd` until its worker has started; Ctrl-C (SIGINT) it afterwards."""
+    port, ui_port, api_port = free_port(), free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "SLACK_", "KEYCARD_", "TEMPORAL_"))
+    }
+    env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{port}", KEYCARD_DEMO_AWS="1")
+    log = cwd / "dev.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [KEYCARD, "dev", "--config", str(ROOT / "keycard.example.yaml"), "--port", str(port),
+             "--ui-port", str(ui_port), "--api-port", str(api_port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+        )  # fmt: skip
+    try:
+        banner = wait_for_line(log, "worker.started", process)
+        yield DevRun(process, env, cwd, log, banner, ui_port)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+
+
 def cli(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [KEYCARD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
@@ -53,25 +94,10 @@ def cli(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.e2e
 def test_keycard_dev_session(tmp_path: Path):
-    port, ui_port, api_port = free_port(), free_port(), free_port()
-    # As after `make dev`: no KEYCARD_CONFIG; commands find the config `keycard dev` uses.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "SLACK_", "KEYCARD_", "TEMPORAL_"))
-    }
-    env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{port}", KEYCARD_DEMO_AWS="1")
-    log = tmp_path / "dev.log"
     state = tmp_path / ".keycard"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [KEYCARD, "dev", "--config", str(ROOT / "keycard.example.yaml"), "--port", str(port),
-             "--ui-port", str(ui_port), "--api-port", str(api_port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
-    try:
-        banner = wait_for_line(log, "worker.started", process)
-        assert f"http://localhost:{ui_port}" in banner
+    with keycard_dev(tmp_path) as dev:
+        env, banner = dev.env, dev.banner
+        assert f"http://localhost:{dev.ui_port}" in banner
         assert "keycard request prod-power-user --target prod --duration 1m" in banner
 
         asked = cli(env, tmp_path, "request", "prod-power-user", "--target", "prod", "--duration", "1m",
@@ -94,11 +120,8 @@ def test_keycard_dev_session(tmp_path: Path):
         assert "permission set PowerUserAccess in account 111111111111" in held.stdout
         listed = cli(env, tmp_path, "list")
         assert request_id in listed.stdout and "ACTIVE" in listed.stdout
-    finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=60)
-    output = log.read_text(errors="replace")
-    assert code == 0, output
+    output = dev.log.read_text(errors="replace")
+    assert dev.process.returncode == 0, output
     assert "Keycard dev stopped" in output
     assert (state / "temporal.sqlite").exists()  # requests survive a restart
 
