@@ -522,6 +522,39 @@ def table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+# `keycard --help` in groups a newcomer can scan.
+HELP_PANELS = {
+    "Ask and decide": (
+        "request", "approve", "deny", "cancel", "revoke", "extend", "break-glass", "status", "list",
+    ),
+    "Sign in": ("login", "logout", "token"),
+    "Run Keycard": ("dev", "worker", "serve", "slack", "doctor", "demo-access"),
+    "Configure and audit": ("flows", "hooks", "audit", "codec"),
+}  # fmt: skip
+_PANEL_OF = {name: panel for panel, names in HELP_PANELS.items() for name in names}
+for _info in [*app.registered_commands, *app.registered_groups]:
+    _name = _info.name or _info.callback.__name__.replace("_", "-")  # type: ignore[union-attr]
+    _info.rich_help_panel = _PANEL_OF.get(_name, "Other")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"keycard {version('keycard')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    pass  # only the global options; the app's help= above describes Keycard
+
+
 def main() -> None:
     from keycard.logging import configure_logging
 

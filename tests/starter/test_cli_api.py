@@ -314,3 +314,12 @@ async def test_status_and_list_show_control_characters_instead_of_obeying_them(a
     assert "\x1b" not in status.stdout and "\x07" not in status.stdout
     assert "fix\\x1b]0;pwned\\x07\\x1b[2J now" in status.stdout
     assert listed.exit_code == 0 and "\x1b" not in listed.stdout
+
+
+def test_help_groups_the_commands_and_version_prints_it():
+    help_text = runner.invoke(app, ["--help"]).output
+    for panel in ("Ask and decide", "Sign in", "Run Keycard", "Configure and audit"):
+        assert panel in help_text, help_text
+    assert "Other" not in help_text  # every command has its group
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("keycard ")
