@@ -238,7 +238,7 @@ class AwsSsoStrategy:
         status = response["AccountAssignmentCreationStatus"]
         log.info(
             "aws_sso.assigning",
-            request_id=status.get("RequestId"),
+            aws_request_id=status.get("RequestId"),  # AWS's id; request_id is a Keycard request
             **assignment_log_fields(assignment),
         )
         try:
@@ -272,7 +272,7 @@ class AwsSsoStrategy:
         status = response["AccountAssignmentDeletionStatus"]
         log.info(
             "aws_sso.unassigning",
-            request_id=status.get("RequestId"),
+            aws_request_id=status.get("RequestId"),  # AWS's id; request_id is a Keycard request
             **assignment_log_fields(assignment),
         )
         await self._wait_for_deletion(assignment, status["RequestId"], status=status)

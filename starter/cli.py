@@ -312,6 +312,7 @@ def list_requests(
     ] = None,
     flow: Annotated[str | None, typer.Option(help="only this flow")] = None,
     requester: Annotated[str | None, typer.Option(help="only this requester's")] = None,
+    target: Annotated[str | None, typer.Option(help="only this target")] = None,
     limit: Annotated[int, typer.Option(help="at most this many")] = 50,
     config_path: ConfigOption = None,
     output: OutputOption = Output.TEXT,
@@ -322,7 +323,11 @@ def list_requests(
     async def go():
         keycard = await _keycard(config)
         return await keycard.list(
-            state=state.value if state else None, flow=flow, requester=requester, limit=limit
+            state=state.value if state else None,
+            flow=flow,
+            requester=requester,
+            target=target,
+            limit=limit,
         )
 
     page = run(go)
@@ -473,7 +478,8 @@ def describe(view: RequestView) -> str:
     lines = [
         f"{view.id}  {view.state.value}",
         f"  {view.requester.email} → {view.flow_label} ({view.target_label}), "
-        f"{format_duration(view.duration)}",
+        f"{format_duration(view.duration)}"
+        + "".join(f" + {format_duration(e.duration)}" for e in view.extensions),
     ]
     if view.reason:
         lines.append(f"  reason:    {view.reason}")

@@ -323,3 +323,34 @@ def test_help_groups_the_commands_and_version_prints_it():
     assert "Other" not in help_text  # every command has its group
     version = runner.invoke(app, ["--version"])
     assert version.exit_code == 0 and version.output.startswith("keycard ")
+
+
+def test_status_shows_the_duration_with_its_extensions():
+    from datetime import UTC, datetime, timedelta
+
+    from keycard.models import Actor, Extension, Requester, RequestState, RequestView
+    from starter.cli import describe
+
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    view = RequestView(
+        id="req-x", state=RequestState.ACTIVE, requester=Requester(email="alice@example.com"),
+        flow="f", flow_label="F", strategy="aws_sso", target="t", target_label="T",
+        duration=timedelta(hours=1), reason="r", approvals_required=1, requested_at=now,
+        extensions=[Extension(actor=Actor(email="alice@example.com"), at=now,
+                              duration=timedelta(minutes=30), expires_at=now)],
+    )  # fmt: skip
+    assert "alice@example.com → F (T), 1h + 30m" in describe(view)
+
+
+async def test_list_filters_by_target(api: Api):
+    view = await api.create()
+    async with running_api(api.app) as server:
+
+        async def listed():  # visibility lags the start a little
+            found = await keycard(server.url, "alice", "list", "--target", "prod")
+            return found if view["id"] in found.stdout else None
+
+        prod = await eventually(listed)
+        other = await keycard(server.url, "alice", "list", "--target", "staging")
+    assert prod and prod.exit_code == 0
+    assert other.exit_code == 0 and view["id"] not in other.stdout
