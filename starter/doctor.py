@@ -151,10 +151,13 @@ AWS_MIN_SESSION = timedelta(hours=1)
 # --- entry points ------------------------------------------------------------------------------
 
 
-async def diagnose(config_path: Path) -> Report:
-    """Run every check with the settings the worker would use: its environment, as it is."""
+async def diagnose(config_path: Path, state_dir: Path = Path(".keycard")) -> Report:
+    """Run every check with the settings the worker would use: its environment, as it is; or,
+    beside a running `keycard dev` and with no AWS or Temporal settings of one's own, that dev's
+    demo AWS and Temporal, which its worker uses."""
     env = dict(os.environ)
     report = Report()
+    demo = _beside_keycard_dev(report, env, state_dir)
     config = _check_config(report, config_path)
     try:
         task_queue = Settings.from_env(env).task_queue
@@ -165,7 +168,7 @@ async def diagnose(config_path: Path) -> Report:
     await _check_sso(report, env)
     await _check_temporal(report, env, task_queue)
     if config is not None:
-        await asyncio.to_thread(_check_aws, report, config)
+        await asyncio.to_thread(_check_aws, report, config, demo)
     await _check_slack(report, env)
     await asyncio.to_thread(_check_pagerduty, report, env, config)
     return report
@@ -376,13 +379,44 @@ class _PermissionSet:
     session: timedelta | None
 
 
-def _check_aws(report: Report, config: KeycardConfig) -> None:
+def _beside_keycard_dev(
+    report: Report, env: dict[str, str], state_dir: Path
+) -> tuple[str, str] | None:
+    """The demo AWS (endpoint, region) of a `keycard dev` running here, when this shell has no
+    AWS settings of its own; its Temporal address goes into `env` unless one is set."""
+    from starter.dev import aws_configured, read_dev_state
+
+    try:
+        state = read_dev_state(state_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+    if not env.get("TEMPORAL_ADDRESS") and state.get("temporal_address"):
+        env["TEMPORAL_ADDRESS"] = state["temporal_address"]
+    if aws_configured() or not state.get("aws_endpoint"):
+        return None
+    report.ok(
+        "keycard dev",
+        f"running here: checking its Temporal at {env.get('TEMPORAL_ADDRESS')} and its demo AWS "
+        f"at {state['aws_endpoint']}.",
+    )
+    return state["aws_endpoint"], state.get("aws_region") or "us-east-1"
+
+
+def _check_aws(report: Report, config: KeycardConfig, demo: tuple[str, str] | None = None) -> None:
+    """`demo`: the (endpoint, region) of `keycard dev`'s demo AWS instead of this process's AWS."""
     import boto3  # only the doctor and the worker talk to AWS; keep `keycard --help` fast
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     strategies = {flow.strategy for flow in config.flows}
-    session = boto3.session.Session(region_name=config.aws.region)
+    endpoint = None
+    if demo is not None:
+        from starter.demo_aws import DEMO_CREDENTIALS
+
+        endpoint, demo_region = demo
+        session = boto3.session.Session(region_name=demo_region, **DEMO_CREDENTIALS)
+    else:
+        session = boto3.session.Session(region_name=config.aws.region)
     region = config.aws.region or session.region_name
     if not region:
         report.fail(
@@ -394,7 +428,7 @@ def _check_aws(report: Report, config: KeycardConfig) -> None:
     quick = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5)
 
     def client(service: str) -> Any:
-        return session.client(service, region_name=region, config=quick)
+        return session.client(service, region_name=region, config=quick, endpoint_url=endpoint)
 
     def call(check: str, action: str, fn: Callable[[], Any], not_found: str | None = None) -> Any:
         """Run one AWS call; on failure record a FAIL naming the action and return None."""

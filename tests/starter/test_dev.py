@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -120,6 +121,14 @@ def test_keycard_dev_session(tmp_path: Path):
         assert "permission set PowerUserAccess in account 111111111111" in held.stdout
         listed = cli(env, tmp_path, "list")
         assert request_id in listed.stdout and "ACTIVE" in listed.stdout
+
+        # doctor, from the same directory and with no settings of its own, checks this dev
+        bare = {k: v for k, v in env.items() if k not in ("TEMPORAL_ADDRESS", "KEYCARD_DEMO_AWS")}
+        doctor = cli(bare, tmp_path, "doctor")
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert re.search(r"^OK\s+keycard dev\s+running here", doctor.stdout, re.MULTILINE)
+        assert re.search(r"^OK\s+aws credentials", doctor.stdout, re.MULTILINE), doctor.stdout
+        assert re.search(r"^OK\s+workers\s+1 worker", doctor.stdout, re.MULTILINE)
     output = dev.log.read_text(errors="replace")
     assert dev.process.returncode == 0, output
     assert "Keycard dev stopped" in output
