@@ -29,6 +29,7 @@ from keycard import policy
 from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import PolicyError
+from keycard.slack_blocks import extension_choices
 from starter.audit import history_events
 from starter.auth import Identity, hash_token
 from starter.client import KeycardClient, RequestNotFound, RequestSummary
@@ -433,7 +434,6 @@ def console_router() -> APIRouter:
             "access.html",
             views=views,
             silent=active.silent,
-            now=datetime.now(UTC),
             wanted=wanted,
             flows=flows,
         )
@@ -498,6 +498,8 @@ async def _show(
     keycard = _keycard(request)
     events = await history_events(keycard.temporal, view.id, None)
     flow = next((f for f in keycard.config.flows if f.name == view.flow), None)
+    # The flow's durations that still fit under its maximum, as Slack offers them.
+    extensions = [format_duration(d) for d in extension_choices(view, flow)]
     return _page(
         request,
         "request.html",
@@ -505,9 +507,8 @@ async def _show(
         view=view,
         events=events,
         error=error,
-        may=_may(view, me, flow),
-        extensions=[format_duration(d) for d in (flow.durations if flow else [])],
-        now=datetime.now(UTC),
+        may=_may(view, me, flow, bool(extensions)),
+        extensions=extensions,
         temporal_url=_temporal_url(_options(request), keycard, view.id),
     )
 
@@ -521,9 +522,8 @@ def _temporal_url(options: ConsoleOptions, keycard: KeycardClient, request_id: s
     )
 
 
-def _may(view: RequestView, me: Identity, flow: Any) -> dict[str, bool]:
+def _may(view: RequestView, me: Identity, flow: Any, extendable: bool) -> dict[str, bool]:
     """Which buttons to show; the workflow still decides, and says why it refuses."""
-    actor = _actor(me)
     state = view.state
     mine = view.requester.email.lower() == me.email.lower()
     decider = me.role is Role.ADMIN or me.email.lower() in view.approvers
@@ -532,11 +532,8 @@ def _may(view: RequestView, me: Identity, flow: Any) -> dict[str, bool]:
         "deny": state is RequestState.PENDING and decider,
         "cancel": state is RequestState.PENDING and (mine or me.role is Role.ADMIN),
         "revoke": state is RequestState.ACTIVE and (mine or decider),
-        "extend": state is RequestState.ACTIVE
-        and bool(flow and flow.allow_extension)
-        and (mine or decider),
+        "extend": extendable and (mine or decider),
         "break_glass": state is RequestState.PENDING and mine and bool(flow and flow.break_glass),
-        "admin": actor.role is Role.ADMIN,
     }
 
 
