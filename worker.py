@@ -15,7 +15,7 @@ from temporalio.worker import Replayer, Worker
 from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
 from activities.audit import AuditActivities, build_audit_sinks
-from activities.aws import strategy_activities
+from activities.aws import drift_activities, session_activities, strategy_activities
 from activities.delivery import DeliveryActivities
 from activities.hooks import hook_activities
 from activities.leases import LeaseActivities
@@ -26,12 +26,14 @@ from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
 from keycard.settings import WORKFLOW_CACHE, Settings, SlackSettings
 from workflows.access_request import AccessRequestWorkflow
+from workflows.drift import DriftSweepWorkflow
 from workflows.grant import GrantWorkflow
 from workflows.runner import keycard_workflow_runner
+from workflows.sessions import SessionPolicyWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [AccessRequestWorkflow, GrantWorkflow]
+WORKFLOWS = [AccessRequestWorkflow, GrantWorkflow, SessionPolicyWorkflow, DriftSweepWorkflow]
 
 
 def build_activities(client: Client, config: KeycardConfig, settings: Settings) -> list[Callable]:
@@ -40,9 +42,12 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
     leases = LeaseActivities(client, settings.task_queue)
     return [
         *strategy_activities(session, config.aws),
+        *session_activities(session, config.aws),
+        *drift_activities(client, session, config.aws, settings.task_queue),
         leases.take_lease,
         leases.acquire_lease,
         leases.release_lease,
+        leases.request_end_sessions,
         AuditActivities(build_audit_sinks(config.audit, settings, config.aws)).deliver,
         *chat_activities(SlackSettings.from_env()),
         *hook_activities(session, config, config.base_dir),
@@ -173,6 +178,7 @@ async def run_worker(
     running = asyncio.create_task(worker.run(), name="keycard-worker")
     stopping = asyncio.create_task(stop.wait(), name="keycard-worker-stop")
     log.info("worker.started", task_queue=settings.task_queue, namespace=client.namespace)
+    await _schedule_drift_sweep(client, config, settings)
     report("ready", "")
     try:
         await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -196,6 +202,17 @@ async def run_worker(
         stopping.cancel()
     report("stopped", "")
     log.info("worker.stopped")
+
+
+async def _schedule_drift_sweep(client: Client, config: KeycardConfig, settings: Settings) -> None:
+    """Create or update the drift sweep's Schedule; a failure is logged, never fatal: the sweep
+    is a safety net, and grants and revocations do not depend on it."""
+    from starter.drift import ensure_drift_schedule
+
+    try:
+        await ensure_drift_schedule(client, config, settings.task_queue)
+    except Exception as err:
+        log.error("drift.schedule_failed", error=str(err))
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:

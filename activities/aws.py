@@ -9,6 +9,7 @@ import boto3
 from botocore.config import Config
 
 from activities.aws_iam import AwsIamGroupStrategy
+from activities.aws_sessions import SessionPolicies
 from activities.aws_sso import AwsSsoGroupStrategy, AwsSsoStrategy
 from keycard.config import AwsSettings
 from keycard.strategies import activity_name
@@ -50,6 +51,36 @@ def strategy_activities(
         *AwsSsoGroupStrategy(sso_admin, identitystore, **instance).activities(),
         *AwsIamGroupStrategy(iam).activities(),
     ]
+
+
+def session_activities(
+    session: boto3.Session, settings: AwsSettings, *, config: Config = CLIENT_CONFIG
+) -> list[Callable[..., Any]]:
+    """end_sessions' inline-policy writes (activities/aws_sessions.py)."""
+    region = settings.region or session.region_name
+    sso_admin = session.client("sso-admin", region_name=region, config=config)
+    return SessionPolicies(sso_admin).activities()
+
+
+def drift_activities(
+    client: Any,
+    session: boto3.Session,
+    settings: AwsSettings,
+    task_queue: str | None = None,
+    *,
+    config: Config = CLIENT_CONFIG,
+) -> list[Callable[..., Any]]:
+    """The drift sweep's activities (activities/drift.py), on the aws_sso strategy's lookups."""
+    from activities.drift import DriftActivities
+
+    region = settings.region or session.region_name
+    sso = AwsSsoStrategy(
+        session.client("sso-admin", region_name=region, config=config),
+        session.client("identitystore", region_name=region, config=config),
+        instance_arn=settings.sso_instance_arn,
+        identity_store_id=settings.identity_store_id,
+    )
+    return DriftActivities(client, sso, task_queue).activities()
 
 
 def region_problem(settings: AwsSettings) -> str | None:

@@ -16,7 +16,7 @@ request its predecessor started.
 
 IAM actions the worker's role needs: sso:ListInstances, sso:ListPermissionSets,
 sso:DescribePermissionSet, sso:ListAccountAssignmentsForPrincipal (and sso:ListAccountAssignments
-for `keycard doctor`), sso:CreateAccountAssignment, sso:DeleteAccountAssignment, sso:DescribeAccountAssignmentCreationStatus,
+and identitystore:DescribeUser for the drift sweep and `keycard doctor`), sso:CreateAccountAssignment, sso:DeleteAccountAssignment, sso:DescribeAccountAssignmentCreationStatus,
 sso:DescribeAccountAssignmentDeletionStatus, identitystore:GetUserId, identitystore:GetGroupId,
 identitystore:GetGroupMembershipId, identitystore:CreateGroupMembership,
 identitystore:DeleteGroupMembership (plus the iam:/organizations: actions AWS documents for
@@ -187,6 +187,45 @@ class AwsSsoStrategy:
             identity_store_id=identity_store_id,
             permission_set_arn=permission_set_arn,
         )
+
+    async def permission_set(self, name_or_arn: str) -> tuple[str, str]:
+        """(instance ARN, permission set ARN) of a target's `permission_set` (for the drift sweep)."""
+        instance_arn, _ = await self._center.instance()
+        if name_or_arn.startswith("arn:"):
+            return instance_arn, await self._check_permission_set(instance_arn, name_or_arn)
+        return instance_arn, await self._find_permission_set(instance_arn, name_or_arn)
+
+    async def user_email(self, user_id: str) -> str | None:
+        """The primary email of an Identity Center user (for the drift sweep's reports)."""
+        _, identity_store_id = await self._center.instance()
+        try:
+            user = await call_aws(
+                self._center.identitystore.describe_user,
+                IdentityStoreId=identity_store_id,
+                UserId=user_id,
+            )
+        except ApplicationError as error:
+            if is_not_found(error):
+                return None
+            raise
+        emails = user.get("Emails") or []
+        primary = [e for e in emails if e.get("Primary")] or emails
+        return primary[0].get("Value") if primary else None
+
+    async def holders(self, instance_arn: str, account_id: str, permission_set_arn: str):
+        """Every (principal type, principal id) assigned the permission set in the account."""
+        pages = await paginate(
+            self._sso_admin,
+            "list_account_assignments",
+            InstanceArn=instance_arn,
+            AccountId=account_id,
+            PermissionSetArn=permission_set_arn,
+        )
+        return [
+            (item["PrincipalType"], item["PrincipalId"])
+            for page in pages
+            for item in page.get("AccountAssignments", [])
+        ]
 
     @activity.defn(name="aws_sso.exists")
     async def exists(self, assignment: ResolvedAssignment) -> bool:

@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from keycard import temporal as names
 from keycard.models import (
     AcquireLeaseInput,
+    EndSessionsInput,
     GrantInput,
     LeaseInput,
     LeaseResult,
@@ -28,6 +29,7 @@ from keycard.models import (
     ReleaseLeaseInput,
     ReleaseResult,
     ResolvedAssignment,
+    SessionPolicyInput,
     TakeLeaseInput,
 )
 
@@ -58,6 +60,24 @@ class LeaseActivities:
             start_signal=names.LEASE_TAKE,
             start_signal_args=[input.lease],
             static_summary=_summary(input.assignment),
+        )
+
+    @activity.defn(name=names.REQUEST_END_SESSIONS)
+    async def request_end_sessions(self, input: EndSessionsInput) -> None:
+        """Hand the permission set's SessionPolicyWorkflow a revocation, starting it if need be.
+        Returns once Temporal has recorded the signal; the writer answers the grant by signal."""
+        workflow_id = names.session_policy_workflow_id(input.instance_arn, input.permission_set_arn)
+        log.info("sessions.end", writer=workflow_id, grant=input.request.reply_to)
+        await self._client.start_workflow(
+            names.SESSION_POLICY_WORKFLOW,
+            SessionPolicyInput(
+                instance_arn=input.instance_arn, permission_set_arn=input.permission_set_arn
+            ),
+            id=workflow_id,
+            task_queue=self._task_queue,
+            start_signal=names.SESSIONS_END,
+            start_signal_args=[input.request],
+            static_summary=f"session-ending deny entries of {input.permission_set_arn}",
         )
 
     # --- before lease signals: these waited on the grant's updates (requests started earlier) --

@@ -256,6 +256,16 @@ class _FlowBase(_Strict):
         description="warn the requester this long before access ends; null: never warn",
     )
     slack: FlowSlack = Field(default_factory=FlowSlack)
+    end_sessions: bool | None = Field(
+        default=None,
+        description="when access ends, also cut the AWS sessions it allowed (a deny entry in the "
+        "permission set's inline policy); default: true for aws_sso flows",
+    )
+    remove_unmanaged: bool = Field(
+        default=False,
+        description="the drift sweep removes assignments of this flow's targets that Keycard "
+        "never granted (default: only report them)",
+    )
 
     @property
     def display(self) -> str:
@@ -264,6 +274,13 @@ class _FlowBase(_Strict):
     @property
     def maximum(self) -> timedelta:
         return self.max_duration or max(self.durations)
+
+    @property
+    def ends_sessions(self) -> bool:
+        """end_sessions as it applies: on by default where Keycard can end sessions (aws_sso)."""
+        if self.end_sessions is None:
+            return self.strategy == "aws_sso"  # type: ignore[attr-defined]
+        return self.end_sessions
 
     @field_validator("hooks")
     @classmethod
@@ -296,6 +313,12 @@ class _FlowBase(_Strict):
         dupes = sorted({n for n in field_names if field_names.count(n) > 1})
         if dupes:
             raise ValueError(f"field names must be unique; repeated: {', '.join(dupes)}")
+        strategy = self.strategy  # type: ignore[attr-defined]
+        if self.end_sessions and strategy != "aws_sso":
+            raise ValueError(
+                f"end_sessions: true needs strategy aws_sso; an {strategy} flow's sessions "
+                "cannot be ended by Keycard yet (remove end_sessions from this flow)"
+            )
         return self
 
     def target(self, name: str) -> AwsSsoTarget | GroupTarget:
@@ -515,6 +538,22 @@ class AuditConfig(_Strict):
         return [d.key for d in self.destinations]
 
 
+class DriftSettings(_Strict):
+    """The drift sweep: AWS compared with the grants Keycard holds, on a Temporal Schedule."""
+
+    every: Duration | None = Field(
+        default=timedelta(minutes=15),
+        description="how often the sweep runs (at least 1m); null: never (the schedule is removed)",
+    )
+
+    @field_validator("every")
+    @classmethod
+    def _not_too_often(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(minutes=1):
+            raise ValueError("must be at least 1m: each sweep lists every target's assignments")
+        return value
+
+
 class KeycardConfig(_Strict):
     """The whole keycard.yaml: reviewed like code, loaded once per process."""
 
@@ -526,6 +565,7 @@ class KeycardConfig(_Strict):
     )
     flows: list[Flow] = Field(min_length=1)
     api: ApiSettings = Field(default_factory=ApiSettings, description="the HTTP API's tokens")
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     allow_hooks_outside_config_dir: bool = Field(
         default=False,
         description="let flows' `hooks` name files outside this file's directory (off: a review "

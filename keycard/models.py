@@ -229,8 +229,12 @@ EventType = Literal[
     "access.ended",
     "access.grant_failed",
     "access.revoke_retrying",
+    "access.sessions_ended",  # the ended grant's open AWS sessions were cut (end_sessions)
+    "access.sessions_not_ended",  # ... or could not be: why, for someone to act on
     "hook.failed",
     "break_glass.used",
+    "drift.found",  # the sweep found access in AWS that Keycard never granted (reported)
+    "drift.removed",  # ... or access Keycard granted that no lease holds (removed)
 ]
 
 
@@ -404,6 +408,19 @@ class ReleaseInput(_Message):
     request_id: str
 
 
+class SessionsEnded(_Message):
+    """What became of the AWS sessions an ended grant allowed (end_sessions): every session of the
+    person in the account issued before `denied_before` is denied by the permission set's inline
+    policy, re-provisioned to the account (`ended`), or `error` says why not."""
+
+    ended: bool
+    permission_set_arn: str
+    account_id: str
+    denied_before: datetime
+    seconds: float = Field(description="from the removal of the access to the policy in force")
+    error: str | None = None
+
+
 class ReleaseResult(_Message):
     removed: bool = Field(description="this was the last lease and the assignment is now gone")
     remaining_leases: int = 0
@@ -411,6 +428,9 @@ class ReleaseResult(_Message):
     pending: bool = Field(default=False, description="removal is still being retried")
     revoke_failures: int = 0
     last_error: str | None = None
+    sessions: SessionsEnded | None = Field(
+        default=None, description="when the removal ended the access's sessions too"
+    )
 
 
 # Requests and their GrantWorkflow talk by signals: nothing holds a worker slot while the other
@@ -437,6 +457,9 @@ class LeaseRequest(_Message):
     duration: Duration
     expires_at: datetime | None = None
     drop_notice: LeaseDropNotice | None = None
+    end_sessions: bool = Field(
+        default=False, description="the flow's end_sessions: cut open AWS sessions at the end"
+    )
 
 
 class TakeLeaseInput(_Message):
@@ -488,6 +511,148 @@ class GrantView(_Message):
     standing: bool | None = None
     error: str | None = None
     revoke_failures: int = 0
+    end_sessions: bool = Field(
+        default=False, description="a lease held since the access was made asked to end sessions"
+    )
+    no_grant_before: datetime | None = Field(
+        default=None,
+        description="sessions issued before this are denied: the access is not made again sooner",
+    )
+    reconciling: list[LeaseDropNotice] = Field(
+        default_factory=list, description="drift.removed events to audit once the removal is done"
+    )
+
+
+class Reconcile(_Message):
+    """Signal `grant.reconcile` (drift sweep → grant): the access exists in AWS and no lease holds
+    it; remove it (unless a lease or standing access holds it by now) and audit `notice`."""
+
+    notice: LeaseDropNotice
+    end_sessions: bool = False
+
+
+class ReconcileInput(_Message):
+    """drift.reconcile: signal-with-start the assignment's GrantWorkflow with a Reconcile."""
+
+    assignment: ResolvedAssignment
+    reconcile: Reconcile
+
+
+# --- the drift sweep: AWS compared with the grants Keycard holds ---------------------------------
+
+
+class DriftTarget(_Message):
+    flow: str
+    target: TargetRef
+    account_id: str
+    permission_set: str
+    max_duration: Duration = Field(description="the flow's longest access (drift events' duration)")
+    remove_unmanaged: bool = False
+    end_sessions: bool = False
+
+
+class DriftSweepInput(_Message):
+    targets: list[DriftTarget]
+    audit_destinations: list[str] = Field(default_factory=list)
+
+
+class DriftFinding(_Message):
+    """One assignment in AWS no lease of Keycard's holds."""
+
+    kind: Literal["orphan", "unmanaged"] = Field(
+        description="orphan: Keycard granted it (a lost revoke, a hand-made copy); "
+        "unmanaged: Keycard never granted it"
+    )
+    action: Literal["removed", "reported"]
+    flow: str
+    target: str
+    account_id: str
+    permission_set: str
+    permission_set_arn: str
+    instance_arn: str
+    principal_type: str
+    principal_id: str
+    principal_email: str | None = None
+    why: str
+
+
+class DriftReport(_Message):
+    started_at: datetime
+    finished_at: datetime | None = None
+    targets: int = 0
+    assignments: int = Field(default=0, description="assignments seen in AWS")
+    held: int = Field(default=0, description="held by a lease, or standing access Keycard keeps")
+    findings: list[DriftFinding] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list, description="targets that could not be read")
+    instance_arn: str | None = None
+
+
+# --- ending sessions: one SessionPolicyWorkflow per permission set writes its inline policy -----
+
+
+class EndSessions(_Message):
+    """Signal `sessions.end` (grant → the permission set's SessionPolicyWorkflow): deny this
+    person's sessions in this account issued before `denied_before`; answer `reply_to` with
+    `sessions.ended` (SessionsAnswer) once the policy is in force in the account."""
+
+    token: str
+    reply_to: str = Field(description="the workflow id to answer")
+    user_id: str
+    account_id: str
+    denied_before: datetime
+
+
+class EndSessionsInput(_Message):
+    """sessions.request_end: signal-with-start the permission set's SessionPolicyWorkflow."""
+
+    instance_arn: str
+    permission_set_arn: str
+    request: EndSessions
+
+
+class SessionsAnswer(_Message):
+    """Signal `sessions.ended` (SessionPolicyWorkflow → grant)."""
+
+    token: str
+    error: str | None = None
+
+
+class SessionPolicyWrite(_Message):
+    """aws_sso.end_sessions / aws_sso.prune_sessions: one read-modify-write of the inline policy,
+    then provisioning to the accounts it changed for, waited on until AWS reports success."""
+
+    instance_arn: str
+    permission_set_arn: str
+    revocations: list[EndSessions] = Field(default_factory=list)
+    session_duration: Duration | None = Field(
+        default=None, description="the longest session duration the writer has seen"
+    )
+
+
+class SessionPolicyResult(_Message):
+    session_duration: Duration = Field(description="the permission set's, as AWS says now")
+    denied: dict[str, datetime] = Field(
+        default_factory=dict, description="'<user id>:<account id>' -> denied before, as written"
+    )
+    provisioned: list[str] = Field(default_factory=list, description="accounts provisioned")
+
+
+class SessionPolicyView(_Message):
+    instance_arn: str
+    permission_set_arn: str
+    waiting: list[EndSessions] = Field(default_factory=list)
+    denied: dict[str, datetime] = Field(default_factory=dict)
+    session_duration: Duration | None = None
+    error: str | None = None
+    writes: int = 0
+
+
+class SessionPolicyInput(_Message):
+    instance_arn: str
+    permission_set_arn: str
+    carried: SessionPolicyView | None = Field(
+        default=None, description="state kept across continue-as-new"
+    )
 
 
 class GrantInput(_Message):

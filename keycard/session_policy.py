@@ -9,7 +9,10 @@ unlike `aws:userId` does not change with a renamed user. On its own that stateme
 the person's *next* grant, so Keycard adds the condition AWS uses when it revokes an IAM role's
 sessions (IAM user guide, "Revoke IAM role temporary security credentials"):
 `aws:TokenIssueTime` earlier than the revocation. Sessions issued before the grant ended are
-denied; a session issued after a new grant is not.
+denied; a session issued after a new grant is not. A permission set's inline policy is the same
+in every account it is provisioned to, so each statement also names the account the grant was in
+(`aws:PrincipalAccount`, the account of the role the session belongs to): the person's sessions
+of the same permission set in other accounts are not touched.
 
 This module is the pure part: the statement, merging one more revocation into an inline policy,
 pruning entries that can no longer match anything, and the evaluation the statements stand for
@@ -17,8 +20,8 @@ pruning entries that can no longer match anything, and the evaluation the statem
 
 - Keycard's statements are recognised by their Sid (`KeycardEndSessions` and a digest of the user
   id); every other statement of the inline policy is the customer's and is kept as it was.
-- One statement per person: a later revocation time denies every session an earlier one denied,
-  so merging keeps the latest time.
+- One statement per person and account: a later revocation time denies every session an earlier
+  one denied, so merging keeps the latest time.
 - A statement can go once the permission set's maximum session duration has passed since its
   revocation time: every session it could match has expired by then (`prune`). Nothing else is
   ever removed early.
@@ -43,56 +46,59 @@ class PolicyTooLarge(ValueError):
     """The inline policy cannot hold one more entry; nothing was changed."""
 
 
-def statement(user_id: str, revoked_at: datetime) -> dict[str, Any]:
-    """Deny everything to sessions of this Identity Center user issued before `revoked_at`."""
+Key = tuple[str, str]  # (Identity Center user id, AWS account id)
+
+
+def statement(user_id: str, account_id: str, revoked_at: datetime) -> dict[str, Any]:
+    """Deny everything to this Identity Center user's sessions in this account issued before
+    `revoked_at`."""
     return {
-        "Sid": _sid(user_id),
+        "Sid": _sid(user_id, account_id),
         "Effect": "Deny",
         "Action": "*",
         "Resource": "*",
         "Condition": {
-            "StringEquals": {"identitystore:userId": user_id},
+            "StringEquals": {"identitystore:userId": user_id, "aws:PrincipalAccount": account_id},
             # Whole seconds, rounded up: a session issued in the revocation's own second is
             # denied too (it came from the grant that just ended).
-            "DateLessThan": {"aws:TokenIssueTime": _iso(_ceil_second(revoked_at))},
+            "DateLessThan": {"aws:TokenIssueTime": _iso(ceil_second(revoked_at))},
         },
     }
 
 
-def entries(policy: str | None) -> dict[str, datetime]:
-    """The revocations an inline policy holds: user id -> the time before which it denies."""
-    found: dict[str, datetime] = {}
-    for item in _statements(_parse(policy)):
-        if _is_ours(item):
-            user_id = item["Condition"]["StringEquals"]["identitystore:userId"]
-            found[user_id] = _time(item["Condition"]["DateLessThan"]["aws:TokenIssueTime"])
-    return found
+def entries(policy: str | None) -> dict[Key, datetime]:
+    """The revocations an inline policy holds: (user id, account id) -> the time before which it
+    denies."""
+    return {_key(item): _before(item) for item in _statements(_parse(policy)) if _is_ours(item)}
 
 
 def merge(
     policy: str | None,
-    user_id: str,
-    revoked_at: datetime,
+    revocations: Mapping[Key, datetime],
     *,
     now: datetime,
     max_session: timedelta,
 ) -> str:
-    """The inline policy with this revocation in it (and expired entries pruned): the customer's
-    statements unchanged, one Keycard statement per person with their latest revocation."""
+    """The inline policy with these revocations in it (and expired entries pruned): the customer's
+    statements unchanged, one Keycard statement per person and account with their latest
+    revocation (whole seconds, rounded up)."""
     document = _parse(policy)
-    current = entries(policy)
-    latest = max(revoked_at, current.get(user_id, revoked_at))
+    latest = entries(policy)
+    for key, revoked_at in revocations.items():
+        revoked_at = ceil_second(revoked_at)
+        latest[key] = max(revoked_at, latest.get(key, revoked_at))
     kept = [
         s
         for s in _statements(document)
-        if not _is_ours(s) or (_user(s) != user_id and not _expired(s, now, max_session))
+        if not _is_ours(s) or (_key(s) not in revocations and not _expired(s, now, max_session))
     ]
-    document["Statement"] = [*kept, statement(user_id, latest)]
+    document["Statement"] = [*kept, *(statement(*key, latest[key]) for key in revocations)]
     text = _dump(document)
     if len(text) > INLINE_POLICY_LIMIT:
         raise PolicyTooLarge(
-            f"the permission set's inline policy would be {len(text)} characters with one more "
-            f"ended session, over its limit of {INLINE_POLICY_LIMIT}; nothing was changed"
+            f"the permission set's inline policy would be {len(text)} characters with "
+            f"{len(revocations)} more ended session(s), over its limit of {INLINE_POLICY_LIMIT}; "
+            "nothing was changed"
         )
     return text
 
@@ -114,15 +120,19 @@ def next_expiry(policy: str | None, max_session: timedelta) -> datetime | None:
     return min(times) + max_session if times else None
 
 
-def denies(policy: str | None, user_id: str, token_issued_at: datetime) -> bool:
-    """Whether the policy's Keycard entries deny a session of `user_id` whose credentials were
-    issued at `token_issued_at`: the evaluation AWS performs for these statements (an explicit
-    Deny wins over any Allow), written down so tests can hold the statements to it."""
+def denies(policy: str | None, user_id: str, account_id: str, token_issued_at: datetime) -> bool:
+    """Whether the policy's Keycard entries deny a session of `user_id` in `account_id` whose
+    credentials were issued at `token_issued_at`: the evaluation AWS performs for these statements
+    (an explicit Deny wins over any Allow; StringEquals and DateLessThan on the request's context
+    keys), written down so tests can hold the statements to it."""
     for item in _statements(_parse(policy)):
-        if not _is_ours(item) or _user(item) != user_id:
+        if not _is_ours(item):
             continue
-        before = _time(item["Condition"]["DateLessThan"]["aws:TokenIssueTime"])
-        if token_issued_at.astimezone(UTC) < before:
+        equals = item["Condition"]["StringEquals"]
+        context = {"identitystore:userId": user_id, "aws:PrincipalAccount": account_id}
+        if any(context.get(name) != value for name, value in equals.items()):
+            continue
+        if token_issued_at.astimezone(UTC) < _before(item):
             return True
     return False
 
@@ -130,9 +140,9 @@ def denies(policy: str | None, user_id: str, token_issued_at: datetime) -> bool:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _sid(user_id: str) -> str:
-    # Sids are alphanumeric; a digest keeps them unique per person and within IAM's rules.
-    return SID_PREFIX + hashlib.sha256(user_id.encode()).hexdigest()[:16]
+def _sid(user_id: str, account_id: str) -> str:
+    # Sids are alphanumeric; a digest keeps them unique per person and account, within IAM's rules.
+    return SID_PREFIX + hashlib.sha256(f"{user_id}:{account_id}".encode()).hexdigest()[:16]
 
 
 def _parse(policy: str | None) -> dict[str, Any]:
@@ -153,16 +163,21 @@ def _is_ours(item: Mapping[str, Any]) -> bool:
     return str(item.get("Sid", "")).startswith(SID_PREFIX)
 
 
-def _user(item: Mapping[str, Any]) -> str:
-    return item["Condition"]["StringEquals"]["identitystore:userId"]
+def _key(item: Mapping[str, Any]) -> Key:
+    equals = item["Condition"]["StringEquals"]
+    return equals["identitystore:userId"], equals.get("aws:PrincipalAccount", "")
+
+
+def _before(item: Mapping[str, Any]) -> datetime:
+    return _time(item["Condition"]["DateLessThan"]["aws:TokenIssueTime"])
 
 
 def _expired(item: Mapping[str, Any], now: datetime, max_session: timedelta) -> bool:
-    before = _time(item["Condition"]["DateLessThan"]["aws:TokenIssueTime"])
-    return before + max_session <= now.astimezone(UTC)
+    return _before(item) + max_session <= now.astimezone(UTC)
 
 
-def _ceil_second(moment: datetime) -> datetime:
+def ceil_second(moment: datetime) -> datetime:
+    """`moment` rounded up to a whole second (in UTC): the precision of aws:TokenIssueTime."""
     moment = moment.astimezone(UTC)
     whole = moment.replace(microsecond=0)
     return whole if whole == moment else whole + timedelta(seconds=1)

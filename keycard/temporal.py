@@ -50,6 +50,23 @@ PATCH_V6 = "keycard-v6"
 # (actor `signal:refused`, the person it names under `attempted_by`), never as that person's act.
 PATCH_V7 = "keycard-v7"
 REFUSED_SIGNAL_ACTOR = "signal:refused"
+# Requests and grants (implies PATCH_V7): a lease says whether its flow ends AWS sessions, and a
+# grant that removes access with such a lease has the permission set's SessionPolicyWorkflow deny
+# the sessions issued before the removal (workflows/sessions.py).
+PATCH_V8 = "keycard-v8"
+# Ending sessions: one SessionPolicyWorkflow per permission set, the single writer of its inline
+# policy (keycard/session_policy.py), shared by every grant of that permission set.
+SESSION_POLICY_WORKFLOW = "SessionPolicyWorkflow"
+SESSIONS_END = "sessions.end"  # grant -> session policy (EndSessions)
+SESSIONS_ENDED = "sessions.ended"  # session policy -> grant (SessionsAnswer)
+
+# The drift sweep (workflows/drift.py): a Temporal Schedule starts one DriftSweepWorkflow every
+# `drift.every`; an assignment Keycard granted and no lease holds is removed through its
+# GrantWorkflow (`grant.reconcile`), the assignment's single writer.
+DRIFT_SWEEP_WORKFLOW = "DriftSweepWorkflow"
+DRIFT_SCHEDULE_ID = "keycard-drift-sweep"
+GRANT_RECONCILE = "grant.reconcile"  # sweep -> grant (Reconcile)
+DRIFT_ACTOR = "drift-sweep"
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typed from Slack
 
@@ -76,6 +93,13 @@ def grant_workflow_id(grant_key: str) -> str:
     return f"grant:{grant_key}"
 
 
+def session_policy_workflow_id(instance_arn: str, permission_set_arn: str) -> str:
+    """`sessions:<instance id>:<permission set id>`: one writer per permission set."""
+    instance = instance_arn.rsplit("/", 1)[-1]
+    permission_set = permission_set_arn.rsplit("/", 1)[-1]
+    return f"sessions:{instance}:{permission_set}"
+
+
 # --- activity names (implementations live in activities/) --------------------------------------
 
 TAKE_LEASE = "leases.take"
@@ -94,6 +118,17 @@ SEND_NOTIFICATION = "notify.send"
 DELIVER_ROUND = "delivery.round"
 NOTIFY_LANE = "notify"  # the chat lane's name beside the audit destinations'
 RESOLVE_SLACK_APPROVERS = "slack.resolve_approvers"
+REQUEST_END_SESSIONS = "sessions.request_end"  # signal-with-start the SessionPolicyWorkflow
+END_SESSIONS = "aws_sso.end_sessions"  # write the deny entries and provision
+PRUNE_SESSIONS = "aws_sso.prune_sessions"  # remove the entries nothing can match any more
+INSPECT_DRIFT = "drift.inspect"  # list each target's assignments and the grants behind them
+RECONCILE_GRANT = "drift.reconcile"  # signal-with-start a GrantWorkflow to remove an orphan
+DRIFT_TIMEOUT = timedelta(minutes=10)
+DRIFT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=3,
+)
 
 # --- search attributes: the Temporal UI's request list filters on these -------------------------
 
@@ -159,6 +194,26 @@ LEASE_END_GRACE = timedelta(seconds=30)
 # Before lease signals, leases were renewed by activity and dropped only this long after expiry.
 ORPHAN_LEASE_GRACE = timedelta(minutes=10)
 GRANT_IDLE_TIMEOUT = timedelta(minutes=1)
+# Ending sessions: an inline-policy write plus provisioning, which AWS finishes in seconds to a
+# minute; the activity heartbeats while it waits. A grant waits SESSIONS_WAIT for the policy's
+# word before it reports the sessions not ended.
+SESSIONS_TIMEOUT = timedelta(minutes=10)
+SESSIONS_HEARTBEAT = timedelta(seconds=30)
+# Retried through throttling and outages for up to SESSIONS_WAIT in all, then the grant hears the
+# error; a write AWS refuses for good (too large, not allowed, unreadable) fails at once.
+SESSIONS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=["PolicyTooLarge", "AccessDenied", "InvalidPolicy"],
+)
+SESSIONS_WAIT = timedelta(minutes=15)
+# AWS stamps a session's aws:TokenIssueTime by its own clock; the deny reaches this far past the
+# removal the worker saw, and the grant makes the access again no sooner, so a worker clock this
+# far behind AWS's still denies every session of the ended grant and none of the next.
+SESSIONS_CLOCK_MARGIN = timedelta(seconds=2)
+# A pruning write waits this long past an entry's expiry, for sessions issued at its last second.
+SESSIONS_PRUNE_GRACE = timedelta(minutes=1)
+
 # Audit and notification delivery run beside the lifecycle and retry until they succeed, so an
 # outage delays only the delivery, never a grant or a revocation.
 DELIVERY_TIMEOUT = timedelta(seconds=60)

@@ -21,6 +21,7 @@ from starter.api_client import API_URL_ENV, ApiUnavailable, api_from_env
 from starter.codec_cli import codec_app
 from starter.console.sso import SsoSettings, SsoSettingsError
 from starter.doctor import doctor as _doctor
+from starter.drift import drift_command
 from starter.hooks_cli import break_glass, hooks_app
 from starter.login import login, logout
 from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
@@ -47,6 +48,7 @@ from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `ap
 app.add_typer(audit_app, name="audit", no_args_is_help=True)
 app.command(name="slack")(slack_command)
 app.add_typer(codec_app, name="codec")
+app.command("drift")(drift_command)
 app.command(name="login")(login)
 app.command(name="logout")(logout)
 
@@ -442,7 +444,7 @@ def demo_access(
     ),
 ) -> None:
     """Show what the demo AWS of a running `keycard dev` grants a person right now."""
-    from starter.demo_aws import assignments_for
+    from starter.demo_aws import assignments_for, session_denials_for
     from starter.dev import read_dev_state
 
     try:
@@ -461,6 +463,13 @@ def demo_access(
             else f"member of {spec.group} ({spec.strategy})"
         )
         typer.echo(f"{email}: {what}")
+    for permission_set, account, before in session_denials_for(
+        state["aws_endpoint"], state["aws_region"], email.lower()
+    ):
+        typer.echo(
+            f"{email}: sessions of {permission_set} in account {account} issued before "
+            f"{before:%Y-%m-%d %H:%M:%S} UTC are denied (end_sessions)"
+        )
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -535,7 +544,7 @@ HELP_PANELS = {
     ),
     "Sign in": ("login", "logout", "token"),
     "Run Keycard": ("dev", "worker", "serve", "slack", "doctor", "demo-access"),
-    "Configure and audit": ("flows", "hooks", "audit", "codec"),
+    "Configure and audit": ("flows", "hooks", "audit", "drift", "codec"),
 }  # fmt: skip
 _PANEL_OF = {name: panel for panel, names in HELP_PANELS.items() for name in names}
 for _info in [*app.registered_commands, *app.registered_groups]:

@@ -8,6 +8,7 @@ AWS settings; `demo_environment` gives the variables to set.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -224,6 +225,54 @@ def _ignore_existing(call: Any, **kwargs: Any) -> None:
     except ClientError as error:
         if error.response["Error"]["Code"] != "EntityAlreadyExists":
             raise
+
+
+def inline_policy(endpoint_url: str, region: str, permission_set: str) -> str | None:
+    """The demo permission set's inline policy (where end_sessions writes its deny entries)."""
+    sso_admin = _client("sso-admin", endpoint_url, region)
+    instance_arn = sso_admin.list_instances()["Instances"][0]["InstanceArn"]
+    arn = _permission_sets(sso_admin, instance_arn)[permission_set]
+    response = sso_admin.get_inline_policy_for_permission_set(
+        InstanceArn=instance_arn, PermissionSetArn=arn
+    )
+    return response.get("InlinePolicy") or None
+
+
+def session_denials_for(
+    endpoint_url: str, region: str, email: str
+) -> list[tuple[str, str, datetime]]:
+    """(permission set, account, denied before) for every end_sessions deny entry of `email` in
+    the demo permission sets' inline policies: their sessions issued before that time are cut."""
+    from keycard import session_policy
+
+    try:
+        user_id = user_id_of(endpoint_url, region, email)
+    except ClientError:
+        return []
+    sso_admin = _client("sso-admin", endpoint_url, region)
+    instance_arn = sso_admin.list_instances()["Instances"][0]["InstanceArn"]
+    found = []
+    for name, arn in sorted(_permission_sets(sso_admin, instance_arn).items()):
+        policy = sso_admin.get_inline_policy_for_permission_set(
+            InstanceArn=instance_arn, PermissionSetArn=arn
+        ).get("InlinePolicy")
+        for (user, account), before in session_policy.entries(policy or None).items():
+            if user == user_id:
+                found.append((name, account, before))
+    return found
+
+
+def user_id_of(endpoint_url: str, region: str, email: str) -> str:
+    """A demo person's Identity Center user id."""
+    sso_admin = _client("sso-admin", endpoint_url, region)
+    identitystore = _client("identitystore", endpoint_url, region)
+    store_id = sso_admin.list_instances()["Instances"][0]["IdentityStoreId"]
+    return identitystore.get_user_id(
+        IdentityStoreId=store_id,
+        AlternateIdentifier={
+            "UniqueAttribute": {"AttributePath": "emails.value", "AttributeValue": email}
+        },
+    )["UserId"]
 
 
 def assignments_for(endpoint_url: str, region: str, email: str) -> list[AssignmentSpec]:

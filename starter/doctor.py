@@ -43,8 +43,8 @@ from keycard.settings import Settings, SlackSettings
 
 # --- the minimal IAM policy --------------------------------------------------------------------
 
-# Exactly the calls the strategy activities (activities/aws_sso.py, aws_iam.py) and this doctor
-# make; tests/starter/test_doctor.py checks both ways. deploy/iam-policy.json is this, printed.
+# Exactly the calls the strategy activities (activities/aws_sso.py, aws_sessions.py, aws_iam.py)
+# and this doctor make; tests/starter/test_doctor.py checks both ways. deploy/iam-policy.json is this, printed.
 IAM_POLICY: dict[str, Any] = {
     "Version": "2012-10-17",
     "Statement": [
@@ -69,11 +69,24 @@ IAM_POLICY: dict[str, Any] = {
             "Resource": "*",
         },
         {
+            "Sid": "KeycardEndSessions",
+            "Effect": "Allow",
+            "Action": [
+                "sso:DeleteInlinePolicyFromPermissionSet",
+                "sso:DescribePermissionSetProvisioningStatus",
+                "sso:GetInlinePolicyForPermissionSet",
+                "sso:ProvisionPermissionSet",
+                "sso:PutInlinePolicyToPermissionSet",
+            ],
+            "Resource": "*",
+        },
+        {
             "Sid": "KeycardIdentityStore",
             "Effect": "Allow",
             "Action": [
                 "identitystore:CreateGroupMembership",
                 "identitystore:DeleteGroupMembership",
+                "identitystore:DescribeUser",
                 "identitystore:GetGroupId",
                 "identitystore:GetGroupMembershipId",
                 "identitystore:GetUserId",
@@ -521,9 +534,14 @@ def _check_identity_center(report: Report, config: KeycardConfig, client, call) 
     sets = _permission_sets(call, sso_admin, instance_arn)
     if sets is None:
         return
+    ending: set[str] = set()  # permission sets whose sessions some flow ends
     for flow in config.flows:
         if isinstance(flow, AwsSsoFlow):
             _check_sso_flow(report, flow, sets, instance_arn, sso_admin, call)
+            if flow.ends_sessions:
+                ending |= {
+                    sets[t.permission_set].arn for t in flow.targets if t.permission_set in sets
+                }
         elif isinstance(flow, AwsSsoGroupFlow):
             for target in flow.targets:
                 where = f"target {flow.name}/{target.name}"
@@ -544,6 +562,7 @@ def _check_identity_center(report: Report, config: KeycardConfig, client, call) 
                 )
                 if found is not None:
                     report.ok(where, f"Identity Center group {target.group!r} exists.")
+    _check_end_sessions(report, ending, sets, instance_arn, sso_admin, call)
 
 
 def _user_lookup_allowed(store, store_id: str) -> bool:
@@ -592,6 +611,49 @@ def _permission_sets(call, sso_admin, instance_arn: str) -> dict[str, _Permissio
     return sets
 
 
+def _check_end_sessions(report, arns: set[str], sets, instance_arn, sso_admin, call) -> None:
+    """end_sessions writes deny entries into these permission sets' inline policies: each must be
+    readable (and a policy Keycard can merge into), with room left under AWS's limit."""
+    from keycard import session_policy
+
+    for arn in sorted(arns):
+        name = sets[arn].name
+        check = f"end sessions: {name}"
+        found = call(
+            check,
+            "sso:GetInlinePolicyForPermissionSet",
+            lambda arn=arn: sso_admin.get_inline_policy_for_permission_set(
+                InstanceArn=instance_arn, PermissionSetArn=arn
+            ),
+        )
+        if found is None:
+            continue
+        policy = found.get("InlinePolicy") or None
+        try:
+            held = session_policy.entries(policy)
+        except (ValueError, KeyError, TypeError) as err:
+            report.fail(
+                check,
+                f"the inline policy of permission set {name} is not a policy Keycard can add "
+                f"deny entries to ({err}); fix it in IAM Identity Center.",
+            )
+            continue
+        size = len(policy or "")
+        room = (session_policy.INLINE_POLICY_LIMIT - size) // 260  # about one entry's size
+        message = (
+            f"ended grants' sessions are cut with deny entries in permission set {name}'s inline "
+            f"policy ({len(held)} held now, {size} of {session_policy.INLINE_POLICY_LIMIT} "
+            f"characters used, room for about {room} more). Keycard's role also needs "
+            "sso:PutInlinePolicyToPermissionSet, sso:DeleteInlinePolicyFromPermissionSet, "
+            "sso:ProvisionPermissionSet and sso:DescribePermissionSetProvisioningStatus, which "
+            f"the doctor cannot try without changing AWS: {POLICY_HINT}."
+        )
+        if room < 10:
+            report.warn(check, message)
+        else:
+            report.ok(check, message)
+
+
 def _check_sso_flow(report, flow: AwsSsoFlow, sets, instance_arn, sso_admin, call) -> None:
     shortest = min(flow.durations)
     warned: set[str] = set()
@@ -623,7 +685,15 @@ def _check_sso_flow(report, flow: AwsSsoFlow, sets, instance_arn, sso_admin, cal
             continue
         report.ok(where, f"permission set {found.name} in account {target.account_id}.")
         session = found.session or AWS_MIN_SESSION
-        if session > shortest and found.arn not in warned:
+        if session > shortest and found.arn not in warned and flow.ends_sessions:
+            warned.add(found.arn)
+            report.ok(
+                "session duration",
+                f"permission set {found.name} lets a session last {format_duration(session)}, "
+                f"longer than flow {flow.name}'s shortest grant ({format_duration(shortest)}); "
+                "end_sessions is on, so a grant's open sessions are denied when it ends.",
+            )
+        elif session > shortest and found.arn not in warned:
             warned.add(found.arn)
             longer = f"make the flow's durations at least {format_duration(session)}"
             floor = max(shortest, AWS_MIN_SESSION)
@@ -637,8 +707,8 @@ def _check_sso_flow(report, flow: AwsSsoFlow, sets, instance_arn, sso_admin, cal
                 f"permission set {found.name} lets a session last {format_duration(session)}, "
                 f"longer than flow {flow.name}'s shortest grant ({format_duration(shortest)}): "
                 "revoking the assignment does not end a session already open, so access can "
-                f"outlive the grant by up to {format_duration(session - shortest)}. {fix} "
-                "where the gap matters.",
+                f"outlive the grant by up to {format_duration(session - shortest)}. Turn "
+                f"end_sessions on for the flow, or: {fix} where the gap matters.",
             )
 
 

@@ -17,7 +17,10 @@ proxy) several times a second, and at the end the run checks:
   (standing access: never created);
 - revocation lateness (end of the ACTIVE window to assignment gone), p99 within 60 s plus the
   AWS outage;
-- only standing access is left at the end, and no workflow is left open;
+- only standing access is left at the end, and no workflow is left open (but the permission
+  set's session-policy writer, holding its deny entries, with nothing left to write);
+- end_sessions: every removal is followed by `access.sessions_ended`, and the permission set's
+  inline policy in AWS denies each person's sessions of their last grant, and nobody else's;
 - every request's audit trail is complete (ids 1..n, from request.created to its end) and no id
   names two different events;
 - every history (requests and grants) replays offline with the current code.
@@ -41,7 +44,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -50,9 +53,16 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from keycard import session_policy
 from keycard import temporal as names
 from keycard.config import parse_config
-from keycard.models import Actor, LeaseReturn, Requester, RequestState, RequestView
+from keycard.models import (
+    Actor,
+    LeaseReturn,
+    Requester,
+    RequestState,
+    RequestView,
+)
 from starter.client import KeycardClient
 from starter.demo_aws import DEMO_CREDENTIALS, seed_demo, start_moto_server
 from starter.dev import temporal_binary
@@ -91,6 +101,16 @@ ENDINGS = {
     "request.expired",
     "access.grant_failed",
 }
+
+
+def ended_as_it_should(trail: list[dict]) -> bool:
+    """The trail ends in one of ENDINGS; an ending that removed the access is followed by
+    `access.sessions_ended` (end_sessions is on: the removal's sessions must be cut, outages and
+    kills notwithstanding)."""
+    types = [e["type"] for e in trail]
+    if types[-1] == "access.sessions_ended":
+        return len(types) >= 2 and types[-2] in {"access.ended", "access.revoked"}
+    return types[-1] in ENDINGS and not trail[-1].get("detail", {}).get("removed")
 
 
 def free_port() -> int:
@@ -600,7 +620,7 @@ async def verify(
             bool(trail)
             and sequence == list(range(1, len(trail) + 1))
             and trail[0]["type"] == "request.created"
-            and trail[-1]["type"] in ENDINGS
+            and ended_as_it_should(trail)
         )
         if not complete:
             incomplete += 1
@@ -613,9 +633,40 @@ async def verify(
     report.add("incomplete audit trails", incomplete)
     report.check(clashes == 0, f"{clashes} audit ids name two different events")
 
-    # Every workflow closed, and every history replays on today's code.
+    # Sessions: the permission set's inline policy in AWS denies each person's sessions from
+    # their last lease group, up to when the grant took the last lease back.
+    policy = sampler.sso.get_inline_policy_for_permission_set(  # type: ignore[attr-defined]
+        InstanceArn=sampler.instance_arn, PermissionSetArn=sampler.permission_set_arn
+    ).get("InlinePolicy")
+    ids = {email: user for user, email in sampler.people_by_id.items()}
+    uncovered = 0
+    for person in PEOPLE:
+        windows = [
+            (w[0], returned.get(item.request_id) or item.final.ended_at or w[1])  # type: ignore[union-attr]
+            for item in approved
+            if item.person == person and (w := active_window(item)) is not None
+        ]
+        if not windows:
+            continue
+        start, end = max(windows, key=lambda w: w[1])
+        if not (
+            session_policy.denies(policy, ids[person], ACCOUNT, start)
+            and session_policy.denies(policy, ids[person], ACCOUNT, end - timedelta(seconds=1))
+        ):
+            uncovered += 1
+            report.problems.append(f"{person}: sessions of the grant ending {end} are not denied")
+    report.add("people whose last grant's sessions are not denied", uncovered)
+    report.check(
+        session_policy.entries(policy).keys() <= {(ids[p], ACCOUNT) for p in PEOPLE},
+        "the inline policy denies someone who never had a grant (standing access?)",
+    )
+
+    # Every workflow closed (but the permission set's session-policy writer, which holds its deny
+    # entries for the session duration), and every history replays.
     open_workflows = 0
     async for execution in client.list_workflows("ExecutionStatus='Running'"):
+        if execution.workflow_type == names.SESSION_POLICY_WORKFLOW:
+            continue  # every removal heard `sessions.ended` (the trails say so): nothing waits
         open_workflows += 1
         report.problems.append(f"left open: {execution.id}")
     report.add("workflows left open", open_workflows)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
-from keycard.models import AssignmentSpec, ResolvedAssignment, ResolveInput
+from keycard import session_policy
+from keycard import temporal as names
+from keycard.models import (
+    AssignmentSpec,
+    ResolvedAssignment,
+    ResolveInput,
+    SessionPolicyResult,
+    SessionPolicyWrite,
+)
 
 KNOWN_USERS = {"alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com"}
 
@@ -22,6 +33,11 @@ class FakeCloud:
     calls: list[tuple[str, str]] = field(default_factory=list)
     grant_error: str | None = None
     revoke_failures_left: int = 0
+    # Inline policies by permission set ARN, written by the session-ending fakes below.
+    policies: dict[str, str] = field(default_factory=dict)
+    session_duration: timedelta = timedelta(hours=1)
+    session_error: str | None = None
+    writers: set[str] = field(default_factory=set)  # SessionPolicyWorkflow ids this cloud fed
     # Grant workflows outlive a test's worker; a per-cloud salt keeps their ids from colliding.
     salt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
@@ -51,7 +67,9 @@ class FakeCloud:
             return ResolvedAssignment(
                 spec=input.spec,
                 principal_id=f"u-{input.spec.principal_email.split('@')[0]}-{cloud.salt}",
-                permission_set_arn=f"arn:aws:sso:::permissionSet/ssoins-1/ps-{input.spec.permission_set}",
+                # Salted too: each cloud's permission sets have their own session-policy writer.
+                instance_arn=f"arn:aws:sso:::instance/ssoins-{cloud.salt}",
+                permission_set_arn=f"arn:aws:sso:::permissionSet/ssoins-{cloud.salt}/ps-{input.spec.permission_set}",
             )
 
         @activity.defn(name=f"{strategy}.exists")
@@ -76,3 +94,62 @@ class FakeCloud:
             cloud.assignments.discard(cloud.key(input.spec))
 
         return [resolve, exists, grant, revoke]
+
+    def session_activities(self) -> list:
+        """aws_sso.end_sessions and aws_sso.prune_sessions over `policies`, with the real merge
+        and prune of keycard/session_policy.py."""
+        cloud = self
+
+        def result(arn: str) -> SessionPolicyResult:
+            denied = session_policy.entries(cloud.policies.get(arn))
+            return SessionPolicyResult(
+                session_duration=cloud.session_duration,
+                denied={f"{user}:{account}": at for (user, account), at in denied.items()},
+            )
+
+        @activity.defn(name=names.END_SESSIONS)
+        async def end_sessions(input: SessionPolicyWrite) -> SessionPolicyResult:
+            cloud.calls.append(("end_sessions", input.permission_set_arn))
+            cloud.writers.add(
+                names.session_policy_workflow_id(input.instance_arn, input.permission_set_arn)
+            )
+            if cloud.session_error:
+                raise ApplicationError(cloud.session_error, type="AccessDenied", non_retryable=True)
+            revocations = {(r.user_id, r.account_id): r.denied_before for r in input.revocations}
+            cloud.policies[input.permission_set_arn] = session_policy.merge(
+                cloud.policies.get(input.permission_set_arn),
+                revocations,
+                now=datetime.now(UTC),
+                max_session=cloud.session_duration,
+            )
+            return result(input.permission_set_arn)
+
+        @activity.defn(name=names.PRUNE_SESSIONS)
+        async def prune_sessions(input: SessionPolicyWrite) -> SessionPolicyResult:
+            cloud.calls.append(("prune_sessions", input.permission_set_arn))
+            pruned = session_policy.prune(
+                cloud.policies.get(input.permission_set_arn),
+                now=activity.info().current_attempt_scheduled_time,
+                max_session=cloud.session_duration,
+            )
+            if pruned is None:
+                cloud.policies.pop(input.permission_set_arn, None)
+            else:
+                cloud.policies[input.permission_set_arn] = pruned
+            return result(input.permission_set_arn)
+
+        return [end_sessions, prune_sessions]
+
+    def policy(self, permission_set: str = "PowerUserAccess") -> str | None:
+        """The inline policy of a permission set of this cloud, by its name."""
+        return self.policies.get(
+            f"arn:aws:sso:::permissionSet/ssoins-{self.salt}/ps-{permission_set}"
+        )
+
+    async def stop_writers(self, client) -> None:
+        """Terminate the session-policy writers this cloud's grants started: they sleep until
+        their entries expire (an hour), and on the time-skipping server a timer of a workflow
+        whose worker is gone would stall every later test's clock."""
+        for workflow_id in self.writers:
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(workflow_id).terminate("test over")

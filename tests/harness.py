@@ -18,9 +18,7 @@ from keycard.config import KeycardConfig, parse_config
 from keycard.models import Actor, LifecycleEvent, Requester, RequestState, RequestView
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
-from worker import keycard_worker
-from workflows.access_request import AccessRequestWorkflow
-from workflows.grant import GrantWorkflow
+from worker import WORKFLOWS, keycard_worker
 
 CONFIG = """
 approver_groups:
@@ -121,9 +119,11 @@ async def running_stack(
     leases = LeaseActivities(client, task_queue)
     activities = [
         *cloud.activities("aws_sso"),
+        *cloud.session_activities(),
         leases.take_lease,
         leases.acquire_lease,
         leases.release_lease,
+        leases.request_end_sessions,
         AuditActivities(audit_sinks if audit_sinks is not None else [audit]).deliver,
         *(extra_activities or [ConsoleNotifier().send]),
         *(hook_activities or []),
@@ -131,10 +131,13 @@ async def running_stack(
     async with keycard_worker(
         client,
         task_queue=task_queue,
-        workflows=[AccessRequestWorkflow, GrantWorkflow],
+        workflows=WORKFLOWS,
         activities=activities,
     ):
-        yield Stack(KeycardClient(client, config, task_queue), cloud, audit, task_queue, client)
+        try:
+            yield Stack(KeycardClient(client, config, task_queue), cloud, audit, task_queue, client)
+        finally:
+            await cloud.stop_writers(client)
 
 
 async def ask(stack: Stack | KeycardClient, **overrides) -> RequestView:

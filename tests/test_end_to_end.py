@@ -7,16 +7,19 @@ moto server through the usual AWS settings (AWS_ENDPOINT_URL), exactly as `keyca
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from keycard.config import parse_config
 from keycard.models import Actor, RequestState, RequestView
+from keycard.session_policy import denies
 from keycard.settings import Settings
 from starter.client import KeycardClient, RequestRejected
-from starter.demo_aws import assignments_for, seed_demo
+from starter.demo_aws import assignments_for, inline_policy, seed_demo, user_id_of
 from tests.harness import ALICE, wait_for
 from worker import build_worker
 
@@ -89,8 +92,22 @@ async def test_request_approve_grant_expire_against_moto(keycard, aws, dev_env):
     assert final.state is RequestState.ENDED and final.end_reason == "expired"
     assert final.ended_at >= active.expires_at
     assert held(aws) == []
-    trail = keycard.audit_path.read_text().splitlines()
-    assert len(trail) == 5 and '"access.ended"' in trail[-1]
+    trail = [json.loads(line) for line in keycard.audit_path.read_text().splitlines()]
+    assert [event["type"] for event in trail[-2:]] == ["access.ended", "access.sessions_ended"]
+    assert len(trail) == 6
+
+    # end_sessions (on by default for aws_sso): the permission set's inline policy in AWS now
+    # denies every session alice opened under the grant, in that account only, and none after.
+    ended = trail[-1]["detail"]
+    assert ended["account_id"] == keycard.account and ended["seconds"] >= 0
+    denied_before = datetime.fromisoformat(ended["denied_before"])
+    assert denied_before >= final.ended_at - timedelta(minutes=1)
+    policy = inline_policy(aws, REGION, "PowerUserAccess")
+    alice = user_id_of(aws, REGION, "alice@example.com")
+    assert denies(policy, alice, keycard.account, active.granted_at)
+    assert denies(policy, alice, keycard.account, denied_before - timedelta(seconds=1))
+    assert not denies(policy, alice, keycard.account, denied_before)  # a later grant's session
+    assert not denies(policy, alice, "999999999999", active.granted_at)  # another account's
 
 
 async def test_early_revoke_and_group_membership(keycard, aws, dev_env):

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import os
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio import activity
@@ -30,10 +30,16 @@ from temporalio.exceptions import ApplicationError
 from activities.audit import AuditActivities, StdoutSink
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
+from keycard import session_policy
 from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.logging import configure_logging
-from keycard.models import ResolvedAssignment, ResolveInput
+from keycard.models import (
+    ResolvedAssignment,
+    ResolveInput,
+    SessionPolicyResult,
+    SessionPolicyWrite,
+)
 from keycard.settings import Settings
 from starter.client import connect_temporal
 from starter.health import serve_worker
@@ -41,6 +47,7 @@ from tests.fakes import KNOWN_USERS
 from tests.harness import CONFIG
 
 POLL = 0.05
+SESSION = timedelta(hours=1)  # the fake permission set's session duration
 
 
 class FileCloud:
@@ -97,6 +104,49 @@ class FileCloud:
 
         return [resolve, exists, grant, revoke]
 
+    def session_activities(self) -> list:
+        """aws_sso.end_sessions and aws_sso.prune_sessions over DIR/policies/<hash>.json."""
+        policies = self.root / "policies"
+        policies.mkdir(exist_ok=True)
+
+        def path(input: SessionPolicyWrite) -> Path:
+            return policies / (hashlib.sha256(input.permission_set_arn.encode()).hexdigest()[:16])
+
+        def result(policy: str | None) -> SessionPolicyResult:
+            denied = session_policy.entries(policy)
+            return SessionPolicyResult(
+                session_duration=SESSION,
+                denied={f"{user}:{account}": at for (user, account), at in denied.items()},
+            )
+
+        @activity.defn(name=names.END_SESSIONS)
+        async def end_sessions(input: SessionPolicyWrite) -> SessionPolicyResult:
+            file = path(input)
+            policy = session_policy.merge(
+                file.read_text() if file.exists() else None,
+                {(r.user_id, r.account_id): r.denied_before for r in input.revocations},
+                now=datetime.now(UTC),
+                max_session=SESSION,
+            )
+            file.write_text(policy)
+            return result(policy)
+
+        @activity.defn(name=names.PRUNE_SESSIONS)
+        async def prune_sessions(input: SessionPolicyWrite) -> SessionPolicyResult:
+            file = path(input)
+            policy = session_policy.prune(
+                file.read_text() if file.exists() else None,
+                now=datetime.now(UTC),
+                max_session=SESSION,
+            )
+            if policy is None:
+                file.unlink(missing_ok=True)
+            else:
+                file.write_text(policy)
+            return result(policy)
+
+        return [end_sessions, prune_sessions]
+
 
 async def main(root: Path) -> None:
     heartbeat = os.environ.get("KEYCARD_TEST_HEARTBEAT")
@@ -110,9 +160,11 @@ async def main(root: Path) -> None:
     leases = LeaseActivities(client, settings.task_queue)
     activities = [
         *FileCloud(root).activities(),
+        *FileCloud(root).session_activities(),
         leases.take_lease,
         leases.acquire_lease,
         leases.release_lease,
+        leases.request_end_sessions,
         AuditActivities([StdoutSink()]).deliver,
         ConsoleNotifier().send,
     ]

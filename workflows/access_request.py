@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         ResolvedAssignment,
         ResolveInput,
         RevokeInput,
+        SessionsEnded,
         SlackApproversInput,
         SlackApproversResult,
         TakeLeaseInput,
@@ -99,8 +100,9 @@ class AccessRequestWorkflow:
     def __init__(self, input: AccessRequestInput) -> None:
         now = workflow.now()
         # First, before any command: one marker stands for every patch before it
-        # (keycard/temporal.py, PATCH_V6), and decides how request.created is recorded.
-        self._v7 = workflow.patched(names.PATCH_V7)
+        # (keycard/temporal.py, PATCH_V6 to PATCH_V8), and decides how request.created is recorded.
+        self._v8 = workflow.patched(names.PATCH_V8)
+        self._v7 = self._v8 or workflow.patched(names.PATCH_V7)
         self._v6 = self._v7 or workflow.patched(names.PATCH_V6)
         self._round_in_flight = False
         self._s = AccessRequestState(
@@ -469,6 +471,7 @@ class AccessRequestWorkflow:
                     duration=self._total_duration(),
                     expires_at=expires_at,
                     drop_notice=self._lease_drop_notice(),
+                    end_sessions=self._ends_sessions(),
                 ),
             ),
             start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
@@ -571,6 +574,25 @@ class AccessRequestWorkflow:
         else:
             self._finish(RequestState.ENDED, "expired")
             self._emit("access.ended", None, **detail)
+        if result.sessions is not None:
+            self._report_sessions(result.sessions)
+
+    def _ends_sessions(self) -> bool:
+        """Whether the lease asks the grant to end the access's sessions (the flow's
+        end_sessions); requests started before keycard-v8 never did."""
+        return self._v8 and self._flow.ends_sessions
+
+    def _report_sessions(self, sessions: SessionsEnded) -> None:
+        detail = {
+            "permission_set_arn": sessions.permission_set_arn,
+            "account_id": sessions.account_id,
+            "denied_before": sessions.denied_before,
+            "seconds": round(sessions.seconds, 3),
+        }
+        if sessions.ended:
+            self._emit("access.sessions_ended", None, **detail)
+        else:
+            self._emit("access.sessions_not_ended", None, error=sessions.error, **detail)
 
     async def _return_lease(self) -> ReleaseResult:
         """Give the lease back and wait for the grant's word on the access: removed, left to other
@@ -635,6 +657,7 @@ class AccessRequestWorkflow:
                 duration=self._total_duration(),
                 expires_at=expires_at,
                 drop_notice=self._lease_drop_notice(),
+                end_sessions=self._ends_sessions(),
             )
             if not await self._send_to_grant(names.LEASE_TAKE, renewal):
                 await self._take_lease(expires_at)  # the grant is gone: lease it afresh

@@ -14,12 +14,17 @@ from workflows.calls import local_call
 from workflows.waiting import run_through_cancel, wait_until
 
 with workflow.unsafe.imports_passed_through():
+    from keycard import session_policy
     from keycard import temporal as names
+    from keycard.durations import format_duration
     from keycard.failures import root_message
     from keycard.models import (
         AuditBatch,
+        EndSessions,
+        EndSessionsInput,
         GrantInput,
         GrantView,
+        LeaseDropNotice,
         LeaseFailed,
         LeaseGranted,
         LeaseInput,
@@ -27,9 +32,12 @@ with workflow.unsafe.imports_passed_through():
         LeaseResult,
         LeaseReturn,
         LifecycleEvent,
+        Reconcile,
         ReleaseInput,
         ReleaseResult,
         ResolvedAssignment,
+        SessionsAnswer,
+        SessionsEnded,
     )
     from keycard.strategies import activity_name
 
@@ -48,8 +56,14 @@ class GrantWorkflow:
     before lease signals existed.
     Query: `status` -> GrantView.
 
+    Signal `sessions.ended` (SessionsAnswer) is the permission set's SessionPolicyWorkflow saying
+    that the sessions of a removed access are denied (workflows/sessions.py).
+
     The first lease checks whether the access already exists: if so it is standing access, which
-    Keycard records and never removes. When no lease is left (returned, or past its end), the
+    Keycard records and never removes. When a lease held since the access was made asked to end
+    sessions (the flow's end_sessions), a removal also has the permission set deny every session
+    of the person in the account issued before it, and the access is not made again before that
+    moment has passed, so the deny never touches a later grant's sessions. When no lease is left (returned, or past its end), the
     access is removed; removal retries in capped rounds until AWS confirms it. "Granted" is only
     ever said after a grant that finished after any removal began, so a lease taken while the
     access is being removed waits for the removal and is then granted afresh.
@@ -65,9 +79,11 @@ class GrantWorkflow:
         self._by_update: set[str] = set()  # requests that talk by update: never signalled
         self._telling = 0  # signals to requests still in flight
         self._removing = False
+        self._session_answers: dict[str, SessionsAnswer] = {}  # token -> the writer's answer
         # Here, not in `run`: the lease of a signal-with-start is handled before `run` begins.
-        # One marker stands for the three before it (keycard/temporal.py, PATCH_V6).
-        self._v6 = workflow.patched(names.PATCH_V6)
+        # One marker stands for the patches before it (keycard/temporal.py, PATCH_V6, PATCH_V8).
+        self._v8 = workflow.patched(names.PATCH_V8)
+        self._v6 = self._v8 or workflow.patched(names.PATCH_V6)
         self._by_signal = self._v6 or workflow.patched(names.PATCH_LEASE_SIGNALS)
         # Legacy `acquire`/`release` updates wait for the work in hand (workflows/runner.py).
         self.keycard_updates_last = self._v6 or workflow.patched(names.PATCH_UPDATES_LAST)
@@ -117,6 +133,8 @@ class GrantWorkflow:
             return
         self._by_update.discard(lease.request_id)
         self._returning_drop(lease.request_id)
+        if self._v8 and lease.end_sessions:
+            self._view.end_sessions = True
         if lease.drop_notice is not None:
             self._view.drop_notices[lease.request_id] = lease.drop_notice
         if lease.request_id in self._leases and lease.expires_at is not None:
@@ -130,6 +148,24 @@ class GrantWorkflow:
             self._return_to_update_loop(lease)
             return
         self._return(lease.request_id)
+
+    @workflow.signal(name=names.GRANT_RECONCILE)
+    def reconcile(self, request: Reconcile) -> None:
+        """The drift sweep saw the access in AWS with no lease of ours behind it: remove it, as a
+        lease's end would, unless a lease (or standing access) holds it by now."""
+        if not self._v8:
+            return
+        if self._wanted() or self._view.standing:
+            workflow.logger.info("drift sweep: the access is held again; nothing to remove")
+            return
+        self._view.assigned = True
+        self._view.standing = False
+        self._view.end_sessions = self._view.end_sessions or request.end_sessions
+        self._view.reconciling.append(request.notice)
+
+    @workflow.signal(name=names.SESSIONS_ENDED)
+    def sessions_ended(self, answer: SessionsAnswer) -> None:
+        self._session_answers[answer.token] = answer
 
     @workflow.update(name=names.GRANT_ACQUIRE)
     async def acquire(self, input: LeaseInput) -> LeaseResult:
@@ -192,7 +228,11 @@ class GrantWorkflow:
 
     async def _assign(self) -> None:
         """Create the access (unless it is standing), then grant every lease waiting for it."""
+        not_before = self._view.no_grant_before
+        if not_before is not None and workflow.now() < not_before:
+            await workflow.sleep(not_before - workflow.now())  # the ended sessions' deny time
         if not await self._create():
+            self._view.end_sessions = False
             for request_id in self._view.waiting:
                 self._failed[request_id] = self._view.error or "granting access failed"
                 self._tell(
@@ -262,8 +302,66 @@ class GrantWorkflow:
         self._view.assigned_at = None
         self._view.error = None
         self._removing = False
+        sessions = None
+        if removed and self._view.end_sessions and self._view.assignment.spec.strategy == "aws_sso":
+            sessions = await self._end_sessions()
+        self._view.end_sessions = False
+        for notice in self._view.reconciling:  # the drift sweep's removals, now done
+            extra = {"removed": removed}
+            if sessions is not None:
+                extra["sessions_ended"] = sessions.ended
+            self._audit_notice(notice, extra)
+        self._view.reconciling.clear()
         if self._by_signal:
-            self._answer_returns(removed=removed)
+            self._answer_returns(removed=removed, sessions=sessions)
+
+    async def _end_sessions(self) -> SessionsEnded:
+        """Have the permission set's writer deny the person's sessions in the account issued
+        before now (plus the clock margin), and wait for its word that the policy is in force."""
+        assignment = self._view.assignment
+        removed_at = workflow.now()
+        denied_before = session_policy.ceil_second(removed_at + names.SESSIONS_CLOCK_MARGIN)
+        self._view.no_grant_before = denied_before
+        request = EndSessions(
+            token=str(workflow.uuid4()),
+            reply_to=workflow.info().workflow_id,
+            user_id=assignment.principal_id,
+            account_id=assignment.spec.account_id or "",
+            denied_before=denied_before,
+        )
+        error = None
+        try:
+            await local_call(
+                names.REQUEST_END_SESSIONS,
+                EndSessionsInput(
+                    instance_arn=assignment.instance_arn or "",
+                    permission_set_arn=assignment.permission_set_arn or "",
+                    request=request,
+                ),
+                start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
+                retry_policy=names.TAKE_LEASE_RETRY,
+            )
+            await wait_until(
+                lambda: request.token in self._session_answers, timeout=names.SESSIONS_WAIT
+            )
+            error = self._session_answers.pop(request.token).error
+        except ActivityError as err:
+            error = root_message(err)
+        except TimeoutError:
+            error = (
+                "the permission set's inline policy was not confirmed within "
+                f"{format_duration(names.SESSIONS_WAIT)}"
+            )
+        if error is not None:
+            workflow.logger.error("the ended access's sessions were not ended: %s", error)
+        return SessionsEnded(
+            ended=error is None,
+            permission_set_arn=assignment.permission_set_arn or "",
+            account_id=request.account_id,
+            denied_before=denied_before,
+            seconds=(workflow.now() - removed_at).total_seconds(),
+            error=error,
+        )
 
     async def _call(
         self, operation: str, assignment: ResolvedAssignment, result_type: type | None = None
@@ -301,8 +399,11 @@ class GrantWorkflow:
         with contextlib.suppress(ValueError):
             self._view.returning.remove(request_id)
 
-    def _outcome(self, removed: bool = False, pending: bool = False) -> ReleaseResult:
+    def _outcome(
+        self, removed: bool = False, pending: bool = False, sessions: SessionsEnded | None = None
+    ) -> ReleaseResult:
         return ReleaseResult(
+            sessions=sessions,
             removed=removed,
             remaining_leases=len(self._leases),  # holding the access; not those waiting for it
             standing=bool(self._view.standing),
@@ -311,10 +412,13 @@ class GrantWorkflow:
             last_error=self._view.error,
         )
 
-    def _answer_returns(self, removed: bool = False, pending: bool = False) -> None:
-        """Tell every request that returned its lease what became of the access; while a removal
-        is still being retried (`pending`) they hear again when it is done."""
-        outcome = self._outcome(removed=removed, pending=pending)
+    def _answer_returns(
+        self, removed: bool = False, pending: bool = False, sessions: SessionsEnded | None = None
+    ) -> None:
+        """Tell every request that returned its lease what became of the access (and its
+        sessions); while a removal is still being retried (`pending`) they hear again when it is
+        done."""
+        outcome = self._outcome(removed=removed, pending=pending, sessions=sessions)
         for request_id in self._view.returning:
             if request_id in self._by_update:
                 self._answers[request_id] = outcome
@@ -348,15 +452,15 @@ class GrantWorkflow:
         notice = self._view.drop_notices.pop(request_id, None)
         if notice is None:
             return
+        self._audit_notice(
+            notice,
+            {"reason": f"lease dropped by the grant: {why}", "other_leases": len(self._leases)},
+        )
+
+    def _audit_notice(self, notice: LeaseDropNotice, detail: dict) -> None:
+        """Audit an event made elsewhere (a request's, the drift sweep's), stamped now."""
         event = notice.event.model_copy(
-            update={
-                "time": workflow.now(),
-                "detail": {
-                    **notice.event.detail,
-                    "reason": f"lease dropped by the grant: {why}",
-                    "other_leases": len(self._leases),
-                },
-            }
+            update={"time": workflow.now(), "detail": {**notice.event.detail, **detail}}
         )
         self._telling += 1
         asyncio.create_task(self._audit(event, notice.destinations))  # noqa: RUF006
@@ -399,7 +503,7 @@ class GrantWorkflow:
         end is safe: Temporal refuses to complete a workflow with an unhandled signal, and a
         signal-with-start after the end starts a new grant."""
         await self._settle()
-        return not self._wanted()
+        return not self._wanted() and not self._view.assigned  # (a drift removal came meanwhile)
 
     async def _settle(self) -> None:
         await wait_until(lambda: workflow.all_handlers_finished() and self._telling == 0)

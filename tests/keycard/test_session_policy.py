@@ -21,6 +21,7 @@ from keycard.session_policy import (
 )
 
 ALICE, BOB = "u-alice-1234", "u-bob-5678"
+PROD, STAGING = "111111111111", "222222222222"
 T0 = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 SESSION = timedelta(hours=12)  # the permission set's session duration
@@ -31,34 +32,34 @@ CUSTOMER = json.dumps({
 
 
 def test_a_session_from_before_the_end_is_denied_and_one_from_a_later_grant_is_not():
-    policy = merge(None, ALICE, T0, now=T0, max_session=SESSION)
+    policy = merge(None, {(ALICE, PROD): T0}, now=T0, max_session=SESSION)
 
-    assert denies(policy, ALICE, T0 - HOUR)  # signed in during the grant that ended
-    assert denies(policy, ALICE, T0 - timedelta(seconds=1))
-    assert not denies(policy, ALICE, T0 + timedelta(seconds=1))  # a new grant's session
-    assert not denies(policy, BOB, T0 - HOUR)  # nobody else
+    assert denies(policy, ALICE, PROD, T0 - HOUR)  # signed in during the grant that ended
+    assert denies(policy, ALICE, PROD, T0 - timedelta(seconds=1))
+    assert not denies(policy, ALICE, PROD, T0 + timedelta(seconds=1))  # a new grant's session
+    assert not denies(policy, BOB, PROD, T0 - HOUR)  # nobody else
 
 
 def test_the_statement_is_awss_deny_with_the_token_issue_time():
-    assert statement(ALICE, T0.replace(microsecond=250_000)) == {
-        "Sid": statement(ALICE, T0)["Sid"],
+    assert statement(ALICE, PROD, T0.replace(microsecond=250_000)) == {
+        "Sid": statement(ALICE, PROD, T0)["Sid"],
         "Effect": "Deny",
         "Action": "*",
         "Resource": "*",
         "Condition": {
-            "StringEquals": {"identitystore:userId": ALICE},
+            "StringEquals": {"identitystore:userId": ALICE, "aws:PrincipalAccount": PROD},
             # rounded up: the revocation's own second is denied too
             "DateLessThan": {"aws:TokenIssueTime": "2026-12-02T12:00:01Z"},
         },
     }
     assert (
-        statement(ALICE, T0)["Sid"].isalnum()
-        and statement(ALICE, T0)["Sid"] != statement(BOB, T0)["Sid"]
+        statement(ALICE, PROD, T0)["Sid"].isalnum()
+        and statement(ALICE, PROD, T0)["Sid"] != statement(BOB, PROD, T0)["Sid"]
     )
 
 
 def test_the_customers_statements_are_kept_as_they_were():
-    policy = merge(CUSTOMER, ALICE, T0, now=T0, max_session=SESSION)
+    policy = merge(CUSTOMER, {(ALICE, PROD): T0}, now=T0, max_session=SESSION)
 
     assert json.loads(policy)["Statement"][0] == json.loads(CUSTOMER)["Statement"][0]
     assert prune(policy, now=T0 + 2 * SESSION, max_session=SESSION) == json.dumps(
@@ -67,43 +68,61 @@ def test_the_customers_statements_are_kept_as_they_were():
 
 
 def test_one_entry_per_person_with_their_latest_end():
-    policy = merge(None, ALICE, T0, now=T0, max_session=SESSION)
-    policy = merge(policy, ALICE, T0 + HOUR, now=T0 + HOUR, max_session=SESSION)
-    policy = merge(policy, ALICE, T0 + timedelta(minutes=30), now=T0 + HOUR, max_session=SESSION)
+    policy = merge(None, {(ALICE, PROD): T0}, now=T0, max_session=SESSION)
+    policy = merge(policy, {(ALICE, PROD): T0 + HOUR}, now=T0 + HOUR, max_session=SESSION)
+    policy = merge(
+        policy, {(ALICE, PROD): T0 + timedelta(minutes=30)}, now=T0 + HOUR, max_session=SESSION
+    )
 
-    assert entries(policy) == {ALICE: T0 + HOUR}
-    assert denies(policy, ALICE, T0 + timedelta(minutes=59))
+    assert entries(policy) == {(ALICE, PROD): T0 + HOUR}
+    assert denies(policy, ALICE, PROD, T0 + timedelta(minutes=59))
 
 
 def test_two_grants_ending_together_on_one_permission_set_make_one_correct_policy():
-    policy = merge(CUSTOMER, ALICE, T0, now=T0, max_session=SESSION)
-    policy = merge(policy, BOB, T0, now=T0, max_session=SESSION)
+    policy = merge(CUSTOMER, {(ALICE, PROD): T0}, now=T0, max_session=SESSION)
+    policy = merge(policy, {(BOB, PROD): T0}, now=T0, max_session=SESSION)
 
-    assert entries(policy) == {ALICE: T0, BOB: T0}
-    assert denies(policy, ALICE, T0 - HOUR) and denies(policy, BOB, T0 - HOUR)
+    assert entries(policy) == {(ALICE, PROD): T0, (BOB, PROD): T0}
+    assert denies(policy, ALICE, PROD, T0 - HOUR) and denies(policy, BOB, PROD, T0 - HOUR)
     assert len(json.loads(policy)["Statement"]) == 3
 
 
 def test_entries_go_only_once_every_session_they_match_has_expired():
-    policy = merge(None, ALICE, T0, now=T0, max_session=SESSION)
-    policy = merge(policy, BOB, T0 + HOUR, now=T0 + HOUR, max_session=SESSION)
+    policy = merge(None, {(ALICE, PROD): T0}, now=T0, max_session=SESSION)
+    policy = merge(policy, {(BOB, PROD): T0 + HOUR}, now=T0 + HOUR, max_session=SESSION)
     expiry = next_expiry(policy, SESSION)
 
     assert expiry == T0 + SESSION
     assert prune(policy, now=expiry - timedelta(seconds=1), max_session=SESSION) == policy
     pruned = prune(policy, now=expiry, max_session=SESSION)
-    assert entries(pruned) == {BOB: T0 + HOUR}
+    assert entries(pruned) == {(BOB, PROD): T0 + HOUR}
     assert prune(pruned, now=T0 + HOUR + SESSION, max_session=SESSION) is None  # nothing left
     # A merge prunes too, but never the person it is adding.
     at = T0 + SESSION + timedelta(minutes=30)  # alice's old entry has expired, bob's has not
-    later = merge(policy, ALICE, at, now=at, max_session=SESSION)
-    assert entries(later) == {ALICE: at, BOB: T0 + HOUR}
+    later = merge(policy, {(ALICE, PROD): at}, now=at, max_session=SESSION)
+    assert entries(later) == {(ALICE, PROD): at, (BOB, PROD): T0 + HOUR}
 
 
 def test_a_policy_that_would_pass_the_size_limit_is_refused_unchanged():
     policy = None
     with pytest.raises(PolicyTooLarge, match="over its limit of 32768"):
         for n in range(1000):
-            policy = merge(policy, f"u-{n:08d}", T0, now=T0, max_session=SESSION)
+            policy = merge(policy, {(f"u-{n:08d}", PROD): T0}, now=T0, max_session=SESSION)
     assert policy is not None and len(policy) <= INLINE_POLICY_LIMIT
     assert len(entries(policy)) > 100  # room for a busy permission set's day
+
+
+def test_an_entry_is_for_one_account_and_a_batch_merges_at_once():
+    policy = merge(
+        None, {(ALICE, PROD): T0, (BOB, PROD): T0 + HOUR}, now=T0 + HOUR, max_session=SESSION
+    )
+
+    assert denies(policy, ALICE, PROD, T0 - HOUR)
+    assert not denies(policy, ALICE, STAGING, T0 - HOUR)  # her sessions elsewhere go on
+    assert entries(policy) == {(ALICE, PROD): T0, (BOB, PROD): T0 + HOUR}
+    later = merge(policy, {(ALICE, STAGING): T0 + HOUR}, now=T0 + HOUR, max_session=SESSION)
+    assert entries(later) == {
+        (ALICE, PROD): T0,
+        (BOB, PROD): T0 + HOUR,
+        (ALICE, STAGING): T0 + HOUR,
+    }

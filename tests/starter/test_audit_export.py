@@ -102,6 +102,7 @@ async def test_the_export_equals_the_stream(dev_env, streamed):
         "decision.refused",
         "access.granted",
         "access.revoked",
+        "access.sessions_ended",
     ] or types[requests["revoked"]] == [
         "request.created",
         "request.pending",
@@ -109,6 +110,7 @@ async def test_the_export_equals_the_stream(dev_env, streamed):
         "access.granted",
         "decision.refused",
         "access.revoked",
+        "access.sessions_ended",
     ]
     assert types[requests["cancelled"]] == [
         "request.created",

@@ -129,6 +129,26 @@ def test_keycard_dev_session(tmp_path: Path):
         assert re.search(r"^OK\s+keycard dev\s+running here", doctor.stdout, re.MULTILINE)
         assert re.search(r"^OK\s+aws credentials", doctor.stdout, re.MULTILINE), doctor.stdout
         assert re.search(r"^OK\s+workers\s+1 worker", doctor.stdout, re.MULTILINE)
+
+        # Access ended early: the assignment is gone, and so are the sessions it allowed
+        # (end_sessions); the drift sweep runs here too, on its schedule or on demand.
+        revoked = cli(env, tmp_path, "revoke", request_id, "--as", "alice@example.com")
+        assert revoked.returncode == 0, revoked.stderr
+        deadline = time.monotonic() + 30
+        while "ENDED" not in (status := cli(env, tmp_path, "status", request_id)).stdout:
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.3)
+        held = cli(env, tmp_path, "demo-access", "alice@example.com")
+        assert "alice@example.com holds no access in the demo AWS." in held.stdout
+        assert re.search(
+            r"sessions of PowerUserAccess in account 111111111111 issued before "
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC are denied \(end_sessions\)",
+            held.stdout,
+        ), held.stdout
+        drift = cli(env, tmp_path, "drift", "--now")
+        assert drift.returncode == 0, drift.stdout + drift.stderr
+        assert "Drift sweep: sweeps every 15m" in drift.stdout
+        assert "Last sweep finished" in drift.stdout and "ERROR" not in drift.stdout
     output = dev.log.read_text(errors="replace")
     assert dev.process.returncode == 0, output
     assert "Keycard dev stopped" in output

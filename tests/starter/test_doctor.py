@@ -271,15 +271,13 @@ async def test_unknown_permission_set_fails_naming_the_target(stack):
     assert only(report, "target prod-power-user/staging").level is Level.OK
 
 
-async def test_session_longer_than_the_shortest_grant_warns(stack, aws_env):
+async def test_session_longer_than_the_shortest_grant_warns_without_end_sessions(stack, aws_env):
     sso = boto3.client("sso-admin", endpoint_url=aws_env, region_name=REGION)
     instance = sso.list_instances()["Instances"][0]["InstanceArn"]
     sso.create_permission_set(
         Name="BreakGlass", InstanceArn=instance, SessionDuration="PT8H", Description="doctor test"
     )
-    stack.write_text(
-        HEALTHY
-        + """
+    flow = """
   - name: break-glass
     strategy: aws_sso
     targets:
@@ -287,7 +285,7 @@ async def test_session_longer_than_the_shortest_grant_warns(stack, aws_env):
     durations: [30m, 2h]
     approvers: {users: [bob@example.com]}
 """
-    )
+    stack.write_text(HEALTHY + flow + "    end_sessions: false\n")
     report = await diagnose(stack)
 
     assert lines(report, Level.FAIL) == []
@@ -296,19 +294,54 @@ async def test_session_longer_than_the_shortest_grant_warns(stack, aws_env):
     assert "permission set BreakGlass lets a session last 8h" in warning.message
     assert "longer than flow break-glass's shortest grant (30m)" in warning.message
     assert "outlive the grant by up to 7h30m" in warning.message
+    assert "Turn end_sessions on for the flow" in warning.message
     assert "Lower its session duration to 1h, or make the flow's durations at least 8h" in (
         warning.message
     )
 
+    # With end_sessions (the default for aws_sso) the gap is closed: a note, and the check that
+    # the deny entries have somewhere to go.
+    stack.write_text(HEALTHY + flow)
+    report = await diagnose(stack)
+    assert report.of(Level.WARN) == [] and lines(report, Level.FAIL) == []
+    note = next(f for f in report.findings if f.check == "session duration")
+    assert note.level is Level.OK and "end_sessions is on" in note.message
+    inline = only(report, "end sessions: BreakGlass")
+    assert inline.level is Level.OK
+    assert "0 held now" in inline.message and "sso:PutInlinePolicyToPermissionSet" in inline.message
 
-async def test_the_example_config_warns_that_aws_sessions_outlive_one_minute_grants(stack):
+
+async def test_an_inline_policy_keycard_cannot_add_to_fails(stack, aws_env):
+    sso = boto3.client("sso-admin", endpoint_url=aws_env, region_name=REGION)
+    instance = sso.list_instances()["Instances"][0]["InstanceArn"]
+    arn = next(
+        p
+        for p in sso.list_permission_sets(InstanceArn=instance)["PermissionSets"]
+        if sso.describe_permission_set(InstanceArn=instance, PermissionSetArn=p)["PermissionSet"][
+            "Name"
+        ]
+        == "PowerUserAccess"
+    )
+    sso.put_inline_policy_to_permission_set(
+        InstanceArn=instance, PermissionSetArn=arn, InlinePolicy='["not", "a", "policy"]'
+    )
+    report = await diagnose(stack)
+
+    failed = only(report, "end sessions: PowerUserAccess")
+    assert failed.level is Level.FAIL
+    assert "not a policy Keycard can add deny entries to" in failed.message
+
+
+async def test_the_example_config_notes_that_sessions_end_with_one_minute_grants(stack):
     stack.write_text((ROOT / "keycard.example.yaml").read_text())
     report = await diagnose(stack)
-    warnings = lines(report, Level.WARN)
+    notes = [f.message for f in report.findings if f.check == "session duration"]
     assert any(
-        "PowerUserAccess lets a session last 1h" in w and "shortest grant (1m)" in w
-        for w in warnings
-    ), warnings
+        "PowerUserAccess lets a session last 1h" in n
+        and "shortest grant (1m)" in n
+        and "end_sessions is on" in n
+        for n in notes
+    ), notes
 
 
 async def test_bad_slack_token_fails(stack, slack_url, monkeypatch):
@@ -386,6 +419,7 @@ def test_policy_allows_every_aws_call_keycard_makes_and_nothing_else():
     # Which AWS services each module talks to; names like list_users exist in several.
     modules = {
         "activities/aws_sso.py": ["sso-admin", "identitystore"],
+        "activities/aws_sessions.py": ["sso-admin"],
         "activities/aws_iam.py": ["iam"],
         "starter/doctor.py": ["sso-admin", "identitystore", "iam"],
     }

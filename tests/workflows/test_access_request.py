@@ -42,6 +42,7 @@ async def test_approved_request_is_granted_then_revoked(dev_env):
             "request.approved",
             "access.granted",
             "access.revoked",
+            "access.sessions_ended",
         ]
 
 

@@ -138,6 +138,7 @@ async def test_a_lifecycle_through_expiry_leaves_exactly_these_events(time_env):
         ("access.extended", "alice@example.com", "ACTIVE"),
         ("access.expiring", None, "ACTIVE"),
         ("access.ended", None, "ENDED"),
+        ("access.sessions_ended", None, "ENDED"),
     ]
     # Ids count up without gaps. `request.pending` is there unless the signalled approval landed
     # before the AWS check finished (then nobody needed asking).
@@ -146,7 +147,7 @@ async def test_a_lifecycle_through_expiry_leaves_exactly_these_events(time_env):
     assert {e.run_id for e in events} == {handle.result_run_id}
     assert [e.time for e in events] == sorted(e.time for e in events)
 
-    created, refused, approved, granted, extended, _expiring, ended = [
+    created, refused, approved, granted, extended, _expiring, ended, sessions = [
         e for e in events if e.type != "request.pending"
     ]
     assert created.detail == {
@@ -179,6 +180,13 @@ async def test_a_lifecycle_through_expiry_leaves_exactly_these_events(time_env):
     assert extended.detail["by"] == "30m"
     assert datetime.fromisoformat(extended.detail["expires_at"]) == final.expires_at
     assert ended.detail == {"removed": True, "standing": False, "other_leases": 0}
+    assert sessions.detail.keys() == {
+        "permission_set_arn",
+        "account_id",
+        "denied_before",
+        "seconds",
+    }
+    assert datetime.fromisoformat(sessions.detail["denied_before"]) > granted.time
     # Expiry is exact: an hour and the half-hour extension after the grant.
     assert (
         timedelta(hours=1, minutes=30) <= ended.time - granted.time < timedelta(hours=1, minutes=31)
@@ -214,6 +222,7 @@ async def test_each_approval_and_every_refused_update_is_audited(dev_env):
         ("access.granted", None, "ACTIVE"),
         ("decision.refused", reported, "ACTIVE"),
         ("access.revoked", "dave@example.com", "ENDED"),
+        ("access.sessions_ended", None, "ENDED"),
     ]
     refusals = [e.detail for e in events if e.type == "decision.refused"]
     # ... naming whom it was about, which is all anyone who can signal could claim.
@@ -231,7 +240,7 @@ async def test_each_approval_and_every_refused_update_is_audited(dev_env):
     assert refusals[2]["reason"].startswith("flow prod-admin does not let requesters end access")
     approvals = [e.detail for e in events if e.type == "request.approved"]
     assert [(a["approvals"], a["approvals_required"]) for a in approvals] == [(1, 2), (2, 2)]
-    assert events[-1].detail["comment"] == "done"
+    assert events[-2].detail["comment"] == "done"
 
 
 async def test_a_forged_refusal_report_is_recorded_as_the_signals_not_the_persons(dev_env):
@@ -324,7 +333,9 @@ async def test_a_destination_that_is_down_delays_only_itself_and_loses_nothing(d
         assert not stack.cloud.has("alice@example.com")  # and revoked
 
         async def steady_has_all():
-            return len(steady.types(view.id)) == 5  # created, pending, approved, granted, revoked
+            return (
+                len(steady.types(view.id)) == 6
+            )  # created, pending, approved, granted, revoked, sessions_ended
 
         await wait_for(steady_has_all)
         handle = dev_env.client.get_workflow_handle(view.id)
@@ -346,6 +357,7 @@ async def test_a_destination_that_is_down_delays_only_itself_and_loses_nothing(d
         "request.approved",
         "access.granted",
         "access.revoked",
+        "access.sessions_ended",
     ]
 
 

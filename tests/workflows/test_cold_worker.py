@@ -16,9 +16,7 @@ from keycard.models import Notification, NotificationResult, RequestState, Reque
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
 from tests.harness import BOB, CONFIG, MemorySink, Stack, ask, state_is
-from worker import keycard_replayer, keycard_worker
-from workflows.access_request import AccessRequestWorkflow
-from workflows.grant import GrantWorkflow
+from worker import WORKFLOWS, keycard_replayer, keycard_worker
 
 
 class SlowNotifier:
@@ -37,10 +35,12 @@ async def test_decisions_apply_on_a_worker_that_rebuilds_every_request(dev_env):
     worker = keycard_worker(
         dev_env.client,
         task_queue=task_queue,
-        workflows=[AccessRequestWorkflow, GrantWorkflow],
+        workflows=WORKFLOWS,
         activities=[
             *cloud.activities("aws_sso"),
+            *cloud.session_activities(),
             LeaseActivities(dev_env.client, task_queue).take_lease,
+            LeaseActivities(dev_env.client, task_queue).request_end_sessions,
             AuditActivities([audit]).deliver,
             SlowNotifier().send,
         ],

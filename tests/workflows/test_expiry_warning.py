@@ -22,9 +22,7 @@ from keycard.models import (
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CONFIG, MemorySink, unique_id
-from worker import keycard_worker
-from workflows.access_request import AccessRequestWorkflow
-from workflows.grant import GrantWorkflow
+from worker import WORKFLOWS, keycard_worker
 
 
 class Recorder:
@@ -41,21 +39,26 @@ class Recorder:
 
 @asynccontextmanager
 async def stack(env, config_text: str = CONFIG):
-    recorder, audit = Recorder(), MemorySink()
+    recorder, audit, cloud = Recorder(), MemorySink(), FakeCloud()
     task_queue = f"test-{uuid.uuid4()}"
     async with keycard_worker(
         env.client,
         task_queue=task_queue,
-        workflows=[AccessRequestWorkflow, GrantWorkflow],
+        workflows=WORKFLOWS,
         activities=[
-            *FakeCloud().activities("aws_sso"),
+            *cloud.activities("aws_sso"),
+            *cloud.session_activities(),
             LeaseActivities(env.client, task_queue).take_lease,
+            LeaseActivities(env.client, task_queue).request_end_sessions,
             recorder.send,
             AuditActivities([audit]).deliver,
         ],
     ):
         keycard = KeycardClient(env.client, parse_config(config_text), task_queue)
-        yield keycard, recorder, audit
+        try:
+            yield keycard, recorder, audit
+        finally:
+            await cloud.stop_writers(env.client)
 
 
 async def approved(env, keycard: KeycardClient, duration: str):
@@ -90,12 +93,13 @@ async def test_warns_before_expiry_and_again_after_an_extension(time_env):
 
     assert final.expires_at == first_expiry + timedelta(minutes=30)
     events = [e for e in audit.events if e.request_id == final.id]
-    assert [e.type for e in events][-5:] == [
+    assert [e.type for e in events][-6:] == [
         "access.granted",
         "access.expiring",
         "access.extended",
         "access.expiring",
         "access.ended",
+        "access.sessions_ended",
     ]
     warnings = [e for e in events if e.type == "access.expiring"]
     # Timers fire a few milliseconds late; ten minutes ahead is what matters.
@@ -112,7 +116,11 @@ async def test_warns_before_expiry_and_again_after_an_extension(time_env):
 async def test_access_shorter_than_the_warning_gets_none(time_env):
     async with stack(time_env) as (keycard, _, audit):
         final = await (await approved(time_env, keycard, "1m")).result()
-    assert audit.types(final.id)[-2:] == ["access.granted", "access.ended"]
+    assert audit.types(final.id)[-3:] == [
+        "access.granted",
+        "access.ended",
+        "access.sessions_ended",
+    ]
 
 
 async def test_a_flow_can_turn_the_warning_off(time_env):
@@ -121,4 +129,8 @@ async def test_a_flow_can_turn_the_warning_off(time_env):
     )
     async with stack(time_env, config) as (keycard, _, audit):
         final = await (await approved(time_env, keycard, "2h")).result()
-    assert audit.types(final.id)[-2:] == ["access.granted", "access.ended"]
+    assert audit.types(final.id)[-3:] == [
+        "access.granted",
+        "access.ended",
+        "access.sessions_ended",
+    ]

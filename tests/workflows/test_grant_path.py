@@ -28,9 +28,7 @@ from keycard.models import (
 from starter.client import KeycardClient
 from tests.fakes import KNOWN_USERS, FakeCloud
 from tests.harness import BOB, CAROL, CONFIG, MemorySink, ask, running_stack, state_is, wait_for
-from worker import keycard_worker
-from workflows.access_request import AccessRequestWorkflow
-from workflows.grant import GrantWorkflow
+from worker import WORKFLOWS, keycard_worker
 
 ALICE_ACTOR = Actor(email="alice@example.com")
 
@@ -132,10 +130,12 @@ async def test_a_burst_larger_than_the_worker_slots_all_reaches_active(dev_env):
     async with keycard_worker(
         dev_env.client,
         task_queue=task_queue,
-        workflows=[AccessRequestWorkflow, GrantWorkflow],
+        workflows=WORKFLOWS,
         activities=[
             *cloud.activities("aws_sso"),
+            *cloud.session_activities(),
             LeaseActivities(dev_env.client, task_queue).take_lease,
+            LeaseActivities(dev_env.client, task_queue).request_end_sessions,
             AuditActivities([audit]).deliver,
             ConsoleNotifier().send,
         ],

@@ -75,6 +75,7 @@ async def test_access_ends_exactly_when_the_duration_is_up(time_env):
             "request.approved",
             "access.granted",
             "access.ended",
+            "access.sessions_ended",
         ]
 
 
@@ -163,7 +164,7 @@ async def test_revocation_retries_until_it_succeeds_and_says_so(time_env, monkey
         assert "Rate exceeded" in retrying[0].detail["error"]
         assert retrying[0].detail["failures"] >= 1
         assert final.state is RequestState.ENDED
-        assert stack.audit.types(view.id)[-1] == "access.ended"
+        assert stack.audit.types(view.id)[-2:] == ["access.ended", "access.sessions_ended"]
 
 
 async def test_a_terminated_request_does_not_leave_access_behind(time_env):

@@ -1,0 +1,222 @@
+"""end_sessions' inline-policy writes against moto (which lacks only the provisioning status call:
+that wait is tested under Stubber), held to the evaluation the statements stand for."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.aws_sessions import SessionPolicies
+from keycard import session_policy
+from keycard.models import EndSessions, SessionPolicyWrite
+
+ACCOUNT, OTHER_ACCOUNT = "111111111111", "222222222222"
+T0 = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+CUSTOMER = {"Sid": "TheirOwn", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}
+
+
+def revocation(user_id: str, account: str = ACCOUNT, at: datetime = T0) -> EndSessions:
+    return EndSessions(
+        token=f"{user_id}-{account}", reply_to="grant:x", user_id=user_id, account_id=account,
+        denied_before=at,
+    )  # fmt: skip
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def permission_set(aws) -> str:
+    return aws.sso_admin.create_permission_set(
+        Name="PowerUserAccess", InstanceArn=aws.instance_arn, SessionDuration="PT2H"
+    )["PermissionSet"]["PermissionSetArn"]
+
+
+def inline_policy(aws, arn: str) -> str | None:
+    response = aws.sso_admin.get_inline_policy_for_permission_set(
+        InstanceArn=aws.instance_arn, PermissionSetArn=arn
+    )
+    return response.get("InlinePolicy") or None
+
+
+def write(aws, arn: str, *revocations: EndSessions) -> SessionPolicyWrite:
+    return SessionPolicyWrite(
+        instance_arn=aws.instance_arn, permission_set_arn=arn, revocations=list(revocations)
+    )
+
+
+async def test_one_write_denies_every_ended_session_and_keeps_the_customers_statements(
+    aws, permission_set
+) -> None:
+    aws.sso_admin.put_inline_policy_to_permission_set(
+        InstanceArn=aws.instance_arn,
+        PermissionSetArn=permission_set,
+        InlinePolicy=json.dumps({"Version": "2012-10-17", "Statement": [CUSTOMER]}),
+    )
+    policies = SessionPolicies(aws.sso_admin, poll_interval=0, clock=Clock(T0))
+
+    result = await ActivityEnvironment().run(
+        policies.end_sessions,
+        write(aws, permission_set, revocation("u-alice"), revocation("u-bob", OTHER_ACCOUNT)),
+    )
+
+    policy = inline_policy(aws, permission_set)
+    assert json.loads(policy)["Statement"][0] == CUSTOMER
+    assert session_policy.denies(policy, "u-alice", ACCOUNT, T0 - timedelta(hours=1))
+    assert not session_policy.denies(policy, "u-alice", ACCOUNT, T0)  # her next grant's
+    assert not session_policy.denies(policy, "u-alice", OTHER_ACCOUNT, T0 - timedelta(hours=1))
+    assert session_policy.denies(policy, "u-bob", OTHER_ACCOUNT, T0 - timedelta(hours=1))
+    assert result.session_duration == timedelta(hours=2)
+    assert result.denied == {f"u-alice:{ACCOUNT}": T0, f"u-bob:{OTHER_ACCOUNT}": T0}
+    assert result.provisioned == [ACCOUNT, OTHER_ACCOUNT]
+
+
+async def test_entries_are_pruned_only_after_the_session_duration_and_an_empty_policy_goes(
+    aws, permission_set
+) -> None:
+    clock = Clock(T0)
+    policies = SessionPolicies(aws.sso_admin, poll_interval=0, clock=clock)
+    env = ActivityEnvironment()
+    await env.run(policies.end_sessions, write(aws, permission_set, revocation("u-alice")))
+
+    clock.now = T0 + timedelta(hours=2) - timedelta(seconds=1)  # a 2h session could still be open
+    kept = await env.run(policies.prune_sessions, write(aws, permission_set))
+    assert kept.denied == {f"u-alice:{ACCOUNT}": T0} and kept.provisioned == []
+
+    clock.now = T0 + timedelta(hours=2)
+    pruned = await env.run(policies.prune_sessions, write(aws, permission_set))
+    assert pruned.denied == {} and pruned.provisioned == [ACCOUNT]
+    assert inline_policy(aws, permission_set) is None
+
+
+async def test_pruning_waits_for_the_longest_session_duration_the_writer_saw(
+    aws, permission_set
+) -> None:
+    clock = Clock(T0)
+    policies = SessionPolicies(aws.sso_admin, poll_interval=0, clock=clock)
+    env = ActivityEnvironment()
+    await env.run(policies.end_sessions, write(aws, permission_set, revocation("u-alice")))
+    # Someone shortens the permission set's sessions to 1h; sessions opened before keep 2h... or
+    # the 12h they had: the writer remembers the longest it saw.
+    aws.sso_admin.update_permission_set(
+        InstanceArn=aws.instance_arn, PermissionSetArn=permission_set, SessionDuration="PT1H"
+    )
+    clock.now = T0 + timedelta(hours=1, minutes=30)
+    remembered = write(aws, permission_set).model_copy(
+        update={"session_duration": timedelta(hours=2)}
+    )
+
+    kept = await env.run(policies.prune_sessions, remembered)
+
+    assert kept.denied == {f"u-alice:{ACCOUNT}": T0}
+
+
+async def test_a_policy_too_large_is_refused_and_nothing_changes(aws, permission_set) -> None:
+    policies = SessionPolicies(aws.sso_admin, poll_interval=0, clock=Clock(T0))
+    many = [revocation(f"u-{n:036d}") for n in range(200)]
+
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(policies.end_sessions, write(aws, permission_set, *many))
+
+    assert refused.value.type == "PolicyTooLarge" and refused.value.non_retryable
+    assert inline_policy(aws, permission_set) is None
+
+
+# --- provisioning: waiting for AWS, and resuming (Stubber: moto has no provisioning status) -------
+
+INSTANCE = "arn:aws:sso:::instance/ssoins-1111111111111111"
+PERMISSION_SET = "arn:aws:sso:::permissionSet/ssoins-1111111111111111/ps-2222222222222222"
+ARNS = {"InstanceArn": INSTANCE, "PermissionSetArn": PERMISSION_SET}
+PROVISIONING = "b0000000-0000-4000-8000-000000000001"  # AWS's request id
+
+
+def stub_write(stub) -> None:
+    stub.add_response(
+        "describe_permission_set", {"PermissionSet": {"SessionDuration": "PT1H"}}, ARNS
+    )
+    stub.add_response("get_inline_policy_for_permission_set", {}, ARNS)
+    stub.add_response("put_inline_policy_to_permission_set", {}, {**ARNS, "InlinePolicy": mock.ANY})
+
+
+async def test_provisioning_is_waited_on_with_heartbeats(stubbed) -> None:
+    sso_admin, stub = stubbed("sso-admin")
+    stub_write(stub)
+    provisioning = {"Status": "IN_PROGRESS", "RequestId": PROVISIONING}
+    stub.add_response(
+        "provision_permission_set",
+        {"PermissionSetProvisioningStatus": provisioning},
+        {**ARNS, "TargetType": "AWS_ACCOUNT", "TargetId": ACCOUNT},
+    )
+    for state in ("IN_PROGRESS", "SUCCEEDED"):
+        stub.add_response(
+            "describe_permission_set_provisioning_status",
+            {"PermissionSetProvisioningStatus": {"Status": state, "RequestId": PROVISIONING}},
+            {"InstanceArn": INSTANCE, "ProvisionPermissionSetRequestId": PROVISIONING},
+        )
+    env = ActivityEnvironment()
+    beats: list = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    policies = SessionPolicies(sso_admin, poll_interval=0, clock=Clock(T0))
+
+    result = await env.run(
+        policies.end_sessions,
+        SessionPolicyWrite(instance_arn=INSTANCE, permission_set_arn=PERMISSION_SET,
+                           revocations=[revocation("u-alice")]),
+    )  # fmt: skip
+
+    assert result.provisioned == [ACCOUNT]
+    assert beats and beats[-1] == (f"provisioning request {ACCOUNT} {PROVISIONING}",)
+
+
+async def test_a_failed_provisioning_is_retried(stubbed) -> None:
+    sso_admin, stub = stubbed("sso-admin")
+    stub_write(stub)
+    stub.add_response(
+        "provision_permission_set",
+        {"PermissionSetProvisioningStatus": {"Status": "FAILED", "RequestId": PROVISIONING,
+                                             "FailureReason": "role is being updated"}},
+        {**ARNS, "TargetType": "AWS_ACCOUNT", "TargetId": ACCOUNT},
+    )  # fmt: skip
+    policies = SessionPolicies(sso_admin, poll_interval=0, clock=Clock(T0))
+
+    with pytest.raises(ApplicationError) as failed:
+        await ActivityEnvironment().run(
+            policies.end_sessions,
+            SessionPolicyWrite(instance_arn=INSTANCE, permission_set_arn=PERMISSION_SET,
+                               revocations=[revocation("u-alice")]),
+        )  # fmt: skip
+
+    assert failed.value.type == "ProvisioningFailed" and not failed.value.non_retryable
+    assert "role is being updated" in failed.value.message
+
+
+async def test_access_denied_says_which_permission_to_add(stubbed) -> None:
+    sso_admin, stub = stubbed("sso-admin")
+    stub.add_response("describe_permission_set", {"PermissionSet": {}}, ARNS)
+    stub.add_client_error(
+        "get_inline_policy_for_permission_set",
+        service_error_code="AccessDeniedException",
+        service_message="not authorized to perform sso:GetInlinePolicyForPermissionSet",
+        http_status_code=403,
+    )
+    policies = SessionPolicies(sso_admin, poll_interval=0, clock=Clock(T0))
+
+    with pytest.raises(ApplicationError) as denied:
+        await ActivityEnvironment().run(
+            policies.end_sessions,
+            SessionPolicyWrite(instance_arn=INSTANCE, permission_set_arn=PERMISSION_SET,
+                               revocations=[revocation("u-alice")]),
+        )  # fmt: skip
+
+    assert denied.value.type == "AccessDenied" and denied.value.non_retryable
+    assert "GetInlinePolicyForPermissionSet" in denied.value.message

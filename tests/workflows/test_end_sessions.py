@@ -1,0 +1,141 @@
+"""end_sessions on the time-skipping server: an ended grant's sessions are denied through the
+permission set's single writer, a later grant's are not, entries go after the session maximum,
+grants ending together make one policy, and standing access ends nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio.client import WorkflowExecutionStatus
+
+from keycard import session_policy
+from keycard import temporal as names
+from keycard.config import parse_config
+from keycard.models import RequestState, SessionPolicyView
+from tests.fakes import FakeCloud
+from tests.harness import CAROL, CONFIG, Requester, ask, running_stack
+from tests.workflows.test_timers import approved, outcome
+
+ACCOUNT = "111111111111"
+BOB_REQUESTER = Requester(email="bob@example.com")
+
+
+def user(cloud: FakeCloud, name: str = "alice") -> str:
+    return f"u-{name}-{cloud.salt}"
+
+
+def writer_id(cloud: FakeCloud, permission_set: str = "PowerUserAccess") -> str:
+    return names.session_policy_workflow_id(
+        f"arn:aws:sso:::instance/ssoins-{cloud.salt}",
+        f"arn:aws:sso:::permissionSet/ssoins-{cloud.salt}/ps-{permission_set}",
+    )
+
+
+async def test_an_ended_grant_denies_its_sessions_until_they_can_no_longer_exist(time_env):
+    async with running_stack(time_env.client) as stack:
+        view = await approved(stack, duration="1m")
+        final = await outcome(time_env, view.id)
+        cloud = stack.cloud
+
+        assert final.state is RequestState.ENDED and not cloud.has("alice@example.com")
+        assert stack.audit.types(view.id)[-2:] == ["access.ended", "access.sessions_ended"]
+        ended = stack.audit.events[-1].detail
+        assert ended["account_id"] == ACCOUNT
+        assert ended["permission_set_arn"].endswith("/ps-PowerUserAccess")
+        denied_before = datetime.fromisoformat(ended["denied_before"])
+        # Sessions are denied from before the removal the grant saw, never after it by more than
+        # the clock margin (rounded up to AWS's whole seconds).
+        margin = names.SESSIONS_CLOCK_MARGIN
+        assert (
+            final.granted_at < denied_before <= session_policy.ceil_second(final.ended_at + margin)
+        )
+        policy = cloud.policy()
+        assert session_policy.denies(policy, user(cloud), ACCOUNT, final.granted_at)
+        assert session_policy.denies(policy, user(cloud), ACCOUNT, final.expires_at)
+        assert not session_policy.denies(policy, user(cloud), ACCOUNT, denied_before)
+        assert not session_policy.denies(policy, user(cloud, "bob"), ACCOUNT, final.granted_at)
+
+        # The permission set's sessions last 1h (FakeCloud.session_duration): until then the entry
+        # stays; a durable timer then prunes it, and the writer, holding nothing, ends.
+        writer = time_env.client.get_workflow_handle(writer_id(cloud))
+        await time_env.sleep(timedelta(minutes=50))
+        assert session_policy.entries(cloud.policy()) == {(user(cloud), ACCOUNT): denied_before}
+        state = await writer.query("status", result_type=SessionPolicyView)
+        assert state.session_duration == timedelta(hours=1) and state.writes == 1
+        await time_env.sleep(timedelta(minutes=15))
+        assert cloud.policy() is None
+        assert ("prune_sessions", ended["permission_set_arn"]) in cloud.calls
+        assert (await writer.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_a_new_grant_after_the_end_keeps_working(time_env):
+    async with running_stack(time_env.client) as stack:
+        first = await outcome(time_env, (await approved(stack, duration="1m")).id)
+        denied_before = datetime.fromisoformat(stack.audit.events[-1].detail["denied_before"])
+        second = await approved(stack, duration="1h")
+        await time_env.sleep(timedelta(minutes=1))
+        active = await stack.keycard.get(second.id)
+
+        assert active.state is RequestState.ACTIVE and stack.cloud.has("alice@example.com")
+        # The access was made again no sooner than the deny's time: every session of the new
+        # grant is issued after it, so the entry that ended the first grant's leaves them alone.
+        assert active.granted_at >= denied_before > first.granted_at
+        policy = stack.cloud.policy()
+        assert not session_policy.denies(policy, user(stack.cloud), ACCOUNT, active.granted_at)
+        assert session_policy.denies(policy, user(stack.cloud), ACCOUNT, first.granted_at)
+
+
+async def test_two_grants_ending_together_on_one_permission_set_make_one_correct_policy(time_env):
+    async with running_stack(time_env.client) as stack:
+        alice = await approved(stack, duration="1m")
+        bob = await ask(stack, duration="1m", requester=BOB_REQUESTER)
+        await stack.keycard.approve(bob.id, CAROL)
+        alice_final = await outcome(time_env, alice.id)
+        bob_final = await outcome(time_env, bob.id)
+
+        policy = stack.cloud.policy()
+        entries = session_policy.entries(policy)
+        assert set(entries) == {(user(stack.cloud), ACCOUNT), (user(stack.cloud, "bob"), ACCOUNT)}
+        assert session_policy.denies(policy, user(stack.cloud), ACCOUNT, alice_final.granted_at)
+        assert session_policy.denies(
+            policy, user(stack.cloud, "bob"), ACCOUNT, bob_final.granted_at
+        )
+        for view in (alice_final, bob_final):
+            assert stack.audit.types(view.id)[-1] == "access.sessions_ended"
+
+
+async def test_standing_access_ends_no_sessions(time_env):
+    cloud = FakeCloud()
+    async with running_stack(time_env.client, cloud=cloud) as stack:
+        cloud.give("alice@example.com", ps="PowerUserAccess")
+        final = await outcome(time_env, (await approved(stack, duration="1m")).id)
+
+        assert final.standing_access and cloud.has("alice@example.com")
+        assert stack.audit.types(final.id)[-1] == "access.ended"
+        assert cloud.policy() is None
+        assert not any(call[0] == "end_sessions" for call in cloud.calls)
+
+
+async def test_a_flow_can_leave_sessions_alone(time_env):
+    config = parse_config(
+        CONFIG.replace(
+            "    allow_extension: true", "    allow_extension: true\n    end_sessions: false"
+        )
+    )
+    async with running_stack(time_env.client, config=config) as stack:
+        final = await outcome(time_env, (await approved(stack, duration="1m")).id)
+
+        assert final.state is RequestState.ENDED and not stack.cloud.has("alice@example.com")
+        assert stack.audit.types(final.id)[-1] == "access.ended"
+        assert stack.cloud.policy() is None
+
+
+async def test_sessions_that_cannot_be_ended_are_reported_and_the_access_still_goes(time_env):
+    cloud = FakeCloud(session_error="Keycard's AWS credentials may not call PutInlinePolicy")
+    async with running_stack(time_env.client, cloud=cloud) as stack:
+        final = await outcome(time_env, (await approved(stack, duration="1m")).id)
+
+        assert final.state is RequestState.ENDED and not cloud.has("alice@example.com")
+        assert stack.audit.types(final.id)[-2:] == ["access.ended", "access.sessions_not_ended"]
+        failed = stack.audit.events[-1].detail
+        assert "may not call PutInlinePolicy" in failed["error"]
