@@ -121,6 +121,13 @@ _OBSERVERS: dict[str, tuple[str, ...]] = {
 def observers_for(event_type: EventType, state: RequestState) -> list[str]:
     """The after_* hooks an event wakes; `after_end` follows whichever event ends the request."""
     names = list(_OBSERVERS.get(event_type, ()))
-    if state.finished and event_type not in ("decision.refused", "hook.failed"):
+    # Once: the ending itself, not what follows it (a refusal, a failed hook, the sessions).
+    after = (
+        "decision.refused",
+        "hook.failed",
+        "access.sessions_ended",
+        "access.sessions_not_ended",
+    )
+    if state.finished and event_type not in after:
         names.append("after_end")
     return names

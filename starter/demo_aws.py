@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import boto3
+import httpx
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 from pydantic import BaseModel, Field
@@ -65,7 +66,11 @@ def start_moto_server(port: int = 0) -> tuple[ThreadedMotoServer, str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, actual_port = server.get_host_and_port()
-    return server, f"http://{host}:{actual_port}"
+    endpoint = f"http://{host}:{actual_port}"
+    # moto keeps its state per process, not per server: a new server starts from nothing (a new
+    # Identity Center instance, no policies or assignments left by an earlier one).
+    httpx.post(f"{endpoint}/moto-api/reset").raise_for_status()
+    return server, endpoint
 
 
 def demo_environment(endpoint_url: str, region: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -72,9 +71,6 @@ def aws(monkeypatch) -> Iterator[str]:
     """A moto server with boto3 pointed at it through the usual AWS settings, as `keycard dev`
     does; yields its endpoint URL. (tests/activities has an in-process `aws` of its own.)"""
     server, endpoint = start_moto_server()
-    # moto's state is per process, not per server: start from nothing (a new Identity Center
-    # instance, so session-policy writers, keyed by instance and permission set, are new too).
-    httpx.post(f"{endpoint}/moto-api/reset").raise_for_status()
     for name, value in demo_environment(endpoint, "us-east-1").items():
         monkeypatch.setenv(name, value)
     yield endpoint

@@ -14,7 +14,7 @@ from keycard.config import parse_config
 from keycard.models import RequestState, SessionPolicyView
 from tests.fakes import FakeCloud
 from tests.harness import CAROL, CONFIG, Requester, ask, running_stack
-from tests.workflows.test_timers import approved, outcome
+from tests.workflows.test_timers import ALICE_ACTOR, approved, outcome
 
 ACCOUNT = "111111111111"
 BOB_REQUESTER = Requester(email="bob@example.com")
@@ -83,6 +83,8 @@ async def test_a_new_grant_after_the_end_keeps_working(time_env):
         policy = stack.cloud.policy()
         assert not session_policy.denies(policy, user(stack.cloud), ACCOUNT, active.granted_at)
         assert session_policy.denies(policy, user(stack.cloud), ACCOUNT, first.granted_at)
+        await stack.keycard.revoke(second.id, ALICE_ACTOR, "done")  # leave no timers behind
+        await outcome(time_env, second.id)
 
 
 async def test_two_grants_ending_together_on_one_permission_set_make_one_correct_policy(time_env):
