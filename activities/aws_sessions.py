@@ -7,7 +7,8 @@ Each call is idempotent: merging an entry that is already there changes nothing,
 again is harmless. An edit someone makes by hand between the read and the write is the one race
 left: the statements Keycard does not own are written back as they were read.
 
-IAM actions the worker's role needs for `end_sessions` (the default for aws_sso flows):
+IAM actions the worker's role needs for `end_sessions` (the default for aws_sso flows; aws_sso_group
+flows also list the group's assignments with sso:ListAccountAssignmentsForPrincipal):
 sso:DescribePermissionSet, sso:GetInlinePolicyForPermissionSet, sso:PutInlinePolicyToPermissionSet,
 sso:DeleteInlinePolicyFromPermissionSet, sso:ProvisionPermissionSet,
 sso:DescribePermissionSetProvisioningStatus (plus the iam: actions AWS documents for provisioning).
@@ -25,10 +26,15 @@ from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.aws_errors import call_aws
+from activities.aws_errors import call_aws, paginate, require_resolved
 from keycard import session_policy
 from keycard import temporal as names
-from keycard.models import SessionPolicyResult, SessionPolicyWrite
+from keycard.models import (
+    ResolvedAssignment,
+    SessionPolicyResult,
+    SessionPolicyWrite,
+    SessionScope,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +71,33 @@ class SessionPolicies:
         self._now = clock
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.end_sessions, self.prune_sessions]
+        return [self.end_sessions, self.prune_sessions, self.group_session_scopes]
+
+    @activity.defn(name=names.GROUP_SESSION_SCOPES)
+    async def group_session_scopes(self, assignment: ResolvedAssignment) -> list[SessionScope]:
+        """Where a member's sessions came from: every permission set the Identity Center group is
+        assigned, in every account (ListAccountAssignmentsForPrincipal, keyed by the group)."""
+        require_resolved(assignment, "instance_arn", "group_id")
+        pages = await paginate(
+            self._sso_admin,
+            "list_account_assignments_for_principal",
+            InstanceArn=assignment.instance_arn,
+            PrincipalId=assignment.group_id,
+            PrincipalType="GROUP",
+        )
+        found = {
+            (item["PermissionSetArn"], item["AccountId"])
+            for page in pages
+            for item in page.get("AccountAssignments", [])
+        }
+        return [
+            SessionScope(
+                instance_arn=assignment.instance_arn or "",
+                permission_set_arn=permission_set_arn,
+                account_id=account_id,
+            )
+            for permission_set_arn, account_id in sorted(found)
+        ]
 
     @activity.defn(name=names.END_SESSIONS)
     async def end_sessions(self, input: SessionPolicyWrite) -> SessionPolicyResult:

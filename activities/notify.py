@@ -41,6 +41,16 @@ def console_line(notification: Notification) -> str | None:
             return f"{view.id} FAILED: {view.end_reason}"
         case "access.revoke_retrying":
             return f"ALERT: removing {what} from {view.requester.email} keeps failing; retrying"
+        case "access.sessions_ended":
+            return (
+                f"{view.requester.email}'s AWS sessions of {what} issued before "
+                f"{event.detail.get('denied_before')} are denied (end_sessions)"
+            )
+        case "access.sessions_not_ended":
+            return (
+                f"ALERT: {view.requester.email}'s AWS sessions of {what} could not be cut: "
+                f"{event.detail.get('error')}"
+            )
         case "decision.refused":
             attempted = event.detail.get("attempted_by") or {}  # reported by the refused signal
             by = attempted.get("email") or attempted.get("rule") or who
@@ -66,7 +76,9 @@ def console_line(notification: Notification) -> str | None:
 
 
 # Events a person must not miss: the console shows them as warnings.
-LOUD_EVENTS = frozenset({"break_glass.used", "access.revoke_retrying", "hook.failed"})
+LOUD_EVENTS = frozenset(
+    {"break_glass.used", "access.revoke_retrying", "access.sessions_not_ended", "hook.failed"}
+)
 
 
 class ConsoleNotifier:

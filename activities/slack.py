@@ -344,6 +344,8 @@ _HANDLERS: dict[str, Callable[[_Delivery], Awaitable[None]]] = {
     "access.ended": _ended,
     "access.grant_failed": _failed,
     "access.revoke_retrying": _timeline,
+    "access.sessions_ended": _timeline,
+    "access.sessions_not_ended": _timeline,
 }
 
 

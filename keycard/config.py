@@ -259,7 +259,8 @@ class _FlowBase(_Strict):
     end_sessions: bool | None = Field(
         default=None,
         description="when access ends, also cut the AWS sessions it allowed (a deny entry in the "
-        "permission set's inline policy); default: true for aws_sso flows",
+        "permission set's inline policy; for aws_sso_group, in each permission set the group is "
+        "assigned); default: true for aws_sso flows, false for aws_sso_group",
     )
     remove_unmanaged: bool = Field(
         default=False,
@@ -314,10 +315,11 @@ class _FlowBase(_Strict):
         if dupes:
             raise ValueError(f"field names must be unique; repeated: {', '.join(dupes)}")
         strategy = self.strategy  # type: ignore[attr-defined]
-        if self.end_sessions and strategy != "aws_sso":
+        if self.end_sessions and strategy not in ("aws_sso", "aws_sso_group"):
             raise ValueError(
-                f"end_sessions: true needs strategy aws_sso; an {strategy} flow's sessions "
-                "cannot be ended by Keycard yet (remove end_sessions from this flow)"
+                f"end_sessions: true needs strategy aws_sso or aws_sso_group; an {strategy} "
+                "flow's sessions (IAM users' keys) cannot be ended by Keycard (remove "
+                "end_sessions from this flow)"
             )
         return self
 

@@ -408,6 +408,14 @@ class ReleaseInput(_Message):
     request_id: str
 
 
+class SessionScope(_Message):
+    """A permission set in an account whose sessions of the person an ended grant allowed."""
+
+    instance_arn: str
+    permission_set_arn: str
+    account_id: str
+
+
 class SessionsEnded(_Message):
     """What became of the AWS sessions an ended grant allowed (end_sessions): every session of the
     person in the account issued before `denied_before` is denied by the permission set's inline
@@ -419,6 +427,11 @@ class SessionsEnded(_Message):
     denied_before: datetime
     seconds: float = Field(description="from the removal of the access to the policy in force")
     error: str | None = None
+    scopes: list[SessionScope] = Field(
+        default_factory=list,
+        description="every permission set and account denied (a group's are several; the first "
+        "is also in permission_set_arn and account_id)",
+    )
 
 
 class ReleaseResult(_Message):

@@ -545,6 +545,14 @@ def timeline_line(event: LifecycleEvent, view: RequestView) -> str | None:
             return ":lock: Access ended: the time was up"
         case "access.grant_failed":
             return f":warning: Granting failed: {escape(view.end_reason or 'unknown error')}"
+        case "access.sessions_ended":
+            return ":scissors: AWS sessions opened under this access are cut too"
+        case "access.sessions_not_ended":
+            error = event.detail.get("error") or "unknown error"
+            return (
+                f":rotating_light: The access is gone, but sessions opened under it could not be "
+                f"cut ({escape(error)}); they last until the permission set's session duration"
+            )
         case "access.revoke_retrying":
             error = event.detail.get("error") or "unknown error"
             return (

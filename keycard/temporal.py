@@ -121,6 +121,7 @@ RESOLVE_SLACK_APPROVERS = "slack.resolve_approvers"
 REQUEST_END_SESSIONS = "sessions.request_end"  # signal-with-start the SessionPolicyWorkflow
 END_SESSIONS = "aws_sso.end_sessions"  # write the deny entries and provision
 PRUNE_SESSIONS = "aws_sso.prune_sessions"  # remove the entries nothing can match any more
+GROUP_SESSION_SCOPES = "aws_sso_group.session_scopes"  # the permission sets a group is assigned
 INSPECT_DRIFT = "drift.inspect"  # list each target's assignments and the grants behind them
 RECONCILE_GRANT = "drift.reconcile"  # signal-with-start a GrantWorkflow to remove an orphan
 DRIFT_TIMEOUT = timedelta(minutes=10)

@@ -19,6 +19,7 @@ from keycard.models import (
     ResolveInput,
     SessionPolicyResult,
     SessionPolicyWrite,
+    SessionScope,
 )
 
 KNOWN_USERS = {"alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com"}
@@ -38,6 +39,8 @@ class FakeCloud:
     session_duration: timedelta = timedelta(hours=1)
     session_error: str | None = None
     writers: set[str] = field(default_factory=set)  # SessionPolicyWorkflow ids this cloud fed
+    # What every group of this cloud is assigned (aws_sso_group.session_scopes): (name, account).
+    group_permission_sets: list[tuple[str, str]] = field(default_factory=list)
     # Grant workflows outlive a test's worker; a per-cloud salt keeps their ids from colliding.
     salt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
@@ -138,7 +141,18 @@ class FakeCloud:
                 cloud.policies[input.permission_set_arn] = pruned
             return result(input.permission_set_arn)
 
-        return [end_sessions, prune_sessions]
+        @activity.defn(name=names.GROUP_SESSION_SCOPES)
+        async def group_session_scopes(input: ResolvedAssignment) -> list[SessionScope]:
+            return [
+                SessionScope(
+                    instance_arn=f"arn:aws:sso:::instance/ssoins-{cloud.salt}",
+                    permission_set_arn=f"arn:aws:sso:::permissionSet/ssoins-{cloud.salt}/ps-{name}",
+                    account_id=account,
+                )
+                for name, account in cloud.group_permission_sets
+            ]
+
+        return [end_sessions, prune_sessions, group_session_scopes]
 
     def policy(self, permission_set: str = "PowerUserAccess") -> str | None:
         """The inline policy of a permission set of this cloud, by its name."""

@@ -589,6 +589,8 @@ class AccessRequestWorkflow:
             "denied_before": sessions.denied_before,
             "seconds": round(sessions.seconds, 3),
         }
+        if sessions.scopes:  # a group's: every permission set and account it is assigned
+            detail["scopes"] = [s.model_dump(exclude={"instance_arn"}) for s in sessions.scopes]
         if sessions.ended:
             self._emit("access.sessions_ended", None, **detail)
         else:

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseResult,
         ResolvedAssignment,
         SessionsAnswer,
+        SessionScope,
         SessionsEnded,
     )
     from keycard.strategies import activity_name
@@ -303,7 +304,8 @@ class GrantWorkflow:
         self._view.error = None
         self._removing = False
         sessions = None
-        if removed and self._view.end_sessions and self._view.assignment.spec.strategy == "aws_sso":
+        strategy = self._view.assignment.spec.strategy
+        if removed and self._view.end_sessions and strategy in ("aws_sso", "aws_sso_group"):
             sessions = await self._end_sessions()
         self._view.end_sessions = False
         for notice in self._view.reconciling:  # the drift sweep's removals, now done
@@ -315,36 +317,45 @@ class GrantWorkflow:
         if self._by_signal:
             self._answer_returns(removed=removed, sessions=sessions)
 
-    async def _end_sessions(self) -> SessionsEnded:
-        """Have the permission set's writer deny the person's sessions in the account issued
-        before now (plus the clock margin), and wait for its word that the policy is in force."""
+    async def _end_sessions(self) -> SessionsEnded | None:
+        """Have each permission set's writer deny the person's sessions in the account issued
+        before now (plus the clock margin), and wait for their word that the policy is in force:
+        one permission set for aws_sso, every one the group is assigned for aws_sso_group.
+        None when there was nothing to end."""
         assignment = self._view.assignment
         removed_at = workflow.now()
         denied_before = session_policy.ceil_second(removed_at + names.SESSIONS_CLOCK_MARGIN)
         self._view.no_grant_before = denied_before
-        request = EndSessions(
-            token=str(workflow.uuid4()),
-            reply_to=workflow.info().workflow_id,
-            user_id=assignment.principal_id,
-            account_id=assignment.spec.account_id or "",
-            denied_before=denied_before,
-        )
+        scopes: list[SessionScope] = []
+        tokens: list[str] = []
         error = None
         try:
-            await local_call(
-                names.REQUEST_END_SESSIONS,
-                EndSessionsInput(
-                    instance_arn=assignment.instance_arn or "",
-                    permission_set_arn=assignment.permission_set_arn or "",
-                    request=request,
-                ),
-                start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
-                retry_policy=names.TAKE_LEASE_RETRY,
-            )
+            scopes = await self._session_scopes()
+            for scope in scopes:
+                request = EndSessions(
+                    token=str(workflow.uuid4()),
+                    reply_to=workflow.info().workflow_id,
+                    user_id=assignment.principal_id,
+                    account_id=scope.account_id,
+                    denied_before=denied_before,
+                )
+                await local_call(
+                    names.REQUEST_END_SESSIONS,
+                    EndSessionsInput(
+                        instance_arn=scope.instance_arn,
+                        permission_set_arn=scope.permission_set_arn,
+                        request=request,
+                    ),
+                    start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
+                    retry_policy=names.TAKE_LEASE_RETRY,
+                )
+                tokens.append(request.token)
             await wait_until(
-                lambda: request.token in self._session_answers, timeout=names.SESSIONS_WAIT
+                lambda: all(token in self._session_answers for token in tokens),
+                timeout=names.SESSIONS_WAIT,
             )
-            error = self._session_answers.pop(request.token).error
+            errors = [self._session_answers.pop(token).error for token in tokens]
+            error = "; ".join(e for e in errors if e) or None
         except ActivityError as err:
             error = root_message(err)
         except TimeoutError:
@@ -354,13 +365,35 @@ class GrantWorkflow:
             )
         if error is not None:
             workflow.logger.error("the ended access's sessions were not ended: %s", error)
+        if not scopes and error is None:
+            return None  # a group assigned no permission set: no session came from it
+        first = scopes[0] if scopes else None
         return SessionsEnded(
             ended=error is None,
-            permission_set_arn=assignment.permission_set_arn or "",
-            account_id=request.account_id,
+            permission_set_arn=first.permission_set_arn if first else "",
+            account_id=first.account_id if first else "",
             denied_before=denied_before,
             seconds=(workflow.now() - removed_at).total_seconds(),
             error=error,
+            scopes=scopes if assignment.spec.strategy != "aws_sso" else [],
+        )
+
+    async def _session_scopes(self) -> list[SessionScope]:
+        assignment = self._view.assignment
+        if assignment.spec.strategy == "aws_sso":  # known here: no call
+            return [
+                SessionScope(
+                    instance_arn=assignment.instance_arn or "",
+                    permission_set_arn=assignment.permission_set_arn or "",
+                    account_id=assignment.spec.account_id or "",
+                )
+            ]
+        return await local_call(
+            names.GROUP_SESSION_SCOPES,
+            assignment,
+            result_type=list[SessionScope],
+            start_to_close_timeout=names.RESOLVE_TIMEOUT,
+            retry_policy=names.RESOLVE_RETRY,
         )
 
     async def _call(

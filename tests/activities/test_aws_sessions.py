@@ -13,7 +13,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.aws_sessions import SessionPolicies
 from keycard import session_policy
-from keycard.models import EndSessions, SessionPolicyWrite
+from keycard.models import AssignmentSpec, EndSessions, ResolvedAssignment, SessionPolicyWrite
 
 ACCOUNT, OTHER_ACCOUNT = "111111111111", "222222222222"
 T0 = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
@@ -220,3 +220,36 @@ async def test_access_denied_says_which_permission_to_add(stubbed) -> None:
 
     assert denied.value.type == "AccessDenied" and denied.value.non_retryable
     assert "GetInlinePolicyForPermissionSet" in denied.value.message
+
+
+async def test_a_groups_sessions_come_from_every_permission_set_it_is_assigned(
+    aws, permission_set
+) -> None:
+    group_id = aws.add_group("Operators")
+    other = aws.add_permission_set("ReadOnlyAccess")
+    for arn, account in ((permission_set, ACCOUNT), (other, OTHER_ACCOUNT)):
+        aws.sso_admin.create_account_assignment(
+            InstanceArn=aws.instance_arn,
+            TargetId=account,
+            TargetType="AWS_ACCOUNT",
+            PermissionSetArn=arn,
+            PrincipalType="GROUP",
+            PrincipalId=group_id,
+        )
+    member = ResolvedAssignment(
+        spec=AssignmentSpec(
+            strategy="aws_sso_group", principal_email="alice@example.com", group="Operators"
+        ),
+        principal_id="u-alice",
+        instance_arn=aws.instance_arn,
+        group_id=group_id,
+    )
+    policies = SessionPolicies(aws.sso_admin, poll_interval=0, clock=Clock(T0))
+
+    scopes = await ActivityEnvironment().run(policies.group_session_scopes, member)
+
+    assert {(s.permission_set_arn, s.account_id) for s in scopes} == {
+        (permission_set, ACCOUNT),
+        (other, OTHER_ACCOUNT),
+    }
+    assert {s.instance_arn for s in scopes} == {aws.instance_arn}

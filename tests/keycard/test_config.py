@@ -157,3 +157,15 @@ def test_cli_schema_is_a_json_schema_that_names_the_flows():
     schema = json.loads(result.output)
     assert schema["$schema"].endswith("2020-12/schema")
     assert "flows" in schema["properties"] and "flows" in schema["required"]
+
+
+def test_end_sessions_is_on_for_aws_sso_off_for_groups_and_refused_for_iam_users():
+    assert parse_config(GOOD).flow("prod").ends_sessions
+    assert not parse_config(flow(**{"end_sessions": "false"})).flow("prod").ends_sessions
+    group = {"strategy": "aws_sso_group", "targets": "[{name: ops, group: Operators}]"}
+    assert not parse_config(flow(**group)).flow("prod").ends_sessions
+    assert parse_config(flow(**group, end_sessions="true")).flow("prod").ends_sessions
+    iam = {"strategy": "aws_iam_group", "targets": "[{name: ops, group: Operators}]"}
+    [problem] = problems(flow(**iam, end_sessions="true"))
+    assert "end_sessions: true needs strategy aws_sso or aws_sso_group" in problem
+    assert "remove end_sessions from this flow" in problem

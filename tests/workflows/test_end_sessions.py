@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 
 from temporalio.client import WorkflowExecutionStatus
 
+from activities.notify import ConsoleNotifier
 from keycard import session_policy
 from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import RequestState, SessionPolicyView
 from tests.fakes import FakeCloud
-from tests.harness import CAROL, CONFIG, Requester, ask, running_stack
+from tests.harness import BOB, CAROL, CONFIG, Requester, ask, running_stack
 from tests.workflows.test_timers import ALICE_ACTOR, approved, outcome
 
 ACCOUNT = "111111111111"
@@ -141,3 +142,55 @@ async def test_sessions_that_cannot_be_ended_are_reported_and_the_access_still_g
         assert stack.audit.types(final.id)[-2:] == ["access.ended", "access.sessions_not_ended"]
         failed = stack.audit.events[-1].detail
         assert "may not call PutInlinePolicy" in failed["error"]
+
+
+GROUP_FLOW = """
+  - name: ops-group
+    strategy: aws_sso_group
+    targets:
+      - {name: ops, group: Operators}
+    durations: [1m]
+    approvers: {groups: [sre-leads]}
+    end_sessions: true
+"""
+
+
+async def test_a_group_membership_ends_the_sessions_of_every_permission_set_the_group_has(
+    time_env,
+):
+    cloud = FakeCloud(group_permission_sets=[("ReadOnly", ACCOUNT), ("Deploy", "222222222222")])
+    config = parse_config(CONFIG + GROUP_FLOW)
+    group_activities = [*cloud.activities("aws_sso_group"), ConsoleNotifier().send]
+    async with running_stack(
+        time_env.client, config=config, cloud=cloud, extra_activities=group_activities
+    ) as stack:
+        view = await ask(stack, flow="ops-group", target="ops", duration="1m")
+        await stack.keycard.approve(view.id, BOB)
+        final = await outcome(time_env, view.id)
+
+        assert final.state is RequestState.ENDED
+        assert stack.audit.types(final.id)[-2:] == ["access.ended", "access.sessions_ended"]
+        ended = stack.audit.events[-1].detail
+        assert [(s["permission_set_arn"].rsplit("/ps-", 1)[1], s["account_id"]) for s in
+                ended["scopes"]] == [("ReadOnly", ACCOUNT), ("Deploy", "222222222222")]  # fmt: skip
+        for name, account in cloud.group_permission_sets:
+            policy = cloud.policy(name)
+            assert session_policy.denies(policy, user(cloud), account, final.granted_at)
+            assert not session_policy.denies(
+                policy, user(cloud), account, datetime.fromisoformat(ended["denied_before"])
+            )
+
+
+async def test_a_group_flow_leaves_sessions_alone_unless_it_says_so(time_env):
+    cloud = FakeCloud(group_permission_sets=[("ReadOnly", ACCOUNT)])
+    config = parse_config(CONFIG + GROUP_FLOW.replace("    end_sessions: true\n", ""))
+    group_activities = [*cloud.activities("aws_sso_group"), ConsoleNotifier().send]
+    async with running_stack(
+        time_env.client, config=config, cloud=cloud, extra_activities=group_activities
+    ) as stack:
+        view = await ask(stack, flow="ops-group", target="ops", duration="1m")
+        await stack.keycard.approve(view.id, BOB)
+        final = await outcome(time_env, view.id)
+
+        assert stack.audit.types(final.id)[-1] == "access.ended"
+        assert cloud.policy("ReadOnly") is None
