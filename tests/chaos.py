@@ -661,12 +661,14 @@ async def verify(
         "the inline policy denies someone who never had a grant (standing access?)",
     )
 
-    # Every workflow closed (but the permission set's session-policy writer, which holds its deny
-    # entries for the session duration), and every history replays.
+    # Every workflow closed (but the session-policy writer and a scheduled drift sweep), and every
+    # history replays.
     open_workflows = 0
     async for execution in client.list_workflows("ExecutionStatus='Running'"):
-        if execution.workflow_type == names.SESSION_POLICY_WORKFLOW:
-            continue  # every removal heard `sessions.ended` (the trails say so): nothing waits
+        if execution.workflow_type in (names.SESSION_POLICY_WORKFLOW, names.DRIFT_SWEEP_WORKFLOW):
+            # The writer: every removal heard `sessions.ended` (the trails say so), it holds its
+            # entries for the session duration. A sweep the schedule started may be running.
+            continue
         open_workflows += 1
         report.problems.append(f"left open: {execution.id}")
     report.add("workflows left open", open_workflows)
@@ -814,9 +816,15 @@ def _counts(planned: list[Planned]) -> str:
 
 
 async def _until_grants_close(client: Client, deadline: float = 300) -> None:
+    """Until every request and grant has closed (the session-policy writer keeps its entries for
+    the session duration, and a drift sweep may be running: neither is waited for)."""
     give_up = time.monotonic() + deadline
+    query = (
+        f"ExecutionStatus='Running' AND WorkflowType IN "
+        f"('{names.ACCESS_REQUEST_WORKFLOW}', '{names.GRANT_WORKFLOW}')"
+    )
     while time.monotonic() < give_up:
-        running = [e async for e in client.list_workflows("ExecutionStatus='Running'")]
+        running = [e async for e in client.list_workflows(query)]
         if not running:
             return
         await asyncio.sleep(2)
