@@ -151,8 +151,11 @@ async def test_the_whole_story_in_a_browser(dev, browser: Browser):
     await shot(alice, "6-ended")
     deadline = time.monotonic() + 30
     while (
-        "PowerUserAccess"
-        in (await asyncio.to_thread(cli, env, cwd, "demo-access", "alice@example.com")).stdout
+        "permission set PowerUserAccess in account"
+        in (
+            held := await asyncio.to_thread(cli, env, cwd, "demo-access", "alice@example.com")
+        ).stdout
     ):
         assert time.monotonic() < deadline, "the assignment was not removed"
         await asyncio.sleep(0.5)
+    assert "sessions of PowerUserAccess in account 111111111111 issued before" in held.stdout

@@ -296,6 +296,7 @@ async def test_a_slack_outage_never_delays_a_grant_or_its_revocation(dev_env):
             assert [line.split(" until")[0] for line in slack.thread(approval)] == [
                 ":key: Access granted",
                 ":lock: Access revoked by bob@example.com: “done”",
+                ":scissors: AWS sessions opened under this access are cut too",
             ]
         notes = [m.text for m in slack.in_channel("DUALICE")]
         assert any("has ended" in n for n in notes)
