@@ -103,7 +103,7 @@ class SessionPolicies:
     async def end_sessions(self, input: SessionPolicyWrite) -> SessionPolicyResult:
         """Deny each revocation's sessions: merge every entry into the inline policy in one write
         (pruning what has expired), then provision the permission set to each account named."""
-        duration = await self._session_duration(input)
+        duration = await self._longest_session(input)
         current = await self._inline_policy(input)
         revocations = {
             (item.user_id, item.account_id): item.denied_before for item in input.revocations
@@ -133,7 +133,7 @@ class SessionPolicies:
         """Remove the entries no live session can match any more, and provision the accounts they
         were for. The longer of the permission set's session duration now and the one the writer
         recorded decides: shortening a permission set's sessions does not shorten open ones."""
-        duration = max(await self._session_duration(input), input.session_duration or timedelta(0))
+        duration = await self._longest_session(input)
         current = await self._inline_policy(input)
         try:
             before = session_policy.entries(current)
@@ -160,10 +160,13 @@ class SessionPolicies:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    async def _session_duration(self, input: SessionPolicyWrite) -> timedelta:
+    async def _longest_session(self, input: SessionPolicyWrite) -> timedelta:
+        """The permission set's session duration now, or the longer one the writer has seen: a
+        merge prunes too, and neither may drop an entry a session opened earlier still needs."""
         response = await call_aws(self._sso_admin.describe_permission_set, **_arns(input))
         text = response["PermissionSet"].get("SessionDuration")
-        return _ISO_DURATION.validate_python(text) if text else DEFAULT_SESSION
+        now = _ISO_DURATION.validate_python(text) if text else DEFAULT_SESSION
+        return max(now, input.session_duration or timedelta(0))
 
     async def _inline_policy(self, input: SessionPolicyWrite) -> str | None:
         response = await call_aws(
