@@ -147,11 +147,12 @@ async def sweep_now(client: Client) -> DriftReport:
     await handle.trigger(overlap=ScheduleOverlapPolicy.ALLOW_ALL)
     for _ in range(600):
         described = await handle.describe()
-        started = [
-            a.action
-            for a in [*described.info.recent_actions, *described.info.running_actions]
-            if getattr(a, "action", a).workflow_id not in before
+        # Finished ones are results around the execution; running ones are the execution.
+        executions = [
+            *(result.action for result in described.info.recent_actions),
+            *described.info.running_actions,
         ]
+        started = [e for e in executions if e.workflow_id not in before]
         if started:
             run = client.get_workflow_handle(
                 started[0].workflow_id,
