@@ -56,10 +56,23 @@ def strategy_activities(
 def session_activities(
     session: boto3.Session, settings: AwsSettings, *, config: Config = CLIENT_CONFIG
 ) -> list[Callable[..., Any]]:
-    """end_sessions' inline-policy writes (activities/aws_sessions.py)."""
+    """end_sessions' policy writes (activities/aws_sessions.py): the permission set's inline policy,
+    or a flow's customer-managed policy through the role it names in each account."""
     region = settings.region or session.region_name
     sso_admin = session.client("sso-admin", region_name=region, config=config)
-    return SessionPolicies(sso_admin).activities()
+    sts = session.client("sts", region_name=region, config=config)
+
+    def iam_client(credentials: dict[str, Any]) -> Any:
+        return session.client(
+            "iam",
+            region_name=region,
+            config=config,
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+
+    return SessionPolicies(sso_admin, sts=sts, iam_client=iam_client).activities()
 
 
 def drift_activities(

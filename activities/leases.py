@@ -66,18 +66,27 @@ class LeaseActivities:
     async def request_end_sessions(self, input: EndSessionsInput) -> None:
         """Hand the permission set's SessionPolicyWorkflow a revocation, starting it if need be.
         Returns once Temporal has recorded the signal; the writer answers the grant by signal."""
-        workflow_id = names.session_policy_workflow_id(input.instance_arn, input.permission_set_arn)
+        workflow_id = names.session_policy_workflow_id(
+            input.instance_arn, input.permission_set_arn, input.policy
+        )
         log.info("sessions.end", writer=workflow_id, grant=input.request.reply_to)
+        held_in = (
+            f"customer-managed policy {input.policy.path}{input.policy.name}"
+            if input.policy is not None
+            else input.permission_set_arn
+        )
         await self._client.start_workflow(
             names.SESSION_POLICY_WORKFLOW,
             SessionPolicyInput(
-                instance_arn=input.instance_arn, permission_set_arn=input.permission_set_arn
+                instance_arn=input.instance_arn,
+                permission_set_arn=input.permission_set_arn,
+                policy=input.policy,
             ),
             id=workflow_id,
             task_queue=self._task_queue,
             start_signal=names.SESSIONS_END,
             start_signal_args=[input.request],
-            static_summary=f"session-ending deny entries of {input.permission_set_arn}",
+            static_summary=f"session-ending deny entries of {held_in}",
         )
 
     # --- before lease signals: these waited on the grant's updates (requests started earlier) --

@@ -86,6 +86,37 @@ class EnvRef(BaseModel):
 # --- targets: what a flow grants, one model per strategy ------------------------------------
 
 
+class SessionsPolicy(_Strict):
+    """`end_sessions_policy`: write a flow's deny entries into a customer-managed IAM policy in each
+    account instead of the permission set's inline policy.
+
+    The permission set attaches the policy by name (a customer-managed policy reference), so the
+    policy exists in every account the permission set is provisioned to; Keycard assumes `role` in
+    the account of each ended grant and writes a new default version of the policy. Nothing is
+    re-provisioned, and each account's policy holds only that account's entries."""
+
+    name: str = Field(
+        pattern=r"^[\w+=,.@-]{1,128}$", description="the IAM policy's name in each account"
+    )
+    path: str = Field(
+        default="/",
+        pattern=r"^/([\x21-\x7e]{0,510}/)?$",
+        description="the IAM policy's path, as in the permission set's reference",
+    )
+    role: str = Field(
+        pattern=r"^[\w+=,.@/-]{1,64}$",
+        description="the IAM role Keycard assumes in each account to write the policy "
+        "(iam:GetPolicy, iam:GetPolicyVersion, iam:ListPolicyVersions, iam:CreatePolicyVersion, "
+        "iam:DeletePolicyVersion on it)",
+    )
+
+    def policy_arn(self, account_id: str, partition: str = "aws") -> str:
+        return f"arn:{partition}:iam::{account_id}:policy{self.path}{self.name}"
+
+    def role_arn(self, account_id: str, partition: str = "aws") -> str:
+        return f"arn:{partition}:iam::{account_id}:role/{self.role.strip('/')}"
+
+
 class _TargetBase(_Strict):
     name: Name
     label: str = Field(default="", description="shown to people; defaults to the name")
@@ -262,6 +293,11 @@ class _FlowBase(_Strict):
         "permission set's inline policy; for aws_sso_group, in each permission set the group is "
         "assigned); default: true for aws_sso flows, false for aws_sso_group",
     )
+    end_sessions_policy: SessionsPolicy | None = Field(
+        default=None,
+        description="write the deny entries into this customer-managed IAM policy of each account "
+        "(which the permission set references) instead of its inline policy",
+    )
     remove_unmanaged: bool = Field(
         default=False,
         description="the drift sweep removes assignments of this flow's targets that Keycard "
@@ -320,6 +356,11 @@ class _FlowBase(_Strict):
                 f"end_sessions: true needs strategy aws_sso or aws_sso_group; an {strategy} "
                 "flow's sessions (IAM users' keys) cannot be ended by Keycard (remove "
                 "end_sessions from this flow)"
+            )
+        if self.end_sessions_policy is not None and not self.ends_sessions:
+            raise ValueError(
+                "end_sessions_policy names where ended sessions' deny entries go, but this flow "
+                "does not end sessions: set end_sessions: true, or remove end_sessions_policy"
             )
         return self
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from keycard.config import DEFAULT_AUDIT_DESTINATION, Flow, Strategy, Target
+from keycard.config import DEFAULT_AUDIT_DESTINATION, Flow, SessionsPolicy, Strategy, Target
 from keycard.durations import Duration, format_duration
 from keycard.redact import scrub
 
@@ -419,7 +419,8 @@ class SessionScope(_Message):
 class SessionsEnded(_Message):
     """What became of the AWS sessions an ended grant allowed (end_sessions): every session of the
     person in the account issued before `denied_before` is denied by the permission set's inline
-    policy, re-provisioned to the account (`ended`), or `error` says why not."""
+    policy, re-provisioned to the account (or by the account's customer-managed `policy_arn`)
+    (`ended`), or `error` says why not."""
 
     ended: bool
     permission_set_arn: str
@@ -427,6 +428,9 @@ class SessionsEnded(_Message):
     denied_before: datetime
     seconds: float = Field(description="from the removal of the access to the policy in force")
     error: str | None = None
+    policy_arn: str | None = Field(
+        default=None, description="the customer-managed policy written (None: the inline policy)"
+    )
     scopes: list[SessionScope] = Field(
         default_factory=list,
         description="every permission set and account denied (a group's are several; the first "
@@ -472,6 +476,11 @@ class LeaseRequest(_Message):
     drop_notice: LeaseDropNotice | None = None
     end_sessions: bool = Field(
         default=False, description="the flow's end_sessions: cut open AWS sessions at the end"
+    )
+    sessions_policy: SessionsPolicy | None = Field(
+        default=None,
+        description="the flow's end_sessions_policy: the customer-managed policy that holds the "
+        "deny entries (default: the permission set's inline policy)",
     )
 
 
@@ -527,6 +536,9 @@ class GrantView(_Message):
     end_sessions: bool = Field(
         default=False, description="a lease held since the access was made asked to end sessions"
     )
+    sessions_policy: SessionsPolicy | None = Field(
+        default=None, description="where that lease's flow keeps deny entries (None: inline)"
+    )
     no_grant_before: datetime | None = Field(
         default=None,
         description="sessions issued before this are denied: the access is not made again sooner",
@@ -542,6 +554,7 @@ class Reconcile(_Message):
 
     notice: LeaseDropNotice
     end_sessions: bool = False
+    sessions_policy: SessionsPolicy | None = None
 
 
 class ReconcileInput(_Message):
@@ -562,6 +575,7 @@ class DriftTarget(_Message):
     max_duration: Duration = Field(description="the flow's longest access (drift events' duration)")
     remove_unmanaged: bool = False
     end_sessions: bool = False
+    sessions_policy: SessionsPolicy | None = None
 
 
 class DriftSweepInput(_Message):
@@ -613,14 +627,20 @@ class EndSessions(_Message):
     user_id: str
     account_id: str
     denied_before: datetime
+    permission_set_arn: str | None = Field(
+        default=None,
+        description="whose sessions (a customer-managed policy's writer serves several)",
+    )
 
 
 class EndSessionsInput(_Message):
-    """sessions.request_end: signal-with-start the permission set's SessionPolicyWorkflow."""
+    """sessions.request_end: signal-with-start the writer of the deny entries: the permission
+    set's SessionPolicyWorkflow, or the customer-managed policy's when the flow names one."""
 
     instance_arn: str
     permission_set_arn: str
     request: EndSessions
+    policy: SessionsPolicy | None = None
 
 
 class SessionsAnswer(_Message):
@@ -640,14 +660,28 @@ class SessionPolicyWrite(_Message):
     session_duration: Duration | None = Field(
         default=None, description="the longest session duration the writer has seen"
     )
+    policy: SessionsPolicy | None = Field(
+        default=None, description="the customer-managed policy written (None: the inline policy)"
+    )
+    permission_sets: list[str] = Field(
+        default_factory=list, description="every permission set whose sessions the writer denied"
+    )
+    accounts: list[str] = Field(
+        default_factory=list, description="a customer-managed policy's accounts holding entries"
+    )
 
 
 class SessionPolicyResult(_Message):
     session_duration: Duration = Field(description="the permission set's, as AWS says now")
     denied: dict[str, datetime] = Field(
-        default_factory=dict, description="'<user id>:<account id>' -> denied before, as written"
+        default_factory=dict,
+        description="'<user id>:<account id>[:<permission set>]' -> denied before, as written",
     )
     provisioned: list[str] = Field(default_factory=list, description="accounts provisioned")
+    accounts: list[str] | None = Field(
+        default=None,
+        description="a customer-managed policy's: the accounts whose copy holds entries",
+    )
 
 
 class SessionPolicyView(_Message):
@@ -658,11 +692,17 @@ class SessionPolicyView(_Message):
     session_duration: Duration | None = None
     error: str | None = None
     writes: int = 0
+    policy: SessionsPolicy | None = None
+    permission_sets: list[str] = Field(default_factory=list)
+    accounts: list[str] = Field(
+        default_factory=list, description="a customer-managed policy's accounts holding entries"
+    )
 
 
 class SessionPolicyInput(_Message):
     instance_arn: str
     permission_set_arn: str
+    policy: SessionsPolicy | None = None
     carried: SessionPolicyView | None = Field(
         default=None, description="state kept across continue-as-new"
     )

@@ -27,10 +27,20 @@ pruning entries that can no longer match anything, and the evaluation the statem
   ever removed early.
 - An inline policy has a size limit (32,768 characters for a permission set); a merge that would
   pass it, even after pruning, raises PolicyTooLarge rather than dropping a live entry.
+
+A flow may name a customer-managed policy instead (`end_sessions_policy`): the same statements, in
+an IAM policy of each account that the permission set references by name. Several permission sets
+may reference one such policy, so each of its statements also names the permission set's role
+(`aws:PrincipalArn` like `.../AWSReservedSSO_<permission set name>_<16 characters>`, the name
+Identity Center gives the role): ending a grant of one permission set never touches the person's
+live grant of another. Its limit is 6,144 characters, and it can never be deleted or left empty
+while a permission set references it (provisioning would fail), so pruning its last entry leaves
+a statement that allows nothing (PLACEHOLDER).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping
@@ -39,6 +49,15 @@ from typing import Any
 
 SID_PREFIX = "KeycardEndSessions"
 INLINE_POLICY_LIMIT = 32_768  # characters, IAM Identity Center's limit for an inline policy
+MANAGED_POLICY_LIMIT = 6_144  # characters (without whitespace), IAM's limit for a managed policy
+# What an emptied customer-managed policy holds: GetCallerIdentity needs no permission, so allowing
+# it allows nothing; its Sid is not SID_PREFIX's, and a merge drops it again.
+PLACEHOLDER = {
+    "Sid": "KeycardNoEntries",
+    "Effect": "Allow",
+    "Action": "sts:GetCallerIdentity",
+    "Resource": "*",
+}
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -46,24 +65,41 @@ class PolicyTooLarge(ValueError):
     """The inline policy cannot hold one more entry; nothing was changed."""
 
 
-Key = tuple[str, str]  # (Identity Center user id, AWS account id)
+# (Identity Center user id, AWS account id), plus the permission set's name in a customer-managed
+# policy, which several permission sets' roles may attach.
+Key = tuple[str, ...]
+_ROLE_SUFFIX = "?" * 16  # Identity Center names roles AWSReservedSSO_<name>_<16 characters>
 
 
-def statement(user_id: str, account_id: str, revoked_at: datetime) -> dict[str, Any]:
+def statement(
+    user_id: str, account_id: str, revoked_at: datetime, permission_set: str | None = None
+) -> dict[str, Any]:
     """Deny everything to this Identity Center user's sessions in this account issued before
-    `revoked_at`."""
+    `revoked_at` (only those of `permission_set`'s role, when named)."""
+    condition: dict[str, Any] = {
+        "StringEquals": {"identitystore:userId": user_id, "aws:PrincipalAccount": account_id},
+        # Whole seconds, rounded up: a session issued in the revocation's own second is denied
+        # too (it came from the grant that just ended).
+        "DateLessThan": {"aws:TokenIssueTime": _iso(ceil_second(revoked_at))},
+    }
+    if permission_set:
+        condition["ArnLike"] = {"aws:PrincipalArn": role_pattern(account_id, permission_set)}
+    key = (user_id, account_id, permission_set) if permission_set else (user_id, account_id)
     return {
-        "Sid": _sid(user_id, account_id),
+        "Sid": _sid(key),
         "Effect": "Deny",
         "Action": "*",
         "Resource": "*",
-        "Condition": {
-            "StringEquals": {"identitystore:userId": user_id, "aws:PrincipalAccount": account_id},
-            # Whole seconds, rounded up: a session issued in the revocation's own second is
-            # denied too (it came from the grant that just ended).
-            "DateLessThan": {"aws:TokenIssueTime": _iso(ceil_second(revoked_at))},
-        },
+        "Condition": condition,
     }
+
+
+def role_pattern(account_id: str, permission_set: str) -> str:
+    """The ARN of every role Identity Center makes for this permission set in this account."""
+    return (
+        f"arn:*:iam::{account_id}:role/aws-reserved/sso.amazonaws.com/"
+        f"*AWSReservedSSO_{permission_set}_{_ROLE_SUFFIX}"
+    )
 
 
 def entries(policy: str | None) -> dict[Key, datetime]:
@@ -78,8 +114,9 @@ def merge(
     *,
     now: datetime,
     max_session: timedelta,
+    limit: int = INLINE_POLICY_LIMIT,
 ) -> str:
-    """The inline policy with these revocations in it (and expired entries pruned): the customer's
+    """The policy with these revocations in it (and expired entries pruned): the customer's
     statements unchanged, one Keycard statement per person and account with their latest
     revocation (whole seconds, rounded up)."""
     document = _parse(policy)
@@ -90,26 +127,31 @@ def merge(
     kept = [
         s
         for s in _statements(document)
-        if not _is_ours(s) or (_key(s) not in revocations and not _expired(s, now, max_session))
+        if s.get("Sid") != PLACEHOLDER["Sid"]
+        and (not _is_ours(s) or (_key(s) not in revocations and not _expired(s, now, max_session)))
     ]
-    document["Statement"] = [*kept, *(statement(*key, latest[key]) for key in revocations)]
+    document["Statement"] = [*kept, *(_statement(key, latest[key]) for key in revocations)]
     text = _dump(document)
-    if len(text) > INLINE_POLICY_LIMIT:
+    if len(text) > limit:
         raise PolicyTooLarge(
-            f"the permission set's inline policy would be {len(text)} characters with "
-            f"{len(revocations)} more ended session(s), over its limit of {INLINE_POLICY_LIMIT}; "
-            "nothing was changed"
+            f"the policy would be {len(text)} characters with {len(revocations)} more ended "
+            f"session(s), over its limit of {limit}; nothing was changed"
         )
     return text
 
 
-def prune(policy: str | None, *, now: datetime, max_session: timedelta) -> str | None:
-    """The inline policy without the Keycard entries that can no longer match a live session;
-    None when nothing is left in it (delete the inline policy)."""
+def prune(
+    policy: str | None, *, now: datetime, max_session: timedelta, keep: bool = False
+) -> str | None:
+    """The policy without the Keycard entries that can no longer match a live session; when
+    nothing is left, None (delete the inline policy), or with `keep` the PLACEHOLDER statement (a
+    customer-managed policy must stay)."""
     document = _parse(policy)
     kept = [s for s in _statements(document) if not (_is_ours(s) and _expired(s, now, max_session))]
     if not kept:
-        return None
+        if not keep:
+            return None
+        kept = [dict(PLACEHOLDER)]
     document["Statement"] = kept
     return _dump(document)
 
@@ -120,11 +162,17 @@ def next_expiry(policy: str | None, max_session: timedelta) -> datetime | None:
     return min(times) + max_session if times else None
 
 
-def denies(policy: str | None, user_id: str, account_id: str, token_issued_at: datetime) -> bool:
+def denies(
+    policy: str | None,
+    user_id: str,
+    account_id: str,
+    token_issued_at: datetime,
+    role_arn: str | None = None,
+) -> bool:
     """Whether the policy's Keycard entries deny a session of `user_id` in `account_id` whose
-    credentials were issued at `token_issued_at`: the evaluation AWS performs for these statements
-    (an explicit Deny wins over any Allow; StringEquals and DateLessThan on the request's context
-    keys), written down so tests can hold the statements to it."""
+    credentials were issued at `token_issued_at` (to the role `role_arn`): the evaluation AWS
+    performs for these statements (an explicit Deny wins over any Allow; StringEquals, ArnLike and
+    DateLessThan on the request's context keys), written down so tests can hold them to it."""
     for item in _statements(_parse(policy)):
         if not _is_ours(item):
             continue
@@ -132,17 +180,33 @@ def denies(policy: str | None, user_id: str, account_id: str, token_issued_at: d
         context = {"identitystore:userId": user_id, "aws:PrincipalAccount": account_id}
         if any(context.get(name) != value for name, value in equals.items()):
             continue
+        like = item["Condition"].get("ArnLike", {}).get("aws:PrincipalArn")
+        if like is not None and not (role_arn and _arn_like(role_arn, like)):
+            continue
         if token_issued_at.astimezone(UTC) < _before(item):
             return True
     return False
 
 
+def _arn_like(arn: str, pattern: str) -> bool:
+    """IAM's ArnLike: each of the six colon-separated parts matched with * and ? wildcards."""
+    parts, patterns = arn.split(":", 5), pattern.split(":", 5)
+    return len(parts) == len(patterns) == 6 and all(
+        fnmatch.fnmatchcase(part, like) for part, like in zip(parts, patterns, strict=True)
+    )
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _sid(user_id: str, account_id: str) -> str:
-    # Sids are alphanumeric; a digest keeps them unique per person and account, within IAM's rules.
-    return SID_PREFIX + hashlib.sha256(f"{user_id}:{account_id}".encode()).hexdigest()[:16]
+def _statement(key: Key, revoked_at: datetime) -> dict[str, Any]:
+    user_id, account_id, *permission_set = key
+    return statement(user_id, account_id, revoked_at, *permission_set)
+
+
+def _sid(key: Key) -> str:
+    # Sids are alphanumeric; a digest keeps them unique per key, within IAM's rules.
+    return SID_PREFIX + hashlib.sha256(":".join(key).encode()).hexdigest()[:16]
 
 
 def _parse(policy: str | None) -> dict[str, Any]:
@@ -165,7 +229,12 @@ def _is_ours(item: Mapping[str, Any]) -> bool:
 
 def _key(item: Mapping[str, Any]) -> Key:
     equals = item["Condition"]["StringEquals"]
-    return equals["identitystore:userId"], equals.get("aws:PrincipalAccount", "")
+    key = (equals["identitystore:userId"], equals.get("aws:PrincipalAccount", ""))
+    like = item["Condition"].get("ArnLike", {}).get("aws:PrincipalArn")
+    if like is None:
+        return key
+    permission_set = like.rpartition("AWSReservedSSO_")[2].removesuffix("_" + _ROLE_SUFFIX)
+    return (*key, permission_set)
 
 
 def _before(item: Mapping[str, Any]) -> datetime:
@@ -174,6 +243,12 @@ def _before(item: Mapping[str, Any]) -> datetime:
 
 def _expired(item: Mapping[str, Any], now: datetime, max_session: timedelta) -> bool:
     return _before(item) + max_session <= now.astimezone(UTC)
+
+
+def partition(arn: str) -> str:
+    """`aws`, `aws-us-gov` or `aws-cn`: the partition an ARN lives in."""
+    parts = arn.split(":")
+    return parts[1] if len(parts) > 1 and parts[1] else "aws"
 
 
 def ceil_second(moment: datetime) -> datetime:

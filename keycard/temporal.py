@@ -10,8 +10,12 @@ import hashlib
 import os
 import secrets
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from temporalio.common import RetryPolicy, SearchAttributeKey
+
+if TYPE_CHECKING:
+    from keycard.config import SessionsPolicy
 
 DEFAULT_TASK_QUEUE = "keycard"
 
@@ -93,9 +97,15 @@ def grant_workflow_id(grant_key: str) -> str:
     return f"grant:{grant_key}"
 
 
-def session_policy_workflow_id(instance_arn: str, permission_set_arn: str) -> str:
-    """`sessions:<instance id>:<permission set id>`: one writer per permission set."""
+def session_policy_workflow_id(
+    instance_arn: str, permission_set_arn: str, policy: SessionsPolicy | None = None
+) -> str:
+    """`sessions:<instance id>:<permission set id>`: one writer per permission set's inline policy;
+    `sessions:<instance id>:policy:<path><name>` for a customer-managed policy, which several
+    permission sets may reference: one writer per policy, whichever permission set it serves."""
     instance = instance_arn.rsplit("/", 1)[-1]
+    if policy is not None:
+        return f"sessions:{instance}:policy:{policy.path}{policy.name}"
     permission_set = permission_set_arn.rsplit("/", 1)[-1]
     return f"sessions:{instance}:{permission_set}"
 

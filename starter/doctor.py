@@ -57,6 +57,7 @@ IAM_POLICY: dict[str, Any] = {
                 "sso:DescribePermissionSet",
                 "sso:ListAccountAssignments",
                 "sso:ListAccountAssignmentsForPrincipal",
+                "sso:ListCustomerManagedPolicyReferencesInPermissionSet",
                 "sso:ListInstances",
                 "sso:ListPermissionSets",
             ],
@@ -443,6 +444,20 @@ def _check_aws(report: Report, config: KeycardConfig, demo: tuple[str, str] | No
     def client(service: str) -> Any:
         return session.client(service, region_name=region, config=quick, endpoint_url=endpoint)
 
+    def client_as(role_arn: str, service: str) -> Any:
+        """A client acting as `role_arn` (end_sessions_policy's writer role in an account)."""
+        assumed = client("sts").assume_role(RoleArn=role_arn, RoleSessionName="keycard-doctor")
+        credentials = assumed["Credentials"]
+        return session.client(
+            service,
+            region_name=region,
+            config=quick,
+            endpoint_url=endpoint,
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+
     def call(check: str, action: str, fn: Callable[[], Any], not_found: str | None = None) -> Any:
         """Run one AWS call; on failure record a FAIL naming the action and return None."""
         try:
@@ -475,7 +490,7 @@ def _check_aws(report: Report, config: KeycardConfig, demo: tuple[str, str] | No
     report.ok("aws credentials", f"AWS accepts the credentials of {identity['Arn']}.")
 
     if strategies & {"aws_sso", "aws_sso_group"}:
-        _check_identity_center(report, config, client, call)
+        _check_identity_center(report, config, client, call, client_as)
     if "aws_iam_group" in strategies:
         iam = client("iam")
         for flow in config.flows:
@@ -493,7 +508,7 @@ def _check_aws(report: Report, config: KeycardConfig, demo: tuple[str, str] | No
                         report.ok(where, f"IAM group {target.group!r} exists.")
 
 
-def _check_identity_center(report: Report, config: KeycardConfig, client, call) -> None:
+def _check_identity_center(report: Report, config: KeycardConfig, client, call, client_as) -> None:
     sso_admin, store = client("sso-admin"), client("identitystore")
     pages = call(
         "identity center",
@@ -538,7 +553,7 @@ def _check_identity_center(report: Report, config: KeycardConfig, client, call) 
     for flow in config.flows:
         if isinstance(flow, AwsSsoFlow):
             _check_sso_flow(report, flow, sets, instance_arn, sso_admin, call)
-            if flow.ends_sessions:
+            if flow.ends_sessions and flow.end_sessions_policy is None:
                 ending |= {
                     sets[t.permission_set].arn for t in flow.targets if t.permission_set in sets
                 }
@@ -563,6 +578,11 @@ def _check_identity_center(report: Report, config: KeycardConfig, client, call) 
                 if found is not None:
                     report.ok(where, f"Identity Center group {target.group!r} exists.")
     _check_end_sessions(report, ending, sets, instance_arn, sso_admin, call)
+    for flow in config.flows:
+        if isinstance(flow, AwsSsoFlow) and flow.ends_sessions and flow.end_sessions_policy:
+            _check_managed_session_policy(
+                report, flow, sets, instance_arn, sso_admin, call, client_as
+            )
 
 
 def _user_lookup_allowed(store, store_id: str) -> bool:
@@ -649,6 +669,92 @@ def _check_end_sessions(report, arns: set[str], sets, instance_arn, sso_admin, c
             f"the doctor cannot try without changing AWS: {POLICY_HINT}."
         )
         if room < 10:
+            report.warn(check, message)
+        else:
+            report.ok(check, message)
+
+
+def _check_managed_session_policy(
+    report, flow: AwsSsoFlow, sets, instance_arn, sso_admin, call, client_as
+) -> None:
+    """end_sessions_policy: each target's permission set must reference the policy (or the deny
+    entries would apply to nobody), and the flow's role must be assumable in each account and
+    able to read the policy there, with room under IAM's limit."""
+    from keycard import session_policy
+
+    managed = flow.end_sessions_policy
+    assert managed is not None
+    shown = f"{managed.path}{managed.name}"
+    partition = session_policy.partition(instance_arn)
+    checked: set[tuple[str, str]] = set()
+    for target in flow.targets:
+        found = sets.get(target.permission_set)
+        if found is None or (found.arn, target.account_id) in checked:
+            continue  # a missing permission set is the target check's failure
+        checked.add((found.arn, target.account_id))
+        check = f"end sessions: {flow.name}/{target.name}"
+        references = call(
+            check,
+            "sso:ListCustomerManagedPolicyReferencesInPermissionSet",
+            lambda arn=found.arn: (
+                sso_admin.list_customer_managed_policy_references_in_permission_set(
+                    InstanceArn=instance_arn, PermissionSetArn=arn
+                )
+            ),
+        )
+        if references is None:
+            continue
+        named = {
+            (ref["Name"], ref.get("Path") or "/")
+            for ref in references.get("CustomerManagedPolicyReferences", [])
+        }
+        if (managed.name, managed.path) not in named:
+            report.fail(
+                check,
+                f"permission set {found.name} does not reference customer-managed policy {shown}, "
+                "so its deny entries would apply to nobody: attach it to the permission set "
+                "(AttachCustomerManagedPolicyReferenceToPermissionSet), or remove "
+                "end_sessions_policy to use the inline policy.",
+            )
+            continue
+        role_arn = managed.role_arn(target.account_id, partition)
+        iam = call(
+            check,
+            f"sts:AssumeRole on {role_arn}",
+            lambda role_arn=role_arn: client_as(role_arn, "iam"),
+        )
+        if iam is None:
+            continue
+        policy_arn = managed.policy_arn(target.account_id, partition)
+        described = call(
+            check,
+            f"iam:GetPolicy (as {role_arn})",
+            lambda iam=iam, arn=policy_arn: iam.get_policy(PolicyArn=arn),
+            not_found=f"customer-managed policy {policy_arn} does not exist; create it in account "
+            f"{target.account_id} (any statement will do, e.g. Allow sts:GetCallerIdentity).",
+        )
+        if described is None:
+            continue
+        version = call(
+            check,
+            f"iam:GetPolicyVersion (as {role_arn})",
+            lambda iam=iam, arn=policy_arn, v=described["Policy"]["DefaultVersionId"]: (
+                iam.get_policy_version(PolicyArn=arn, VersionId=v)
+            ),
+        )
+        if version is None:
+            continue
+        document = json.dumps(version["PolicyVersion"]["Document"], separators=(",", ":"))
+        held = session_policy.entries(document)
+        room = (session_policy.MANAGED_POLICY_LIMIT - len(document)) // 400  # about one entry
+        message = (
+            f"ended grants' sessions of permission set {found.name} are cut with deny entries in "
+            f"{policy_arn}, written as {role_arn} ({len(held)} held now, room for about {room} "
+            "more). That role also needs iam:ListPolicyVersions, iam:CreatePolicyVersion and "
+            "iam:DeletePolicyVersion on the policy, which the doctor cannot try without "
+            "changing AWS."
+        )
+        if room < 3:
             report.warn(check, message)
         else:
             report.ok(check, message)

@@ -45,6 +45,8 @@ def sweep_input(config: KeycardConfig) -> DriftSweepInput:
             seen = targets.get(key)
             if seen is not None:
                 seen.remove_unmanaged |= flow.remove_unmanaged
+                if flow.ends_sessions and not seen.end_sessions:
+                    seen.sessions_policy = flow.end_sessions_policy
                 seen.end_sessions |= flow.ends_sessions
                 continue
             targets[key] = DriftTarget(
@@ -60,6 +62,7 @@ def sweep_input(config: KeycardConfig) -> DriftSweepInput:
                 max_duration=flow.maximum,
                 remove_unmanaged=flow.remove_unmanaged,
                 end_sessions=flow.ends_sessions,
+                sessions_policy=flow.end_sessions_policy if flow.ends_sessions else None,
             )
     return DriftSweepInput(
         targets=list(targets.values()), audit_destinations=config.audit.destination_names

@@ -110,14 +110,56 @@ class FakeCloud:
                 denied={f"{user}:{account}": at for (user, account), at in denied.items()},
             )
 
+        def managed(input: SessionPolicyWrite) -> SessionPolicyResult:
+            """A customer-managed policy: one copy per account, entries scoped to the role."""
+            assert input.policy is not None
+            copies = {}
+            for item in input.revocations:
+                name = (item.permission_set_arn or input.permission_set_arn).rsplit("/ps-", 1)[1]
+                key = input.policy.policy_arn(item.account_id)
+                copies.setdefault(key, {})[(item.user_id, item.account_id, name)] = (
+                    item.denied_before
+                )
+            for key in {input.policy.policy_arn(a) for a in input.accounts} | set(copies):
+                if key in copies:
+                    cloud.policies[key] = session_policy.merge(
+                        cloud.policies.get(key),
+                        copies[key],
+                        now=datetime.now(UTC),
+                        max_session=cloud.session_duration,
+                        limit=session_policy.MANAGED_POLICY_LIMIT,
+                    )
+                elif not input.revocations:
+                    cloud.policies[key] = session_policy.prune(
+                        cloud.policies.get(key),
+                        now=activity.info().current_attempt_scheduled_time,
+                        max_session=cloud.session_duration,
+                        keep=True,
+                    )
+            denied = {
+                ":".join(k): at
+                for arn, text in cloud.policies.items()
+                if arn.startswith("arn:aws:iam::")
+                for k, at in session_policy.entries(text).items()
+            }
+            return SessionPolicyResult(
+                session_duration=cloud.session_duration,
+                denied=denied,
+                accounts=sorted({k.split(":")[1] for k in denied}),
+            )
+
         @activity.defn(name=names.END_SESSIONS)
         async def end_sessions(input: SessionPolicyWrite) -> SessionPolicyResult:
             cloud.calls.append(("end_sessions", input.permission_set_arn))
             cloud.writers.add(
-                names.session_policy_workflow_id(input.instance_arn, input.permission_set_arn)
+                names.session_policy_workflow_id(
+                    input.instance_arn, input.permission_set_arn, input.policy
+                )
             )
             if cloud.session_error:
                 raise ApplicationError(cloud.session_error, type="AccessDenied", non_retryable=True)
+            if input.policy is not None:
+                return managed(input)
             revocations = {(r.user_id, r.account_id): r.denied_before for r in input.revocations}
             cloud.policies[input.permission_set_arn] = session_policy.merge(
                 cloud.policies.get(input.permission_set_arn),
@@ -130,6 +172,8 @@ class FakeCloud:
         @activity.defn(name=names.PRUNE_SESSIONS)
         async def prune_sessions(input: SessionPolicyWrite) -> SessionPolicyResult:
             cloud.calls.append(("prune_sessions", input.permission_set_arn))
+            if input.policy is not None:
+                return managed(input)
             pruned = session_policy.prune(
                 cloud.policies.get(input.permission_set_arn),
                 now=activity.info().current_attempt_scheduled_time,

@@ -16,6 +16,7 @@ from workflows.waiting import run_through_cancel, wait_until
 with workflow.unsafe.imports_passed_through():
     from keycard import hooks, policy
     from keycard import temporal as names
+    from keycard.config import SessionsPolicy
     from keycard.durations import format_duration
     from keycard.failures import root_message, root_type
     from keycard.hooks import (
@@ -472,6 +473,7 @@ class AccessRequestWorkflow:
                     expires_at=expires_at,
                     drop_notice=self._lease_drop_notice(),
                     end_sessions=self._ends_sessions(),
+                    sessions_policy=self._sessions_policy(),
                 ),
             ),
             start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
@@ -582,6 +584,10 @@ class AccessRequestWorkflow:
         end_sessions); requests started before keycard-v8 never did."""
         return self._v8 and self._flow.ends_sessions
 
+    def _sessions_policy(self) -> SessionsPolicy | None:
+        """The flow's customer-managed policy for the deny entries (None: the inline policy)."""
+        return self._flow.end_sessions_policy if self._ends_sessions() else None
+
     def _report_sessions(self, sessions: SessionsEnded) -> None:
         detail = {
             "permission_set_arn": sessions.permission_set_arn,
@@ -589,6 +595,8 @@ class AccessRequestWorkflow:
             "denied_before": sessions.denied_before,
             "seconds": round(sessions.seconds, 3),
         }
+        if sessions.policy_arn:  # the flow's end_sessions_policy
+            detail["policy_arn"] = sessions.policy_arn
         if sessions.scopes:  # a group's: every permission set and account it is assigned
             detail["scopes"] = [s.model_dump(exclude={"instance_arn"}) for s in sessions.scopes]
         if sessions.ended:
@@ -660,6 +668,7 @@ class AccessRequestWorkflow:
                 expires_at=expires_at,
                 drop_notice=self._lease_drop_notice(),
                 end_sessions=self._ends_sessions(),
+                sessions_policy=self._sessions_policy(),
             )
             if not await self._send_to_grant(names.LEASE_TAKE, renewal):
                 await self._take_lease(expires_at)  # the grant is gone: lease it afresh

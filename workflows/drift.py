@@ -94,6 +94,7 @@ class DriftSweepWorkflow:
                 reconcile=Reconcile(
                     notice=LeaseDropNotice(event=event, destinations=destinations),
                     end_sessions=target.end_sessions,
+                    sessions_policy=target.sessions_policy,
                 ),
             ),
             start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,

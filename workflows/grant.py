@@ -136,6 +136,7 @@ class GrantWorkflow:
         self._returning_drop(lease.request_id)
         if self._v8 and lease.end_sessions:
             self._view.end_sessions = True
+            self._view.sessions_policy = lease.sessions_policy or self._view.sessions_policy
         if lease.drop_notice is not None:
             self._view.drop_notices[lease.request_id] = lease.drop_notice
         if lease.request_id in self._leases and lease.expires_at is not None:
@@ -162,6 +163,8 @@ class GrantWorkflow:
         self._view.assigned = True
         self._view.standing = False
         self._view.end_sessions = self._view.end_sessions or request.end_sessions
+        if request.end_sessions:
+            self._view.sessions_policy = request.sessions_policy or self._view.sessions_policy
         self._view.reconciling.append(request.notice)
 
     @workflow.signal(name=names.SESSIONS_ENDED)
@@ -234,6 +237,7 @@ class GrantWorkflow:
             await workflow.sleep(not_before - workflow.now())  # the ended sessions' deny time
         if not await self._create():
             self._view.end_sessions = False
+            self._view.sessions_policy = None
             for request_id in self._view.waiting:
                 self._failed[request_id] = self._view.error or "granting access failed"
                 self._tell(
@@ -308,6 +312,7 @@ class GrantWorkflow:
         if removed and self._view.end_sessions and strategy in ("aws_sso", "aws_sso_group"):
             sessions = await self._end_sessions()
         self._view.end_sessions = False
+        self._view.sessions_policy = None
         for notice in self._view.reconciling:  # the drift sweep's removals, now done
             extra = {"removed": removed}
             if sessions is not None:
@@ -323,6 +328,7 @@ class GrantWorkflow:
         one permission set for aws_sso, every one the group is assigned for aws_sso_group.
         None when there was nothing to end."""
         assignment = self._view.assignment
+        policy = self._view.sessions_policy
         removed_at = workflow.now()
         denied_before = session_policy.ceil_second(removed_at + names.SESSIONS_CLOCK_MARGIN)
         self._view.no_grant_before = denied_before
@@ -338,6 +344,7 @@ class GrantWorkflow:
                     user_id=assignment.principal_id,
                     account_id=scope.account_id,
                     denied_before=denied_before,
+                    permission_set_arn=scope.permission_set_arn,
                 )
                 await local_call(
                     names.REQUEST_END_SESSIONS,
@@ -345,6 +352,7 @@ class GrantWorkflow:
                         instance_arn=scope.instance_arn,
                         permission_set_arn=scope.permission_set_arn,
                         request=request,
+                        policy=policy,
                     ),
                     start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
                     retry_policy=names.TAKE_LEASE_RETRY,
@@ -376,6 +384,11 @@ class GrantWorkflow:
             seconds=(workflow.now() - removed_at).total_seconds(),
             error=error,
             scopes=scopes if assignment.spec.strategy != "aws_sso" else [],
+            policy_arn=(
+                policy.policy_arn(first.account_id, session_policy.partition(first.instance_arn))
+                if policy is not None and first is not None
+                else None
+            ),
         )
 
     async def _session_scopes(self) -> list[SessionScope]:

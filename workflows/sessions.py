@@ -1,4 +1,5 @@
-"""SessionPolicyWorkflow: the single writer of one permission set's session-ending deny entries."""
+"""SessionPolicyWorkflow: the single writer of one permission set's session-ending deny entries
+(or of one customer-managed policy's, in every account, when a flow names one)."""
 
 from __future__ import annotations
 
@@ -42,13 +43,18 @@ class SessionPolicyWorkflow:
     has passed since the oldest entry's time (every session it could match has ended), and a
     pruning write removes what has expired. With no entry left and nothing asked, it ends; the
     next `sessions.end` (signal-with-start) begins a new run.
+    With a customer-managed policy (a flow's `end_sessions_policy`) the writer is the policy's, id
+    `sessions:<instance id>:policy:<path><name>`: each account's copy of the policy holds that
+    account's entries, written through a role in the account, and nothing is provisioned.
     Query: `status` -> SessionPolicyView.
     """
 
     @workflow.init
     def __init__(self, input: SessionPolicyInput) -> None:
         self._view = input.carried or SessionPolicyView(
-            instance_arn=input.instance_arn, permission_set_arn=input.permission_set_arn
+            instance_arn=input.instance_arn,
+            permission_set_arn=input.permission_set_arn,
+            policy=input.policy,
         )
         self._telling = 0
         self._prune_after: datetime | None = None  # a failed pruning write waits until then
@@ -79,6 +85,7 @@ class SessionPolicyWorkflow:
                     SessionPolicyInput(
                         instance_arn=input.instance_arn,
                         permission_set_arn=input.permission_set_arn,
+                        policy=input.policy,
                         carried=self._view,
                     )
                 )
@@ -89,6 +96,9 @@ class SessionPolicyWorkflow:
     @workflow.signal(name=names.SESSIONS_END)
     def end(self, request: EndSessions) -> None:
         self._view.waiting.append(request)
+        known = request.permission_set_arn
+        if known and known not in (self._view.permission_set_arn, *self._view.permission_sets):
+            self._view.permission_sets.append(known)
 
     @workflow.query
     def status(self) -> SessionPolicyView:
@@ -127,6 +137,9 @@ class SessionPolicyWorkflow:
                 permission_set_arn=self._view.permission_set_arn,
                 revocations=batch,
                 session_duration=self._view.session_duration,
+                policy=self._view.policy,
+                permission_sets=self._view.permission_sets,
+                accounts=self._view.accounts,
             ),
             result_type=SessionPolicyResult,
             start_to_close_timeout=names.SESSIONS_TIMEOUT,
@@ -139,6 +152,8 @@ class SessionPolicyWorkflow:
         self._view.writes += 1
         self._view.error = None
         self._view.denied = result.denied
+        if result.accounts is not None:  # a customer-managed policy's: where entries are left
+            self._view.accounts = result.accounts
         recorded = self._view.session_duration or timedelta(0)
         self._view.session_duration = max(result.session_duration, recorded)
 

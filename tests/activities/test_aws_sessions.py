@@ -13,6 +13,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.aws_sessions import SessionPolicies
 from keycard import session_policy
+from keycard.config import SessionsPolicy
 from keycard.models import AssignmentSpec, EndSessions, ResolvedAssignment, SessionPolicyWrite
 
 ACCOUNT, OTHER_ACCOUNT = "111111111111", "222222222222"
@@ -253,3 +254,141 @@ async def test_a_groups_sessions_come_from_every_permission_set_it_is_assigned(
         (other, OTHER_ACCOUNT),
     }
     assert {s.instance_arn for s in scopes} == {aws.instance_arn}
+
+
+# --- a customer-managed policy in each account, written through the flow's role -----------------
+
+MANAGED = SessionsPolicy(name="KeycardEndSessions", path="/keycard/", role="KeycardSessionWriter")
+
+
+def as_role(aws, account: str):
+    """An IAM client in `account`, as the flow's role there (moto honours assumed accounts)."""
+    credentials = aws.session.client("sts").assume_role(
+        RoleArn=MANAGED.role_arn(account), RoleSessionName="test"
+    )["Credentials"]
+    return iam_client(aws)(credentials)
+
+
+def iam_client(aws):
+    def make(credentials):
+        return aws.session.client(
+            "iam",
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+
+    return make
+
+
+def managed_policies(aws, clock: Clock) -> SessionPolicies:
+    return SessionPolicies(
+        aws.sso_admin, sts=aws.session.client("sts"), iam_client=iam_client(aws), clock=clock
+    )
+
+
+def create_managed(aws, account: str, *statements) -> None:
+    as_role(aws, account).create_policy(
+        PolicyName=MANAGED.name,
+        Path=MANAGED.path,
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": list(statements)}),
+    )
+
+
+def managed_policy(aws, account: str) -> str:
+    iam = as_role(aws, account)
+    arn = MANAGED.policy_arn(account)
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    return json.dumps(
+        iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+    )
+
+
+def scoped(revoked: EndSessions, permission_set_arn: str) -> EndSessions:
+    return revoked.model_copy(update={"permission_set_arn": permission_set_arn})
+
+
+def role(account: str, permission_set: str) -> str:
+    return (
+        f"arn:aws:iam::{account}:role/aws-reserved/sso.amazonaws.com/"
+        f"AWSReservedSSO_{permission_set}_0123456789abcdef"
+    )
+
+
+async def test_a_customer_managed_policy_holds_each_accounts_entries_scoped_to_the_permission_set(
+    aws, permission_set
+) -> None:
+    other_set = aws.add_permission_set("ReadOnlyAccess")
+    for account in (ACCOUNT, OTHER_ACCOUNT):
+        create_managed(aws, account, CUSTOMER)
+    policies = managed_policies(aws, Clock(T0))
+    before = T0 - timedelta(hours=1)
+
+    result = await ActivityEnvironment().run(
+        policies.end_sessions,
+        write(
+            aws,
+            permission_set,
+            scoped(revocation("u-alice"), permission_set),
+            scoped(revocation("u-bob", OTHER_ACCOUNT), other_set),
+        ).model_copy(update={"policy": MANAGED, "permission_sets": [other_set]}),
+    )
+
+    here, there = managed_policy(aws, ACCOUNT), managed_policy(aws, OTHER_ACCOUNT)
+    assert json.loads(here)["Statement"][0] == CUSTOMER
+    assert session_policy.denies(here, "u-alice", ACCOUNT, before, role(ACCOUNT, "PowerUserAccess"))
+    # Her grant of another permission set in the account is not touched.
+    assert not session_policy.denies(here, "u-alice", ACCOUNT, before, role(ACCOUNT, "Other"))
+    assert not session_policy.denies(
+        here, "u-bob", OTHER_ACCOUNT, before, role(OTHER_ACCOUNT, "ReadOnlyAccess")
+    )
+    assert session_policy.denies(
+        there, "u-bob", OTHER_ACCOUNT, before, role(OTHER_ACCOUNT, "ReadOnlyAccess")
+    )
+    assert result.denied == {
+        f"u-alice:{ACCOUNT}:PowerUserAccess": T0,
+        f"u-bob:{OTHER_ACCOUNT}:ReadOnlyAccess": T0,
+    }
+    assert result.accounts == [ACCOUNT, OTHER_ACCOUNT] and result.provisioned == []
+    assert inline_policy(aws, permission_set) is None  # the inline policy is left alone
+
+
+async def test_a_customer_managed_policy_keeps_iams_five_versions_and_never_goes_empty(
+    aws, permission_set
+) -> None:
+    create_managed(aws, ACCOUNT, session_policy.PLACEHOLDER)
+    clock = Clock(T0)
+    policies = managed_policies(aws, clock)
+    env = ActivityEnvironment()
+    managed = write(aws, permission_set).model_copy(update={"policy": MANAGED})
+
+    for n in range(6):  # six writes: IAM keeps five versions, so the oldest others make room
+        revoked = scoped(revocation(f"u-{n}"), permission_set)
+        await env.run(policies.end_sessions, managed.model_copy(update={"revocations": [revoked]}))
+
+    iam = as_role(aws, ACCOUNT)
+    versions = iam.list_policy_versions(PolicyArn=MANAGED.policy_arn(ACCOUNT))["Versions"]
+    assert len(versions) == 5
+    assert len(session_policy.entries(managed_policy(aws, ACCOUNT))) == 6
+
+    clock.now = T0 + timedelta(hours=2)  # the permission set's sessions last 2h
+    pruned = await env.run(
+        policies.prune_sessions, managed.model_copy(update={"accounts": [ACCOUNT]})
+    )
+
+    assert pruned.denied == {} and pruned.accounts == []
+    assert json.loads(managed_policy(aws, ACCOUNT))["Statement"] == [session_policy.PLACEHOLDER]
+
+
+async def test_a_missing_customer_managed_policy_says_to_create_it(aws, permission_set) -> None:
+    policies = managed_policies(aws, Clock(T0))
+    managed = write(aws, permission_set, scoped(revocation("u-alice"), permission_set))
+
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(
+            policies.end_sessions, managed.model_copy(update={"policy": MANAGED})
+        )
+
+    assert refused.value.type == "PolicyMissing" and refused.value.non_retryable
+    assert f"{MANAGED.policy_arn(ACCOUNT)} does not exist" in refused.value.message
+    assert "create it in that account" in refused.value.message

@@ -169,3 +169,35 @@ def test_end_sessions_is_on_for_aws_sso_off_for_groups_and_refused_for_iam_users
     [problem] = problems(flow(**iam, end_sessions="true"))
     assert "end_sessions: true needs strategy aws_sso or aws_sso_group" in problem
     assert "remove end_sessions from this flow" in problem
+
+
+def test_end_sessions_policy_names_a_customer_managed_policy_and_a_role_to_write_it():
+    chosen = "{name: KeycardEndSessions, path: /keycard/, role: KeycardSessionWriter}"
+    policy = parse_config(flow(end_sessions_policy=chosen)).flow("prod").end_sessions_policy
+    assert policy.policy_arn("111111111111") == (
+        "arn:aws:iam::111111111111:policy/keycard/KeycardEndSessions"
+    )
+    assert policy.role_arn("111111111111", "aws-us-gov") == (
+        "arn:aws-us-gov:iam::111111111111:role/KeycardSessionWriter"
+    )
+    default_path = "{name: KeycardEndSessions, role: KeycardSessionWriter}"
+    assert parse_config(flow(end_sessions_policy=default_path)).flow("prod").end_sessions_policy
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"end_sessions": "false", "end_sessions_policy": "{name: P, role: R}"},
+            "does not end sessions: set end_sessions: true, or remove end_sessions_policy",
+        ),
+        ({"end_sessions_policy": "{name: 'has space', role: R}"}, "end_sessions_policy.name"),
+        ({"end_sessions_policy": "{name: P, path: keycard, role: R}"}, "end_sessions_policy.path"),
+        ({"end_sessions_policy": "{name: P}"}, "end_sessions_policy.role"),
+        ({"end_sessions_policy": "{name: P, role: R, arn: x}"}, "end_sessions_policy.arn"),
+    ],
+)
+def test_a_wrong_end_sessions_policy_says_what_to_fix(overrides, expected):
+    assert any(expected in problem for problem in problems(flow(**overrides))), problems(
+        flow(**overrides)
+    )

@@ -11,6 +11,8 @@ import pytest
 
 from keycard.session_policy import (
     INLINE_POLICY_LIMIT,
+    MANAGED_POLICY_LIMIT,
+    PLACEHOLDER,
     PolicyTooLarge,
     denies,
     entries,
@@ -126,3 +128,44 @@ def test_an_entry_is_for_one_account_and_a_batch_merges_at_once():
         (BOB, PROD): T0 + HOUR,
         (ALICE, STAGING): T0 + HOUR,
     }
+
+
+# --- a customer-managed policy: several permission sets' roles attach it -------------------------
+
+RESERVED = "arn:aws:iam::111111111111:role/aws-reserved/sso.amazonaws.com/"
+ROLE = RESERVED + "AWSReservedSSO_{}_0a1b2c3d4e5f6a7b"
+REGIONAL = RESERVED + "eu-west-1/AWSReservedSSO_{}_0a1b2c3d4e5f6a7b"
+
+
+def test_an_entry_scoped_to_a_permission_set_spares_the_persons_other_permission_sets():
+    policy = merge(None, {(ALICE, PROD, "Admin"): T0}, now=T0, max_session=SESSION)
+    before = T0 - HOUR
+
+    assert denies(policy, ALICE, PROD, before, ROLE.format("Admin"))
+    assert denies(policy, ALICE, PROD, before, REGIONAL.format("Admin"))
+    # Her live grant of another permission set in the same account keeps working, even one
+    # whose name starts with this one's.
+    assert not denies(policy, ALICE, PROD, before, ROLE.format("ReadOnly"))
+    assert not denies(policy, ALICE, PROD, before, ROLE.format("Admin_Plus"))
+    assert not denies(policy, ALICE, PROD, T0, ROLE.format("Admin"))  # her next grant's
+    assert entries(policy) == {(ALICE, PROD, "Admin"): T0}
+
+
+def test_an_emptied_customer_managed_policy_keeps_a_statement_that_allows_nothing():
+    policy = merge(CUSTOMER.replace("TheirOwn", "KeycardNoEntries"), {(ALICE, PROD, "Admin"): T0},
+                   now=T0, max_session=SESSION)  # fmt: skip
+    [only] = json.loads(policy)["Statement"]  # the placeholder went when an entry came
+    assert only["Sid"].startswith("KeycardEndSessions")
+
+    emptied = prune(policy, now=T0 + SESSION, max_session=SESSION, keep=True)
+
+    assert json.loads(emptied)["Statement"] == [PLACEHOLDER]
+    assert entries(emptied) == {}
+    assert prune(policy, now=T0 + SESSION, max_session=SESSION) is None  # an inline one goes
+
+
+def test_a_customer_managed_policy_is_held_to_its_smaller_limit():
+    many = {(f"u-{n:036d}", PROD, "Admin"): T0 for n in range(40)}
+    with pytest.raises(PolicyTooLarge, match=f"over its limit of {MANAGED_POLICY_LIMIT}"):
+        merge(None, many, now=T0, max_session=SESSION, limit=MANAGED_POLICY_LIMIT)
+    assert len(merge(None, many, now=T0, max_session=SESSION)) < INLINE_POLICY_LIMIT

@@ -23,8 +23,10 @@ from temporalio.api.workflowservice.v1 import (
 )
 from typer.testing import CliRunner
 
+from activities.aws_sessions import MANAGED_POLICY_ACTIONS
 from keycard.codec import new_key
 from keycard.config import parse_config
+from keycard.session_policy import PLACEHOLDER
 from starter.cli import app
 from starter.demo_aws import demo_environment, seed_demo, start_moto_server
 from starter.doctor import IAM_POLICY, Finding, Level, Report, diagnose, iam_policy_json
@@ -332,6 +334,62 @@ async def test_an_inline_policy_keycard_cannot_add_to_fails(stack, aws_env):
     assert "not a policy Keycard can add deny entries to" in failed.message
 
 
+async def test_a_customer_managed_session_policy_is_checked_in_each_account(stack, aws_env):
+    sso = boto3.client("sso-admin", endpoint_url=aws_env, region_name=REGION)
+    instance = sso.list_instances()["Instances"][0]["InstanceArn"]
+    arn = sso.create_permission_set(Name="Managed", InstanceArn=instance)["PermissionSet"][
+        "PermissionSetArn"
+    ]
+    flow = """
+  - name: managed
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: Managed}
+    durations: [1h]
+    approvers: {users: [bob@example.com]}
+    end_sessions_policy: {name: KeycardEndSessions, path: /keycard/, role: KeycardSessions}
+"""
+    stack.write_text(HEALTHY + flow)
+    check = "end sessions: managed/prod"
+
+    unreferenced = only(await diagnose(stack), check)
+    assert unreferenced.level is Level.FAIL
+    assert "does not reference customer-managed policy /keycard/KeycardEndSessions" in (
+        unreferenced.message
+    )
+
+    sso.attach_customer_managed_policy_reference_to_permission_set(
+        InstanceArn=instance,
+        PermissionSetArn=arn,
+        CustomerManagedPolicyReference={"Name": "KeycardEndSessions", "Path": "/keycard/"},
+    )
+    missing = only(await diagnose(stack), check)
+    assert missing.level is Level.FAIL
+    policy_arn = "arn:aws:iam::111111111111:policy/keycard/KeycardEndSessions"
+    assert f"customer-managed policy {policy_arn} does not exist" in missing.message
+
+    credentials = boto3.client("sts", endpoint_url=aws_env, region_name=REGION).assume_role(
+        RoleArn="arn:aws:iam::111111111111:role/KeycardSessions", RoleSessionName="test"
+    )["Credentials"]
+    boto3.client(
+        "iam",
+        endpoint_url=aws_env,
+        region_name=REGION,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    ).create_policy(
+        PolicyName="KeycardEndSessions",
+        Path="/keycard/",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [PLACEHOLDER]}),
+    )
+    report = await diagnose(stack)
+    ready = only(report, check)
+    assert ready.level is Level.OK, ready.message
+    assert f"deny entries in {policy_arn}" in ready.message and "0 held now" in ready.message
+    assert "end sessions: Managed" not in {f.check for f in report.findings}  # not the inline one
+
+
 async def test_the_example_config_notes_that_sessions_end_with_one_minute_grants(stack):
     stack.write_text((ROOT / "keycard.example.yaml").read_text())
     report = await diagnose(stack)
@@ -433,6 +491,17 @@ def test_policy_allows_every_aws_call_keycard_makes_and_nothing_else():
                 # Calls (client.get_user_id), and operations named for paginators ("list_users").
                 if re.search(rf"\.{method}\b|[\"']{method}[\"']", code):
                     called.add(f"{prefixes[service]}:{operation}")
+    # The IAM calls on a customer-managed policy (end_sessions_policy) are made as the flow's role
+    # in each account, not as Keycard's own: that role's policy is MANAGED_POLICY_ACTIONS.
+    as_writer = {
+        f"iam:{operation}"
+        for method, operation in session.client(
+            "iam", aws_access_key_id="x", aws_secret_access_key="x"
+        ).meta.method_to_api_mapping.items()
+        if re.search(rf"\._iam\.{method}\b", (ROOT / "activities/aws_sessions.py").read_text())
+    }
+    assert as_writer == set(MANAGED_POLICY_ACTIONS)
+    called -= {"iam:GetPolicy", "iam:GetPolicyVersion"}  # the doctor's reads, as the writer role
     allowed = {action for statement in IAM_POLICY["Statement"] for action in statement["Action"]}
     assert called - allowed == set(), "Keycard calls these but the policy does not allow them"
     assert allowed - called == set(), "the policy allows these but Keycard never calls them"

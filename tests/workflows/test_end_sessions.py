@@ -133,6 +133,44 @@ async def test_a_flow_can_leave_sessions_alone(time_env):
         assert stack.cloud.policy() is None
 
 
+async def test_a_flow_can_keep_its_deny_entries_in_a_customer_managed_policy(time_env):
+    chosen = "{name: KeycardEndSessions, path: /keycard/, role: KeycardSessionWriter}"
+    config = parse_config(
+        CONFIG.replace(
+            "    allow_extension: true",
+            f"    allow_extension: true\n    end_sessions_policy: {chosen}",
+        )
+    )
+    managed = config.flows[0].end_sessions_policy
+    async with running_stack(time_env.client, config=config) as stack:
+        final = await outcome(time_env, (await approved(stack, duration="1m")).id)
+        cloud = stack.cloud
+
+        assert stack.audit.types(final.id)[-2:] == ["access.ended", "access.sessions_ended"]
+        ended = stack.audit.events[-1].detail
+        assert ended["policy_arn"] == managed.policy_arn(ACCOUNT)
+        # The writer is the policy's, not the permission set's; the inline policy is untouched.
+        instance = f"arn:aws:sso:::instance/ssoins-{cloud.salt}"
+        assert cloud.writers == {names.session_policy_workflow_id(instance, "", managed)}
+        assert cloud.policy() is None
+        policy = cloud.policies[managed.policy_arn(ACCOUNT)]
+        role = (
+            f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/"
+            "AWSReservedSSO_{}_0123456789abcdef"
+        )
+        before = final.granted_at
+        assert session_policy.denies(
+            policy, user(cloud), ACCOUNT, before, role.format("PowerUserAccess")
+        )
+        assert not session_policy.denies(policy, user(cloud), ACCOUNT, before, role.format("Other"))
+
+        # After the permission set's sessions (1h) the entry is pruned; the policy stays.
+        writer = time_env.client.get_workflow_handle(next(iter(cloud.writers)))
+        await time_env.sleep(timedelta(minutes=65))
+        assert session_policy.entries(cloud.policies[managed.policy_arn(ACCOUNT)]) == {}
+        assert (await writer.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
 async def test_sessions_that_cannot_be_ended_are_reported_and_the_access_still_goes(time_env):
     cloud = FakeCloud(session_error="Keycard's AWS credentials may not call PutInlinePolicy")
     async with running_stack(time_env.client, cloud=cloud) as stack:
