@@ -25,9 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from keycard import temporal as names
+from keycard.config import parse_config
 from keycard.models import AccessRequestInput, Actor
 from tests.conftest import _binary
-from tests.harness import ALICE, BOB, CAROL, Stack, running_stack
+from tests.harness import ALICE, BOB, CAROL, CONFIG, Stack, running_stack
 
 HERE = Path(__file__).parent
 Scenario = Callable[[WorkflowEnvironment, Stack], Awaitable[list[str]]]
@@ -67,6 +68,17 @@ async def approved_then_expired(env: WorkflowEnvironment, stack: Stack) -> list[
     await _run_until_closed(env, _grant_id(stack))
     # The grant ended the access's sessions (end_sessions): the permission set's writer holds the
     # deny entry until the session duration has passed, then prunes it and ends.
+    [writer] = stack.cloud.writers
+    await _run_until_closed(env, writer)
+    return [view.id, _grant_id(stack), writer]
+
+
+async def managed_policy_expired(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """end_sessions_policy: the deny entry goes to the customer-managed policy's writer."""
+    view = await _ask(stack, "req-golden-managed-policy")
+    await stack.keycard.approve(view.id, BOB, "go")
+    await _run_until_closed(env, view.id)
+    await _run_until_closed(env, _grant_id(stack))
     [writer] = stack.cloud.writers
     await _run_until_closed(env, writer)
     return [view.id, _grant_id(stack), writer]
@@ -150,6 +162,15 @@ SCENARIOS: dict[str, Scenario] = {
     "denied": denied,
     "no_decision": no_decision,
     "two_approvals_and_a_refused_signal": two_approvals_and_a_refused_signal,
+    "managed_policy_expired": managed_policy_expired,
+}
+# Scenarios that need another keycard.yaml than the harness's.
+CONFIGS = {
+    "managed_policy_expired": CONFIG.replace(
+        "    allow_extension: true",
+        "    allow_extension: true\n    end_sessions_policy: "
+        "{name: KeycardEndSessions, path: /keycard/, role: KeycardSessionWriter}",
+    ),
 }
 
 
@@ -191,7 +212,8 @@ async def record(tag: str, overwrite: bool) -> None:
     )
     try:
         for name, scenario in SCENARIOS.items():
-            async with running_stack(env.client) as stack:
+            config = parse_config(CONFIGS[name]) if name in CONFIGS else None
+            async with running_stack(env.client, config=config) as stack:
                 ids = await scenario(env, stack)
             for index, workflow_id in enumerate(ids):
                 kind = "request" if index == 0 else workflow_id.split(":", 1)[0]
