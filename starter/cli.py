@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -463,8 +464,12 @@ def demo_access(
             else f"member of {spec.group} ({spec.strategy})"
         )
         typer.echo(f"{email}: {what}")
+    config = None
+    if state.get("config_path"):
+        with contextlib.suppress(ConfigError, OSError):
+            config = load_config(Path(state["config_path"]))
     for permission_set, account, before in session_denials_for(
-        state["aws_endpoint"], state["aws_region"], email.lower()
+        state["aws_endpoint"], state["aws_region"], email.lower(), config
     ):
         typer.echo(
             f"{email}: sessions of {permission_set} in account {account} issued before "

@@ -7,6 +7,7 @@ AWS settings; `demo_environment` gives the variables to set.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,14 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 from pydantic import BaseModel, Field
 
-from keycard.config import AwsIamGroupFlow, AwsSsoFlow, AwsSsoGroupFlow, KeycardConfig
+from keycard import session_policy
+from keycard.config import (
+    AwsIamGroupFlow,
+    AwsSsoFlow,
+    AwsSsoGroupFlow,
+    KeycardConfig,
+    SessionsPolicy,
+)
 from keycard.models import AssignmentSpec
 
 DEMO_USERS = {
@@ -153,6 +161,29 @@ def seed_demo(config: KeycardConfig, endpoint_url: str, region: str) -> DemoSumm
             existing_sets[name] = response["PermissionSet"]["PermissionSetArn"]
         permission_sets[name] = existing_sets[name]
 
+    # end_sessions_policy: the customer-managed policy each account must hold, referenced by the
+    # flow's permission sets (what docs/deployment.md asks of a real deployment).
+    for flow in config.flows:
+        managed = flow.end_sessions_policy if flow.ends_sessions else None
+        if not isinstance(flow, AwsSsoFlow) or managed is None:
+            continue
+        for target in flow.targets:
+            if target.permission_set in permission_sets:
+                _ensure_reference(
+                    sso_admin, instance_arn, permission_sets[target.permission_set], managed
+                )
+            _ignore_existing(
+                _assumed(
+                    "iam", endpoint_url, region, managed.role_arn(target.account_id)
+                ).create_policy,
+                PolicyName=managed.name,
+                Path=managed.path,
+                PolicyDocument=json.dumps(
+                    {"Version": "2012-10-17", "Statement": [session_policy.PLACEHOLDER]}
+                ),
+                Description="Keycard demo: end_sessions deny entries",
+            )
+
     group_ids = {
         name: _ensure_group(identitystore, store_id, name) for name in dict.fromkeys(groups)
     }
@@ -175,6 +206,35 @@ def seed_demo(config: KeycardConfig, endpoint_url: str, region: str) -> DemoSumm
         iam_users=iam_users,
         notes=notes,
     )
+
+
+def _assumed(service: str, endpoint_url: str, region: str, role_arn: str) -> Any:
+    """A demo client acting as `role_arn` (moto honours the role's account)."""
+    credentials = _client("sts", endpoint_url, region).assume_role(
+        RoleArn=role_arn, RoleSessionName="keycard-demo"
+    )["Credentials"]
+    return boto3.session.Session().client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+def _ensure_reference(
+    sso_admin: Any, instance_arn: str, permission_set_arn: str, managed: SessionsPolicy
+) -> None:
+    arns = {"InstanceArn": instance_arn, "PermissionSetArn": permission_set_arn}
+    listed = sso_admin.list_customer_managed_policy_references_in_permission_set(**arns)
+    held = {
+        (ref["Name"], ref.get("Path", "/")) for ref in listed["CustomerManagedPolicyReferences"]
+    }
+    if (managed.name, managed.path) not in held:
+        sso_admin.attach_customer_managed_policy_reference_to_permission_set(
+            **arns, CustomerManagedPolicyReference={"Name": managed.name, "Path": managed.path}
+        )
 
 
 def _ensure_user(identitystore: Any, store_id: str, email: str, given: str, family: str) -> str:
@@ -244,12 +304,11 @@ def inline_policy(endpoint_url: str, region: str, permission_set: str) -> str | 
 
 
 def session_denials_for(
-    endpoint_url: str, region: str, email: str
+    endpoint_url: str, region: str, email: str, config: KeycardConfig | None = None
 ) -> list[tuple[str, str, datetime]]:
     """(permission set, account, denied before) for every end_sessions deny entry of `email` in
-    the demo permission sets' inline policies: their sessions issued before that time are cut."""
-    from keycard import session_policy
-
+    the demo permission sets' inline policies (and the customer-managed policies `config`'s flows
+    name): their sessions issued before that time are cut."""
     try:
         user_id = user_id_of(endpoint_url, region, email)
     except ClientError:
@@ -264,6 +323,23 @@ def session_denials_for(
         for (user, account), before in session_policy.entries(policy or None).items():
             if user == user_id:
                 found.append((name, account, before))
+    managed = {
+        (target.account_id, flow.end_sessions_policy)
+        for flow in (config.flows if config else [])
+        if isinstance(flow, AwsSsoFlow) and flow.ends_sessions and flow.end_sessions_policy
+        for target in flow.targets
+    }
+    for account, chosen in sorted(managed, key=lambda item: (item[0], item[1].name)):
+        iam = _assumed("iam", endpoint_url, region, chosen.role_arn(account))
+        arn = chosen.policy_arn(account)
+        try:
+            version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+            document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
+        except ClientError:
+            continue
+        for key, before in session_policy.entries(json.dumps(document["Document"])).items():
+            if key[0] == user_id:
+                found.append((key[2] if len(key) > 2 else arn, key[1], before))
     return found
 
 

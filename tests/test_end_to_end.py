@@ -19,7 +19,13 @@ from keycard.models import Actor, RequestState, RequestView
 from keycard.session_policy import denies
 from keycard.settings import Settings
 from starter.client import KeycardClient, RequestRejected
-from starter.demo_aws import assignments_for, inline_policy, seed_demo, user_id_of
+from starter.demo_aws import (
+    assignments_for,
+    inline_policy,
+    seed_demo,
+    session_denials_for,
+    user_id_of,
+)
 from tests.harness import ALICE, wait_for
 from worker import build_worker
 
@@ -140,3 +146,45 @@ async def test_unknown_requester_is_refused_with_the_aws_reason(keycard):
         )
     assert rejected.value.code == "NoSuchUser"
     assert "mallory@example.com" in rejected.value.message
+
+
+async def test_sessions_end_through_a_customer_managed_policy_against_moto(aws, dev_env, tmp_path):
+    """end_sessions_policy, through the production wiring: the worker assumes the flow's role in
+    the account and writes the deny entry into the policy the permission set references."""
+    account = f"{uuid.uuid4().int % 10**12:012d}"
+    config = parse_config(
+        CONFIG.replace("ACCOUNT", account).replace(
+            "permission_set: PowerUserAccess}\n    durations: [1h, 3s]",
+            "permission_set: ManagedSessions}\n    durations: [1h, 3s]\n"
+            "    end_sessions_policy: {name: KeycardEndSessions, path: /keycard/, "
+            "role: KeycardSessionWriter}",
+        )
+    )
+    seed_demo(config, aws, REGION)  # the policy in the account, referenced by the permission set
+    settings = Settings(
+        task_queue=f"e2e-{uuid.uuid4()}",
+        audit_jsonl=tmp_path / "audit.jsonl",
+        audit_stdout=False,
+        state_dir=tmp_path,
+    )
+    async with build_worker(dev_env.client, config, settings):
+        keycard = KeycardClient(dev_env.client, config, settings.task_queue)
+        view = await keycard.request(
+            flow="prod-power-user", target="prod", duration="3s", reason="e2e", requester=ALICE
+        )
+        await keycard.approve(view.id, Actor(email="bob@example.com"))
+        active = await wait_for(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
+        handle = dev_env.client.get_workflow_handle(view.id, result_type=RequestView)
+        final = await asyncio.wait_for(handle.result(), 60)
+
+    assert final.state is RequestState.ENDED
+    trail = [json.loads(line) for line in settings.audit_jsonl.read_text().splitlines()]
+    assert trail[-1]["type"] == "access.sessions_ended", trail[-1]
+    policy_arn = f"arn:aws:iam::{account}:policy/keycard/KeycardEndSessions"
+    assert trail[-1]["detail"]["policy_arn"] == policy_arn
+    denied_before = datetime.fromisoformat(trail[-1]["detail"]["denied_before"])
+    assert active.granted_at < denied_before
+    assert session_denials_for(aws, REGION, "alice@example.com", config) == [
+        ("ManagedSessions", account, denied_before)
+    ]
+    assert inline_policy(aws, REGION, "ManagedSessions") is None  # nothing provisioned inline
