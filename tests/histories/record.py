@@ -13,21 +13,25 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.drift import DriftActivities
+from activities.notify import ConsoleNotifier
 from keycard import temporal as names
 from keycard.config import parse_config
-from keycard.models import AccessRequestInput, Actor
+from keycard.models import AccessRequestInput, Actor, DriftFinding, DriftReport, DriftSweepInput
+from starter.drift import sweep_input
 from tests.conftest import _binary
+from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CAROL, CONFIG, Stack, running_stack
 
 HERE = Path(__file__).parent
@@ -82,6 +86,70 @@ async def managed_policy_expired(env: WorkflowEnvironment, stack: Stack) -> list
     [writer] = stack.cloud.writers
     await _run_until_closed(env, writer)
     return [view.id, _grant_id(stack), writer]
+
+
+async def drift_sweep(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """A sweep that finds alice's access with no lease behind it (removed through her grant, which
+    ends her sessions) and bob's that Keycard never granted (reported)."""
+    stack.cloud.give("alice@example.com", ps="PowerUserAccess")
+    sweep = await env.client.execute_workflow(
+        names.DRIFT_SWEEP_WORKFLOW,
+        sweep_input(parse_config(CONFIG)),
+        id="drift:golden",
+        task_queue=stack.task_queue,
+        result_type=DriftReport,
+    )
+    assert [f.action for f in sweep.findings] == ["removed", "reported"], sweep
+    await _run_until_closed(env, _grant_id(stack))
+    [writer] = stack.cloud.writers
+    await _run_until_closed(env, writer)
+    return ["drift:golden", _grant_id(stack), writer]
+
+
+def _drift_activities(client: Client, cloud: FakeCloud, task_queue: str) -> list:
+    """drift.inspect as the fake cloud would answer it; drift.reconcile for real."""
+
+    @activity.defn(name=names.INSPECT_DRIFT)
+    async def inspect(input: DriftSweepInput) -> DriftReport:
+        target = next(t for t in input.targets if t.permission_set == "PowerUserAccess")
+        instance = f"arn:aws:sso:::instance/ssoins-{cloud.salt}"
+        found = {
+            "flow": target.flow,
+            "target": target.target.name,
+            "account_id": target.account_id,
+            "permission_set": target.permission_set,
+            "permission_set_arn": f"arn:aws:sso:::permissionSet/ssoins-{cloud.salt}/ps-PowerUserAccess",
+            "instance_arn": instance,
+            "principal_type": "USER",
+        }
+        return DriftReport(
+            started_at=datetime.now(UTC),
+            finished_at=datetime.now(UTC),
+            targets=1,
+            assignments=2,
+            findings=[
+                DriftFinding(
+                    kind="orphan",
+                    action="removed",
+                    principal_id=f"u-alice-{cloud.salt}",
+                    principal_email="alice@example.com",
+                    why="Keycard granted it and no lease holds it",
+                    **found,
+                ),
+                DriftFinding(
+                    kind="unmanaged",
+                    action="reported",
+                    principal_id=f"u-bob-{cloud.salt}",
+                    principal_email="bob@example.com",
+                    why="Keycard never granted it",
+                    **found,
+                ),
+            ],
+            instance_arn=instance,
+        )
+
+    reconcile = DriftActivities(client, None, task_queue).reconcile  # type: ignore[arg-type]
+    return [inspect, reconcile, ConsoleNotifier().send]
 
 
 async def extended_then_revoked(env: WorkflowEnvironment, stack: Stack) -> list[str]:
@@ -163,7 +231,10 @@ SCENARIOS: dict[str, Scenario] = {
     "no_decision": no_decision,
     "two_approvals_and_a_refused_signal": two_approvals_and_a_refused_signal,
     "managed_policy_expired": managed_policy_expired,
+    "drift_sweep": drift_sweep,
 }
+# Scenarios that need activities of their own (given the client, cloud and task queue).
+EXTRA = {"drift_sweep": _drift_activities}
 # Scenarios that need another keycard.yaml than the harness's.
 CONFIGS = {
     "managed_policy_expired": CONFIG.replace(
@@ -213,10 +284,19 @@ async def record(tag: str, overwrite: bool) -> None:
     try:
         for name, scenario in SCENARIOS.items():
             config = parse_config(CONFIGS[name]) if name in CONFIGS else None
-            async with running_stack(env.client, config=config) as stack:
+            cloud, task_queue = FakeCloud(), f"golden-{name}"
+            extra = EXTRA[name](env.client, cloud, task_queue) if name in EXTRA else None
+            async with running_stack(
+                env.client,
+                config=config,
+                cloud=cloud,
+                task_queue=task_queue,
+                extra_activities=extra,
+            ) as stack:
                 ids = await scenario(env, stack)
-            for index, workflow_id in enumerate(ids):
-                kind = "request" if index == 0 else workflow_id.split(":", 1)[0]
+            for workflow_id in ids:
+                # grant:..., sessions:..., drift:...; a request's id has no kind before a colon
+                kind = workflow_id.split(":", 1)[0] if ":" in workflow_id else "request"
                 await _write(env, workflow_id, HERE / f"{kind}_{name}_{tag}.json", overwrite)
         async with Worker(
             env.client, task_queue="incompatible", workflows=[IncompatibleAccessRequestWorkflow]

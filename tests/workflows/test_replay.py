@@ -30,7 +30,9 @@ def replayer(strict: bool = False) -> Replayer:
 
 def test_there_are_golden_histories_of_both_workflows():
     names = {p.name.split("_", 1)[0] for p in GOLDEN}
-    assert {"request", "grant", "sessions"} <= names, f"missing golden histories in {HISTORIES}"
+    assert {"request", "grant", "sessions", "drift"} <= names, (
+        f"missing golden histories in {HISTORIES}"
+    )
     assert len(GOLDEN) >= 5
 
 
