@@ -281,9 +281,14 @@ def integrations_from_env(
 
     env = os.environ if environ is None else environ
     slack_token = env.get("SLACK_BOT_TOKEN")
+    # The same Web API base URL as the notifier (SLACK_API_URL: a proxy, or a test's fake).
+    slack_url = env.get("SLACK_API_URL") or "https://slack.com/api/"
+    slack_url = slack_url if slack_url.endswith("/") else slack_url + "/"
     return Integrations(
         pagerduty=PagerDutyDirectory.from_env(env),
-        slack=SlackGroups(WebClient(token=slack_token)) if slack_token else None,
+        slack=SlackGroups(WebClient(token=slack_token, base_url=slack_url))
+        if slack_token
+        else None,
         aws_sso=IdentityCenterGroups.from_session(session, config.aws.identity_store_id),
     )
 

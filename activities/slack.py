@@ -238,7 +238,7 @@ async def _ask_approvers(d: _Delivery) -> None:
     await d.step(
         "requester",
         lambda: d.dm_requester(
-            "requester", blocks.approval_text(view), blocks.requester_message(view, d.console_url)
+            "requester", blocks.requester_text(view), blocks.requester_message(view, d.console_url)
         ),
     )
 
@@ -249,8 +249,29 @@ async def _decided(d: _Delivery) -> None:
         "approval", blocks.approval_text(view), blocks.approval_message(view, d.console_url)
     )
     await d.edit(
-        "requester", blocks.approval_text(view), blocks.requester_message(view, d.console_url)
+        "requester", blocks.requester_text(view), blocks.requester_message(view, d.console_url)
     )
+
+
+async def _break_glass(d: _Delivery) -> None:
+    """Loud, where people look: the flow's channel and the security channel (or, with neither,
+    each bypassed approver's DMs); the approval message says break-glass (_decided)."""
+    view, flow = d.view, d.n.flow
+    message = blocks.break_glass_message(view, d.n.event, d.console_url)
+    text = _summary(message)
+    channels = [c for c in (flow.slack.channel, flow.slack.security_channel) if c] if flow else []
+    for channel in dict.fromkeys(channels):
+        await d.step(
+            f"break_glass:{channel}", lambda c=channel: d.post("break_glass", c, text, message)
+        )
+    if not channels:
+        for email in d.n.event.detail.get("bypassed_approvers") or []:
+
+            async def post_dm(email: str = email) -> None:
+                await d.post("break_glass", await d.dm_channel(email), text, message)
+
+            await d.step(f"break_glass:{email}", post_dm)
+    await _decided(d)
 
 
 async def _auto_approved(d: _Delivery) -> None:
@@ -346,6 +367,9 @@ _HANDLERS: dict[str, Callable[[_Delivery], Awaitable[None]]] = {
     "access.revoke_retrying": _timeline,
     "access.sessions_ended": _timeline,
     "access.sessions_not_ended": _timeline,
+    "break_glass.used": _break_glass,
+    # A failed hook's note (view.notes) shows on the messages already out, the requester's too.
+    "hook.failed": _decided,
 }
 
 

@@ -247,6 +247,11 @@ class FlowSlack(_Strict):
     """Where a flow's approval requests go in Slack; without a channel, to each approver's DMs."""
 
     channel: str | None = Field(default=None, description="e.g. #prod-access or a channel id")
+    security_channel: str | None = Field(
+        default=None,
+        description="where break-glass use is announced too (e.g. #security); the flow's channel "
+        "always hears it",
+    )
 
 
 # --- flows ------------------------------------------------------------------------------------

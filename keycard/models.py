@@ -92,6 +92,10 @@ class AccessRequestInput(_Message):
     submitted_by: Actor | None = Field(
         default=None, description="a service acting on the requester's behalf, if any"
     )
+    via: str = Field(
+        default="cli",
+        description="the front door the request came through: cli, api, slack, console",
+    )
     audit_destinations: list[str] = Field(
         default_factory=lambda: [DEFAULT_AUDIT_DESTINATION],
         description="where this request's audit events go, as configured when it started",

@@ -341,6 +341,13 @@ def _and(items: list[str]) -> str:
 
 def decision_line(view: RequestView) -> str | None:
     """How the request was decided, or None while it waits: `Approved by @bob`."""
+    line = _decision_line(view)
+    if line is not None and view.break_glass:
+        line = ":rotating_light: *Break-glass*: the requester approved their own request\n" + line
+    return line
+
+
+def _decision_line(view: RequestView) -> str | None:
     state = view.state
     # `request.approved` is recorded just before the last approval moves the request on.
     if state is RequestState.PENDING and len(view.approvals) < view.approvals_required:
@@ -393,7 +400,14 @@ def approval_message(view: RequestView, console_url: str | None = None) -> list[
     else:
         blocks.append(_section(decided))
         blocks.append(_context(context))
-    return blocks
+    return blocks + _notes(view)
+
+
+def _notes(view: RequestView) -> list[dict[str, Any]]:
+    """What went wrong on the way (a hook that failed, say), for everyone the message reaches."""
+    if not view.notes:
+        return []
+    return [_context("\n".join(f":warning: {escape(note)}" for note in view.notes))]
 
 
 def approval_text(view: RequestView) -> str:
@@ -418,17 +432,13 @@ def _request_ref(view: RequestView, console_url: str | None) -> str:
 
 def requester_message(view: RequestView, console_url: str | None = None) -> list[dict[str, Any]]:
     """ "Your request is waiting", with Cancel; once decided, the outcome without buttons."""
-    decided = decision_line(view)
-    if decided is None:
-        waiting = (
-            f"Your request for {_what(view)} ({format_duration(view.duration)}) is waiting for "
-            f"{_approvals(view)}."
-        )
+    if decision_line(view) is None:
         return [
-            _section(waiting),
+            _section(requester_text(view)),
             _context(
                 f"{_request_ref(view, console_url)} · reason: {escape(view.reason) or '(none)'}"
             ),
+            *_notes(view),
             {
                 "type": "actions",
                 "block_id": f"cancel:{view.id}",
@@ -436,8 +446,35 @@ def requester_message(view: RequestView, console_url: str | None = None) -> list
             },
         ]
     return [
-        _section(f"Your request for {_what(view)} ({format_duration(view.duration)}):\n{decided}"),
+        _section(requester_text(view)),
         _context(_request_ref(view, console_url)),
+        *_notes(view),
+    ]
+
+
+def requester_text(view: RequestView) -> str:
+    """The requester's own DM, in the second person: waiting for whom, or how it was decided."""
+    asked = f"Your request for {_what(view)} ({format_duration(view.duration)})"
+    decided = decision_line(view)
+    if decided is None:
+        return f"{asked} is waiting for {_approvals(view)}."
+    return f"{asked}:\n{decided}"
+
+
+def break_glass_message(
+    view: RequestView, event: LifecycleEvent, console_url: str | None = None
+) -> list[dict[str, Any]]:
+    """The loud announcement of a break-glass approval, for the flow's and security's channels."""
+    bypassed = event.detail.get("bypassed_approvers") or []
+    text = (
+        f":rotating_light: *Break-glass*: {mention(view.requester)} approved their own request "
+        f"for {_what(view)} ({format_duration(view.duration)}), bypassing "
+        f"{_and([escape(a) for a in bypassed]) or 'no approver'}.\n"
+        f"*Justification:* {escape(event.detail.get('justification') or '(none)')}"
+    )
+    return [
+        _section(text),
+        _context(f"{_request_ref(view, console_url)} · review it: was the emergency real?"),
     ]
 
 
@@ -509,7 +546,7 @@ def expiring_message(view: RequestView, flow: Any | None) -> list[dict[str, Any]
 
 def ended_note(view: RequestView) -> str:
     outcome = f" ({escape(view.end_reason)})" if view.end_reason else ""
-    return f"Your access to {_what(view)} has ended{outcome}."
+    return f"Your access to {_what(view)} has ended{outcome}. `{view.id}`"
 
 
 def failed_note(view: RequestView) -> str:

@@ -250,6 +250,7 @@ async def create_request(
         fields=body.fields,
         requester=requester,
         submitted_by=submitted_by,
+        via="api",
     )
     view: RequestView | None = None
     if idempotency_key is not None:
@@ -395,6 +396,10 @@ async def list_requests(
             options.call_timeout,
             keycard.list(**filters, limit=limit, page_token=token, reader=caller.actor()),
         )
+    except ValueError:
+        if page_token:
+            raise _bad_page_token() from None
+        raise
     except RPCError as err:
         if err.status is RPCStatusCode.INVALID_ARGUMENT and page_token:
             raise _bad_page_token() from None

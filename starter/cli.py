@@ -338,10 +338,27 @@ def list_requests(
         typer.echo(page.model_dump_json(indent=2))
         return
     rows = [
-        (r.id, r.state or "?", r.requester or "", f"{r.flow}/{r.target}", f"{r.started_at:%F %T}")
+        (
+            r.id,
+            r.state or "?",
+            r.requester.email if r.requester else "",
+            f"{r.flow}/{r.target}",
+            f"{r.started_at:%F %T}",
+            f"{r.expires_at:%F %T}" if r.expires_at else "",
+            r.decided_by or "",
+        )
         for r in page.requests
     ]
-    typer.echo(table(("ID", "STATE", "REQUESTER", "FLOW/TARGET", "STARTED (UTC)"), rows))
+    headers = (
+        "ID",
+        "STATE",
+        "REQUESTER",
+        "FLOW/TARGET",
+        "STARTED (UTC)",
+        "ENDS (UTC)",
+        "DECIDED BY",
+    )
+    typer.echo(table(headers, rows))
 
 
 # --- flows ---------------------------------------------------------------------------------------

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import uuid
 from collections.abc import Collection, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecution,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -113,12 +116,18 @@ class RequestSummary(BaseModel):
 
     id: str
     state: RequestState | None
-    requester: str | None
+    requester: Requester | None
     flow: str | None
     target: str | None
     started_at: datetime | None
     closed_at: datetime | None
-    summary: str | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="when the access ends or ended (details)"
+    )
+    decided_by: str | None = Field(
+        default=None, description="who approved, denied or cancelled it (details)"
+    )
+    summary: str | None = Field(default=None, description="the request in one line (details)")
 
 
 # How long a decision keeps trying while Temporal says the request is not ready for it.
@@ -165,6 +174,7 @@ class KeycardClient:
         fields: Mapping[str, Any] | None = None,
         submitted_by: Actor | None = None,
         request_id: str | None = None,
+        via: str = "cli",
     ) -> AccessRequestInput:
         """Check a request against its flow without starting anything; raises RequestInvalid."""
         flow_def = policy.find_flow(self.config, flow)
@@ -180,6 +190,7 @@ class KeycardClient:
             reason=policy.check_reason(flow_def, reason),
             fields=policy.check_fields(flow_def, dict(fields or {})),
             submitted_by=submitted_by,
+            via=via,
             audit_destinations=self.config.audit.destination_names,
         )
 
@@ -407,10 +418,14 @@ class KeycardClient:
         limit: int = 50,
         page_token: str | None = None,
         reader: Actor | None = None,
+        details: bool = True,
     ) -> RequestPage:
-        """Newest first, from Temporal visibility on Keycard's search attributes. Given a
-        `reader`, only the requests policy.may_read lets them read (None: all, for callers with
-        Temporal access themselves: the CLI, Slack's own list of a person's requests)."""
+        """Newest first by start time, whatever the state, from Temporal visibility on Keycard's
+        search attributes. Given a `reader`, only the requests policy.may_read lets them read
+        (None: all, for callers with Temporal access themselves: the CLI, Slack's own list of a
+        person's requests). `page_token` continues after the last row of the previous page.
+        `details` adds each row's summary, expiry and decider (a call per row; callers that read
+        each request anyway pass False)."""
         clauses = [f"WorkflowType = '{names.ACCESS_REQUEST_WORKFLOW}'"]
         if reader is not None:
             clauses.extend(_readable_by(reader))
@@ -422,33 +437,123 @@ class KeycardClient:
         ):
             if value:
                 clauses.append(f"{key.name} = {_quote(value)}")
-        token = base64.urlsafe_b64decode(page_token) if page_token else None
-        iterator = self.temporal.list_workflows(
-            " AND ".join(clauses), page_size=max(1, min(limit, 1000)), next_page_token=token
-        )
-        await iterator.fetch_next_page()
-        rows = []
-        for execution in iterator.current_page or []:
-            attrs = execution.typed_search_attributes
-            state_value = attrs.get(names.SA_STATE)
-            rows.append(
-                RequestSummary(
-                    id=execution.id,
-                    state=RequestState(state_value) if state_value else None,
-                    requester=attrs.get(names.SA_REQUESTER),
-                    flow=attrs.get(names.SA_FLOW),
-                    target=attrs.get(names.SA_TARGET),
-                    started_at=execution.start_time,
-                    closed_at=execution.close_time
-                    if execution.status != WorkflowExecutionStatus.RUNNING
-                    else None,
-                )
-            )
-        next_token = iterator.next_page_token
+        limit = max(1, min(limit, 1000))
+        after = _PageCursor.decode(page_token) if page_token else None
+        executions = await self._newest(" AND ".join(clauses), limit + 1, after)
+        more = len(executions) > limit
+        executions = executions[:limit]
+        calls = asyncio.Semaphore(ROW_CALLS)
+        rows = await asyncio.gather(*(self._row(e, details, calls) for e in executions))
+        last = executions[-1] if more else None
         return RequestPage(
-            requests=rows,
-            next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
+            requests=list(rows),
+            next_page_token=_PageCursor(start=last.start_time, id=last.id).encode()
+            if last
+            else None,
         )
+
+    async def _newest(
+        self, query: str, want: int, after: _PageCursor | None
+    ) -> list[WorkflowExecution]:
+        """The `want` newest executions started before `after`, sorted newest first.
+
+        Temporal's SQL visibility (the dev server's, Postgres, MySQL) cannot ORDER BY, and lists
+        open workflows before closed ones. So this counts back from the cursor in widening
+        windows of start time until one holds `want` (or everything), fetches that window, and
+        sorts it here: keyset pagination on (start time, id), stable while requests come in."""
+        upper = after.start + timedelta(microseconds=1) if after else None
+        bounded = f"{query} AND StartTime < '{_rfc3339(upper)}'" if upper else query
+        span, found = _FIRST_WINDOW, None
+        while span <= _WIDEST_WINDOW:
+            lower = (upper or datetime.now(UTC) + timedelta(minutes=1)) - span
+            windowed = f"{bounded} AND StartTime >= '{_rfc3339(lower)}'"
+            count = (await self.temporal.count_workflows(windowed)).count
+            if count >= want:
+                found = windowed
+                break
+            span *= 8
+        rows = [
+            execution
+            async for execution in self.temporal.list_workflows(found or bounded, page_size=1000)
+        ]
+        if after is not None:
+            rows = [r for r in rows if (r.start_time, r.id) < (after.start, after.id)]
+        rows.sort(key=lambda r: (r.start_time, r.id), reverse=True)
+        return rows[:want]
+
+    async def _row(
+        self, execution: WorkflowExecution, details: bool, calls: asyncio.Semaphore
+    ) -> RequestSummary:
+        """A list row: visibility's attributes; with `details`, the one-line summary the request
+        started with, and from the request itself (its answer to a query while it runs, its
+        result once closed) when its access ends or ended and who decided it."""
+        attrs = execution.typed_search_attributes
+        state_value = attrs.get(names.SA_STATE)
+        email = attrs.get(names.SA_REQUESTER)
+        row = RequestSummary(
+            id=execution.id,
+            state=RequestState(state_value) if state_value else None,
+            requester=Requester(email=email) if email else None,
+            flow=attrs.get(names.SA_FLOW),
+            target=attrs.get(names.SA_TARGET),
+            started_at=execution.start_time,
+            closed_at=execution.close_time
+            if execution.status != WorkflowExecutionStatus.RUNNING
+            else None,
+        )
+        if not details:
+            return row
+        handle = self.temporal.get_workflow_handle(
+            execution.id, run_id=execution.run_id, result_type=RequestView
+        )
+        view = None
+        async with calls:
+            with contextlib.suppress(RPCError):
+                row.summary = await (await handle.describe()).static_summary()
+            with contextlib.suppress(RPCError, WorkflowQueryFailedError, WorkflowFailureError):
+                if execution.status == WorkflowExecutionStatus.RUNNING:
+                    if row.state in (None, RequestState.PENDING):
+                        return row  # undecided: no decider, no expiry to tell
+                    # Only the request knows its expiry (or, still closing, who decided).
+                    view = await handle.query(
+                        names.REQUEST_STATUS, result_type=RequestView, rpc_timeout=ROW_TIMEOUT
+                    )
+                elif execution.status == WorkflowExecutionStatus.COMPLETED:
+                    view = await handle.result(follow_runs=False, rpc_timeout=ROW_TIMEOUT)
+        if view is not None:
+            row.expires_at = view.expires_at
+            row.decided_by = view.decided_by.display if view.decided_by else None
+        return row
+
+
+# How long a list row waits for its request's answer (a busy or stopped worker leaves it blank),
+# and how many rows ask at once.
+ROW_TIMEOUT = timedelta(seconds=5)
+ROW_CALLS = 8
+# Windows of start time `list` counts back through: an hour, then 8 h, 64 h, ... about 30 years.
+_FIRST_WINDOW = timedelta(hours=1)
+_WIDEST_WINDOW = timedelta(days=366 * 30)
+
+
+class _PageCursor(BaseModel):
+    """Where a page of `list` ended: the last row's start time and id."""
+
+    start: datetime
+    id: str
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(self.model_dump_json().encode()).decode()
+
+    @classmethod
+    def decode(cls, token: str) -> _PageCursor:
+        try:
+            return cls.model_validate_json(base64.urlsafe_b64decode(token))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"not a page token of `list`: {err}") from None
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _claim_start_outcome(start: WithStartWorkflowOperation) -> None:

@@ -187,6 +187,7 @@ class SlackFrontDoor:
                 fields=fields,
                 requester=person.requester(),
                 request_id=request_id_for(body.get("team", {}).get("id"), view["id"]),
+                via="slack",
             )
             self.keycard.prepare(**request)  # the flow's rules, checked while the form is open
         except PolicyError as refusal:
@@ -259,7 +260,9 @@ class SlackFrontDoor:
         in time (a request whose worker is down must not hold up the whole list)."""
         ids: list[str] = []
         for state in (RequestState.PENDING, RequestState.ACTIVE):
-            page = await self.keycard.list(requester=person.email, state=state, limit=LIST_LIMIT)
+            page = await self.keycard.list(
+                requester=person.email, state=state, limit=LIST_LIMIT, details=False
+            )
             ids.extend(row.id for row in page.requests)
 
         async def read(request_id: str) -> RequestView | None:

@@ -1223,6 +1223,7 @@ def _update_error(refusal: policy.PolicyError) -> ApplicationError:
 def _requester_actor(input: AccessRequestInput) -> Actor:
     return Actor(
         email=input.requester.email,
+        via=input.via,
         slack_user_id=input.requester.slack_user_id,
         name=input.requester.name,
     )

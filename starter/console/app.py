@@ -366,6 +366,7 @@ def console_router() -> APIRouter:
                 reason=form.get("reason", ""),
                 fields=fields,  # text, as from any form: check_fields types them
                 requester=Requester(email=me.email),
+                via="console",
             )
         except PolicyError as refusal:
             return _page(
@@ -540,10 +541,11 @@ def _may(view: RequestView, me: Identity, flow: Any, extendable: bool) -> dict[s
 async def _home_lists(keycard: KeycardClient, me: Identity) -> tuple[list, list]:
     actor = _actor(me)
     mine_page, pending_page = await asyncio.gather(
-        keycard.list(requester=me.email, limit=LIST_LIMIT, reader=actor),
-        keycard.list(state=RequestState.PENDING, limit=LIST_LIMIT, reader=actor),
+        keycard.list(requester=me.email, limit=LIST_LIMIT, reader=actor, details=False),
+        keycard.list(state=RequestState.PENDING, limit=LIST_LIMIT, reader=actor, details=False),
     )
-    to_decide = [r for r in pending_page.requests if (r.requester or "") != me.email.lower()]
+    mine = me.email.lower()
+    to_decide = [r for r in pending_page.requests if not r.requester or r.requester.email != mine]
     return mine_page.requests, to_decide
 
 
@@ -557,7 +559,7 @@ class ActiveNow:
 
 
 async def _active(keycard: KeycardClient) -> ActiveNow:
-    page = await keycard.list(state=RequestState.ACTIVE, limit=ACCESS_NOW_LIMIT)
+    page = await keycard.list(state=RequestState.ACTIVE, limit=ACCESS_NOW_LIMIT, details=False)
 
     async def read(summary: RequestSummary) -> RequestView | RequestSummary:
         try:

@@ -14,6 +14,8 @@ from moto import mock_aws
 from slack_sdk import WebClient
 
 from activities.groups import IdentityCenterGroups, SlackGroups
+from activities.hooks import integrations_from_env
+from keycard.config import parse_config
 
 GROUPS = [
     {"id": "S1", "handle": "sre-oncall", "users": ["U_ALICE"]},
@@ -75,6 +77,20 @@ def test_slack_group_membership_by_email_or_slack_id(slack_api):
     assert calls.count("users.lookupByEmail") == 2  # a known Slack id needs no lookup
     with pytest.raises(LookupError, match="no Slack user group @nope"):
         groups.is_user_in_group("alice@example.com", "U_ALICE", "nope")
+
+
+def test_hooks_reach_slack_at_slack_api_url_as_the_notifier_does(slack_api):
+    """A worker behind a proxy (or a test's fake) sets SLACK_API_URL once, for hooks too."""
+    url, calls = slack_api
+    config = parse_config(
+        "flows:\n  - {name: prod, strategy: aws_sso_group, targets: [{name: sre, group: SRE}], "
+        "durations: [1h], approvers: {users: [bob@example.com]}}\n"
+    )
+    env = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": url.rstrip("/")}
+    slack = integrations_from_env(boto3.session.Session(region_name="us-east-1"), config, env).slack
+
+    assert slack is not None and slack.is_user_in_group("alice@example.com", None, "sre-oncall")
+    assert calls == ["usergroups.list", "users.lookupByEmail"]
 
 
 @pytest.fixture

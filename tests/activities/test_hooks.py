@@ -311,5 +311,6 @@ def test_the_worker_builds_integrations_from_its_environment():
     )
     assert isinstance(full.pagerduty, PagerDutyDirectory)
     assert isinstance(full.slack, SlackGroups)
+    assert full.slack._client.base_url == "https://slack.com/api/"
     names = [fn.__temporal_activity_definition.name for fn in hook_activities(session, config, ".")]
     assert names == ["hooks.evaluate_request", "hooks.check_approval", "hooks.observe"]

@@ -352,3 +352,50 @@ def test_the_request_list():
     )
     assert texts[2].endswith("pending, 0 of 1 approvals\n`req-def` · (no reason)")
     assert b.request_list([], T0)[0]["text"]["text"] == "You have no pending or active requests."
+
+
+def test_the_requesters_dm_speaks_to_them_and_shows_what_went_wrong():
+    waiting = view(notes=["on_request failed: PagerDuty unreachable (a person decides instead)"])
+    assert b.requester_text(waiting) == (
+        "Your request for *Prod PowerUser* on *Production* (1h) is waiting for 0 of 1 approvals."
+    )
+    assert ":warning: on_request failed: PagerDuty unreachable (a person decides instead)" in (
+        all_text(b.requester_message(waiting))
+    )
+    approved = view(state=RequestState.ACTIVE, approvals=[Approval(actor=BOB, at=T0)])
+    assert b.requester_text(approved).startswith("Your request for *Prod PowerUser*")
+    assert "<@UALICE> requests" not in b.requester_text(approved)  # not the approvers' wording
+    ended = view(state=RequestState.ENDED, end_reason="expired")
+    assert b.ended_note(ended) == (
+        "Your access to *Prod PowerUser* on *Production* has ended (expired). `req-abc`"
+    )
+
+
+def test_break_glass_is_announced_loudly_and_marked_on_the_approval():
+    used = view(
+        state=RequestState.GRANTING,
+        break_glass=True,
+        approvals=[Approval(actor=Actor(email="alice@example.com", slack_user_id="UALICE"), at=T0)],
+        decided_by=Actor(email="alice@example.com", slack_user_id="UALICE"),
+    )
+    announced = b.break_glass_message(
+        used,
+        event("break_glass.used", used, justification="prod DB <!channel> down",
+              bypassed_approvers=["bob@example.com"]),
+    )  # fmt: skip
+    text = announced[0]["text"]["text"]
+    assert text.startswith(":rotating_light: *Break-glass*: <@UALICE> approved their own request")
+    assert "bypassing bob@example.com" in text and "prod DB &lt;!channel&gt; down" in text
+    assert b.decision_line(used).startswith(":rotating_light: *Break-glass*")
+    assert "Break-glass" not in (b.decision_line(view(state=RequestState.GRANTING,
+        approvals=[Approval(actor=BOB, at=T0)])) or "")  # fmt: skip
+
+
+def all_text(message: list[dict]) -> str:
+    """Every text a message shows: sections and context elements."""
+    found = []
+    for block in message:
+        if "text" in block:
+            found.append(block["text"]["text"])
+        found.extend(e["text"] for e in block.get("elements", []) if "text" in e)
+    return "\n".join(t if isinstance(t, str) else t.get("text", "") for t in found)

@@ -148,8 +148,61 @@ async def test_list_filters_and_pages(api: Api):
             break
     assert sorted(seen) == sorted(ids)
     row = page["requests"][0]
-    assert row["requester"] == "dave@example.com"
+    assert row["requester"]["email"] == "dave@example.com"  # an object, as everywhere else
     assert row["flow"] == "prod-power-user"
+    assert row["summary"] == "dave@example.com → Prod PowerUser (Production), 1h: incident 4312"
+
+
+async def test_the_list_is_newest_first_across_states_with_expiry_and_decider(api: Api):
+    """Temporal's SQL visibility lists open requests before closed ones; the API does not."""
+    first = await api.create(who="dave")
+    await api.decide(first["id"], "approve", "bob")
+    await api.stack.keycard.wait(first["id"])  # ACTIVE
+    second = await api.create(who="dave")
+    await api.decide(second["id"], "deny", "carol")  # closed, yet newer than the active one
+    third = await api.create(who="dave")  # open, newest
+
+    async def listed():
+        response = await api.http.get(
+            "/v1/requests", params={"requester": "dave@example.com"}, headers=auth("bob")
+        )
+        rows = response.json()["requests"]
+        return (
+            rows
+            if [r["id"] for r in rows][:3] == [third["id"], second["id"], first["id"]]
+            else None
+        )
+
+    rows = await eventually(listed)
+    newest, denied, active = rows[:3]
+    assert [r["state"] for r in (newest, denied, active)] == ["PENDING", "DENIED", "ACTIVE"]
+    assert active["expires_at"] is not None and active["decided_by"] == "bob@example.com"
+    assert denied["decided_by"] == "carol@example.com" and denied["expires_at"] is None
+    assert newest["decided_by"] is None
+    # Page by page, the same order.
+    page_one = (
+        await api.http.get(
+            "/v1/requests",
+            params={"requester": "dave@example.com", "limit": 1},
+            headers=auth("bob"),
+        )
+    ).json()
+    page_two = (
+        await api.http.get(
+            "/v1/requests",
+            params={
+                "requester": "dave@example.com",
+                "limit": 1,
+                "page_token": page_one["next_page_token"],
+            },
+            headers=auth("bob"),
+        )
+    ).json()
+    assert [page_one["requests"][0]["id"], page_two["requests"][0]["id"]] == [
+        third["id"],
+        second["id"],
+    ]
+    await api.decide(first["id"], "revoke", "dave")  # leave nothing running
 
 
 # --- who may read what ---------------------------------------------------------------------------
@@ -258,6 +311,20 @@ async def test_calls_answer_even_when_no_worker_does(dev_env):
 
 
 # --- who may do what ---------------------------------------------------------------------------------
+
+
+async def test_a_request_made_over_the_api_is_audited_as_made_there(api: Api):
+    view = await api.create()
+
+    async def created():
+        return [
+            e.actor
+            for e in api.stack.audit.events
+            if e.request_id == view["id"] and e.type == "request.created"
+        ]
+
+    [actor] = await eventually(created)
+    assert (actor.email, actor.via) == ("alice@example.com", "api")
 
 
 async def test_admin_approves_as_last_resort(api: Api):

@@ -72,13 +72,19 @@ async def test_request_approve_list_and_revoke_from_the_cli(api: Api):
         status = await keycard(server.url, "carol", "status", rid, "-o", "json")
         assert json.loads(status.stdout)["requester"]["email"] == "alice@example.com"
 
+        await api.stack.keycard.wait(rid)  # ACTIVE: the row shows when it ends and who approved
         listed = await keycard(server.url, "alice", "list", "--requester", "alice@example.com")
         assert listed.exit_code == 0, listed.output
         header, *rows = listed.stdout.splitlines()
-        assert header.split() == ["ID", "STATE", "REQUESTER", "FLOW/TARGET", "STARTED", "(UTC)"]
+        assert header.split() == [
+            "ID", "STATE", "REQUESTER", "FLOW/TARGET", "STARTED", "(UTC)", "ENDS", "(UTC)",
+            "DECIDED", "BY",
+        ]  # fmt: skip
         assert any(row.startswith(rid) and "prod-power-user/prod" in row for row in rows)
+        mine = next(row for row in rows if row.startswith(rid)).split()
+        assert mine[1] == "ACTIVE" and mine[-1] == "bob@example.com"
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", mine[-2])  # the time its access ends
 
-        await api.stack.keycard.wait(rid)
         revoked = await keycard(server.url, "alice", "revoke", rid)
         assert revoked.exit_code == 0, revoked.output
         assert f"{rid}  ENDED" in revoked.stdout

@@ -94,6 +94,11 @@ async def test_the_whole_story_in_the_console(api: Api):
         view = await api.stack.keycard.wait(request_id)
         assert view.state.value == "ACTIVE" and api.has_access("alice@example.com")
         assert view.approvals[0].actor.via == "console"
+        [created] = [
+            e for e in api.stack.audit.events if e.request_id == request_id
+            if e.type == "request.created"
+        ]  # fmt: skip
+        assert created.actor.via == "console"  # asked in the console, audited as such
 
         active = await alice.get(f"/requests/{request_id}")
         assert "ACTIVE" in active.text and "data-countdown" in active.text

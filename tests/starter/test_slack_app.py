@@ -19,6 +19,7 @@ from starter.slack_app import attach_slack, run_socket_mode
 from tests.slack_fake import (
     APP_TOKEN,
     BOT_TOKEN,
+    SLACK_CONFIG,
     SlackStack,
     block_action,
     button_click,
@@ -145,6 +146,8 @@ async def test_the_whole_story_in_slack(dev_env):
         assert view.state is RequestState.PENDING
         assert view.requester.slack_user_id == "UALICE"
         assert view.approvers == ["bob@example.com", "carol@example.com"]  # from @sre-leads
+        created = await s.stack.audit.wait_for(request_id, "request.created")
+        assert created.actor.via == "slack"  # asked in Slack, audited as such
         assert view.fields == {
             "incident": "4312",
             "pages": 3,
@@ -409,6 +412,52 @@ async def test_the_flows_rules_come_back_as_field_errors(dev_env):
         response = await s.interact(view_submission("UALICE", form, no_buddy_email))
         assert list(response.json()["errors"]) == [ids.field_block(flow, "buddy")]
         assert s.slack.called("chat.postMessage") == []  # nothing was started
+
+
+EMERGENCY = """
+  - name: emergency
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: AdministratorAccess}
+    durations: [15m]
+    reason_required: false
+    approvers: {users: [bob@example.com]}
+    break_glass: true
+    slack: {channel: "#prod-access", security_channel: "#security"}
+"""
+
+
+async def test_break_glass_is_announced_in_the_flows_channel_and_to_security(dev_env):
+    async with slack_stack(dev_env.client, SLACK_CONFIG + EMERGENCY) as s:
+        s.slack.channels["#security"] = "C0SECURITY"
+        alice = Requester(email="alice@example.com", slack_user_id="UALICE", name="Alice")
+        view = await s.keycard.request(flow="emergency", target="prod", requester=alice)
+        [approval] = await s.slack.wait_for(lambda: approval_messages(s, view.id))
+
+        await s.keycard.break_glass(
+            view.id, Actor(email="alice@example.com"), "prod database down, bob unreachable"
+        )
+
+        def announced(channel: str):
+            return [
+                m
+                for m in s.slack.in_channel(channel)
+                if "Break-glass" in m.content() and m.ts != approval.ts
+            ]
+
+        [security] = await s.slack.wait_for(lambda: announced("C0SECURITY"))
+        [loud] = await s.slack.wait_for(lambda: announced("C0PRODACCESS"))
+        for message in (security, loud):
+            assert message.content().startswith(
+                ":rotating_light: *Break-glass*: <@UALICE> approved their own request"
+            )
+            assert "prod database down, bob unreachable" in message.content()
+            assert "bypassing bob@example.com" in message.content()
+        # The approval message itself is marked, without buttons.
+        await s.slack.wait_for(lambda: "Break-glass" in approval.content())
+        assert approval.actions() == []
+        await s.keycard.revoke(view.id, Actor(email="alice@example.com"), "fixed")
+        await s.keycard.wait(view.id, until=(RequestState.ENDED,))
 
 
 async def test_who_may_use_it(dev_env):
