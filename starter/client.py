@@ -460,10 +460,13 @@ class KeycardClient:
         Temporal's SQL visibility (the dev server's, Postgres, MySQL) cannot ORDER BY, and lists
         open workflows before closed ones. So this counts back from the cursor in widening
         windows of start time until one holds `want` (or everything), fetches that window, and
-        sorts it here: keyset pagination on (start time, id), stable while requests come in."""
+        sorts it here: keyset pagination on (start time, id), stable while requests come in.
+        Where everything left fits in one fetch (most namespaces), it is one count and one fetch."""
         upper = after.start + timedelta(microseconds=1) if after else None
         bounded = f"{query} AND StartTime < '{_rfc3339(upper)}'" if upper else query
         span, found = _FIRST_WINDOW, None
+        if (await self.temporal.count_workflows(bounded)).count <= _FETCH_ALL:
+            span = _WIDEST_WINDOW * 2  # no windows: fetch it all
         while span <= _WIDEST_WINDOW:
             lower = (upper or datetime.now(UTC) + timedelta(minutes=1)) - span
             windowed = f"{bounded} AND StartTime >= '{_rfc3339(lower)}'"
@@ -533,6 +536,8 @@ ROW_CALLS = 8
 # Windows of start time `list` counts back through: an hour, then 8 h, 64 h, ... about 30 years.
 _FIRST_WINDOW = timedelta(hours=1)
 _WIDEST_WINDOW = timedelta(days=366 * 30)
+# Up to this many matching requests are fetched and sorted at once, without counting windows.
+_FETCH_ALL = 1000
 
 
 class _PageCursor(BaseModel):

@@ -7,6 +7,7 @@ import re
 from datetime import datetime, timedelta
 
 import httpx
+import pytest
 import structlog
 from openapi_spec_validator import validate
 from temporalio.client import Client
@@ -153,8 +154,13 @@ async def test_list_filters_and_pages(api: Api):
     assert row["summary"] == "dave@example.com → Prod PowerUser (Production), 1h: incident 4312"
 
 
-async def test_the_list_is_newest_first_across_states_with_expiry_and_decider(api: Api):
-    """Temporal's SQL visibility lists open requests before closed ones; the API does not."""
+@pytest.mark.parametrize("fetch_all", [1000, 0], ids=["one-fetch", "counted-windows"])
+async def test_the_list_is_newest_first_across_states_with_expiry_and_decider(
+    api: Api, fetch_all: int, monkeypatch
+):
+    """Temporal's SQL visibility lists open requests before closed ones; the API does not,
+    whether it fetches everything at once or counts back in windows of start time."""
+    monkeypatch.setattr("starter.client._FETCH_ALL", fetch_all)
     first = await api.create(who="dave")
     await api.decide(first["id"], "approve", "bob")
     await api.stack.keycard.wait(first["id"])  # ACTIVE
