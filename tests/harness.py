@@ -14,8 +14,16 @@ from temporalio.client import Client
 from activities.audit import AuditActivities, AuditSink
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
+from keycard import temporal as names
 from keycard.config import KeycardConfig, parse_config
-from keycard.models import Actor, LifecycleEvent, Requester, RequestState, RequestView
+from keycard.models import (
+    Actor,
+    EndSessionsInput,
+    LifecycleEvent,
+    Requester,
+    RequestState,
+    RequestView,
+)
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
 from worker import WORKFLOWS, keycard_worker
@@ -96,6 +104,23 @@ class Stack:
     extra: dict = field(default_factory=dict)
 
 
+def _recording_writers(leases: LeaseActivities, cloud: FakeCloud):
+    """sessions.request_end, noting the writer it starts the moment it asks: teardown terminates
+    every writer, also one signalled but not yet written (left running, its timers would stall
+    the time-skipping clock for every later test)."""
+
+    @activity.defn(name=names.REQUEST_END_SESSIONS)
+    async def request_end_sessions(input: EndSessionsInput) -> None:
+        cloud.writers.add(
+            names.session_policy_workflow_id(
+                input.instance_arn, input.permission_set_arn, input.policy
+            )
+        )
+        await leases.request_end_sessions(input)
+
+    return request_end_sessions
+
+
 @asynccontextmanager
 async def running_stack(
     client: Client,
@@ -123,7 +148,7 @@ async def running_stack(
         leases.take_lease,
         leases.acquire_lease,
         leases.release_lease,
-        leases.request_end_sessions,
+        _recording_writers(leases, cloud),
         AuditActivities(audit_sinks if audit_sinks is not None else [audit]).deliver,
         *(extra_activities or [ConsoleNotifier().send]),
         *(hook_activities or []),
