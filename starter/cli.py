@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperOption
 
 from keycard.codec import PayloadKeyError, payload_key_problem
 from keycard.config import ConfigError, KeycardConfig, json_schema, load_config, unset_environment
@@ -32,6 +33,16 @@ from starter.slack_cli import slack as slack_command
 
 T = TypeVar("T")
 
+
+_option_type = TyperOption.display_type_rich
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """A flag takes no value, so --help shows none (typer 0.29 prints `<bool>` beside each)."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="Keycard: just-in-time access. Ask for access, approve it, and watch it end on time.",
@@ -84,7 +95,7 @@ def config_path_for(config_path: Path | None) -> Path:
     default = Settings.from_env().config_path
     if default.exists():
         return default
-    from starter.dev import read_dev_state
+    from starter.dev_state import read_dev_state
 
     try:
         recorded = read_dev_state(Path(".keycard")).get("config_path")
@@ -463,7 +474,7 @@ def demo_access(
 ) -> None:
     """Show what the demo AWS of a running `keycard dev` grants a person right now."""
     from starter.demo_aws import assignments_for, session_denials_for
-    from starter.dev import read_dev_state
+    from starter.dev_state import read_dev_state
 
     try:
         state = read_dev_state(state_dir)

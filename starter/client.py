@@ -54,6 +54,7 @@ from keycard.models import (
 )
 from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
 from keycard.redact import scrub_text
+from starter.dev_state import dev_temporal_address
 
 log = structlog.get_logger(__name__)
 
@@ -144,11 +145,14 @@ async def connect_temporal(
 ) -> Client:
     """Connect with Temporal's own environment configuration (TEMPORAL_ADDRESS, _NAMESPACE,
     _API_KEY, TLS settings, or a profile in temporal.toml), so Temporal Cloud works unchanged.
+    When none of them names an address, a `keycard dev` running from this directory is used
+    (its address is in .keycard/dev.json, whatever --port it was given), else localhost:7233.
 
     Payloads are encrypted when KEYCARD_PAYLOAD_KEY is set (keycard/codec.py); a malformed key
     raises PayloadKeyError, whose message says what to fix."""
     config = ClientConfig.load_client_connect_config(profile=profile, override_env_vars=env)
-    config.setdefault("target_host", "localhost:7233")
+    if not config.get("target_host"):
+        config["target_host"] = dev_temporal_address() or "localhost:7233"
     return await Client.connect(**config, data_converter=data_converter_from_env())
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 from pydantic import BaseModel, Field
 
 from keycard import session_policy
@@ -27,6 +26,9 @@ from keycard.config import (
     SessionsPolicy,
 )
 from keycard.models import AssignmentSpec
+
+if TYPE_CHECKING:
+    from moto.server import ThreadedMotoServer
 
 DEMO_USERS = {
     "alice@example.com": ("Alice", "Example"),
@@ -68,7 +70,17 @@ class DemoSummary(BaseModel):
 
 
 def start_moto_server(port: int = 0) -> tuple[ThreadedMotoServer, str]:
-    """Start moto on 127.0.0.1 (port 0: any free port). Returns the server and its endpoint URL."""
+    """Start moto on 127.0.0.1 (port 0: any free port). Returns the server and its endpoint URL.
+
+    moto is in the `dev` extra only: a production install never carries it."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise RuntimeError(
+            "the demo AWS needs moto, which comes with the dev extra "
+            "(`pip install 'keycard[dev]'`, which `make dev` does); "
+            "or point Keycard at real AWS with the usual AWS settings"
+        ) from None
     # werkzeug logs every request at INFO; in `keycard dev` that would bury the useful output.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

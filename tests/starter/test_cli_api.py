@@ -331,6 +331,21 @@ def test_help_groups_the_commands_and_version_prints_it():
     assert version.exit_code == 0 and version.output.startswith("keycard ")
 
 
+def test_help_shows_no_type_beside_a_flag():
+    import typer.main
+
+    def commands(group, path=()):
+        yield path
+        for name, command in getattr(group, "commands", {}).items():
+            yield from commands(command, (*path, name))
+
+    for path in commands(typer.main.get_command(app)):
+        shown = runner.invoke(app, [*path, "--help"], terminal_width=100)
+        assert shown.exit_code == 0, (path, shown.output)
+        assert "<bool>" not in shown.output, (path, shown.output)
+    assert "--wait " in runner.invoke(app, ["request", "--help"]).output
+
+
 def test_status_shows_the_duration_with_its_extensions():
     from datetime import UTC, datetime, timedelta
 

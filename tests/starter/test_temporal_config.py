@@ -15,6 +15,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.service import TLSConfig
 
 from starter.client import connect_temporal
+from starter.dev_state import dev_temporal_address
 
 CLOUD_ADDRESS = "keycard.a1b2c.tmprl.cloud:7233"
 CLOUD_NAMESPACE = "keycard.a1b2c"
@@ -108,3 +109,31 @@ async def test_keycard_connects_through_a_profile(dev_env, tmp_path: Path):
 
     assert client.service_client.config.target_host == address
     assert client.namespace == "default"
+
+
+async def test_commands_beside_keycard_dev_use_its_address(dev_env, tmp_path: Path, monkeypatch):
+    """`keycard dev --port N` records its address; commands run from that directory use it
+    instead of acting on whatever else listens on localhost:7233."""
+    import json
+
+    for name in (
+        "TEMPORAL_ADDRESS",
+        "TEMPORAL_PROFILE",
+        "TEMPORAL_CONFIG_FILE",
+        "KEYCARD_STATE_DIR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no temporal.toml of the machine's
+    monkeypatch.chdir(tmp_path)
+    address = dev_env.client.service_client.config.target_host
+    (tmp_path / ".keycard").mkdir()
+    (tmp_path / ".keycard" / "dev.json").write_text(json.dumps({"temporal_address": address}))
+    client = await connect_temporal()
+    assert client.service_client.config.target_host == address
+    await client.count_workflows()  # and it is that server
+
+    # A setting of the operator's own still wins.
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
+    assert dev_temporal_address() == address
+    config = ClientConfig.load_client_connect_config()
+    assert config["target_host"] == "127.0.0.1:1"
