@@ -14,17 +14,19 @@ from temporalio.client import Client
 from temporalio.worker import Replayer, Worker
 from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
-from activities.audit import AuditActivities, build_audit_sinks
+from activities.audit import AuditActivities, AuditBacklog, build_audit_sinks
 from activities.aws import drift_activities, session_activities, strategy_activities
 from activities.delivery import DeliveryActivities
 from activities.hooks import hook_activities
 from activities.leases import LeaseActivities
+from activities.metrics import ActivityMetrics
 from activities.notify import ConsoleNotifier
 from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
 from keycard import temporal as names
 from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
 from keycard.settings import WORKFLOW_CACHE, Settings, SlackSettings
+from starter.telemetry import Gauges, gauges_running
 from workflows.access_request import AccessRequestWorkflow
 from workflows.drift import DriftSweepWorkflow
 from workflows.grant import GrantWorkflow
@@ -36,8 +38,14 @@ log = structlog.get_logger(__name__)
 WORKFLOWS = [AccessRequestWorkflow, GrantWorkflow, SessionPolicyWorkflow, DriftSweepWorkflow]
 
 
-def build_activities(client: Client, config: KeycardConfig, settings: Settings) -> list[Callable]:
-    """Every activity, bound to the real outside clients its module needs."""
+def build_activities(
+    client: Client,
+    config: KeycardConfig,
+    settings: Settings,
+    backlog: AuditBacklog | None = None,
+) -> list[Callable]:
+    """Every activity, bound to the real outside clients its module needs; `backlog` hears how
+    audit delivery goes (the metrics endpoint's gauges)."""
     session = boto3.session.Session(region_name=config.aws.region)
     leases = LeaseActivities(client, settings.task_queue)
     return [
@@ -48,7 +56,7 @@ def build_activities(client: Client, config: KeycardConfig, settings: Settings) 
         leases.acquire_lease,
         leases.release_lease,
         leases.request_end_sessions,
-        AuditActivities(build_audit_sinks(config.audit, settings, config.aws)).deliver,
+        AuditActivities(build_audit_sinks(config.audit, settings, config.aws), backlog).deliver,
         *chat_activities(SlackSettings.from_env()),
         *hook_activities(session, config, config.base_dir),
     ]
@@ -74,6 +82,7 @@ def build_worker(
     config: KeycardConfig,
     settings: Settings,
     activities: Sequence[Callable] | None = None,
+    backlog: AuditBacklog | None = None,
 ) -> Worker:
     """The worker for Keycard's task queue; `activities` replaces the real ones (tests, fakes)."""
     return keycard_worker(
@@ -83,7 +92,7 @@ def build_worker(
         activities=(
             list(activities)
             if activities is not None
-            else build_activities(client, config, settings)
+            else build_activities(client, config, settings, backlog)
         ),
         # A stopping worker takes no new tasks and gives in-flight activities this long to
         # finish; what is still running then is cancelled and retried on another worker.
@@ -115,6 +124,7 @@ def keycard_worker(client: Client, **options) -> Worker:
     applied as one batch (below) and updates after the work in hand (workflows/runner.py).
     Every worker that runs them, tests included, is made here."""
     options.setdefault("max_cached_workflows", WORKFLOW_CACHE)
+    options["interceptors"] = [*options.get("interceptors", ()), ActivityMetrics()]
     if "activities" in options:
         options["activities"] = with_delivery_rounds(options["activities"])
     return apply_jobs_as_one_batch(
@@ -174,14 +184,22 @@ async def run_worker(
         # Outside the main thread signals cannot be handled here: the caller owns `stop` then.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, _on_signal, stop, sig)
-    worker = build_worker(client, config, settings, activities)
+    backlog = AuditBacklog()
+    worker = build_worker(client, config, settings, activities, backlog)
+    runtime = client.service_client.config.runtime
+    gauges = (
+        Gauges(client, runtime, backlog=backlog, destinations=config.audit.destination_names)
+        if settings.metrics_address and runtime is not None
+        else None
+    )
     running = asyncio.create_task(worker.run(), name="keycard-worker")
     stopping = asyncio.create_task(stop.wait(), name="keycard-worker-stop")
     log.info("worker.started", task_queue=settings.task_queue, namespace=client.namespace)
     await _schedule_drift_sweep(client, config, settings)
     report("ready", "")
     try:
-        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        async with gauges_running(gauges):
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not running.done():
             grace = settings.worker_shutdown_grace.total_seconds()
             log.info("worker.draining", grace_seconds=grace)

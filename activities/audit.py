@@ -11,7 +11,9 @@ import asyncio
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -314,23 +316,67 @@ class HttpSink:
 # --- the activity --------------------------------------------------------------------------------
 
 
+class AuditBacklog:
+    """What this worker knows is waiting for each destination: the events of each request whose
+    last delivery to it failed here (its retry is due), and since when the oldest has waited.
+    A request's entry goes when a delivery of it succeeds, or when no attempt of it has come
+    here for `forget_after` (its retries went to another worker, which counts them then).
+    Read by the metrics endpoint (`keycard_audit_backlog_events`)."""
+
+    def __init__(
+        self,
+        forget_after: timedelta = 3 * names.DELIVERY_RETRY.maximum_interval,  # type: ignore[operator]
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._forget_after = forget_after.total_seconds()
+        self._clock = clock
+        # (destination, request id) -> (events waiting, the oldest one's time, when last seen)
+        self._failing: dict[tuple[str, str], tuple[int, datetime, float]] = {}
+
+    def failed(self, destination: str, events: Sequence[LifecycleEvent]) -> None:
+        if events:
+            key = (destination, events[0].request_id)
+            self._failing[key] = (len(events), events[0].time, self._clock())
+
+    def delivered(self, destination: str, events: Sequence[LifecycleEvent]) -> None:
+        if events:
+            self._failing.pop((destination, events[0].request_id), None)
+
+    def waiting(self, now: datetime) -> dict[str, tuple[int, float]]:
+        """destination -> (events waiting, seconds the oldest has waited)."""
+        horizon = self._clock() - self._forget_after
+        self._failing = {k: v for k, v in self._failing.items() if v[2] >= horizon}
+        totals: dict[str, tuple[int, float]] = {}
+        for (destination, _), (events, oldest, _) in self._failing.items():
+            count, age = totals.get(destination, (0, 0.0))
+            totals[destination] = (count + events, max(age, (now - oldest).total_seconds()))
+        return totals
+
+
 class AuditActivities:
     """`audit.deliver`: write one request's events to one destination.
 
     `sinks` maps destination names to sinks; a plain list of sinks serves as the `default`
-    destination (what requests use when keycard.yaml has no `audit` section).
+    destination (what requests use when keycard.yaml has no `audit` section). `backlog` hears of
+    every failure and success (the metrics endpoint reads it).
     """
 
-    def __init__(self, sinks: Mapping[str, AuditSink] | Sequence[AuditSink]):
+    def __init__(
+        self,
+        sinks: Mapping[str, AuditSink] | Sequence[AuditSink],
+        backlog: AuditBacklog | None = None,
+    ):
         if isinstance(sinks, Mapping):
             self.sinks = dict(sinks)
         else:
             self.sinks = {DEFAULT_AUDIT_DESTINATION: FanOut(sinks)}
+        self.backlog = backlog or AuditBacklog()
 
     @activity.defn(name=names.DELIVER_AUDIT)
     async def deliver(self, batch: AuditBatch) -> None:
         sink = self.sinks.get(batch.destination)
         if sink is None:
+            self.backlog.failed(batch.destination, batch.events)
             # Retried, not dropped: another worker may have it, or the config is being fixed.
             raise ApplicationError(
                 f"audit destination {batch.destination!r} is not configured on this worker "
@@ -339,7 +385,10 @@ class AuditActivities:
             )
         try:
             await sink.write(batch.events)
-        except Exception as err:
+        except BaseException as err:  # a cancelled write (the round's lane timeout) counts too
+            self.backlog.failed(batch.destination, batch.events)
+            if not isinstance(err, Exception):
+                raise
             log.warning(
                 "audit.delivery_failed",
                 destination=batch.destination,
@@ -349,6 +398,7 @@ class AuditActivities:
                 error=scrub_text(str(err))[:500],
             )
             raise
+        self.backlog.delivered(batch.destination, batch.events)
 
 
 def build_audit_sinks(

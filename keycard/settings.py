@@ -32,6 +32,8 @@ class Settings:
     # cache, every task of an evicted one replays its whole history, which under a burst of
     # 1000 approvals on 2 cores made workflow tasks time out. 4000 holds 2000 open requests.
     worker_max_cached_workflows: int = WORKFLOW_CACHE
+    # host:port for Prometheus's /metrics (starter/telemetry.py); None: no metrics endpoint.
+    metrics_address: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,7 +64,15 @@ def _worker_settings(env: Mapping[str, str]) -> dict[str, Any]:
             f"KEYCARD_WORKER_MAX_CACHED_WORKFLOWS must be a whole number of workflows, such as "
             f"{WORKFLOW_CACHE}, not {cache!r}"
         )
+    metrics = env.get("KEYCARD_METRICS_ADDRESS", "").strip()
+    host, _, metrics_port = metrics.rpartition(":")
+    if metrics and not (host and metrics_port.isdigit() and 0 < int(metrics_port) < 65536):
+        raise ValueError(
+            f"KEYCARD_METRICS_ADDRESS must be host:port, such as 0.0.0.0:9464 (every interface) "
+            f"or 127.0.0.1:9464, not {metrics!r}"
+        )
     return {
+        "metrics_address": metrics or None,
         "worker_max_cached_workflows": int(cache),
         "worker_health_port": int(port) if port else None,
         "worker_health_host": env.get("KEYCARD_WORKER_HEALTH_HOST", "127.0.0.1"),

@@ -238,6 +238,18 @@ DELIVERY_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
 )
 
+# --- metrics (Prometheus through the Temporal runtime, KEYCARD_METRICS_ADDRESS) ---------------
+# Counters are counted where they happen (workflow code counts nothing while it replays; the
+# activity counts in activities/metrics.py), gauges by each worker every METRICS_INTERVAL. Exported with `_total` on counters: docs/deployment.md.
+METRIC_EVENTS = "keycard_events"  # {type, flow}: every audit event, as it is made
+METRIC_REVOKE_RETRIES = "keycard_revoke_retries"  # {strategy}: failed attempts to remove access
+METRIC_HOOK_FAILURES = "keycard_hook_failures"  # {flow, hook}
+METRIC_ACTIVE_GRANTS = "keycard_active_grants"  # requests ACTIVE now (visibility)
+METRIC_PENDING_REQUESTS = "keycard_pending_requests"  # requests PENDING now (visibility)
+METRIC_AUDIT_BACKLOG = "keycard_audit_backlog_events"  # {destination}: refused, being retried
+METRIC_AUDIT_OLDEST = "keycard_audit_oldest_undelivered_seconds"  # {destination}
+METRICS_INTERVAL = timedelta(seconds=15)
+
 # --- hooks (users' Python, run in activities) --------------------------------------------------
 
 EVALUATE_REQUEST_HOOKS = "hooks.evaluate_request"

@@ -59,6 +59,7 @@ from starter.problems import (
     declare_problem_media_type,
     problem_responses,
 )
+from starter.telemetry import trace_api
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -762,6 +763,7 @@ def create_app(
     app.middleware("http")(_access_log)
     app.add_middleware(BodyLimit)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    trace_api(app)  # when OTEL_* variables ask for traces
     return app
 
 

@@ -113,6 +113,10 @@ def start_problems(config: KeycardConfig, *, aws: bool = True) -> list[str]:
     problems = unset_environment(config)
     problems += [p for p in (settings_problem(), region_problem(config.aws) if aws else None) if p]
     problems += [p for p in (payload_key_problem(),) if p]
+    try:
+        Settings.from_env()  # KEYCARD_WORKER_* and KEYCARD_METRICS_ADDRESS
+    except ValueError as err:
+        problems.append(str(err))
     return problems
 
 
@@ -414,15 +418,22 @@ def worker(config_path: ConfigOption = None) -> None:
     from keycard.logging import configure_logging
     from starter.client import connect_temporal
     from starter.health import serve_worker
+    from starter.telemetry import start_tracing, stop_tracing, worker_runtime
 
     config = load(config_path)
     refuse_to_start(config)
     configure_logging()
+    settings = Settings.from_env()  # checked by refuse_to_start
+    start_tracing("keycard-worker")
 
     async def go() -> None:
-        await serve_worker(await connect_temporal(), config, Settings.from_env())
+        client = await connect_temporal(runtime=worker_runtime(settings))
+        await serve_worker(client, config, settings)
 
-    run(go)
+    try:
+        run(go)
+    finally:
+        stop_tracing()
 
 
 app.command(name="doctor")(_doctor)

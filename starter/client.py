@@ -31,6 +31,7 @@ from temporalio.common import (
 )
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import policy
@@ -55,6 +56,7 @@ from keycard.models import (
 from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
 from keycard.redact import scrub_text
 from starter.dev_state import dev_temporal_address
+from starter.telemetry import tracing_interceptors
 
 log = structlog.get_logger(__name__)
 
@@ -141,7 +143,9 @@ class RequestPage(BaseModel):
 
 
 async def connect_temporal(
-    profile: str | None = None, env: Mapping[str, str] | None = None
+    profile: str | None = None,
+    env: Mapping[str, str] | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect with Temporal's own environment configuration (TEMPORAL_ADDRESS, _NAMESPACE,
     _API_KEY, TLS settings, or a profile in temporal.toml), so Temporal Cloud works unchanged.
@@ -149,11 +153,17 @@ async def connect_temporal(
     (its address is in .keycard/dev.json, whatever --port it was given), else localhost:7233.
 
     Payloads are encrypted when KEYCARD_PAYLOAD_KEY is set (keycard/codec.py); a malformed key
-    raises PayloadKeyError, whose message says what to fix."""
+    raises PayloadKeyError, whose message says what to fix. `runtime` serves metrics (a
+    worker's, starter/telemetry.py); OTEL_* variables add tracing to every call."""
     config = ClientConfig.load_client_connect_config(profile=profile, override_env_vars=env)
     if not config.get("target_host"):
         config["target_host"] = dev_temporal_address() or "localhost:7233"
-    return await Client.connect(**config, data_converter=data_converter_from_env())
+    return await Client.connect(
+        **config,
+        data_converter=data_converter_from_env(),
+        interceptors=tracing_interceptors(),
+        runtime=runtime,
+    )
 
 
 class KeycardClient:

@@ -264,9 +264,11 @@ def serve(
     from keycard.settings import Settings
     from starter.cli import load, run
     from starter.client import connect_temporal
+    from starter.telemetry import start_tracing, stop_tracing
 
     configure_logging()
     config = load(config_path)
+    start_tracing("keycard-api")
     if not config.api.tokens:
         log.warning("api.no_tokens", hint="every call will be refused; see `keycard token create`")
 
@@ -286,3 +288,5 @@ def serve(
     except OSError as err:
         typer.secho(f"error: {err.strerror or err}", fg="red", err=True)
         raise typer.Exit(1) from None
+    finally:
+        stop_tracing()

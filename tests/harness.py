@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from temporalio import activity
 from temporalio.client import Client
 
-from activities.audit import AuditActivities, AuditSink
+from activities.audit import AuditActivities, AuditBacklog, AuditSink
 from activities.leases import LeaseActivities
 from activities.notify import ConsoleNotifier
 from keycard import temporal as names
@@ -130,6 +130,7 @@ async def running_stack(
     hook_activities: list | None = None,
     audit_sinks: Mapping[str, AuditSink] | None = None,
     task_queue: str | None = None,
+    backlog: AuditBacklog | None = None,
 ):
     """A worker with the real workflows and lease activities and a fake cloud, on its own queue.
 
@@ -149,7 +150,7 @@ async def running_stack(
         leases.acquire_lease,
         leases.release_lease,
         _recording_writers(leases, cloud),
-        AuditActivities(audit_sinks if audit_sinks is not None else [audit]).deliver,
+        AuditActivities(audit_sinks if audit_sinks is not None else [audit], backlog).deliver,
         *(extra_activities or [ConsoleNotifier().send]),
         *(hook_activities or []),
     ]

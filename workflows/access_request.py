@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
-from workflows.calls import local_call
+from workflows.calls import count, local_call
 from workflows.waiting import run_through_cancel, wait_until
 
 with workflow.unsafe.imports_passed_through():
@@ -774,6 +774,9 @@ class AccessRequestWorkflow:
             self._s.view.notes.append(f"{failure.hook} failed: {failure.error} ({consequence})")
             self._publish()
         self._emit("hook.failed", None, hook=failure.hook, error=failure.error, outcome=consequence)
+        count(
+            names.METRIC_HOOK_FAILURES, "hooks that failed", flow=self._flow.name, hook=failure.hook
+        )
 
     def _approval_rule(self, input: ApproveInput) -> None:
         if input.break_glass:
@@ -974,6 +977,7 @@ class AccessRequestWorkflow:
         event = self._event(str(self._s.event_seq), type, actor, **detail)
         self._s.outbox.append(event)
         self._s.views.append(self._s.view.model_copy(deep=True))
+        count(names.METRIC_EVENTS, "Keycard audit events made", type=type, flow=event.flow)
         # Into the history now, whatever any audit destination is doing: `keycard audit export`.
         # An idle round with a lane in it starts in this very task with this event in its input,
         # which history keeps: then that is the record, and a memo would only repeat it.
