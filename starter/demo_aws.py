@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -69,8 +70,19 @@ class DemoSummary(BaseModel):
         return lines
 
 
-def start_moto_server(port: int = 0) -> tuple[ThreadedMotoServer, str]:
+# moto draws ids from one random generator; seeded alike, the same calls make the same ids.
+DEMO_SEED = 4312
+
+
+def start_moto_server(
+    port: int = 0, recording: Path | None = None
+) -> tuple[ThreadedMotoServer, str]:
     """Start moto on 127.0.0.1 (port 0: any free port). Returns the server and its endpoint URL.
+
+    With `recording` (a file), the demo AWS outlives a restart: every call it takes is appended
+    there (moto's recorder), and a new server first replays the file with the same random seed,
+    so the Identity Center instance, users and permission sets get their old ids back, and the
+    assignments and session policies that running requests hold are there again.
 
     moto is in the `dev` extra only: a production install never carries it."""
     try:
@@ -90,7 +102,30 @@ def start_moto_server(port: int = 0) -> tuple[ThreadedMotoServer, str]:
     # moto keeps its state per process, not per server: a new server starts from nothing (a new
     # Identity Center instance, no policies or assignments left by an earlier one).
     httpx.post(f"{endpoint}/moto-api/reset").raise_for_status()
+    if recording is not None:
+        _replay_and_record(endpoint, recording)
     return server, endpoint
+
+
+def _replay_and_record(endpoint: str, recording: Path) -> None:
+    from moto.moto_api import recorder
+
+    httpx.post(f"{endpoint}/moto-api/seed", params={"a": DEMO_SEED}).raise_for_status()
+    recorder.stop_recording()
+    # The recorder's file is set from MOTO_RECORDER_FILEPATH when moto is imported; this
+    # process may have imported it long before, so point the recorder at ours directly.
+    recorder._location = str(recording)
+    recording.touch(mode=0o600, exist_ok=True)
+    if recording.stat().st_size:
+        recorder.replay_recording(target_host=endpoint)
+    recorder.start_recording()
+
+
+def stop_recording() -> None:
+    """Stop appending to the recording (before a server that records stops)."""
+    from moto.moto_api import recorder
+
+    recorder.stop_recording()
 
 
 def demo_environment(endpoint_url: str, region: str) -> dict[str, str]:

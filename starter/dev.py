@@ -20,7 +20,13 @@ from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
 from keycard.logging import configure_logging
 from keycard.settings import Settings
-from starter.demo_aws import DemoSummary, demo_environment, seed_demo, start_moto_server
+from starter.demo_aws import (
+    DemoSummary,
+    demo_environment,
+    seed_demo,
+    start_moto_server,
+    stop_recording,
+)
 from starter.dev_state import DEV_STATE_FILE, read_dev_state
 
 __all__ = ["DEV_STATE_FILE", "read_dev_state", "run_dev"]
@@ -67,9 +73,17 @@ async def start_temporal(
     )
 
 
-def start_demo_aws(config: KeycardConfig) -> tuple[str, object, DemoSummary]:
-    """A moto server seeded with a demo Identity Center; this process's boto3 then uses it."""
-    server, endpoint = start_moto_server()
+DEMO_AWS_RECORDING = "demo-aws.jsonl"
+
+
+def start_demo_aws(
+    config: KeycardConfig, state_dir: Path | None = None
+) -> tuple[str, object, DemoSummary]:
+    """A moto server seeded with a demo Identity Center; this process's boto3 then uses it.
+    With `state_dir`, what it holds survives a restart, as the requests in Temporal do: an
+    ACTIVE request's access is still there, and still removed when it ends."""
+    recording = state_dir / DEMO_AWS_RECORDING if state_dir is not None else None
+    server, endpoint = start_moto_server(recording=recording)
     region = config.aws.region or DEMO_REGION
     os.environ.update(demo_environment(endpoint, region))
     return endpoint, server, seed_demo(config, endpoint, region)
@@ -131,7 +145,7 @@ async def run_dev(
     moto_server = None
     summary = None
     if not aws_configured():
-        aws_endpoint, moto_server, summary = start_demo_aws(config)
+        aws_endpoint, moto_server, summary = start_demo_aws(config, state_dir)
 
     env = await start_temporal(state_dir, port, ui_port)
     address = f"127.0.0.1:{port}"
@@ -162,9 +176,13 @@ async def run_dev(
     finally:
         await env.shutdown()
         if moto_server is not None:
+            stop_recording()
             moto_server.stop()  # type: ignore[attr-defined]
         state_file.unlink(missing_ok=True)
-        typer.echo(f"Keycard dev stopped. Requests are kept in {state_dir / 'temporal.sqlite'}")
+        kept = f"Requests are kept in {state_dir / 'temporal.sqlite'}"
+        if moto_server is not None:
+            kept += f", the demo AWS in {state_dir / DEMO_AWS_RECORDING}"
+        typer.echo(f"Keycard dev stopped. {kept}")
 
 
 def _print_banner(

@@ -18,6 +18,7 @@ from starter.demo_aws import (
     demo_environment,
     seed_demo,
     start_moto_server,
+    stop_recording,
 )
 
 REGION = "us-east-1"
@@ -136,3 +137,49 @@ async def test_every_strategy_finds_what_the_config_names(endpoint_url: str) -> 
         await env.run(activities[f"{spec.strategy}.grant"], assignment)
 
     assert assignments_for(endpoint_url, REGION, "bob@example.com") == [group, iam]
+
+
+async def test_the_demo_aws_outlives_a_restart(tmp_path: Path, monkeypatch) -> None:
+    """`keycard dev` stopped and started again: requests survive in Temporal's SQLite, and the
+    access they hold in the demo AWS survives with the same ids, so it is removed on time."""
+    config = load_config(EXAMPLE_CONFIG)
+    recording = tmp_path / "demo-aws.jsonl"
+    spec = AssignmentSpec(
+        strategy="aws_sso",
+        principal_email="alice@example.com",
+        account_id="111111111111",
+        permission_set="PowerUserAccess",
+    )
+
+    def point_at(endpoint: str) -> None:
+        for name, value in demo_environment(endpoint, REGION).items():
+            monkeypatch.setenv(name, value)
+
+    server, first = start_moto_server(recording=recording)
+    try:
+        point_at(first)
+        before = seed_demo(config, first, REGION)
+        env = ActivityEnvironment()
+        granted = await env.run(worker_activities()["aws_sso.resolve"], ResolveInput(spec=spec))
+        await env.run(worker_activities()["aws_sso.grant"], granted)
+    finally:
+        stop_recording()
+        server.stop()
+    assert oct(recording.stat().st_mode & 0o777) == "0o600"
+
+    server, second = start_moto_server(recording=recording)
+    try:
+        point_at(second)
+        after = seed_demo(config, second, REGION)
+        assert (after.instance_arn, after.users, after.permission_sets) == (
+            before.instance_arn,
+            before.users,
+            before.permission_sets,
+        )
+        assert assignments_for(second, REGION, "alice@example.com") == [spec]
+        # The grant's workflow kept the ids it resolved before the restart: they still work.
+        await ActivityEnvironment().run(worker_activities()["aws_sso.revoke"], granted)
+        assert assignments_for(second, REGION, "alice@example.com") == []
+    finally:
+        stop_recording()
+        server.stop()
