@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import sys
+import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -53,6 +57,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
+    env.time_skipping_unlocked = types.MethodType(_balanced_unlock, env)  # type: ignore[method-assign]
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
@@ -64,6 +69,35 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def _balanced_unlock(env) -> AsyncIterator[None]:
+    """What `handle.result()` does on the time-skipping server, with exactly one lock for each
+    unlock whatever cancels it.
+
+    The SDK's own (temporalio.testing, time_skipping_unlocked) locks again when its lock call
+    raises, and a cancellation that lands while that call is in flight (a `wait_for` timing
+    out, a task cancelled at teardown) makes it lock twice: the server's count then stays one
+    too high, time stops skipping for every later test, and a later test waits on a timer in
+    real time until CI gives up (seen in test_audit_trail: one unlock by hand released it). The
+    calls here are shielded, so each runs to the end once started."""
+    if not env._auto_time_skipping:
+        yield
+        return
+    service = env.client.service_client.test_service
+    unlocked = asyncio.ensure_future(service.unlock_time_skipping(UnlockTimeSkippingRequest()))
+    try:
+        await asyncio.shield(unlocked)
+        yield
+    finally:
+
+        async def relock() -> None:
+            with contextlib.suppress(Exception):
+                await unlocked
+                await service.lock_time_skipping(LockTimeSkippingRequest())
+
+        await asyncio.shield(asyncio.ensure_future(relock()))
 
 
 @pytest.fixture

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
+from temporalio.api.enums.v1 import (
+    PendingActivityState,
+    PendingWorkflowTaskState,
+    WorkflowExecutionStatus,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -23,6 +29,36 @@ from keycard.models import (
 )
 
 KNOWN_USERS = {"alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com"}
+
+
+PENDING_ACTIVITY_STATE_STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+PENDING_WORKFLOW_TASK_STATE_STARTED = PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED
+WORKFLOW_EXECUTION_STATUS_RUNNING = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+
+
+async def terminate_when_idle(handle, reason: str, wait: float = 10.0) -> None:
+    """Terminate a workflow once none of its tasks is in a worker's hands.
+
+    The time-skipping server stops its clock while an activity or workflow task runs, and a
+    workflow terminated meanwhile never releases that hold (the worker's completion is refused:
+    the workflow is closed): every later test's timers would then wait in real time. So wait,
+    while the worker is still there to finish them (tests/test_time_skipping.py)."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while asyncio.get_running_loop().time() < deadline:
+        description = (await handle.describe()).raw_description
+        if description.workflow_execution_info.status != WORKFLOW_EXECUTION_STATUS_RUNNING:
+            return
+        started = [
+            a for a in description.pending_activities if a.state == PENDING_ACTIVITY_STATE_STARTED
+        ]
+        task = description.pending_workflow_task
+        if not started and not (
+            description.HasField("pending_workflow_task")
+            and task.state == PENDING_WORKFLOW_TASK_STATE_STARTED
+        ):
+            break
+        await asyncio.sleep(0.05)
+    await handle.terminate(reason)
 
 
 @dataclass
@@ -210,4 +246,4 @@ class FakeCloud:
         whose worker is gone would stall every later test's clock."""
         for workflow_id in self.writers:
             with contextlib.suppress(RPCError):
-                await client.get_workflow_handle(workflow_id).terminate("test over")
+                await terminate_when_idle(client.get_workflow_handle(workflow_id), "test over")

@@ -9,7 +9,7 @@ from temporalio.common import RetryPolicy
 
 from keycard import temporal as names
 from keycard.models import Actor, GrantView, RequestState, RequestView
-from tests.fakes import FakeCloud
+from tests.fakes import FakeCloud, terminate_when_idle
 from tests.harness import BOB, ask, running_stack, wait_for
 
 ALICE_ACTOR = Actor(email="alice@example.com")
@@ -177,7 +177,7 @@ async def test_a_terminated_request_does_not_leave_access_behind(time_env):
         view = await approved(stack, duration="1h")
         await time_env.sleep(timedelta(minutes=1))
         assert stack.cloud.has("alice@example.com")
-        await time_env.client.get_workflow_handle(view.id).terminate("operator mistake")
+        await terminate_when_idle(time_env.client.get_workflow_handle(view.id), "operator mistake")
         await time_env.sleep(timedelta(minutes=58))
         assert stack.cloud.has("alice@example.com")  # still within the approved hour
         await time_env.sleep(timedelta(minutes=2))  # a minute past the lease's end
