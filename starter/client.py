@@ -456,11 +456,12 @@ class KeycardClient:
         executions = await self._newest(" AND ".join(clauses), limit + 1, after)
         more = len(executions) > limit
         executions = executions[:limit]
-        calls = asyncio.Semaphore(ROW_CALLS)
-        rows = await asyncio.gather(*(self._row(e, details, calls) for e in executions))
+        rows = [self._row(e) for e in executions]
+        if details:
+            await self._add_details(rows, executions)
         last = executions[-1] if more else None
         return RequestPage(
-            requests=list(rows),
+            requests=rows,
             next_page_token=_PageCursor(start=last.start_time, id=last.id).encode()
             if last
             else None,
@@ -498,16 +499,12 @@ class KeycardClient:
         rows.sort(key=lambda r: (r.start_time, r.id), reverse=True)
         return rows[:want]
 
-    async def _row(
-        self, execution: WorkflowExecution, details: bool, calls: asyncio.Semaphore
-    ) -> RequestSummary:
-        """A list row: visibility's attributes; with `details`, the one-line summary the request
-        started with, and from the request itself (its answer to a query while it runs, its
-        result once closed) when its access ends or ended and who decided it."""
+    def _row(self, execution: WorkflowExecution) -> RequestSummary:
+        """A list row from visibility's attributes alone."""
         attrs = execution.typed_search_attributes
         state_value = attrs.get(names.SA_STATE)
         email = attrs.get(names.SA_REQUESTER)
-        row = RequestSummary(
+        return RequestSummary(
             id=execution.id,
             state=RequestState(state_value) if state_value else None,
             requester=Requester(email=email) if email else None,
@@ -518,8 +515,31 @@ class KeycardClient:
             if execution.status != WorkflowExecutionStatus.RUNNING
             else None,
         )
-        if not details:
-            return row
+
+    async def _add_details(
+        self, rows: list[RequestSummary], executions: list[WorkflowExecution]
+    ) -> None:
+        """Each row's summary, expiry and decider, ROW_CALLS at a time, within ROW_TIMEOUT for
+        the whole page: a request whose worker is busy or gone leaves its row without them,
+        and never holds the page longer than that."""
+        calls = asyncio.Semaphore(ROW_CALLS)
+        tasks = [
+            asyncio.ensure_future(self._details(row, execution, calls))
+            for row, execution in zip(rows, executions, strict=True)
+        ]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=ROW_TIMEOUT.total_seconds())
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    async def _details(
+        self, row: RequestSummary, execution: WorkflowExecution, calls: asyncio.Semaphore
+    ) -> None:
+        """The one-line summary the request started with, and from the request itself (its
+        answer to a query while it runs, its result once closed) when its access ends or ended
+        and who decided it. Fills `row` as answers come."""
         handle = self.temporal.get_workflow_handle(
             execution.id, run_id=execution.run_id, result_type=RequestView
         )
@@ -530,7 +550,7 @@ class KeycardClient:
             with contextlib.suppress(RPCError, WorkflowQueryFailedError, WorkflowFailureError):
                 if execution.status == WorkflowExecutionStatus.RUNNING:
                     if row.state in (None, RequestState.PENDING):
-                        return row  # undecided: no decider, no expiry to tell
+                        return  # undecided: no decider, no expiry to tell
                     # Only the request knows its expiry (or, still closing, who decided).
                     view = await handle.query(
                         names.REQUEST_STATUS, result_type=RequestView, rpc_timeout=ROW_TIMEOUT
@@ -540,12 +560,11 @@ class KeycardClient:
         if view is not None:
             row.expires_at = view.expires_at
             row.decided_by = view.decided_by.display if view.decided_by else None
-        return row
 
 
-# How long a list row waits for its request's answer (a busy or stopped worker leaves it blank),
-# and how many rows ask at once.
-ROW_TIMEOUT = timedelta(seconds=5)
+# How long a page of `list` waits for its rows' answers (a busy or stopped worker leaves a row
+# without them), and how many rows ask at once.
+ROW_TIMEOUT = timedelta(seconds=3)
 ROW_CALLS = 8
 # Windows of start time `list` counts back through: an hour, then 8 h, 64 h, ... about 30 years.
 _FIRST_WINDOW = timedelta(hours=1)
