@@ -26,8 +26,8 @@ creating account assignments).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from cachetools import TTLCache
@@ -45,6 +45,8 @@ from activities.aws_errors import (
 from keycard.models import ResolvedAssignment, ResolveInput
 
 log = structlog.get_logger(__name__)
+A = TypeVar("A")
+B = TypeVar("B")
 
 # How long to wait between asking AWS whether an account assignment change has finished. AWS
 # usually finishes in seconds; the activity heartbeats on every poll, so the workflow's heartbeat
@@ -85,11 +87,18 @@ class IdentityCenter:
         self._instance_arn = instance_arn
         self._identity_store_id = identity_store_id
         self._user_ids: TTLCache[tuple[str, str], str] = identity_cache()
+        self._finding = asyncio.Lock()
 
     async def instance(self) -> tuple[str, str]:
         """(instance ARN, identity store id): as configured, else the account's only instance."""
         if self._instance_arn and self._identity_store_id:
             return self._instance_arn, self._identity_store_id
+        async with self._finding:  # a burst of first requests lists the instances once
+            if self._instance_arn and self._identity_store_id:
+                return self._instance_arn, self._identity_store_id
+            return await self._find_instance()
+
+    async def _find_instance(self) -> tuple[str, str]:
         pages = await paginate(self.sso_admin, "list_instances")
         instances = [item for page in pages for item in page.get("Instances", [])]
         if self._instance_arn:
@@ -165,6 +174,7 @@ class AwsSsoStrategy:
         self._sso_admin = sso_admin
         self._poll_interval = poll_interval
         self._permission_set_arns: dict[tuple[str, str], str] = {}
+        self._listing = asyncio.Lock()
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.resolve, self.exists, self.grant, self.revoke]
@@ -175,11 +185,11 @@ class AwsSsoStrategy:
         require_spec(spec, "aws_sso", "account_id", "permission_set")
         assert spec.permission_set is not None
         instance_arn, identity_store_id = await self._center.instance()
-        user_id = await self._center.user_id(identity_store_id, spec.principal_email)
-        if spec.permission_set.startswith("arn:"):
-            permission_set_arn = await self._check_permission_set(instance_arn, spec.permission_set)
-        else:
-            permission_set_arn = await self._find_permission_set(instance_arn, spec.permission_set)
+        # Two independent lookups, side by side: the request waits for one round trip, not two.
+        user_id, permission_set_arn = await both(
+            self._center.user_id(identity_store_id, spec.principal_email),
+            self._permission_set_arn(instance_arn, spec.permission_set),
+        )
         return ResolvedAssignment(
             spec=spec,
             principal_id=user_id,
@@ -191,9 +201,12 @@ class AwsSsoStrategy:
     async def permission_set(self, name_or_arn: str) -> tuple[str, str]:
         """(instance ARN, permission set ARN) of a target's `permission_set` (for the drift sweep)."""
         instance_arn, _ = await self._center.instance()
+        return instance_arn, await self._permission_set_arn(instance_arn, name_or_arn)
+
+    async def _permission_set_arn(self, instance_arn: str, name_or_arn: str) -> str:
         if name_or_arn.startswith("arn:"):
-            return instance_arn, await self._check_permission_set(instance_arn, name_or_arn)
-        return instance_arn, await self._find_permission_set(instance_arn, name_or_arn)
+            return await self._check_permission_set(instance_arn, name_or_arn)
+        return await self._find_permission_set(instance_arn, name_or_arn)
 
     async def user_email(self, user_id: str) -> str | None:
         """The primary email of an Identity Center user (for the drift sweep's reports)."""
@@ -374,7 +387,14 @@ class AwsSsoStrategy:
             else:
                 if response["PermissionSet"].get("Name") == name:
                     return cached
-            del self._permission_set_arns[(instance_arn, name)]
+            self._permission_set_arns.pop((instance_arn, name), None)
+        async with self._listing:  # one listing at a time: a burst of first requests shares it
+            found = self._permission_set_arns.get((instance_arn, name))
+            if found and found != cached:  # another request's listing just saw it
+                return found
+            return await self._list_permission_sets(instance_arn, name)
+
+    async def _list_permission_sets(self, instance_arn: str, name: str) -> str:
         pages = await paginate(self._sso_admin, "list_permission_sets", InstanceArn=instance_arn)
         names = []
         for arn in (arn for page in pages for arn in page.get("PermissionSets", [])):
@@ -501,6 +521,16 @@ class AwsSsoStrategy:
         )
 
 
+async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Await two lookups at once. When both fail, the first one's error is the one raised, so
+    the message does not depend on which answer came back first."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0], results[1]  # type: ignore[return-value]
+
+
 def _is_retry() -> bool:
     return activity.info().attempt > 1
 
@@ -559,18 +589,9 @@ class AwsSsoGroupStrategy:
         spec = input.spec
         require_spec(spec, "aws_sso_group", "group")
         instance_arn, identity_store_id = await self._center.instance()
-        user_id = await self._center.user_id(identity_store_id, spec.principal_email)
-        response = await call_aws(
-            self._identitystore.get_group_id,
-            IdentityStoreId=identity_store_id,
-            AlternateIdentifier={
-                "UniqueAttribute": {"AttributePath": "displayName", "AttributeValue": spec.group}
-            },
-            if_not_found=ApplicationError(
-                f"there is no Identity Center group named {spec.group}",
-                type="NoSuchGroup",
-                non_retryable=True,
-            ),
+        user_id, response = await both(
+            self._center.user_id(identity_store_id, spec.principal_email),
+            self._group_id(identity_store_id, spec.group),
         )
         return ResolvedAssignment(
             spec=spec,
@@ -578,6 +599,20 @@ class AwsSsoGroupStrategy:
             instance_arn=instance_arn,
             identity_store_id=identity_store_id,
             group_id=response["GroupId"],
+        )
+
+    async def _group_id(self, identity_store_id: str, group: str) -> dict[str, Any]:
+        return await call_aws(
+            self._identitystore.get_group_id,
+            IdentityStoreId=identity_store_id,
+            AlternateIdentifier={
+                "UniqueAttribute": {"AttributePath": "displayName", "AttributeValue": group}
+            },
+            if_not_found=ApplicationError(
+                f"there is no Identity Center group named {group}",
+                type="NoSuchGroup",
+                non_retryable=True,
+            ),
         )
 
     @activity.defn(name="aws_sso_group.exists")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 from unittest import mock
@@ -91,6 +92,37 @@ async def test_a_permission_set_recreated_under_the_same_name_resolves_to_the_ne
     new = aws.add_permission_set("PowerUserAccess")
 
     assert (await env.run(sso.resolve, sso_spec())).permission_set_arn == new
+
+
+async def test_a_burst_of_first_requests_lists_instances_and_permission_sets_once(aws) -> None:
+    aws.add_user("alice@example.com")
+    aws.add_user("bob@example.com")
+    aws.add_permission_set("ReadOnlyAccess")
+    arn = aws.add_permission_set("PowerUserAccess")
+    sso = AwsSsoStrategy(aws.sso_admin, aws.identitystore, poll_interval=0)  # nothing known yet
+    calls: list[str] = []
+    aws.sso_admin.meta.events.register(
+        "before-call.sso-admin.*", lambda model, **_: calls.append(model.name)
+    )
+    env = ActivityEnvironment()
+
+    resolved = await asyncio.gather(
+        *(env.run(sso.resolve, sso_spec(f"{who}@example.com")) for who in ["alice", "bob"] * 5)
+    )
+
+    assert {r.permission_set_arn for r in resolved} == {arn}
+    assert calls.count("ListInstances") == 1
+    assert calls.count("ListPermissionSets") == 1
+
+
+async def test_when_both_lookups_fail_the_person_is_named_first(aws, sso) -> None:
+    aws.add_permission_set("ReadOnlyAccess")
+
+    error = await failure(
+        ActivityEnvironment(), sso.resolve, sso_spec("dave@example.com", "PowerUser")
+    )
+
+    assert error.type == "NoSuchUser"
 
 
 async def test_unknown_permission_set_arn_is_final(aws, sso) -> None:
