@@ -18,7 +18,7 @@ from activities.audit import AuditActivities, AuditBacklog, build_audit_sinks
 from activities.aws import drift_activities, session_activities, strategy_activities
 from activities.delivery import DeliveryActivities
 from activities.hooks import hook_activities
-from activities.leases import LeaseActivities
+from activities.leases import LeaseActivities, grant_and_tell_activity
 from activities.metrics import ActivityMetrics
 from activities.notify import ConsoleNotifier
 from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
@@ -127,6 +127,9 @@ def keycard_worker(client: Client, **options) -> Worker:
     options["interceptors"] = [*options.get("interceptors", ()), ActivityMetrics()]
     if "activities" in options:
         options["activities"] = with_delivery_rounds(options["activities"])
+        grant_and_tell = grant_and_tell_activity(client, options["activities"])
+        if grant_and_tell is not None:
+            options["activities"] = [*options["activities"], grant_and_tell]
     return apply_jobs_as_one_batch(
         Worker(client, workflow_runner=keycard_workflow_runner(), **options)
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
@@ -22,7 +24,10 @@ from keycard import temporal as names
 from keycard.models import (
     AcquireLeaseInput,
     EndSessionsInput,
+    GrantAndTell,
     GrantInput,
+    GrantTold,
+    LeaseGranted,
     LeaseInput,
     LeaseResult,
     ReleaseInput,
@@ -31,7 +36,9 @@ from keycard.models import (
     ResolvedAssignment,
     SessionPolicyInput,
     TakeLeaseInput,
+    WaitingLease,
 )
+from keycard.strategies import activity_name
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -165,3 +172,73 @@ def _as_application_error(err: WorkflowUpdateFailedError) -> ApplicationError:
     if isinstance(cause, ApplicationError):
         return ApplicationError(cause.message, type=cause.type, non_retryable=cause.non_retryable)
     return ApplicationError(str(cause or err), type="LeaseFailed")
+
+
+class GrantActivities:
+    """`leases.grant`: the worker's own `<strategy>.grant`, then `lease.granted` to every request
+    that waits for the access, straight from the activity.
+
+    Told by the grant's next workflow task instead, a request would wait for that task to be
+    scheduled and run: one round trip more between an approval and ACTIVE. The grant still records
+    the lease, from this activity's result, with the same `granted_at`, so the request and the
+    grant agree on when the lease ends to the microsecond. Telling never fails the activity once
+    the access exists: a request that cannot be reached is reported back (the grant drops its
+    lease), and one whose signal failed otherwise is told by the grant itself.
+    keycard_worker() adds this activity wherever a strategy's grant is registered.
+    """
+
+    def __init__(self, client: Client, grants: dict[str, Callable[..., Any]]):
+        self._client = client
+        self._grants = grants
+
+    @activity.defn(name=names.GRANT_AND_TELL)
+    async def grant_and_tell(self, input: GrantAndTell) -> GrantTold:
+        name = activity_name(input.assignment.spec.strategy, "grant")
+        grant = self._grants.get(name)
+        if grant is None:  # retryable: a worker that has it may pick the next attempt up
+            raise ApplicationError(f"this worker has no {name} activity", type="NoSuchStrategy")
+        made = grant(input.assignment)
+        if inspect.isawaitable(made):
+            await made
+        # The moment the access exists, by this worker's clock; never before this attempt began by
+        # Temporal's (the grant's own time), which a worker clock running behind would say.
+        granted_at = max(datetime.now(UTC), activity.info().started_time)
+        heard = await asyncio.gather(*(self._tell(lease, granted_at) for lease in input.waiting))
+        return GrantTold(
+            granted_at=granted_at,
+            told=[request_id for request_id, outcome in heard if outcome == "told"],
+            unreachable=[request_id for request_id, outcome in heard if outcome == "unreachable"],
+        )
+
+    async def _tell(self, lease: WaitingLease, granted_at: datetime) -> tuple[str, str]:
+        """(request id, "told" | "unreachable" | "untold"): never raises, the access exists."""
+        granted = LeaseGranted(
+            granted_at=granted_at, expires_at=lease.ends(granted_at), standing=False
+        )
+        handle = self._client.get_workflow_handle(lease.request_id)
+        try:
+            await handle.signal(names.LEASE_GRANTED, granted)
+        except Exception as err:
+            if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+                return lease.request_id, "unreachable"
+            log.warning("lease.tell_failed", request_id=lease.request_id, error=str(err))
+            return lease.request_id, "untold"
+        return lease.request_id, "told"
+
+
+def grant_and_tell_activity(
+    client: Client, activities: Sequence[Callable[..., Any]]
+) -> Callable[..., Any] | None:
+    """`leases.grant`, made of the strategies' grant activities among `activities`; None when there
+    is none (a worker without strategies) or `leases.grant` is there already."""
+    by_name = {}
+    for function in activities:
+        definition = activity._Definition.from_callable(function)
+        if definition is not None and definition.name is not None:
+            by_name[definition.name] = function
+    if names.GRANT_AND_TELL in by_name:
+        return None
+    grants = {name: fn for name, fn in by_name.items() if name.endswith(".grant")}
+    if not grants:
+        return None
+    return GrantActivities(client, grants).grant_and_tell

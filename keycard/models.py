@@ -509,6 +509,37 @@ class LeaseGranted(_Message):
     standing: bool = Field(description="the access existed before Keycard; it will not be removed")
 
 
+class WaitingLease(_Message):
+    """A lease the grant is about to make access for: whom `leases.grant` tells, and its end."""
+
+    request_id: str
+    duration: Duration
+    expires_at: datetime | None = None
+
+    def ends(self, granted_at: datetime) -> datetime:
+        """When the lease ends if the access exists from `granted_at`."""
+        return self.expires_at or granted_at + self.duration
+
+
+class GrantAndTell(_Message):
+    """leases.grant: create the access, then tell each waiting request at once (`lease.granted`),
+    without waiting for another workflow task of the grant."""
+
+    assignment: ResolvedAssignment
+    waiting: list[WaitingLease] = Field(default_factory=list)
+
+
+class GrantTold(_Message):
+    """What leases.grant did: when the access existed, and whom it told. A request in neither
+    list was not told (its signal failed for another reason): the grant tells it itself."""
+
+    granted_at: datetime
+    told: list[str] = Field(default_factory=list)
+    unreachable: list[str] = Field(
+        default_factory=list, description="no such request is running: its lease is dropped"
+    )
+
+
 class LeaseFailed(_Message):
     """Signal `lease.failed` (grant → request): the access could not be granted."""
 

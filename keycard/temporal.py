@@ -58,6 +58,11 @@ REFUSED_SIGNAL_ACTOR = "signal:refused"
 # grant that removes access with such a lease has the permission set's SessionPolicyWorkflow deny
 # the sessions issued before the removal (workflows/sessions.py).
 PATCH_V8 = "keycard-v8"
+# Grants only (implies PATCH_V8): the access is made by `leases.grant`, which tells the waiting
+# requests `lease.granted` itself as soon as the cloud confirms, instead of the grant's next
+# workflow task doing it: one workflow task less between an approval and ACTIVE. A failed grant
+# is then removed as well (an attempt may have made the access and told a request before failing).
+PATCH_V9 = "keycard-v9"
 # Ending sessions: one SessionPolicyWorkflow per permission set, the single writer of its inline
 # policy (keycard/session_policy.py), shared by every grant of that permission set.
 SESSION_POLICY_WORKFLOW = "SessionPolicyWorkflow"
@@ -113,6 +118,7 @@ def session_policy_workflow_id(
 # --- activity names (implementations live in activities/) --------------------------------------
 
 TAKE_LEASE = "leases.take"
+GRANT_AND_TELL = "leases.grant"  # the strategy's grant, then `lease.granted` to each request
 ACQUIRE_LEASE = "leases.acquire"  # before lease signals (waited on the grant: held a slot)
 RELEASE_LEASE = "leases.release"  # likewise
 DELIVER_AUDIT = "audit.deliver"

@@ -22,7 +22,9 @@ with workflow.unsafe.imports_passed_through():
         AuditBatch,
         EndSessions,
         EndSessionsInput,
+        GrantAndTell,
         GrantInput,
+        GrantTold,
         GrantView,
         LeaseDropNotice,
         LeaseFailed,
@@ -39,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SessionsAnswer,
         SessionScope,
         SessionsEnded,
+        WaitingLease,
     )
     from keycard.strategies import activity_name
 
@@ -49,7 +52,9 @@ class GrantWorkflow:
 
     Signals: `lease.take` (LeaseRequest) takes a lease, or moves the end of one already held;
     `lease.return` (LeaseReturn) gives it back. The grant answers each request by signal:
-    `lease.granted` (LeaseGranted) once the access exists, `lease.failed` (LeaseFailed), and
+    `lease.granted` (LeaseGranted) once the access exists (sent by the `leases.grant` activity
+    that made it, the moment the cloud confirms; by the grant for a lease that joins access
+    already there), `lease.failed` (LeaseFailed), and
     `lease.returned` (ReleaseResult) once a returned lease's outcome is known (`pending` while a
     removal is still being retried). A request that no longer exists cannot be signalled: its
     lease is dropped at once.
@@ -81,9 +86,11 @@ class GrantWorkflow:
         self._telling = 0  # signals to requests still in flight
         self._removing = False
         self._session_answers: dict[str, SessionsAnswer] = {}  # token -> the writer's answer
+        self._told: GrantTold | None = None  # what leases.grant told, until the leases are made
         # Here, not in `run`: the lease of a signal-with-start is handled before `run` begins.
-        # One marker stands for the patches before it (keycard/temporal.py, PATCH_V6, PATCH_V8).
-        self._v8 = workflow.patched(names.PATCH_V8)
+        # One marker stands for the patches before it (keycard/temporal.py, PATCH_V6 to V9).
+        self._v9 = workflow.patched(names.PATCH_V9)
+        self._v8 = self._v9 or workflow.patched(names.PATCH_V8)
         self._v6 = self._v8 or workflow.patched(names.PATCH_V6)
         self._by_signal = self._v6 or workflow.patched(names.PATCH_LEASE_SIGNALS)
         # Legacy `acquire`/`release` updates wait for the work in hand (workflows/runner.py).
@@ -250,7 +257,13 @@ class GrantWorkflow:
 
     def _grant_waiting(self) -> None:
         now = workflow.now()
+        told, self._told = self._told, None
         for request_id, lease in self._view.waiting.items():
+            if told is not None and request_id in told.told:
+                # leases.grant told it already, from the same moment: the ends agree. A renewal
+                # that came meanwhile (an extension) carries its own end.
+                self._leases[request_id] = lease.expires_at or told.granted_at + lease.duration
+                continue
             ends = lease.expires_at or now + lease.duration
             self._leases[request_id] = ends
             granted = LeaseGranted(
@@ -258,25 +271,56 @@ class GrantWorkflow:
             )
             self._tell(request_id, names.LEASE_GRANTED, granted)
         self._view.waiting.clear()
+        for request_id in told.unreachable if told is not None else ():
+            if request_id in self._leases:
+                self._drop(request_id, "its request is not running")
 
     async def _create(self) -> bool:
         assignment = self._view.assignment
+        making = False  # leases.grant was called
         try:
             exists = await self._call("exists", assignment, result_type=bool)
             if exists:
                 self._view.standing = True
                 workflow.logger.info("standing access found; it will be left in place")
+            elif self._v9:
+                self._view.standing = False
+                making = True
+                self._told = await self._grant_and_tell(assignment)
             else:
                 self._view.standing = False
                 await self._call("grant", assignment)
         except ActivityError as err:
             self._view.error = root_message(err)
             workflow.logger.warning("grant failed: %s", self._view.error)
+            if making:
+                # An attempt may have made the access (and told a request) before a later one
+                # failed: remove whatever is there, as the end of a lease would.
+                self._view.assigned = True
             return False
         self._view.assigned = True
         self._view.error = None
-        self._view.assigned_at = workflow.now()
+        self._view.assigned_at = self._told.granted_at if self._told else workflow.now()
         return True
+
+    async def _grant_and_tell(self, assignment: ResolvedAssignment) -> GrantTold:
+        """The strategy's grant, in an activity that tells the waiting requests itself."""
+        waiting = [
+            WaitingLease(
+                request_id=request_id, duration=lease.duration, expires_at=lease.expires_at
+            )
+            for request_id, lease in self._view.waiting.items()
+            if request_id not in self._by_update
+        ]
+        return await workflow.execute_activity(
+            names.GRANT_AND_TELL,
+            GrantAndTell(assignment=assignment, waiting=waiting),
+            result_type=GrantTold,
+            start_to_close_timeout=names.GRANT_TIMEOUT,
+            heartbeat_timeout=names.GRANT_HEARTBEAT,
+            retry_policy=names.GRANT_RETRY,
+            summary=activity_name(assignment.spec.strategy, "grant"),
+        )
 
     async def _unassign(self) -> None:
         """Remove the access, retrying in capped rounds until AWS confirms; standing access is
