@@ -121,8 +121,10 @@ def with_delivery_rounds(activities: Sequence[Callable]) -> list[Callable]:
 
 def keycard_worker(client: Client, **options) -> Worker:
     """A Temporal worker that runs Keycard's workflows as their histories expect: activation jobs
-    applied as one batch (below) and updates after the work in hand (workflows/runner.py).
-    Every worker that runs them, tests included, is made here."""
+    applied as one batch (below) and updates after the work in hand (workflows/runner.py), and
+    the activities made of the ones it is given: `delivery.round` (of audit.deliver and
+    notify.send) and `leases.grant` (of the strategies' grants). Every worker that runs them,
+    tests included, is made here."""
     options.setdefault("max_cached_workflows", WORKFLOW_CACHE)
     options["interceptors"] = [*options.get("interceptors", ()), ActivityMetrics()]
     if "activities" in options:
