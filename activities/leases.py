@@ -217,7 +217,11 @@ class GrantActivities:
         )
         handle = self._client.get_workflow_handle(lease.request_id)
         try:
-            await handle.signal(names.LEASE_GRANTED, granted)
+            # Bounded: past this the grant tells it, rather than a hung call holding the activity
+            # (and so every other request's grant) until its timeout.
+            await asyncio.wait_for(
+                handle.signal(names.LEASE_GRANTED, granted), names.TELL_TIMEOUT.total_seconds()
+            )
         except Exception as err:
             if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
                 return lease.request_id, "unreachable"

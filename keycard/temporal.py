@@ -193,6 +193,9 @@ LEASE_RETRY = RetryPolicy(
 )
 # leases.take only hands a signal to Temporal; it retries a Temporal outage for a bounded time.
 TAKE_LEASE_TIMEOUT = timedelta(seconds=30)
+# leases.grant gives each request's `lease.granted` signal this long; one not sent by then is sent
+# by the grant itself, so telling never holds the activity once the access exists.
+TELL_TIMEOUT = timedelta(seconds=10)
 TAKE_LEASE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -45,6 +47,8 @@ class Requests:
                     raise RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b"")
                 if request_id == "odd":
                     raise RuntimeError("something else")
+                if request_id == "hung":
+                    await asyncio.sleep(3600)
                 requests.signalled[request_id] = message
 
         return Handle()
@@ -64,15 +68,16 @@ async def test_each_request_is_told_once_the_access_exists_and_failures_are_repo
     activities = GrantActivities(requests, {"aws_sso.grant": grant})  # type: ignore[arg-type]
     renewed_to = datetime(2030, 1, 1, tzinfo=UTC)
     waiting = [lease("ok"), lease("renewed", expires_at=renewed_to), lease("gone")]
-    waiting += [lease("flaky"), lease("odd")]
+    waiting += [lease("flaky"), lease("odd"), lease("hung")]
 
-    told = await ActivityEnvironment().run(
-        activities.grant_and_tell, GrantAndTell(assignment=ASSIGNMENT, waiting=waiting)
-    )
+    with mock.patch.object(names, "TELL_TIMEOUT", timedelta(milliseconds=50)):
+        told = await ActivityEnvironment().run(
+            activities.grant_and_tell, GrantAndTell(assignment=ASSIGNMENT, waiting=waiting)
+        )
 
     assert made == [ASSIGNMENT]
     assert told.told == ["ok", "renewed"]
-    assert told.unreachable == ["gone"]  # the grant drops it; "flaky" and "odd" it tells itself
+    assert told.unreachable == ["gone"]  # the grant drops it; it tells "flaky", "odd" and "hung"
     assert requests.signalled["ok"].granted_at == told.granted_at
     assert requests.signalled["ok"].expires_at == told.granted_at + timedelta(hours=1)
     assert requests.signalled["renewed"].expires_at == renewed_to
