@@ -468,15 +468,24 @@ class LeaseDropNotice(_Message):
     destinations: list[str]
 
 
-class LeaseRequest(_Message):
+class WaitingLease(_Message):
+    """A lease the grant is about to make access for: whom `leases.grant` tells, and its end."""
+
+    request_id: str
+    duration: Duration
+    expires_at: datetime | None = None
+
+    def ends(self, granted_at: datetime) -> datetime:
+        """When the lease ends if the access exists from `granted_at`."""
+        return self.expires_at or granted_at + self.duration
+
+
+class LeaseRequest(WaitingLease):
     """Signal `lease.take` (request → grant): hold the assignment for this request.
 
     The lease runs `duration` from the moment the access exists, or until `expires_at` when that
     is given (a renewal: an extension, or a lease the grant no longer knew)."""
 
-    request_id: str
-    duration: Duration
-    expires_at: datetime | None = None
     drop_notice: LeaseDropNotice | None = None
     end_sessions: bool = Field(
         default=False, description="the flow's end_sessions: cut open AWS sessions at the end"
@@ -507,18 +516,6 @@ class LeaseGranted(_Message):
     granted_at: datetime
     expires_at: datetime
     standing: bool = Field(description="the access existed before Keycard; it will not be removed")
-
-
-class WaitingLease(_Message):
-    """A lease the grant is about to make access for: whom `leases.grant` tells, and its end."""
-
-    request_id: str
-    duration: Duration
-    expires_at: datetime | None = None
-
-    def ends(self, granted_at: datetime) -> datetime:
-        """When the lease ends if the access exists from `granted_at`."""
-        return self.expires_at or granted_at + self.duration
 
 
 class GrantAndTell(_Message):

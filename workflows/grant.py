@@ -262,9 +262,9 @@ class GrantWorkflow:
             if told is not None and request_id in told.told:
                 # leases.grant told it already, from the same moment: the ends agree. A renewal
                 # that came meanwhile (an extension) carries its own end.
-                self._leases[request_id] = lease.expires_at or told.granted_at + lease.duration
+                self._leases[request_id] = lease.ends(told.granted_at)
                 continue
-            ends = lease.expires_at or now + lease.duration
+            ends = lease.ends(now)
             self._leases[request_id] = ends
             granted = LeaseGranted(
                 granted_at=now, expires_at=ends, standing=bool(self._view.standing)
@@ -671,7 +671,7 @@ class GrantWorkflow:
 
     def _take_by_update_loop(self, lease: LeaseRequest) -> None:
         """A request that leases by signal met a grant still running the update-driven loop."""
-        ends = lease.expires_at or workflow.now() + lease.duration
+        ends = lease.ends(workflow.now())
         answer = self._acquire_in_update_loop(
             LeaseInput(request_id=lease.request_id, expires_at=ends)
         )
