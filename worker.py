@@ -18,7 +18,7 @@ from activities.audit import AuditActivities, AuditBacklog, build_audit_sinks
 from activities.aws import drift_activities, session_activities, strategy_activities
 from activities.delivery import DeliveryActivities
 from activities.hooks import hook_activities
-from activities.leases import LeaseActivities, grant_and_tell_activity
+from activities.leases import GrantActivities, LeaseActivities
 from activities.metrics import ActivityMetrics
 from activities.notify import ConsoleNotifier
 from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
@@ -101,14 +101,19 @@ def build_worker(
     )
 
 
-def with_delivery_rounds(activities: Sequence[Callable]) -> list[Callable]:
-    """`activities` plus `delivery.round`, made of the `audit.deliver` and `notify.send` among them
-    (activities/delivery.py), when there is either and no round of its own."""
+def _by_name(activities: Sequence[Callable]) -> dict[str, Callable]:
     by_name = {}
     for function in activities:
         definition = activity._Definition.from_callable(function)
-        if definition is not None:
+        if definition is not None and definition.name is not None:
             by_name[definition.name] = function
+    return by_name
+
+
+def with_delivery_rounds(activities: Sequence[Callable]) -> list[Callable]:
+    """`activities` plus `delivery.round`, made of the `audit.deliver` and `notify.send` among them
+    (activities/delivery.py), when there is either and no round of its own."""
+    by_name = _by_name(activities)
     if names.DELIVER_ROUND in by_name or not (
         names.DELIVER_AUDIT in by_name or names.SEND_NOTIFICATION in by_name
     ):
@@ -117,6 +122,16 @@ def with_delivery_rounds(activities: Sequence[Callable]) -> list[Callable]:
         by_name.get(names.DELIVER_AUDIT), by_name.get(names.SEND_NOTIFICATION)
     )
     return [*activities, rounds.deliver]
+
+
+def with_grant_and_tell(client: Client, activities: Sequence[Callable]) -> list[Callable]:
+    """`activities` plus `leases.grant`, made of the strategies' `<strategy>.grant` among them
+    (activities/leases.py), when there is one and no `leases.grant` of its own."""
+    by_name = _by_name(activities)
+    grants = {name: fn for name, fn in by_name.items() if name.endswith(".grant")}
+    if names.GRANT_AND_TELL in by_name or not grants:
+        return list(activities)
+    return [*activities, GrantActivities(client, grants).grant_and_tell]
 
 
 def keycard_worker(client: Client, **options) -> Worker:
@@ -128,10 +143,9 @@ def keycard_worker(client: Client, **options) -> Worker:
     options.setdefault("max_cached_workflows", WORKFLOW_CACHE)
     options["interceptors"] = [*options.get("interceptors", ()), ActivityMetrics()]
     if "activities" in options:
-        options["activities"] = with_delivery_rounds(options["activities"])
-        grant_and_tell = grant_and_tell_activity(client, options["activities"])
-        if grant_and_tell is not None:
-            options["activities"] = [*options["activities"], grant_and_tell]
+        options["activities"] = with_grant_and_tell(
+            client, with_delivery_rounds(options["activities"])
+        )
     return apply_jobs_as_one_batch(
         Worker(client, workflow_runner=keycard_workflow_runner(), **options)
     )

@@ -589,7 +589,7 @@ class AwsSsoGroupStrategy:
         spec = input.spec
         require_spec(spec, "aws_sso_group", "group")
         instance_arn, identity_store_id = await self._center.instance()
-        user_id, response = await both(
+        user_id, group_id = await both(
             self._center.user_id(identity_store_id, spec.principal_email),
             self._group_id(identity_store_id, spec.group),
         )
@@ -598,11 +598,11 @@ class AwsSsoGroupStrategy:
             principal_id=user_id,
             instance_arn=instance_arn,
             identity_store_id=identity_store_id,
-            group_id=response["GroupId"],
+            group_id=group_id,
         )
 
-    async def _group_id(self, identity_store_id: str, group: str) -> dict[str, Any]:
-        return await call_aws(
+    async def _group_id(self, identity_store_id: str, group: str) -> str:
+        response = await call_aws(
             self._identitystore.get_group_id,
             IdentityStoreId=identity_store_id,
             AlternateIdentifier={
@@ -614,6 +614,7 @@ class AwsSsoGroupStrategy:
                 non_retryable=True,
             ),
         )
+        return response["GroupId"]
 
     @activity.defn(name="aws_sso_group.exists")
     async def exists(self, assignment: ResolvedAssignment) -> bool:

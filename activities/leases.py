@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -228,21 +228,3 @@ class GrantActivities:
             log.warning("lease.tell_failed", request_id=lease.request_id, error=str(err))
             return lease.request_id, "untold"
         return lease.request_id, "told"
-
-
-def grant_and_tell_activity(
-    client: Client, activities: Sequence[Callable[..., Any]]
-) -> Callable[..., Any] | None:
-    """`leases.grant`, made of the strategies' grant activities among `activities`; None when there
-    is none (a worker without strategies) or `leases.grant` is there already."""
-    by_name = {}
-    for function in activities:
-        definition = activity._Definition.from_callable(function)
-        if definition is not None and definition.name is not None:
-            by_name[definition.name] = function
-    if names.GRANT_AND_TELL in by_name:
-        return None
-    grants = {name: fn for name, fn in by_name.items() if name.endswith(".grant")}
-    if not grants:
-        return None
-    return GrantActivities(client, grants).grant_and_tell
