@@ -217,6 +217,67 @@ class Requesters(_Strict):
     groups: list[str] = Field(default_factory=list)
 
 
+class TicketPolicy(_Strict):
+    """A ticket the reason must name (a Jira key, an incident number), and where it lives."""
+
+    pattern: str = Field(
+        description="a regular expression the reason must contain, e.g. '[A-Z][A-Z0-9]+-[0-9]+'"
+    )
+    url: str | None = Field(
+        default=None,
+        description="the ticket's link, with {ticket} where the key goes, e.g. "
+        "https://example.atlassian.net/browse/{ticket}",
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        return _regex(value)
+
+    @field_validator("url")
+    @classmethod
+    def _placeholder(cls, value: str | None) -> str | None:
+        if value is not None and "{ticket}" not in value:
+            raise ValueError(
+                "needs {ticket} where the ticket's key goes, e.g. "
+                "https://example.atlassian.net/browse/{ticket}"
+            )
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
+class ReasonPolicy(_Strict):
+    """What a reason must say. Each rule is checked wherever a request is made (Slack, API, CLI,
+    console, Python), and a refusal says which rule the reason missed."""
+
+    min_length: int = Field(default=0, ge=0, le=1000, description="at least this many characters")
+    pattern: str | None = Field(
+        default=None,
+        description="a regular expression the reason must contain (anchor it with ^ and $ to "
+        "match the whole reason)",
+    )
+    ticket: TicketPolicy | None = None
+    hint: str = Field(
+        default="",
+        max_length=150,
+        description="what a good reason looks like, shown on the form and with every refusal",
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return _regex(value) if value is not None else None
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
+    return value
+
+
 # --- automatic decisions -------------------------------------------------------------------------
 
 
@@ -268,6 +329,9 @@ class _FlowBase(_Strict):
         default=None, description="longest total access, extensions included (default: longest)"
     )
     reason_required: bool = True
+    reason: ReasonPolicy | None = Field(
+        default=None, description="rules a reason must meet (min_length, pattern, ticket)"
+    )
     fields: list[PromptField] = Field(default_factory=list)
     approvers: Approvers = Field(default_factory=Approvers)
     requesters: Requesters | None = None
@@ -351,6 +415,10 @@ class _FlowBase(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        if self.reason is not None and not self.reason_required:
+            raise ValueError(
+                "reason sets rules for the reason, but reason_required is false: remove one"
+            )
         field_names = [f.name for f in self.fields]
         dupes = sorted({n for n in field_names if field_names.count(n) > 1})
         if dupes:

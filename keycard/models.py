@@ -159,6 +159,13 @@ class Extension(_Message):
     expires_at: datetime
 
 
+class Ticket(_Message):
+    """The ticket a reason names (the flow's `reason.ticket`), with its link when one is set."""
+
+    key: str
+    url: str | None = None
+
+
 class RequestView(_Message):
     """What the `status` query returns: the whole request as a person would want to see it."""
 
@@ -174,6 +181,7 @@ class RequestView(_Message):
     target_settings: dict[str, str] = Field(default_factory=dict)
     duration: Duration
     reason: str
+    ticket: Ticket | None = Field(default=None, description="the ticket the reason names")
     fields: dict[str, Any] = Field(default_factory=dict)
     approvals: list[Approval] = Field(default_factory=list)
     approvals_required: int

@@ -6,13 +6,15 @@ written once and a refusal reads the same in Slack, the API and the CLI.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 from keycard.config import AwsSsoTarget, Flow, GroupTarget, KeycardConfig, PromptField, Target
 from keycard.durations import format_duration, parse_duration
-from keycard.models import Actor, RequestState, RequestView, Role
+from keycard.models import Actor, RequestState, RequestView, Role, Ticket
 from keycard.redact import scrub_text
 
 
@@ -176,12 +178,45 @@ def _coerce_field(spec: PromptField, raw: Any) -> Any:
 
 def check_reason(flow: Flow, reason: str | None) -> str:
     reason = (reason or "").strip()
+    rules = flow.reason
+    hint = f" ({rules.hint})" if rules is not None and rules.hint else ""
     if flow.reason_required and not reason:
-        raise RequestInvalid("ReasonRequired", f"flow {flow.name} requires a reason for access")
+        raise RequestInvalid(
+            "ReasonRequired", f"flow {flow.name} requires a reason for access{hint}"
+        )
     if len(reason) > 1000:
         raise RequestInvalid("ReasonTooLong", "the reason is longer than 1000 characters")
+    if rules is not None:
+        if len(reason) < rules.min_length:
+            raise RequestInvalid(
+                "ReasonTooShort",
+                f"flow {flow.name} needs a reason of at least {rules.min_length} characters; "
+                f"this one has {len(reason)}{hint}",
+            )
+        if rules.pattern is not None and not re.search(rules.pattern, reason):
+            raise RequestInvalid(
+                "ReasonMismatch",
+                f"the reason does not match flow {flow.name}'s pattern {rules.pattern}{hint}",
+            )
+        if rules.ticket is not None and find_ticket(flow, reason) is None:
+            raise RequestInvalid(
+                "TicketRequired",
+                f"flow {flow.name} needs a ticket in the reason, matching "
+                f"{rules.ticket.pattern}{hint}",
+            )
     # Before it is recorded anywhere (history, audit, Slack): a pasted token stays out.
     return scrub_text(reason)
+
+
+def find_ticket(flow: Flow, reason: str) -> Ticket | None:
+    """The first ticket the reason names, by the flow's `reason.ticket` (with its link)."""
+    rules = flow.reason.ticket if flow.reason is not None else None
+    found = re.search(rules.pattern, reason) if rules is not None else None
+    if rules is None or found is None or not found.group(0).strip():
+        return None
+    key = found.group(0).strip()
+    url = rules.url.replace("{ticket}", quote(key, safe="")) if rules.url else None
+    return Ticket(key=key, url=url)
 
 
 def check_requester(flow: Flow, email: str, approver_groups: dict[str, list[str]]) -> None:

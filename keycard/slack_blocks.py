@@ -154,7 +154,7 @@ def request_modal(
         "action_id": VALUE,
         "multiline": True,
         "max_length": 1000,
-        "placeholder": _plain("What is it for? An incident number helps approvers."),
+        "placeholder": _plain(_reason_hint(selected)),
     }
     if reason:
         reason_input["initial_value"] = reason
@@ -305,6 +305,22 @@ def _input_value(state: dict[str, Any] | None) -> Any:
 # --- the approval message (channel or approvers' DMs) ------------------------------------------
 
 
+def _reason_hint(flow: Any | None) -> str:
+    rules = getattr(flow, "reason", None)
+    if rules is not None and rules.hint:
+        return rules.hint
+    return "What is it for? An incident number helps approvers."
+
+
+def ticket_link(view: RequestView) -> str:
+    """The reason's ticket as a Slack link (or its key alone), or "" when it names none."""
+    if view.ticket is None:
+        return ""
+    if view.ticket.url:
+        return f"<{view.ticket.url}|{escape(view.ticket.key)}>"
+    return escape(view.ticket.key)
+
+
 def request_line(view: RequestView) -> str:
     return (
         f"{mention(view.requester)} requests *{escape(view.flow_label)}* on "
@@ -315,6 +331,8 @@ def request_line(view: RequestView) -> str:
 def _details(view: RequestView) -> list[dict[str, Any]]:
     reason = escape(view.reason) if view.reason else "_(no reason given)_"
     lines = [f"*Reason:* {reason}"]
+    if view.ticket is not None:
+        lines.append(f"*Ticket:* {ticket_link(view)}")
     lines.extend(f"*{escape(name)}:* {escape(_show(value))}" for name, value in view.fields.items())
     if view.submitted_by is not None:
         lines.append(f"*Submitted by:* {mention(view.submitted_by)}")

@@ -43,7 +43,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from keycard import policy
 from keycard import temporal as names
 from keycard.codec import EncryptionCodec
-from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig, PromptField
+from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig, PromptField, ReasonPolicy
 from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import DecisionRefused
@@ -147,6 +147,9 @@ class FlowInfo(BaseModel):
     durations: list[str] = Field(description="the durations on offer; the first is the default")
     max_duration: str = Field(description="the longest access in all, extensions included")
     reason_required: bool
+    reason: ReasonPolicy | None = Field(
+        default=None, description="what the reason must say: min_length, pattern, ticket, hint"
+    )
     fields: list[PromptField]
     approvers: list[str]
     approvals_required: int
@@ -667,6 +670,7 @@ def _flow_info(flow: Any, config: KeycardConfig) -> FlowInfo:
         durations=[format_duration(d) for d in flow.durations],
         max_duration=format_duration(flow.maximum),
         reason_required=flow.reason_required,
+        reason=flow.reason,
         fields=list(flow.fields),
         approvers=policy.approvers_of(flow, config.approver_groups),
         approvals_required=flow.approvals_required,

@@ -536,6 +536,10 @@ def describe(view: RequestView) -> str:
     ]
     if view.reason:
         lines.append(f"  reason:    {view.reason}")
+    if view.ticket is not None:
+        lines.append(
+            f"  ticket:    {view.ticket.key}" + (f" {view.ticket.url}" if view.ticket.url else "")
+        )
     for name, value in view.fields.items():
         lines.append(f"  {name}: {value}")
     lines.append(

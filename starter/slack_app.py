@@ -298,6 +298,9 @@ class SlackFrontDoor:
             "DurationNotAllowed": blocks.duration_block(flow_name),
             "ReasonRequired": blocks.REASON_BLOCK,
             "ReasonTooLong": blocks.REASON_BLOCK,
+            "ReasonTooShort": blocks.REASON_BLOCK,
+            "ReasonMismatch": blocks.REASON_BLOCK,
+            "TicketRequired": blocks.REASON_BLOCK,
         }
         if refusal.code in code_blocks and flow_name:
             return {code_blocks[refusal.code]: message}

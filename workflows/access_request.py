@@ -121,6 +121,7 @@ class AccessRequestWorkflow:
                 target_settings=policy.target_settings(input.target),
                 duration=input.duration,
                 reason=input.reason,
+                ticket=policy.find_ticket(input.flow, input.reason),
                 fields=input.fields,
                 approvals_required=input.flow.approvals_required,
                 approvers=policy.approvers_of(input.flow, input.approver_groups),
@@ -129,12 +130,14 @@ class AccessRequestWorkflow:
         )
         # Here, not in `run`: a decision signalled with the start is handled before `run` begins,
         # and the trail must still open with the request.
+        ticket = self._s.view.ticket
         self._emit(
             "request.created",
             input.submitted_by or _requester_actor(input),
             approvers=self._s.view.approvers,
             approvals_required=self._s.view.approvals_required,
             approval_timeout=format_duration(input.flow.approval_timeout),
+            **({"ticket": ticket.model_dump(mode="json")} if ticket is not None else {}),
         )
         # Updates wait for the work already in hand (workflows/runner.py); requests started
         # before keep the SDK's order, which their histories recorded.

@@ -106,6 +106,29 @@ def test_defaults_of_a_minimal_flow():
         ),
         (flow(fields="[{name: n, type: float}]"), "flows[0].fields[0].type: Input should be"),
         (flow(targets=None), "flows[0].targets: is required"),
+        (flow(reason="{min_length: -1}"), "flows[0].reason.min_length: Input should be greater"),
+        (
+            flow(reason="{pattern: '(unclosed'}"),
+            "flows[0].reason.pattern: '(unclosed' is not a valid",
+        ),
+        (
+            flow(reason="{ticket: {pattern: '[A-Z'}}"),
+            "flows[0].reason.ticket.pattern: '[A-Z' is not",
+        ),
+        (flow(reason="{ticket: {}}"), "flows[0].reason.ticket.pattern: is required"),
+        (
+            flow(reason="{ticket: {pattern: 'X-[0-9]+', url: 'https://jira.example.com/browse'}}"),
+            "flows[0].reason.ticket.url: needs {ticket} where the ticket's key goes",
+        ),
+        (
+            flow(reason="{ticket: {pattern: 'X', url: 'jira/{ticket}'}}"),
+            "flows[0].reason.ticket.url: must be an http(s) URL",
+        ),
+        (flow(reason="{min_lenght: 5}"), "flows[0].reason.min_lenght: is not a known setting"),
+        (
+            flow(reason="{min_length: 5}", reason_required="false"),
+            "reason sets rules for the reason, but reason_required is false: remove one",
+        ),
         ("flows: []", "flows: List should have at least 1 item"),
         ("flows: [\n  - {name: x\n", "not valid YAML"),
         ("- just\n- a list\n", "(top level): must be a mapping with a `flows` list"),

@@ -121,6 +121,52 @@ def test_reason_is_required_unless_the_flow_says_otherwise():
     assert policy.check_reason(CONFIG.flow("self"), None) == ""
 
 
+TICKETED = parse_config(
+    """
+flows:
+  - name: prod
+    strategy: aws_iam_group
+    targets: [{name: ro, group: ReadOnly}]
+    durations: [15m]
+    approvers: {users: [bob@example.com]}
+    reason:
+      min_length: 12
+      pattern: '^(fix|debug|incident) '
+      hint: "start with fix, debug or incident, then the Jira key: fix OPS-12 in billing"
+      ticket:
+        pattern: '[A-Z][A-Z0-9]+-[0-9]+'
+        url: https://example.atlassian.net/browse/{ticket}
+"""
+).flow("prod")
+
+
+@pytest.mark.parametrize(
+    ("reason", "code", "message"),
+    [
+        ("", "ReasonRequired", "requires a reason for access (start with fix"),
+        ("fix OPS-1", "ReasonTooShort", "at least 12 characters; this one has 9 (start with fix"),
+        ("rotate keys OPS-12", "ReasonMismatch", "does not match flow prod's pattern ^(fix"),
+        ("fix the billing job", "TicketRequired", "needs a ticket in the reason, matching [A-Z]"),
+    ],
+)
+def test_a_reason_policy_refuses_saying_which_rule_and_how(reason, code, message):
+    with pytest.raises(RequestInvalid, match=re.escape(message)) as refused:
+        policy.check_reason(TICKETED, reason)
+    assert refused.value.code == code
+
+
+def test_the_reasons_ticket_is_found_and_linked():
+    reason = policy.check_reason(TICKETED, "  incident OPS-4312 and OPS-1 ")
+    assert reason == "incident OPS-4312 and OPS-1"
+    ticket = policy.find_ticket(TICKETED, reason)
+    assert ticket is not None
+    assert (ticket.key, ticket.url) == (
+        "OPS-4312",
+        "https://example.atlassian.net/browse/OPS-4312",
+    )
+    assert policy.find_ticket(PROD, reason) is None  # a flow without reason.ticket
+
+
 def test_approval_rules():
     policy.check_approve(view(), PROD, BOB)
     policy.check_approve(view(), PROD, ADMIN)  # approver of last resort

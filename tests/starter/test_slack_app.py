@@ -416,6 +416,58 @@ async def test_the_flows_rules_come_back_as_field_errors(dev_env):
         assert s.slack.called("chat.postMessage") == []  # nothing was started
 
 
+TICKETED = """
+  - name: ticketed
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: ReadOnlyAccess}
+    durations: [1h]
+    approvers: {users: [bob@example.com]}
+    reason:
+      hint: "the Jira ticket first: OPS-4312 restart billing"
+      ticket: {pattern: 'OPS-[0-9]+', url: "https://example.atlassian.net/browse/{ticket}"}
+    slack: {channel: "#prod-access"}
+"""
+
+
+async def test_a_reason_without_its_ticket_is_refused_on_the_form_and_the_ticket_is_linked(
+    dev_env,
+):
+    async with slack_stack(dev_env.client, SLACK_CONFIG + TICKETED) as s:
+        form = await open_form(s, "UALICE", "ticketed")
+        reason_block = next(b for b in form["blocks"] if b.get("block_id") == ids.REASON_BLOCK)
+        assert reason_block["element"]["placeholder"]["text"] == (
+            "the Jira ticket first: OPS-4312 restart billing"
+        )
+        values = {
+            ids.FLOW_BLOCK: {
+                ids.FLOW_SELECT: {"type": "static_select", "selected_option": {"value": "ticketed"}}
+            },
+            ids.target_block("ticketed"): {
+                ids.VALUE: {"type": "static_select", "selected_option": {"value": "prod"}}
+            },
+            ids.REASON_BLOCK: {ids.VALUE: {"type": "plain_text_input", "value": "restart billing"}},
+        }
+        response = await s.interact(view_submission("UALICE", form, values))
+        assert response.json() == {
+            "response_action": "errors",
+            "errors": {
+                ids.REASON_BLOCK: "flow ticketed needs a ticket in the reason, matching "
+                "OPS-[0-9]+ (the Jira ticket first: OPS-4312 restart billing)"
+            },
+        }
+        assert s.slack.called("chat.postMessage") == []  # nothing was started
+
+        alice = Requester(email="alice@example.com", slack_user_id="UALICE", name="Alice")
+        view = await s.keycard.request(
+            flow="ticketed", target="prod", requester=alice, reason="OPS-4312 restart billing"
+        )
+        [approval] = await s.slack.wait_for(lambda: approval_messages(s, view.id))
+        assert "*Ticket:* <https://example.atlassian.net/browse/OPS-4312|OPS-4312>" in (
+            approval.content()
+        )
+
+
 EMERGENCY = """
   - name: emergency
     strategy: aws_sso
