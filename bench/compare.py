@@ -80,6 +80,7 @@ flows:
     expiry_warning: null
     reason_required: false
     approvers: {{groups: [approvers]}}
+    requesters: {{groups: [people]}}
 audit:
   destinations:
     - {{type: jsonl, name: trail, path: "{audit_path}"}}

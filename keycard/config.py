@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from keycard import approvals
 from keycard.durations import Duration, format_duration
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -210,6 +211,14 @@ class Approvers(_Strict):
         return handles
 
 
+class ApprovalStep(_Strict):
+    """One step of an AND: `count` distinct approvers of its own, from its `approvers`."""
+
+    name: Name | None = Field(default=None, description="shown on the request; default step-N")
+    approvers: Approvers
+    count: int = Field(default=1, ge=1, le=10)
+
+
 class Requesters(_Strict):
     """Who may request a flow; left out, everyone may."""
 
@@ -336,6 +345,14 @@ class _FlowBase(_Strict):
     approvers: Approvers = Field(default_factory=Approvers)
     requesters: Requesters | None = None
     approvals_required: int = Field(default=1, ge=1, le=10)
+    approval_steps: list[ApprovalStep] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=5,
+        description="approval in steps, each needing its own distinct approvers (an AND of "
+        "groups); one person counts in one step at most. In place of approvers and "
+        "approvals_required, which are the one-step shorthand",
+    )
     allow_self_approval: bool = False
     approval_timeout: Duration = Field(default=timedelta(hours=1))
     allow_early_revoke: bool = True
@@ -382,6 +399,17 @@ class _FlowBase(_Strict):
         return self.max_duration or max(self.durations)
 
     @property
+    def steps(self) -> list[ApprovalStep]:
+        """The approval steps, the shorthand (approvers, approvals_required) as one step."""
+        if self.approval_steps:
+            return list(self.approval_steps)
+        return [ApprovalStep(approvers=self.approvers, count=self.approvals_required)]
+
+    @property
+    def approvals_needed(self) -> int:
+        return sum(step.count for step in self.steps)
+
+    @property
     def ends_sessions(self) -> bool:
         """end_sessions as it applies: on by default where Keycard can end sessions (aws_sso)."""
         if self.end_sessions is None:
@@ -415,6 +443,24 @@ class _FlowBase(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        if self.approval_steps:
+            # By value, not by fields set: a flow frozen into a request carries every default.
+            shorthand = [
+                key
+                for key, unset in (("approvers", Approvers()), ("approvals_required", 1))
+                if getattr(self, key) != unset
+            ]
+            if shorthand:
+                raise ValueError(
+                    f"approval_steps replaces {' and '.join(shorthand)}: move them into a step "
+                    "(approval_steps: [{approvers: ..., count: N}])"
+                )
+            step_names = [s.name for s in self.approval_steps if s.name]
+            dupes = sorted({n for n in step_names if step_names.count(n) > 1})
+            if dupes:
+                raise ValueError(
+                    f"approval step names must be unique; repeated: {', '.join(dupes)}"
+                )
         if self.reason is not None and not self.reason_required:
             raise ValueError(
                 "reason sets rules for the reason, but reason_required is false: remove one"
@@ -670,6 +716,67 @@ class DriftSettings(_Strict):
         return value
 
 
+def step_people(flow: Any, approver_groups: dict[str, list[str]]) -> list[approvals.Step]:
+    """The flow's approval steps as people (Slack user groups are looked up per request)."""
+    steps = flow.steps
+    return [
+        approvals.Step(
+            name=step.name or (f"step-{n}" if len(steps) > 1 else "approval"),
+            count=step.count,
+            approvers=approvals.expand(
+                step.approvers.users, step.approvers.groups, approver_groups
+            ),
+        )
+        for n, step in enumerate(steps, start=1)
+    ]
+
+
+def _need(step: approvals.Step, multi: bool) -> str:
+    people = f"{step.count} approver{'s' if step.count > 1 else ''}"
+    return f"step {step.name} needs {people} of its own" if multi else f"needs {people}"
+
+
+def unmeetable(flow: Any, approver_groups: dict[str, list[str]]) -> str | None:
+    """Why the flow's approval steps can never be met (for anyone, or when one of its own
+    approvers asks with self-approval off), or None. Flows whose approvers come from Slack user
+    groups or a hooks file are checked when each request starts, once the approvers are known;
+    a step that names nobody is left to admins, as it always was."""
+    if flow.hooks or any(step.approvers.slack_groups for step in flow.steps):
+        return None
+    steps = step_people(flow, approver_groups)
+    if any(not step.approvers for step in steps):
+        return None  # a step that names nobody is for admins (or rules, or break-glass) to decide
+    multi = len(steps) > 1
+    everyone = list(dict.fromkeys(p for step in steps for p in step.approvers))
+    short = approvals.shortfall(steps, everyone)
+    if short is not None:
+        step, found = short
+        return (
+            f"can never be approved: {_need(step, multi)} and only {found} can count toward it "
+            f"({', '.join(step.approvers) or 'nobody is named'}); name more approvers, or ask "
+            "for fewer"
+        )
+    if flow.allow_self_approval:
+        return None
+    requesters = (
+        None
+        if flow.requesters is None
+        else set(approvals.expand(flow.requesters.users, flow.requesters.groups, approver_groups))
+    )
+    for person in everyone:
+        if requesters is not None and person not in requesters:
+            continue
+        short = approvals.shortfall(steps, [p for p in everyone if p != person])
+        if short is not None:
+            step, found = short
+            return (
+                f"can never be approved when {person} asks (self-approval is off): "
+                f"{_need(step, multi)} and only {found} besides them can count toward it; name "
+                f"another approver, or leave {person} out of the flow's requesters"
+            )
+    return None
+
+
 class KeycardConfig(_Strict):
     """The whole keycard.yaml: reviewed like code, loaded once per process."""
 
@@ -701,7 +808,7 @@ class KeycardConfig(_Strict):
         if dupes:
             raise ValueError(f"flow names must be unique; repeated: {', '.join(dupes)}")
         for index, flow in enumerate(self.flows):
-            for who in (flow.approvers, flow.requesters):
+            for who in (*(step.approvers for step in flow.steps), flow.requesters):
                 for group in who.groups if who else []:
                     if group not in self.approver_groups:
                         known = ", ".join(sorted(self.approver_groups)) or "none defined"
@@ -709,6 +816,9 @@ class KeycardConfig(_Strict):
                             f"flows[{index}] ({flow.name}) names group {group!r}, which is not "
                             f"in approver_groups (known: {known})"
                         )
+            problem = unmeetable(flow, self.approver_groups)
+            if problem:
+                raise ValueError(f"flows[{index}] ({flow.name}) {problem}")
         return self
 
     def flow(self, name: str) -> AwsSsoFlow | AwsSsoGroupFlow | AwsIamGroupFlow:

@@ -159,6 +159,20 @@ class Extension(_Message):
     expires_at: datetime
 
 
+class ApprovalStepView(_Message):
+    """One approval step of a request (a flow's approval_steps): who may count toward it, and who
+    does. One person counts in one step at most."""
+
+    name: str
+    count: int = Field(description="distinct approvers it needs")
+    approvers: list[str] = Field(default_factory=list, description="who may approve it, resolved")
+    approved_by: list[str] = Field(default_factory=list, description="who counts toward it")
+
+    @property
+    def satisfied(self) -> bool:
+        return len(self.approved_by) >= self.count
+
+
 class Ticket(_Message):
     """The ticket a reason names (the flow's `reason.ticket`), with its link when one is set."""
 
@@ -186,6 +200,11 @@ class RequestView(_Message):
     approvals: list[Approval] = Field(default_factory=list)
     approvals_required: int
     approvers: list[str] = Field(default_factory=list, description="who may approve, resolved")
+    approval_steps: list[ApprovalStepView] = Field(
+        default_factory=list,
+        description="the flow's approval steps, each with who counts toward it (empty: any "
+        "approvals_required distinct approvers)",
+    )
     decided_by: Actor | None = None
     requested_at: datetime
     decided_at: datetime | None = None
@@ -204,6 +223,13 @@ class RequestView(_Message):
         default_factory=list,
         description="what the requester should know, such as a hook that failed (fails closed)",
     )
+
+    def can_still_approve(self, step: ApprovalStepView) -> list[str]:
+        """Who could still count toward an open step: its approvers who have not approved
+        (anywhere) and are not the requester."""
+        done = {a.actor.email.lower() for a in self.approvals if a.actor.email}
+        done.add(self.requester.email.lower())
+        return [] if step.satisfied else [p for p in step.approvers if p not in done]
 
     @property
     def summary(self) -> str:
@@ -761,6 +787,9 @@ class AccessRequestState(_Message):
     assignment: ResolvedAssignment | None = None
     resolved: bool = False
     failure_type: str | None = None
+    refused_at_start: bool = Field(
+        default=False, description="its approval could never be met: the ask itself fails"
+    )
     revoked_by: RevokeInput | None = None
     lease_expires_at: datetime | None = None
     lease_by_signal: bool = Field(

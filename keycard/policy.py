@@ -12,9 +12,26 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-from keycard.config import AwsSsoTarget, Flow, GroupTarget, KeycardConfig, PromptField, Target
+from keycard.approvals import Step, assign, expand, met, shortfall, still_needed
+from keycard.config import (
+    AwsSsoTarget,
+    Flow,
+    GroupTarget,
+    KeycardConfig,
+    PromptField,
+    Target,
+    step_people,
+)
 from keycard.durations import format_duration, parse_duration
-from keycard.models import Actor, RequestState, RequestView, Role, Ticket
+from keycard.models import (
+    Actor,
+    Approval,
+    ApprovalStepView,
+    RequestState,
+    RequestView,
+    Role,
+    Ticket,
+)
 from keycard.redact import scrub_text
 
 
@@ -48,18 +65,20 @@ class DecisionRefused(PolicyError):
 # --- who -----------------------------------------------------------------------------------------
 
 
-def expand(users: list[str], groups: list[str], approver_groups: dict[str, list[str]]) -> list[str]:
-    """Users plus the members of the named groups, lower-cased, in a stable order."""
-    people: list[str] = []
-    for email in [*users, *(m for g in groups for m in approver_groups.get(g, []))]:
-        email = email.lower()
-        if email not in people:
-            people.append(email)
-    return people
-
-
 def approvers_of(flow: Flow, approver_groups: dict[str, list[str]]) -> list[str]:
-    return expand(flow.approvers.users, flow.approvers.groups, approver_groups)
+    """Everyone who may approve the flow's requests, in any step."""
+    steps = step_people(flow, approver_groups)
+    return list(dict.fromkeys(p for step in steps for p in step.approvers))
+
+
+def steps_of(flow: Flow, approver_groups: dict[str, list[str]]) -> list[ApprovalStepView]:
+    """A new request's approval steps (none for the approvals_required shorthand)."""
+    if not flow.approval_steps:
+        return []
+    return [
+        ApprovalStepView(name=step.name, count=step.count, approvers=list(step.approvers))
+        for step in step_people(flow, approver_groups)
+    ]
 
 
 def may_request(flow: Flow, email: str, approver_groups: dict[str, list[str]]) -> bool:
@@ -70,8 +89,78 @@ def may_request(flow: Flow, email: str, approver_groups: dict[str, list[str]]) -
 
 
 def referenced_groups(flow: Flow, approver_groups: dict[str, list[str]]) -> dict[str, list[str]]:
-    names = set(flow.approvers.groups) | set(flow.requesters.groups if flow.requesters else [])
+    names = {g for step in flow.steps for g in step.approvers.groups}
+    names |= set(flow.requesters.groups if flow.requesters else [])
     return {name: list(approver_groups[name]) for name in sorted(names) if name in approver_groups}
+
+
+# --- approval steps ------------------------------------------------------------------------------
+
+
+def _steps(view: RequestView) -> list[Step]:
+    return [Step(name=s.name, count=s.count, approvers=s.approvers) for s in view.approval_steps]
+
+
+def _approving(approvals: list[Approval]) -> tuple[list[str], set[str]]:
+    """The people who approved, in order, and those of them who did so as admins."""
+    people = [a.actor.email.lower() for a in approvals if a.actor.email]
+    admins = {
+        a.actor.email.lower() for a in approvals if a.actor.email and a.actor.role is Role.ADMIN
+    }
+    return people, admins
+
+
+def tally(view: RequestView, approvals: list[Approval] | None = None) -> list[list[str]]:
+    """Who counts toward each of the request's approval steps (admins toward any one)."""
+    people, admins = _approving(view.approvals if approvals is None else approvals)
+    return assign(_steps(view), people, anywhere=admins)
+
+
+def approvals_complete(view: RequestView) -> bool:
+    """Every step met; without steps, approvals_required distinct approvals."""
+    if view.approval_steps:
+        return met(_steps(view), tally(view))
+    return len(view.approvals) >= view.approvals_required
+
+
+def record_tally(view: RequestView) -> None:
+    """Write who counts toward each step into the view (after an approval)."""
+    for step, names in zip(view.approval_steps, tally(view), strict=True):
+        step.approved_by = names
+
+
+def needed(view: RequestView, excluded: tuple[str, ...] = ()) -> str:
+    """The steps still to be met and who can still approve each: `step security: 1 more, from
+    carol@example.com`; "" when none is left."""
+    approved = {a.actor.email.lower() for a in view.approvals if a.actor.email}
+    gone = approved | {e.lower() for e in excluded}
+    return "; ".join(
+        f"step {step.name}: {more} more, from {', '.join(who) or 'an admin only'}"
+        for step, more, who in still_needed(_steps(view), tally(view), gone)
+    )
+
+
+def unmeetable_for_requester(view: RequestView) -> str | None:
+    """Why the request can never be approved because its requester may not approve it (their
+    exclusion leaves a step short), or None."""
+    steps = _steps(view) or [Step("approval", view.approvals_required, view.approvers)]
+    approved, _ = _approving(view.approvals)
+    everyone = list(dict.fromkeys([*approved, *(p for s in steps for p in s.approvers)]))
+    requester = view.requester.email.lower()
+    if shortfall(steps, everyone) is not None:
+        return None  # short for everyone: not the requester's doing (an admin may complete it)
+    short = shortfall(steps, [p for p in everyone if p != requester])
+    if short is None:
+        return None
+    step, found = short
+    what = f"step {step.name} needs" if view.approval_steps else "it needs"
+    people = f"{step.count} approver{'s' if step.count > 1 else ''}"
+    return (
+        f"this request can never be approved: {requester} may not approve their own request, "
+        f"and {what} {people} besides them, of whom only {found} can count "
+        f"({', '.join(p for p in step.approvers if p != requester) or 'nobody else is named'}); "
+        "ask an owner of the flow to name another approver"
+    )
 
 
 # --- new requests --------------------------------------------------------------------------------
@@ -295,9 +384,33 @@ def check_approve(view: RequestView, flow: Flow, actor: Actor) -> None:
         raise DecisionRefused(
             "AlreadyApproved",
             f"{actor.display} has already approved this request; "
-            f"it needs {view.approvals_required} different approvers",
+            f"it needs {view.approvals_required} different approvers"
+            + (f" (still needed: {needed(view)})" if view.approval_steps else ""),
             Refusal.CONFLICT,
         )
+    if view.approval_steps:
+        _check_counts_toward_a_step(view, flow, actor)
+
+
+def _check_counts_toward_a_step(view: RequestView, flow: Flow, actor: Actor) -> None:
+    """An approval must fill a step still open: one person counts in one step at most, and a
+    step already met needs nobody else."""
+    with_it = [*view.approvals, Approval(actor=actor, at=view.requested_at)]
+    if sum(map(len, tally(view, with_it))) > sum(map(len, tally(view))):
+        return
+    mine = [s.name for s in view.approval_steps if (actor.email or "").lower() in s.approvers]
+    excluded = () if flow.allow_self_approval else (view.requester.email,)
+    why = (
+        f"approves in step {', '.join(mine)}, which is met already (one person counts in one "
+        "step at most)"
+        if mine
+        else "is in none of this request's approval steps"
+    )
+    raise DecisionRefused(
+        "StepAlreadyMet",
+        f"{actor.display} {why}; still needed: {needed(view, excluded)}",
+        Refusal.CONFLICT,
+    )
 
 
 BREAK_GLASS_MIN_JUSTIFICATION = 10

@@ -192,9 +192,12 @@ def _flow_inputs(flow: Any) -> list[dict[str, Any]]:
         target_select["initial_option"] = targets[0]
     durations = [_option(format_duration(d), format_duration(d)) for d in flow.durations]
     about = [escape(flow.description)] if flow.description else []
-    about.append(
-        f"{flow.approvals_required} approval{'s' if flow.approvals_required > 1 else ''} needed"
-    )
+    if flow.approval_steps:
+        steps = [f"{s.name or f'step-{n}'} ({s.count})" for n, s in enumerate(flow.steps, 1)]
+        about.append(f"approved in steps: {_and(steps)}")
+    else:
+        needed = flow.approvals_required
+        about.append(f"{needed} approval{'s' if needed > 1 else ''} needed")
     blocks = [
         _context(" · ".join(about)),
         {
@@ -351,6 +354,21 @@ def _approvals(view: RequestView) -> str:
     return f"{count}: {who}" if view.approvals else count
 
 
+def step_lines(view: RequestView) -> list[str]:
+    """One line per approval step: met, by whom; or how many more, and who can still approve."""
+    lines = []
+    for step in view.approval_steps:
+        if step.satisfied:
+            lines.append(f":white_check_mark: *{escape(step.name)}*: {_and(step.approved_by)}")
+            continue
+        can = view.can_still_approve(step)
+        lines.append(
+            f":hourglass_flowing_sand: *{escape(step.name)}*: {len(step.approved_by)} of "
+            f"{step.count}" + (f" · can approve: {escape(', '.join(can))}" if can else "")
+        )
+    return lines
+
+
 def _and(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
@@ -398,6 +416,8 @@ def approval_message(view: RequestView, console_url: str | None = None) -> list[
     """Who, what, how long, why, the extra fields; Approve / Deny while pending, the outcome after;
     with `console_url`, a link to the request's page in the web console."""
     blocks = [_section(request_line(view)), *_details(view)]
+    if view.approval_steps:
+        blocks.append(_section("*Approval steps*\n" + "\n".join(step_lines(view))))
     decided = decision_line(view)
     context = _request_ref(view, console_url)
     if decided is None:

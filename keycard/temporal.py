@@ -63,6 +63,10 @@ PATCH_V8 = "keycard-v8"
 # workflow task doing it: one workflow task less between an approval and ACTIVE. A failed grant
 # is then removed as well (an attempt may have made the access and told a request before failing).
 PATCH_V9 = "keycard-v9"
+# Requests only (implies PATCH_V8): once its approvers are known (Slack user groups looked up,
+# get_approvers heard), a request whose approval steps can never be met, because the requester
+# may not approve their own request, is refused at once, saying why, instead of waiting to expire.
+PATCH_V10 = "keycard-v10"
 # Ending sessions: one SessionPolicyWorkflow per permission set, the single writer of its inline
 # policy (keycard/session_policy.py), shared by every grant of that permission set.
 SESSION_POLICY_WORKFLOW = "SessionPolicyWorkflow"

@@ -45,7 +45,14 @@ from keycard import temporal as names
 from keycard.codec import EncryptionCodec
 from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig, PromptField, ReasonPolicy
 from keycard.durations import format_duration
-from keycard.models import Actor, Requester, RequestState, RequestView, Role
+from keycard.models import (
+    Actor,
+    ApprovalStepView,
+    Requester,
+    RequestState,
+    RequestView,
+    Role,
+)
 from keycard.policy import DecisionRefused
 from starter.auth import Identity, TokenBook, authenticate
 from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
@@ -152,7 +159,11 @@ class FlowInfo(BaseModel):
     )
     fields: list[PromptField]
     approvers: list[str]
-    approvals_required: int
+    approvals_required: int = Field(description="distinct approvals in all (every step's count)")
+    approval_steps: list[ApprovalStepView] = Field(
+        default_factory=list,
+        description="the flow's approval steps (empty: any approvals_required of approvers)",
+    )
     approval_timeout: str
     allow_self_approval: bool
     allow_early_revoke: bool
@@ -673,7 +684,8 @@ def _flow_info(flow: Any, config: KeycardConfig) -> FlowInfo:
         reason=flow.reason,
         fields=list(flow.fields),
         approvers=policy.approvers_of(flow, config.approver_groups),
-        approvals_required=flow.approvals_required,
+        approvals_required=flow.approvals_needed,
+        approval_steps=policy.steps_of(flow, config.approver_groups),
         approval_timeout=format_duration(flow.approval_timeout),
         allow_self_approval=flow.allow_self_approval,
         allow_early_revoke=flow.allow_early_revoke,

@@ -546,6 +546,14 @@ def describe(view: RequestView) -> str:
         f"  approvals: {len(view.approvals)} of {view.approvals_required}"
         + (f" ({', '.join(a.actor.display for a in view.approvals)})" if view.approvals else "")
     )
+    for step in view.approval_steps:
+        if step.satisfied:
+            lines.append(f"    step {step.name}: met ({', '.join(step.approved_by)})")
+        else:
+            can = ", ".join(view.can_still_approve(step)) or "an admin only"
+            lines.append(
+                f"    step {step.name}: {len(step.approved_by)} of {step.count}; can approve: {can}"
+            )
     if view.state.value == "PENDING":
         lines.append(f"  approvers: {', '.join(view.approvers) or 'admins only'}")
     for label, value in (

@@ -150,7 +150,7 @@ def _demo_emails(config: KeycardConfig) -> list[str]:
     emails = list(DEMO_USERS)
     named = [email for members in config.approver_groups.values() for email in members]
     for flow in config.flows:
-        named += flow.approvers.users
+        named += [email for step in flow.steps for email in step.approvers.users]
         named += flow.requesters.users if flow.requesters else []
     emails += sorted(set(named) - set(emails))
     return emails

@@ -14,12 +14,18 @@ WAIT_AT_MOST = timedelta(days=1)
 def waiting_message(view: RequestView) -> str:
     if view.state is RequestState.GRANTING:
         return f"{view.id}: approved; granting access..."
-    needed = view.approvals_required - len(view.approvals)
-    who = ", ".join(view.approvers) or "an admin"
-    return (
-        f"{view.id}: waiting for {needed} approval(s) from {who}. "
-        "Ctrl-C stops waiting; the request stays open."
-    )
+    if view.approval_steps:
+        open_steps = [
+            f"step {s.name} ({s.count - len(s.approved_by)} more, from "
+            f"{', '.join(view.can_still_approve(s)) or 'an admin'})"
+            for s in view.approval_steps
+            if not s.satisfied
+        ]
+        waiting = "; ".join(open_steps)
+    else:
+        needed = view.approvals_required - len(view.approvals)
+        waiting = f"{needed} approval(s) from {', '.join(view.approvers) or 'an admin'}"
+    return f"{view.id}: waiting for {waiting}. Ctrl-C stops waiting; the request stays open."
 
 
 def next_steps(view: RequestView, now: datetime | None = None) -> str:

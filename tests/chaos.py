@@ -86,6 +86,7 @@ flows:
     max_duration: 2m
     reason_required: false
     approvers: {{groups: [approvers]}}
+    requesters: {{groups: [requesters]}}
     approval_timeout: 30m
 audit:
   destinations:

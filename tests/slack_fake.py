@@ -481,7 +481,7 @@ flows:
       - {name: prod, account_id: "111111111111", permission_set: AdministratorAccess}
     durations: [1h]
     reason_required: false
-    approvers: {users: [bob@example.com, carol@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com, dave@example.com]}
     approvals_required: 2
   - name: break-glass
     strategy: aws_sso

@@ -36,7 +36,7 @@ flows:
     targets:
       - {name: prod, label: Production, account_id: "ACCOUNT", permission_set: PowerUserAccess}
     durations: [1h, 3s]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
 """
 
 

@@ -46,7 +46,7 @@ flows:
     targets:
       - {name: ops, group: Operators}
     durations: [3s]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
 """
 
 

@@ -101,8 +101,9 @@ class AccessRequestWorkflow:
     def __init__(self, input: AccessRequestInput) -> None:
         now = workflow.now()
         # First, before any command: one marker stands for every patch before it
-        # (keycard/temporal.py, PATCH_V6 to PATCH_V8), and decides how request.created is recorded.
-        self._v8 = workflow.patched(names.PATCH_V8)
+        # (keycard/temporal.py, PATCH_V6 to PATCH_V10), and decides how request.created is recorded.
+        self._v10 = workflow.patched(names.PATCH_V10)
+        self._v8 = self._v10 or workflow.patched(names.PATCH_V8)
         self._v7 = self._v8 or workflow.patched(names.PATCH_V7)
         self._v6 = self._v7 or workflow.patched(names.PATCH_V6)
         self._round_in_flight = False
@@ -123,8 +124,9 @@ class AccessRequestWorkflow:
                 reason=input.reason,
                 ticket=policy.find_ticket(input.flow, input.reason),
                 fields=input.fields,
-                approvals_required=input.flow.approvals_required,
+                approvals_required=input.flow.approvals_needed,
                 approvers=policy.approvers_of(input.flow, input.approver_groups),
+                approval_steps=policy.steps_of(input.flow, input.approver_groups),
                 requested_at=now,
             ),
         )
@@ -138,6 +140,7 @@ class AccessRequestWorkflow:
             approvals_required=self._s.view.approvals_required,
             approval_timeout=format_duration(input.flow.approval_timeout),
             **({"ticket": ticket.model_dump(mode="json")} if ticket is not None else {}),
+            **self._steps_detail(),
         )
         # Updates wait for the work already in hand (workflows/runner.py); requests started
         # before keep the SDK's order, which their histories recorded.
@@ -196,7 +199,9 @@ class AccessRequestWorkflow:
         await wait_until(
             lambda: (self._s.resolved and self._s.hooks_evaluated) or self._state.finished
         )
-        if self._state is RequestState.FAILED and not self._s.resolved:
+        if self._state is RequestState.FAILED and (
+            not self._s.resolved or self._s.refused_at_start
+        ):
             raise ApplicationError(
                 self._s.view.end_reason or "the request could not be checked",
                 type=self._s.failure_type or "RequestFailed",
@@ -375,6 +380,8 @@ class AccessRequestWorkflow:
                     )
                 if result.decision is not None:
                     self._decide_automatically(result.decision)
+        if self._v10 and self._state is RequestState.PENDING:
+            self._refuse_if_unmeetable()
         self._s.hooks_evaluated = True
 
     async def _add_slack_approvers(self) -> None:
@@ -384,9 +391,27 @@ class AccessRequestWorkflow:
         replay takes the same path. A failed lookup leaves fewer approvers, the safe side; it is
         recorded on the `request.pending` event.
         """
-        groups = self._flow.approvers.slack_groups
-        if not groups:
+        view = self._s.view
+        if not any(step.approvers.slack_groups for step in self._flow.steps):
             return
+        looked_up = False  # a failed lookup publishes nothing, as before steps existed
+        if not view.approval_steps:
+            emails = await self._slack_group_members(self._flow.approvers.slack_groups)
+            looked_up = emails is not None
+            self._add_approvers(view.approvers, emails or [])
+        else:  # each step's groups into that step (and into everyone who may approve)
+            for step, declared in zip(view.approval_steps, self._flow.steps, strict=True):
+                emails = await self._slack_group_members(declared.approvers.slack_groups)
+                looked_up = looked_up or emails is not None
+                self._add_approvers(step.approvers, emails or [])
+                self._add_approvers(view.approvers, emails or [])
+        if looked_up:
+            self._publish()
+
+    async def _slack_group_members(self, groups: list[str]) -> list[str] | None:
+        """The members' emails; None when there are no groups or the lookup failed."""
+        if not groups:
+            return None
         try:
             result = await workflow.execute_activity(
                 names.RESOLVE_SLACK_APPROVERS,
@@ -398,12 +423,28 @@ class AccessRequestWorkflow:
         except ActivityError as err:
             self._s.approver_lookup_error = root_message(err)
             workflow.logger.warning("Slack approver groups not resolved: %s", root_message(err))
-            return
-        approvers = self._s.view.approvers
-        for email in result.emails:
+            return None
+        return result.emails
+
+    @staticmethod
+    def _add_approvers(approvers: list[str], emails: list[str]) -> None:
+        for email in emails:
             if email.lower() not in approvers:
                 approvers.append(email.lower())
-        self._publish()
+
+    def _refuse_if_unmeetable(self) -> None:
+        """Now that its approvers are known: refuse at once a request whose steps can never be
+        met because its requester may not approve it, rather than let it wait and expire."""
+        view = self._s.view
+        if self._flow.allow_self_approval or policy.approvals_complete(view):
+            return
+        why = policy.unmeetable_for_requester(view)
+        if why is None:
+            return
+        self._s.refused_at_start = True
+        self._s.failure_type = "ApprovalUnmeetable"
+        self._finish(RequestState.FAILED, why)
+        self._emit("access.grant_failed", None, error=why, stage="approvers")
 
     async def _wait_for_decision(self) -> None:
         flow = self._flow
@@ -699,7 +740,8 @@ class AccessRequestWorkflow:
         if input.break_glass:
             self._apply_break_glass(input)
             return
-        if len(view.approvals) >= view.approvals_required:
+        policy.record_tally(view)
+        if policy.approvals_complete(view):
             self._decide(input.actor, RequestState.GRANTING)
         else:
             self._publish()
@@ -709,7 +751,15 @@ class AccessRequestWorkflow:
             comment=input.comment,
             approvals=len(view.approvals),
             approvals_required=view.approvals_required,
+            **self._steps_detail(),
         )
+
+    def _steps_detail(self) -> dict[str, Any]:
+        """The approval steps for an audit event: each with who may approve and who counts."""
+        steps = self._s.view.approval_steps
+        if not steps:
+            return {}
+        return {"approval_steps": [step.model_dump(mode="json") for step in steps]}
 
     def _apply_break_glass(self, input: ApproveInput) -> None:
         """The requester's own emergency approval decides at once, and is announced loudly."""
@@ -762,6 +812,8 @@ class AccessRequestWorkflow:
         when it failed: `explained` by the failure's note already)."""
         view = self._s.view
         view.approvers = approvers
+        # In place of the flow's steps too: any approvals_required of the people it named.
+        view.approval_steps = []
         if len(approvers) < view.approvals_required and not explained:
             view.notes.append(
                 f"get_approvers named {len(approvers)} approver(s) but this flow needs "
@@ -1257,6 +1309,9 @@ def _details(view: RequestView) -> str:
             f"Waiting for {view.approvals_required} approval(s) from: "
             + (", ".join(view.approvers) or "an admin")
         )
+    for step in view.approval_steps:
+        met = f"met by {', '.join(step.approved_by)}" if step.satisfied else "open"
+        lines.append(f"Step {step.name}: {len(step.approved_by)} of {step.count}, {met}")
     if view.expires_at and not view.state.finished:
         lines.append(f"Access until {view.expires_at:%Y-%m-%d %H:%M:%S} UTC")
     if view.end_reason:

@@ -84,7 +84,7 @@ def test_hooks_reach_slack_at_slack_api_url_as_the_notifier_does(slack_api):
     url, calls = slack_api
     config = parse_config(
         "flows:\n  - {name: prod, strategy: aws_sso_group, targets: [{name: sre, group: SRE}], "
-        "durations: [1h], approvers: {users: [bob@example.com]}}\n"
+        "durations: [1h], approvers: {users: [bob@example.com, carol@example.com]}}\n"
     )
     env = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": url.rstrip("/")}
     slack = integrations_from_env(boto3.session.Session(region_name="us-east-1"), config, env).slack

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,16 @@ from activities.drift import DriftActivities
 from activities.notify import ConsoleNotifier
 from keycard import temporal as names
 from keycard.config import parse_config
-from keycard.models import AccessRequestInput, Actor, DriftFinding, DriftReport, DriftSweepInput
+from keycard.models import (
+    AccessRequestInput,
+    Actor,
+    DriftFinding,
+    DriftReport,
+    DriftSweepInput,
+    SlackApproversInput,
+    SlackApproversResult,
+)
+from keycard.policy import PolicyError
 from starter.drift import sweep_input
 from tests.conftest import _binary
 from tests.fakes import FakeCloud
@@ -221,6 +231,56 @@ async def terminated_request(env: WorkflowEnvironment, stack: Stack) -> list[str
     return [view.id, _grant_id(stack)]
 
 
+async def approval_steps(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """Two steps met out of order: carol (in both) first, then bob (sre only), so carol moves to
+    security; a second approval by bob is refused; access granted, then it expires."""
+    view = await _ask(stack, "req-golden-steps", flow="stepped", fields={})
+    await stack.keycard.approve(view.id, CAROL)
+    with contextlib.suppress(PolicyError):
+        await stack.keycard.approve(view.id, CAROL)
+    await stack.keycard.approve(view.id, BOB)
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
+async def unmeetable_request(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """A step whose only approver (from a Slack user group) is the requester: refused at once."""
+    with contextlib.suppress(PolicyError):
+        await _ask(stack, "req-golden-unmeetable", flow="stepped-slack", fields={})
+    await _run_until_closed(env, "req-golden-unmeetable")
+    return ["req-golden-unmeetable"]
+
+
+def _slack_security_group(client: Client, cloud: FakeCloud, task_queue: str) -> list:
+    @activity.defn(name=names.RESOLVE_SLACK_APPROVERS)
+    async def resolve(input: SlackApproversInput) -> SlackApproversResult:
+        return SlackApproversResult(emails=["alice@example.com"])
+
+    return [ConsoleNotifier().send, resolve]
+
+
+STEPPED = """
+  - name: stepped
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: AdministratorAccess}
+    durations: [1h]
+    reason_required: false
+    approval_steps:
+      - {name: sre, approvers: {groups: [sre-leads]}}
+      - {name: security, approvers: {users: [dave@example.com, carol@example.com]}}
+  - name: stepped-slack
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: AdministratorAccess}
+    durations: [1h]
+    reason_required: false
+    approval_steps:
+      - {name: sre, approvers: {groups: [sre-leads]}}
+      - {name: security, approvers: {slack_groups: [security]}}
+"""
+
+
 SCENARIOS: dict[str, Scenario] = {
     "terminated_request": terminated_request,
     "cancelled_through_temporal": cancelled_through_temporal,
@@ -232,11 +292,15 @@ SCENARIOS: dict[str, Scenario] = {
     "two_approvals_and_a_refused_signal": two_approvals_and_a_refused_signal,
     "managed_policy_expired": managed_policy_expired,
     "drift_sweep": drift_sweep,
+    "approval_steps": approval_steps,
+    "unmeetable_request": unmeetable_request,
 }
 # Scenarios that need activities of their own (given the client, cloud and task queue).
-EXTRA = {"drift_sweep": _drift_activities}
+EXTRA = {"drift_sweep": _drift_activities, "unmeetable_request": _slack_security_group}
 # Scenarios that need another keycard.yaml than the harness's.
 CONFIGS = {
+    "approval_steps": CONFIG + STEPPED,
+    "unmeetable_request": CONFIG + STEPPED,
     "managed_policy_expired": CONFIG.replace(
         "    allow_extension: true",
         "    allow_extension: true\n    end_sessions_policy: "

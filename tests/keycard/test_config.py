@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = """
 approver_groups:
-  sre-leads: [bob@example.com]
+  sre-leads: [bob@example.com, carol@example.com]
 flows:
   - name: prod
     strategy: aws_sso
@@ -44,7 +44,7 @@ def flow(**overrides) -> str:
     }
     base.update(overrides)
     body = "\n".join(f"    {k}: {v}" for k, v in base.items() if v is not None)
-    return f"approver_groups:\n  sre-leads: [bob@example.com]\nflows:\n  - {body.strip()}\n"
+    return f"approver_groups:\n  sre-leads: [bob@example.com, carol@example.com]\nflows:\n  - {body.strip()}\n"
 
 
 def test_the_shipped_example_is_valid():

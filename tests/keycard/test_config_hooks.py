@@ -17,7 +17,7 @@ flows:
     strategy: aws_sso
     targets: [{name: prod, account_id: "111111111111", permission_set: PowerUserAccess}]
     durations: [1h, 4h]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
 """
 
 

@@ -128,7 +128,7 @@ flows:
     strategy: aws_iam_group
     targets: [{name: ro, group: ReadOnly}]
     durations: [15m]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
     reason:
       min_length: 12
       pattern: '^(fix|debug|incident) '

@@ -399,3 +399,48 @@ def all_text(message: list[dict]) -> str:
             found.append(block["text"]["text"])
         found.extend(e["text"] for e in block.get("elements", []) if "text" in e)
     return "\n".join(t if isinstance(t, str) else t.get("text", "") for t in found)
+
+
+def test_the_approval_message_shows_each_step_met_or_who_can_still_approve():
+    from keycard.models import ApprovalStepView
+
+    steps = [
+        ApprovalStepView(
+            name="sre",
+            count=1,
+            approvers=["bob@example.com", "carol@example.com"],
+            approved_by=["bob@example.com"],
+        ),
+        ApprovalStepView(
+            name="security",
+            count=1,
+            approvers=["security@example.com", "carol@example.com", "alice@example.com"],
+        ),
+    ]
+    pending = view(
+        approval_steps=steps,
+        approvals_required=2,
+        approvals=[Approval(actor=BOB, at=T0)],
+    )
+    text = str(b.approval_message(pending))
+    assert "*Approval steps*\\n:white_check_mark: *sre*: bob@example.com\\n" in text
+    # the requester (alice) and whoever approved already are not offered
+    assert (
+        ":hourglass_flowing_sand: *security*: 0 of 1 · can approve: security@example.com, "
+        "carol@example.com"
+    ) in text
+    assert b.decision_line(pending) is None  # still waiting: Approve / Deny stay
+
+
+def test_the_form_says_a_stepped_flow_is_approved_in_steps():
+    flow = parse_config(
+        SLACK_CONFIG.replace(
+            "    approvers: {users: [bob@example.com, carol@example.com, dave@example.com]}\n"
+            "    approvals_required: 2",
+            "    approval_steps:\n"
+            "      - {name: sre, approvers: {users: [bob@example.com, carol@example.com]}}\n"
+            "      - {name: dba, approvers: {users: [dave@example.com, carol@example.com]}}",
+        )
+    ).flow("prod-admin")
+    modal = b.request_modal([flow], flow)
+    assert "approved in steps: sre (1) and dba (1)" in str(modal)

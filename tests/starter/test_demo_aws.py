@@ -27,7 +27,7 @@ EXAMPLE_CONFIG = Path(__file__).parents[2] / "keycard.example.yaml"
 ALL_STRATEGIES = """
 version: 1
 approver_groups:
-  leads: [erin@example.com]
+  leads: [erin@example.com, frank@example.com]
 flows:
   - name: prod
     strategy: aws_sso
@@ -81,11 +81,16 @@ def test_seeding_twice_changes_nothing(endpoint_url: str) -> None:
     second = seed_demo(config, endpoint_url, REGION)
 
     assert first == second
-    assert list(first.users) == ["alice@example.com", "bob@example.com", "carol@example.com"]
+    assert list(first.users) == [
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "security@example.com",  # an approver the example config names: seeded to sign in
+    ]
     assert sorted(first.permission_sets) == ["AdministratorAccess", "PowerUserAccess"]
     identitystore = boto3.client("identitystore", endpoint_url=endpoint_url, region_name=REGION)
     users = identitystore.list_users(IdentityStoreId=first.identity_store_id)["Users"]
-    assert len(users) == 3
+    assert len(users) == 4
     sso_admin = boto3.client("sso-admin", endpoint_url=endpoint_url, region_name=REGION)
     sets = sso_admin.list_permission_sets(InstanceArn=first.instance_arn)["PermissionSets"]
     assert len(sets) == 2

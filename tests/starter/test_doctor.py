@@ -40,7 +40,7 @@ REGION = "us-east-1"
 # Every strategy, every shortest duration at least AWS's 1h session: nothing to warn about.
 HEALTHY = """
 approver_groups:
-  sre-leads: [bob@example.com]
+  sre-leads: [bob@example.com, carol@example.com]
 flows:
   - name: prod-power-user
     strategy: aws_sso
@@ -54,13 +54,13 @@ flows:
     targets:
       - {name: responders, group: incident-responders}
     durations: [2h]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
   - name: legacy-deploy
     strategy: aws_iam_group
     targets:
       - {name: deployers, group: legacy-deployers}
     durations: [1h]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
 """
 
 
@@ -285,7 +285,7 @@ async def test_session_longer_than_the_shortest_grant_warns_without_end_sessions
     targets:
       - {name: prod, account_id: "111111111111", permission_set: BreakGlass}
     durations: [30m, 2h]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
 """
     stack.write_text(HEALTHY + flow + "    end_sessions: false\n")
     report = await diagnose(stack)
@@ -346,7 +346,7 @@ async def test_a_customer_managed_session_policy_is_checked_in_each_account(stac
     targets:
       - {name: prod, account_id: "111111111111", permission_set: Managed}
     durations: [1h]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
     end_sessions_policy: {name: KeycardEndSessions, path: /keycard/, role: KeycardSessions}
 """
     stack.write_text(HEALTHY + flow)

@@ -24,7 +24,7 @@ flows:
     strategy: aws_sso
     targets: [{name: prod, account_id: "111111111111", permission_set: PowerUserAccess}]
     durations: [1h]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
     reason:
       min_length: 12
       hint: "name the Jira ticket, e.g. OPS-4312: restart billing"

@@ -422,7 +422,7 @@ TICKETED = """
     targets:
       - {name: prod, account_id: "111111111111", permission_set: ReadOnlyAccess}
     durations: [1h]
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
     reason:
       hint: "the Jira ticket first: OPS-4312 restart billing"
       ticket: {pattern: 'OPS-[0-9]+', url: "https://example.atlassian.net/browse/{ticket}"}
@@ -475,7 +475,7 @@ EMERGENCY = """
       - {name: prod, account_id: "111111111111", permission_set: AdministratorAccess}
     durations: [15m]
     reason_required: false
-    approvers: {users: [bob@example.com]}
+    approvers: {users: [bob@example.com, carol@example.com]}
     break_glass: true
     slack: {channel: "#prod-access", security_channel: "#security"}
 """
