@@ -87,7 +87,7 @@ flows:
     targets:
       - {{name: prod, account_id: "{account}", permission_set: PowerUserAccess}}
     durations: [1h]
-    approvers: {{users: [bob@example.com]}}
+    approvers: {{users: [bob@example.com, carol@example.com]}}
 audit:
   destinations:
     - {{type: jsonl, path: "{tmp_path / "audit.jsonl"}"}}

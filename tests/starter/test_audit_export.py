@@ -58,7 +58,9 @@ async def streamed(dev_env, tmp_path_factory):
         )
         await stack.keycard.approve(revoked, BOB, "ok")
         with pytest.raises(DecisionRefused):
-            await stack.keycard.extend(revoked, ALICE_ACTOR, "1h")  # not active yet
+            # Refused either way: not active yet, or (once granted, which can be this quick)
+            # past the flow's 4h maximum.
+            await stack.keycard.extend(revoked, ALICE_ACTOR, "9h")
         await stack.keycard.deny(denied, BOB, "no")
         with pytest.raises(DecisionRefused):
             await stack.keycard.approve(cancelled, ALICE_ACTOR)  # self-approval

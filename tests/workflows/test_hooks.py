@@ -184,6 +184,7 @@ async def test_auto_approve_rule_approves_on_call_requests_up_to_its_cap(dev_env
     config = flows(
         auto_approve={"pagerduty_on_call": {"schedules": ["PSCHED1"]}, "max_duration": "1h"},
         approvals_required=2,
+        requesters={"users": ["alice@example.com"]},  # two approvals from bob and carol
         allow_extension=True,
     )
     pagerduty.put_on_call("PALICE", "PSCHED1")
@@ -489,7 +490,9 @@ async def test_a_failing_on_approve_refuses_approvals_but_not_break_glass(dev_en
 
 async def test_break_glass_self_approval_is_marked_and_announced(dev_env):
     announcements = Announcements()
-    config = flows(break_glass=True, approvals_required=2)
+    config = flows(
+        break_glass=True, approvals_required=2, requesters={"users": ["alice@example.com"]}
+    )
     async with stack_with_hooks(dev_env, config, announcements=announcements) as stack:
         view = await ask(stack)
         with pytest.raises(DecisionRefused) as refused:
