@@ -55,6 +55,18 @@ def console_line(notification: Notification) -> str | None:
             attempted = event.detail.get("attempted_by") or {}  # reported by the refused signal
             by = attempted.get("email") or attempted.get("rule") or who
             return f"refused {event.detail.get('decision')} by {by}: {event.detail.get('reason')}"
+        case "request.reminded":
+            approvers = ", ".join(event.detail.get("approvers", [])) or "an admin"
+            return (
+                f"reminder: {view.id} has waited {event.detail.get('waited')} for a decision; "
+                f"can approve: {approvers}"
+            )
+        case "request.escalated":
+            added = ", ".join(event.detail.get("added", [])) or "nobody new"
+            return (
+                f"{view.id} escalated after {event.detail.get('waited')}: also asking {added}. "
+                f"Approve with: keycard approve {view.id} --as <approver>"
+            )
         case "request.routed":
             approvers = ", ".join(event.detail.get("approvers", [])) or "nobody (admins only)"
             return f"{view.id} goes to {approvers} ({event.detail.get('by')})"

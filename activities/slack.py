@@ -243,6 +243,40 @@ async def _ask_approvers(d: _Delivery) -> None:
     )
 
 
+async def _dm_approval(d: _Delivery, emails: list[str], key: str) -> None:
+    """The approval message, with its buttons, in each person's DMs (edited like the others)."""
+    view = d.view
+    text, message = blocks.approval_text(view), blocks.approval_message(view, d.console_url)
+    for email in emails:
+
+        async def post_dm(email: str = email) -> None:
+            await d.post("approval", await d.dm_channel(email), text, message)
+
+        await d.step(f"{key}:{email}", post_dm)
+
+
+async def _reminded(d: _Delivery) -> None:
+    """A reminder: a reply under the channel's approval message, and the approval message again
+    in the DMs of everyone who can still approve."""
+    flow, detail = d.n.flow, d.n.event.detail
+    if flow is not None and flow.slack.channel:
+        await d.thread(blocks.reminder_text(d.view, detail))
+    await _dm_approval(
+        d, list(detail.get("approvers") or []), key=f"remind{detail.get('reminder')}"
+    )
+
+
+async def _escalated(d: _Delivery) -> None:
+    """Escalation: the backup approvers get the approval message, the thread says so, and the
+    requester is told who else was asked."""
+    view, detail = d.view, d.n.event.detail
+    await _dm_approval(d, list(detail.get("added") or []), key="escalate")
+    await d.thread(blocks.escalation_text(view, detail))
+    await d.step(
+        "escalated", lambda: d.dm_requester("note", blocks.escalation_requester_text(view, detail))
+    )
+
+
 async def _decided(d: _Delivery) -> None:
     view = d.view
     await d.edit(
@@ -353,6 +387,8 @@ def _summary(message: list[dict[str, Any]]) -> str:
 
 _HANDLERS: dict[str, Callable[[_Delivery], Awaitable[None]]] = {
     "request.pending": _ask_approvers,
+    "request.reminded": _reminded,
+    "request.escalated": _escalated,
     "request.approved": _decided,
     "request.auto_approved": _auto_approved,
     "request.denied": _decided,

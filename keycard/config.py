@@ -219,6 +219,19 @@ class ApprovalStep(_Strict):
     count: int = Field(default=1, ge=1, le=10)
 
 
+class Escalation(_Strict):
+    """Backup approvers, added to a request still pending `escalate_after` it was made."""
+
+    approvers: Approvers
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> Self:
+        who = self.approvers
+        if not (who.users or who.groups or who.slack_groups):
+            raise ValueError("escalation.approvers names nobody: add users, groups or slack_groups")
+        return self
+
+
 class Requesters(_Strict):
     """Who may request a flow; left out, everyone may."""
 
@@ -355,6 +368,18 @@ class _FlowBase(_Strict):
     )
     allow_self_approval: bool = False
     approval_timeout: Duration = Field(default=timedelta(hours=1))
+    reminders: list[Duration] = Field(
+        default_factory=list,
+        max_length=10,
+        description="remind the approvers of a pending request this long after it was made "
+        "(a Slack thread reply and DMs), e.g. [15m, 1h]",
+    )
+    escalate_after: Duration | None = Field(
+        default=None,
+        description="a request still pending this long after it was made also goes to "
+        "escalation.approvers (the requester is told)",
+    )
+    escalation: Escalation | None = None
     allow_early_revoke: bool = True
     allow_extension: bool = False
     hooks: str | None = Field(
@@ -461,6 +486,26 @@ class _FlowBase(_Strict):
                 raise ValueError(
                     f"approval step names must be unique; repeated: {', '.join(dupes)}"
                 )
+        late = [d for d in self.reminders if d >= self.approval_timeout]
+        if late:
+            raise ValueError(
+                f"reminders {', '.join(format_duration(d) for d in late)} come at or after "
+                f"approval_timeout {format_duration(self.approval_timeout)}, when the request "
+                "has already expired: remind sooner, or raise approval_timeout"
+            )
+        if len(set(self.reminders)) != len(self.reminders):
+            raise ValueError("reminders lists a time twice")
+        if (self.escalate_after is None) != (self.escalation is None):
+            raise ValueError(
+                "escalate_after and escalation go together: escalate_after says when, "
+                "escalation.approvers says to whom"
+            )
+        if self.escalate_after is not None and self.escalate_after >= self.approval_timeout:
+            raise ValueError(
+                f"escalate_after {format_duration(self.escalate_after)} is at or after "
+                f"approval_timeout {format_duration(self.approval_timeout)}, when the request "
+                "has already expired: escalate sooner, or raise approval_timeout"
+            )
         if self.reason is not None and not self.reason_required:
             raise ValueError(
                 "reason sets rules for the reason, but reason_required is false: remove one"
@@ -741,9 +786,18 @@ def unmeetable(flow: Any, approver_groups: dict[str, list[str]]) -> str | None:
     approvers asks with self-approval off), or None. Flows whose approvers come from Slack user
     groups or a hooks file are checked when each request starts, once the approvers are known;
     a step that names nobody is left to admins, as it always was."""
+    backup = flow.escalation.approvers if flow.escalation else None
     if flow.hooks or any(step.approvers.slack_groups for step in flow.steps):
         return None
+    if backup is not None and backup.slack_groups:
+        return None
     steps = step_people(flow, approver_groups)
+    if backup is not None:  # escalation adds them to every step still open
+        extra = approvals.expand(backup.users, backup.groups, approver_groups)
+        steps = [
+            approvals.Step(s.name, s.count, list(dict.fromkeys([*s.approvers, *extra])))
+            for s in steps
+        ]
     if any(not step.approvers for step in steps):
         return None  # a step that names nobody is for admins (or rules, or break-glass) to decide
     multi = len(steps) > 1
@@ -808,7 +862,8 @@ class KeycardConfig(_Strict):
         if dupes:
             raise ValueError(f"flow names must be unique; repeated: {', '.join(dupes)}")
         for index, flow in enumerate(self.flows):
-            for who in (*(step.approvers for step in flow.steps), flow.requesters):
+            backups = flow.escalation.approvers if flow.escalation else None
+            for who in (*(step.approvers for step in flow.steps), backups, flow.requesters):
                 for group in who.groups if who else []:
                     if group not in self.approver_groups:
                         known = ", ".join(sorted(self.approver_groups)) or "none defined"

@@ -254,6 +254,8 @@ EventType = Literal[
     "request.created",
     "request.routed",
     "request.pending",  # checked and waiting for people: the cue to ask the approvers
+    "request.reminded",  # still pending at one of the flow's reminders: ask the approvers again
+    "request.escalated",  # still pending at escalate_after: the escalation approvers join
     "request.approved",
     "request.auto_approved",
     "request.denied",

@@ -90,6 +90,7 @@ def may_request(flow: Flow, email: str, approver_groups: dict[str, list[str]]) -
 
 def referenced_groups(flow: Flow, approver_groups: dict[str, list[str]]) -> dict[str, list[str]]:
     names = {g for step in flow.steps for g in step.approvers.groups}
+    names |= set(flow.escalation.approvers.groups if flow.escalation else [])
     names |= set(flow.requesters.groups if flow.requesters else [])
     return {name: list(approver_groups[name]) for name in sorted(names) if name in approver_groups}
 
@@ -140,10 +141,23 @@ def needed(view: RequestView, excluded: tuple[str, ...] = ()) -> str:
     )
 
 
-def unmeetable_for_requester(view: RequestView) -> str | None:
+def escalation_people(flow: Flow, approver_groups: dict[str, list[str]]) -> list[str]:
+    """The flow's escalation approvers named in the file (Slack user groups are looked up)."""
+    if flow.escalation is None:
+        return []
+    who = flow.escalation.approvers
+    return expand(who.users, who.groups, approver_groups)
+
+
+def unmeetable_for_requester(view: RequestView, backups: list[str] | None = None) -> str | None:
     """Why the request can never be approved because its requester may not approve it (their
-    exclusion leaves a step short), or None."""
+    exclusion leaves a step short, even with the escalation's `backups` in every step), or
+    None."""
     steps = _steps(view) or [Step("approval", view.approvals_required, view.approvers)]
+    if backups:
+        steps = [
+            Step(s.name, s.count, list(dict.fromkeys([*s.approvers, *backups]))) for s in steps
+        ]
     approved, _ = _approving(view.approvals)
     everyone = list(dict.fromkeys([*approved, *(p for s in steps for p in s.approvers)]))
     requester = view.requester.email.lower()

@@ -369,6 +369,35 @@ def step_lines(view: RequestView) -> list[str]:
     return lines
 
 
+def reminder_text(view: RequestView, detail: dict[str, Any]) -> str:
+    """The thread reply of a reminder: how long it has waited, and who can still decide."""
+    text = (
+        f":bell: Reminder: {mention(view.requester)}'s request for *{escape(view.flow_label)}* on "
+        f"*{escape(view.target_label)}* has waited {escape(detail.get('waited', ''))} for a decision."
+    )
+    if detail.get("still_needed"):
+        text += f" Still needed: {escape(detail['still_needed'])}."
+    if detail.get("approvers"):
+        text += f" Can approve: {escape(', '.join(detail['approvers']))}."
+    return text
+
+
+def escalation_text(view: RequestView, detail: dict[str, Any]) -> str:
+    added = ", ".join(detail.get("added") or []) or "nobody new"
+    return (
+        f":arrow_double_up: No decision after {escape(detail.get('waited', ''))}: escalated, also "
+        f"asking {escape(added)}."
+    )
+
+
+def escalation_requester_text(view: RequestView, detail: dict[str, Any]) -> str:
+    added = ", ".join(detail.get("added") or []) or "nobody new"
+    return (
+        f"Nobody has decided your request `{view.id}` after {escape(detail.get('waited', ''))}: "
+        f"it now also goes to {escape(added)}."
+    )
+
+
 def _and(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)

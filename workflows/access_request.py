@@ -435,10 +435,13 @@ class AccessRequestWorkflow:
     def _refuse_if_unmeetable(self) -> None:
         """Now that its approvers are known: refuse at once a request whose steps can never be
         met because its requester may not approve it, rather than let it wait and expire."""
-        view = self._s.view
-        if self._flow.allow_self_approval or policy.approvals_complete(view):
+        view, flow = self._s.view, self._flow
+        if flow.allow_self_approval or policy.approvals_complete(view):
             return
-        why = policy.unmeetable_for_requester(view)
+        if flow.escalation is not None and flow.escalation.approvers.slack_groups:
+            return  # its backups are only known when it escalates
+        backups = policy.escalation_people(flow, self._s.input.approver_groups)
+        why = policy.unmeetable_for_requester(view, backups)
         if why is None:
             return
         self._s.refused_at_start = True
@@ -453,6 +456,11 @@ class AccessRequestWorkflow:
             if self._s.approver_lookup_error:
                 detail["approver_lookup_error"] = self._s.approver_lookup_error
             self._emit("request.pending", None, **detail)
+        # Durable timers beside the wait, only for flows that ask for them (so no patch: no
+        # earlier request had reminders or an escalation).
+        nudges = [asyncio.create_task(self._remind(n, after)) for n, after in self._reminders()]
+        if flow.escalate_after is not None and self._state is RequestState.PENDING:
+            nudges.append(asyncio.create_task(self._escalate(flow.escalate_after)))
         try:
             await wait_until(
                 lambda: self._state is not RequestState.PENDING, timeout=flow.approval_timeout
@@ -465,6 +473,63 @@ class AccessRequestWorkflow:
             self._emit(
                 "request.expired", None, approval_timeout=format_duration(flow.approval_timeout)
             )
+        finally:
+            for nudge in nudges:
+                nudge.cancel()
+
+    def _reminders(self) -> list[tuple[int, timedelta]]:
+        if self._state is not RequestState.PENDING:
+            return []
+        return list(enumerate(sorted(self._flow.reminders), start=1))
+
+    def _still_able(self) -> list[str]:
+        """Approvers who could still approve: not the requester, not who already did."""
+        view = self._s.view
+        done = {a.actor.email.lower() for a in view.approvals if a.actor.email}
+        done.add(view.requester.email.lower())
+        return [p for p in view.approvers if p not in done]
+
+    async def _remind(self, number: int, after: timedelta) -> None:
+        """Ask the approvers again, `after` the request began to wait, if it still waits."""
+        await workflow.sleep(after)
+        if self._state is not RequestState.PENDING:
+            return
+        self._emit(
+            "request.reminded",
+            None,
+            reminder=number,
+            waited=format_duration(after),
+            approvers=self._still_able(),
+            **(
+                {"still_needed": policy.needed(self._s.view)} if self._s.view.approval_steps else {}
+            ),
+        )
+
+    async def _escalate(self, after: timedelta) -> None:
+        """Still pending `after` it began to wait: the flow's escalation approvers join (in every
+        open step), and are asked; the requester is told."""
+        await workflow.sleep(after)
+        if self._state is not RequestState.PENDING or self._flow.escalation is None:
+            return
+        backup = self._flow.escalation.approvers
+        people = policy.escalation_people(self._flow, self._s.input.approver_groups)
+        people += await self._slack_group_members(backup.slack_groups) or []
+        if self._state is not RequestState.PENDING:
+            return  # decided while Slack was asked
+        view = self._s.view
+        added = [p.lower() for p in dict.fromkeys(people) if p.lower() not in view.approvers]
+        self._add_approvers(view.approvers, added)
+        for step in view.approval_steps:
+            if not step.satisfied:
+                self._add_approvers(step.approvers, people)
+        self._publish()
+        self._emit(
+            "request.escalated",
+            None,
+            waited=format_duration(after),
+            added=added,
+            approvers=self._still_able(),
+        )
 
     async def _grant(self) -> None:
         """Take a lease on the assignment's GrantWorkflow and wait, holding no worker slot, until

@@ -106,6 +106,28 @@ def test_defaults_of_a_minimal_flow():
         ),
         (flow(fields="[{name: n, type: float}]"), "flows[0].fields[0].type: Input should be"),
         (flow(targets=None), "flows[0].targets: is required"),
+        (
+            flow(reminders="[15m, 1h]"),
+            "reminders 1h come at or after approval_timeout 1h, when the request has already",
+        ),
+        (flow(reminders="[15m, 15m]"), "reminders lists a time twice"),
+        (flow(reminders="[soon]"), "flows[0].reminders[0]: 'soon' is not a duration"),
+        (
+            flow(escalate_after="30m"),
+            "escalate_after and escalation go together: escalate_after says when",
+        ),
+        (
+            flow(escalate_after="2h", escalation="{approvers: {users: [dave@example.com]}}"),
+            "escalate_after 2h is at or after approval_timeout 1h",
+        ),
+        (
+            flow(escalate_after="30m", escalation="{approvers: {}}"),
+            "escalation.approvers names nobody: add users, groups or slack_groups",
+        ),
+        (
+            flow(escalate_after="30m", escalation="{approvers: {groups: [backup]}}"),
+            "names group 'backup', which is not in approver_groups",
+        ),
         (flow(reason="{min_length: -1}"), "flows[0].reason.min_length: Input should be greater"),
         (
             flow(reason="{pattern: '(unclosed'}"),

@@ -577,3 +577,56 @@ def test_the_manifest_matches_the_app():
         "users:read.email",
         "usergroups:read",
     }
+
+
+NUDGED = """
+  - name: nudged
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: ReadOnlyAccess}
+    durations: [1h]
+    reason_required: false
+    approvers: {users: [bob@example.com, carol@example.com]}
+    reminders: [1s]
+    escalate_after: 2s
+    escalation: {approvers: {users: [dave@example.com]}}
+    slack: {channel: "#prod-access"}
+"""
+
+
+async def test_a_reminder_and_an_escalation_reach_the_thread_and_the_dms(dev_env):
+    async with slack_stack(dev_env.client, SLACK_CONFIG + NUDGED) as s:
+        slack = s.slack
+        view = await s.keycard.request(flow="nudged", target="prod", requester=ALICE)
+        [approval] = await slack.wait_for(lambda: approval_messages(s, view.id))
+        assert approval.channel == "C0PRODACCESS"
+
+        def thread(word: str):
+            return [m for m in slack.in_channel("C0PRODACCESS", approval.ts) if word in m.text]
+
+        [reminder] = await slack.wait_for(lambda: thread("Reminder"))
+        assert "has waited 1s for a decision" in reminder.text
+        assert "Can approve: bob@example.com, carol@example.com" in reminder.text
+        for dm in ("DUBOB", "DUCAROL"):  # the approval message again, buttons and all
+            [again] = await slack.wait_for(lambda dm=dm: slack.in_channel(dm) or None)
+            assert again.actions() == ["keycard.approve", "keycard.deny"]
+
+        [escalated] = await slack.wait_for(lambda: thread("escalated"))
+        assert "also asking dave@example.com" in escalated.text
+        [daves] = await slack.wait_for(lambda: slack.in_channel("DUDAVE") or None)
+        assert daves.actions() == ["keycard.approve", "keycard.deny"]
+        told = await slack.wait_for(
+            lambda: [m for m in slack.in_channel("DUALICE") if "now also goes to" in m.content()]
+        )
+        assert "dave@example.com" in told[0].content()
+
+        await s.keycard.approve(view.id, Actor(email="dave@example.com"))
+        for channel in ("C0PRODACCESS", "DUBOB", "DUCAROL", "DUDAVE"):  # every copy says so
+            await slack.wait_for(
+                lambda channel=channel: all(
+                    "Approved by dave@example.com" in m.content() and m.actions() == []
+                    for m in slack.in_channel(channel)
+                    if "requests" in m.text
+                )
+            )
+        await s.keycard.revoke(view.id, Actor(email="bob@example.com"))
