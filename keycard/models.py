@@ -224,12 +224,14 @@ class RequestView(_Message):
         description="what the requester should know, such as a hook that failed (fails closed)",
     )
 
-    def can_still_approve(self, step: ApprovalStepView) -> list[str]:
-        """Who could still count toward an open step: its approvers who have not approved
-        (anywhere) and are not the requester."""
+    def can_still_approve(self, step: ApprovalStepView | None = None) -> list[str]:
+        """Who could still approve (toward `step`, when given; nobody for a step already met):
+        approvers who have not approved, anywhere, and are not the requester."""
+        if step is not None and step.satisfied:
+            return []
         done = {a.actor.email.lower() for a in self.approvals if a.actor.email}
         done.add(self.requester.email.lower())
-        return [] if step.satisfied else [p for p in step.approvers if p not in done]
+        return [p for p in (step.approvers if step else self.approvers) if p not in done]
 
     @property
     def summary(self) -> str:

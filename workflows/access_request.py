@@ -482,13 +482,6 @@ class AccessRequestWorkflow:
             return []
         return list(enumerate(sorted(self._flow.reminders), start=1))
 
-    def _still_able(self) -> list[str]:
-        """Approvers who could still approve: not the requester, not who already did."""
-        view = self._s.view
-        done = {a.actor.email.lower() for a in view.approvals if a.actor.email}
-        done.add(view.requester.email.lower())
-        return [p for p in view.approvers if p not in done]
-
     async def _remind(self, number: int, after: timedelta) -> None:
         """Ask the approvers again, `after` the request began to wait, if it still waits."""
         await workflow.sleep(after)
@@ -499,7 +492,7 @@ class AccessRequestWorkflow:
             None,
             reminder=number,
             waited=format_duration(after),
-            approvers=self._still_able(),
+            approvers=self._s.view.can_still_approve(),
             **(
                 {"still_needed": policy.needed(self._s.view)} if self._s.view.approval_steps else {}
             ),
@@ -528,7 +521,7 @@ class AccessRequestWorkflow:
             None,
             waited=format_duration(after),
             added=added,
-            approvers=self._still_able(),
+            approvers=self._s.view.can_still_approve(),
         )
 
     async def _grant(self) -> None:

@@ -251,6 +251,16 @@ async def unmeetable_request(env: WorkflowEnvironment, stack: Stack) -> list[str
     return ["req-golden-unmeetable"]
 
 
+async def reminded_then_escalated(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """Nobody decides: two reminders and an escalation fire, the backup approver approves, and
+    the reminder still ahead is cancelled; the access then expires."""
+    view = await _ask(stack, "req-golden-nudged", flow="nudged", fields={})
+    await env.sleep(timedelta(minutes=40))
+    await stack.keycard.approve(view.id, Actor(email="dave@example.com"))
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
 def _slack_security_group(client: Client, cloud: FakeCloud, task_queue: str) -> list:
     @activity.defn(name=names.RESOLVE_SLACK_APPROVERS)
     async def resolve(input: SlackApproversInput) -> SlackApproversResult:
@@ -269,6 +279,17 @@ STEPPED = """
     approval_steps:
       - {name: sre, approvers: {groups: [sre-leads]}}
       - {name: security, approvers: {users: [dave@example.com, carol@example.com]}}
+  - name: nudged
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: ReadOnlyAccess}
+    durations: [1h]
+    reason_required: false
+    approvers: {groups: [sre-leads]}
+    approval_timeout: 2h
+    reminders: [15m, 35m, 1h]
+    escalate_after: 30m
+    escalation: {approvers: {users: [dave@example.com]}}
   - name: stepped-slack
     strategy: aws_sso
     targets:
@@ -294,6 +315,7 @@ SCENARIOS: dict[str, Scenario] = {
     "drift_sweep": drift_sweep,
     "approval_steps": approval_steps,
     "unmeetable_request": unmeetable_request,
+    "reminded_then_escalated": reminded_then_escalated,
 }
 # Scenarios that need activities of their own (given the client, cloud and task queue).
 EXTRA = {"drift_sweep": _drift_activities, "unmeetable_request": _slack_security_group}
@@ -301,6 +323,7 @@ EXTRA = {"drift_sweep": _drift_activities, "unmeetable_request": _slack_security
 CONFIGS = {
     "approval_steps": CONFIG + STEPPED,
     "unmeetable_request": CONFIG + STEPPED,
+    "reminded_then_escalated": CONFIG + STEPPED,
     "managed_policy_expired": CONFIG.replace(
         "    allow_extension: true",
         "    allow_extension: true\n    end_sessions_policy: "
