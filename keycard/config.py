@@ -920,7 +920,13 @@ def describe_errors(error: ValidationError) -> list[str]:
             message = "is required"
         elif item["type"] == "string_pattern_mismatch" and item["ctx"]["pattern"] == NAME_PATTERN:
             message = "must be lower-case letters, digits, - or _ (at most 63), e.g. prod-admin"
-        line = f"{_location(item['loc'])}: {message}"
+        where = _location(item["loc"])
+        # A whole-file check about one flow names it first ("flows[1] (prod-admin) ..."): that
+        # is where the problem is, rather than the top level.
+        about_a_flow = re.match(r"(flows\[\d+\] \([^)]*\)) (.*)", message, re.DOTALL)
+        if not item["loc"] and about_a_flow:
+            where, message = about_a_flow.groups()
+        line = f"{where}: {message}"
         if line not in lines:
             lines.append(line)
     return lines

@@ -187,20 +187,20 @@ flows:
         (
             "    approvers: {users: [bob@example.com, carol@example.com]}\n"
             "    approvals_required: 2\n",
-            "flows[0] (admin) can never be approved when bob@example.com asks (self-approval is "
+            "flows[0] (admin): can never be approved when bob@example.com asks (self-approval is "
             "off): needs 2 approvers and only 1 besides them can count toward it; name another "
             "approver, or leave bob@example.com out of the flow's requesters",
         ),
         (
             "    approvers: {users: [bob@example.com]}\n    approvals_required: 2\n",
-            "flows[0] (admin) can never be approved: needs 2 approvers and only 1 can count "
+            "flows[0] (admin): can never be approved: needs 2 approvers and only 1 can count "
             "toward it (bob@example.com); name more approvers, or ask for fewer",
         ),
         (
             "    approval_steps:\n"
             "      - {name: a, approvers: {users: [bob@example.com]}}\n"
             "      - {name: b, approvers: {users: [bob@example.com]}}\n",
-            "flows[0] (admin) can never be approved: step b needs 1 approver of its own and "
+            "flows[0] (admin): can never be approved: step b needs 1 approver of its own and "
             "only 0 can count toward it (bob@example.com)",
         ),
         (
