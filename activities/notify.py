@@ -29,6 +29,11 @@ def console_line(notification: Notification) -> str | None:
             return f"{who} approved {view.id} ({len(view.approvals)} of {view.approvals_required})"
         case "request.denied" | "request.cancelled" | "request.expired":
             return f"{view.id} is {view.state.value}: {view.end_reason}"
+        case "access.scheduled":
+            return (
+                f"{view.id} is approved; {view.requester.email} gets {what} at "
+                f"{view.start_at:%Y-%m-%d %H:%M:%S} UTC, not before"
+            )
         case "access.granted":
             return f"{view.requester.email} now has {what} until {view.expires_at:%H:%M:%S} UTC"
         case "access.expiring":

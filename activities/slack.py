@@ -388,6 +388,7 @@ def _summary(message: list[dict[str, Any]]) -> str:
 _HANDLERS: dict[str, Callable[[_Delivery], Awaitable[None]]] = {
     "request.pending": _ask_approvers,
     "request.reminded": _reminded,
+    "access.scheduled": _decided,
     "request.escalated": _escalated,
     "request.approved": _decided,
     "request.auto_approved": _auto_approved,

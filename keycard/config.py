@@ -368,6 +368,11 @@ class _FlowBase(_Strict):
     )
     allow_self_approval: bool = False
     approval_timeout: Duration = Field(default=timedelta(hours=1))
+    max_start_delay: Duration = Field(
+        default=timedelta(days=7),
+        description="how far ahead a request may set start_at (a scheduled start: approved "
+        "now, granted then)",
+    )
     reminders: list[Duration] = Field(
         default_factory=list,
         max_length=10,

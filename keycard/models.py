@@ -24,6 +24,7 @@ class _Message(BaseModel):
 
 class RequestState(StrEnum):
     PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"  # approved; access begins at its start_at
     GRANTING = "GRANTING"
     ACTIVE = "ACTIVE"
     REVOKING = "REVOKING"
@@ -89,6 +90,9 @@ class AccessRequestInput(_Message):
     duration: Duration
     reason: str = ""
     fields: dict[str, Any] = Field(default_factory=dict)
+    start_at: datetime | None = Field(
+        default=None, description="access begins then, once approved (not before); None: at once"
+    )
     submitted_by: Actor | None = Field(
         default=None, description="a service acting on the requester's behalf, if any"
     )
@@ -194,6 +198,9 @@ class RequestView(_Message):
     target_label: str
     target_settings: dict[str, str] = Field(default_factory=dict)
     duration: Duration
+    start_at: datetime | None = Field(
+        default=None, description="access begins then once approved (a scheduled start)"
+    )
     reason: str
     ticket: Ticket | None = Field(default=None, description="the ticket the reason names")
     fields: dict[str, Any] = Field(default_factory=dict)
@@ -264,6 +271,7 @@ EventType = Literal[
     "request.expired",
     "request.cancelled",
     "decision.refused",
+    "access.scheduled",  # approved with a start_at still ahead: granted then, not before
     "access.granted",
     "access.extended",
     "access.expiring",  # the flow's expiry_warning before access ends

@@ -7,7 +7,7 @@ written once and a refusal reads the same in Slack, the API and the CLI.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
@@ -279,6 +279,35 @@ def _coerce_field(spec: PromptField, raw: Any) -> Any:
     return str(raw)
 
 
+START_SKEW = timedelta(minutes=1)  # a start_at this little in the past means "now"
+
+
+def check_start_at(flow: Flow, start_at: datetime | None, now: datetime) -> datetime | None:
+    """A scheduled start the flow allows, in UTC; None to start once approved. A time without a
+    zone is taken as UTC; a moment just past (clock skew) means now."""
+    if start_at is None:
+        return None
+    if start_at.tzinfo is None:
+        start_at = start_at.replace(tzinfo=UTC)
+    start_at = start_at.astimezone(UTC)
+    if start_at <= now:
+        if start_at >= now - START_SKEW:
+            return None
+        raise RequestInvalid(
+            "StartInPast",
+            f"start_at {start_at:%Y-%m-%d %H:%M:%S} UTC is in the past; leave it out to start "
+            "as soon as the request is approved",
+        )
+    if start_at - now > flow.max_start_delay:
+        raise RequestInvalid(
+            "StartTooFar",
+            f"start_at {start_at:%Y-%m-%d %H:%M:%S} UTC is more than "
+            f"{format_duration(flow.max_start_delay)} ahead, flow {flow.name}'s max_start_delay; "
+            "ask closer to the time",
+        )
+    return start_at
+
+
 def check_reason(flow: Flow, reason: str | None) -> str:
     reason = (reason or "").strip()
     rules = flow.reason
@@ -480,15 +509,20 @@ def check_deny(view: RequestView, flow: Flow, actor: Actor) -> None:
 
 
 def check_cancel(view: RequestView, flow: Flow, actor: Actor) -> None:
-    if view.state is not RequestState.PENDING:
+    if view.state not in (RequestState.PENDING, RequestState.SCHEDULED):
         raise _wrong_state(view, "cancelled")
     on_behalf = view.submitted_by is not None and actor.email == view.submitted_by.email
-    if not (_is_requester(view, actor) or on_behalf or actor.role is Role.ADMIN):
-        raise DecisionRefused(
-            "NotTheRequester",
-            f"only {view.requester.email} (or an admin) can cancel this request",
-            Refusal.FORBIDDEN,
-        )
+    if _is_requester(view, actor) or on_behalf or actor.role is Role.ADMIN:
+        return
+    if view.state is RequestState.SCHEDULED and _is_approver(view, actor):
+        return  # an approver may withdraw access that has not begun
+    raise DecisionRefused(
+        "NotTheRequester",
+        f"only {view.requester.email} (or an admin"
+        + (", or an approver, before it begins" if view.state is RequestState.SCHEDULED else "")
+        + ") can cancel this request",
+        Refusal.FORBIDDEN,
+    )
 
 
 def check_revoke(view: RequestView, flow: Flow, actor: Actor) -> None:
@@ -497,6 +531,12 @@ def check_revoke(view: RequestView, flow: Flow, actor: Actor) -> None:
             raise DecisionRefused(
                 "WrongState",
                 f"request {view.id} is PENDING, not active; cancel or deny it instead",
+                Refusal.CONFLICT,
+            )
+        if view.state is RequestState.SCHEDULED:
+            raise DecisionRefused(
+                "WrongState",
+                f"request {view.id} is SCHEDULED: its access has not begun; cancel it instead",
                 Refusal.CONFLICT,
             )
         raise _wrong_state(view, "revoked")

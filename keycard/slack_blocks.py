@@ -9,7 +9,7 @@ nobody. Plain-text elements (modal labels, options) are not parsed by Slack and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -32,6 +32,7 @@ DECISION_ACTIONS = (APPROVE, DENY, CANCEL, REVOKE)
 
 FLOW_BLOCK = "flow"
 REASON_BLOCK = "reason"
+START_BLOCK = "start_at"
 VALUE = "value"  # the action_id of every modal input but the flow select
 
 # Slack's limits: option text 75 characters, section text 3000, fallback text 4000.
@@ -168,6 +169,19 @@ def request_modal(
         }
     )
     if selected is not None:
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": START_BLOCK,
+                "label": _plain("Start at"),
+                "optional": True,
+                "hint": _plain(
+                    "Leave empty to start as soon as approved; up to "
+                    f"{format_duration(selected.max_start_delay)} ahead"
+                ),
+                "element": {"type": "datetimepicker", "action_id": VALUE},
+            }
+        )
         blocks.extend(field_input(selected.name, spec) for spec in selected.fields)
     return {
         "type": "modal",
@@ -258,6 +272,7 @@ class RequestForm(BaseModel):
     target: str | None = None
     duration: str | None = None
     reason: str = ""
+    start_at: datetime | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
     user_fields: list[str] = Field(
         default_factory=list, description="fields holding a Slack user id, to turn into an email"
@@ -268,8 +283,11 @@ def read_request_form(view: dict[str, Any]) -> RequestForm:
     """The modal's state as a RequestForm; blocks of other flows (Slack may keep them) are ignored."""
     values: dict[str, dict[str, Any]] = view.get("state", {}).get("values", {})
     flow = _input_value(values.get(FLOW_BLOCK, {}).get(FLOW_SELECT))
+    picked = (values.get(START_BLOCK, {}).get(VALUE) or {}).get("selected_date_time")
     form = RequestForm(
-        flow=flow, reason=str(_input_value(values.get(REASON_BLOCK, {}).get(VALUE)) or "")
+        flow=flow,
+        reason=str(_input_value(values.get(REASON_BLOCK, {}).get(VALUE)) or ""),
+        start_at=datetime.fromtimestamp(int(picked), UTC) if picked else None,
     )
     if not flow:
         return form
@@ -334,6 +352,8 @@ def request_line(view: RequestView) -> str:
 def _details(view: RequestView) -> list[dict[str, Any]]:
     reason = escape(view.reason) if view.reason else "_(no reason given)_"
     lines = [f"*Reason:* {reason}"]
+    if view.start_at is not None:
+        lines.append(f"*Starts:* {until(view.start_at, view.requested_at)} (a scheduled start)")
     if view.ticket is not None:
         lines.append(f"*Ticket:* {ticket_link(view)}")
     lines.extend(f"*{escape(name)}:* {escape(_show(value))}" for name, value in view.fields.items())
@@ -433,6 +453,8 @@ def _decision_line(view: RequestView) -> str | None:
         line = f":white_check_mark: Approved by {mention(view.decided_by)}"
     if state is RequestState.FAILED:
         line += f"\n:warning: Failed: {escape(view.end_reason or 'unknown error')}"
+    if state is RequestState.SCHEDULED and view.start_at is not None:
+        line += f"\n:calendar: Access begins at {until(view.start_at, view.decided_at)}"
     return line
 
 
@@ -498,8 +520,9 @@ def _request_ref(view: RequestView, console_url: str | None) -> str:
 
 
 def requester_message(view: RequestView, console_url: str | None = None) -> list[dict[str, Any]]:
-    """ "Your request is waiting", with Cancel; once decided, the outcome without buttons."""
-    if decision_line(view) is None:
+    """ "Your request is waiting", with Cancel (also once approved for a later start); once
+    decided, the outcome without buttons."""
+    if decision_line(view) is None or view.state is RequestState.SCHEDULED:
         return [
             _section(requester_text(view)),
             _context(

@@ -26,7 +26,7 @@ import json
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
@@ -115,6 +115,11 @@ class NewRequest(_Body):
     fields: dict[str, FieldValue] = Field(
         default_factory=dict, description="answers to the flow's extra fields"
     )
+    start_at: datetime | None = Field(
+        default=None,
+        description="begin access at this time once approved (ISO 8601; without a zone, UTC), "
+        "within the flow's max_start_delay; default: as soon as approved",
+    )
     requester: str | None = Field(
         default=None,
         max_length=320,
@@ -153,6 +158,7 @@ class FlowInfo(BaseModel):
     targets: list[TargetInfo]
     durations: list[str] = Field(description="the durations on offer; the first is the default")
     max_duration: str = Field(description="the longest access in all, extensions included")
+    max_start_delay: str = Field(description="how far ahead start_at may be")
     reason_required: bool
     reason: ReasonPolicy | None = Field(
         default=None, description="what the reason must say: min_length, pattern, ticket, hint"
@@ -263,6 +269,7 @@ async def create_request(
         duration=body.duration,
         reason=body.reason,
         fields=body.fields,
+        start_at=body.start_at,
         requester=requester,
         submitted_by=submitted_by,
         via="api",
@@ -680,6 +687,7 @@ def _flow_info(flow: Any, config: KeycardConfig) -> FlowInfo:
         ],
         durations=[format_duration(d) for d in flow.durations],
         max_duration=format_duration(flow.maximum),
+        max_start_delay=format_duration(flow.max_start_delay),
         reason_required=flow.reason_required,
         reason=flow.reason,
         fields=list(flow.fields),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
@@ -91,6 +91,7 @@ class KeycardApiClient:
         duration: str | None = None,
         reason: str | None = None,
         fields: Mapping[str, Any] | None = None,
+        start_at: datetime | None = None,
         wait: bool = False,
         idempotency_key: str | None = None,
     ) -> RequestView:
@@ -102,6 +103,8 @@ class KeycardApiClient:
             "reason": reason or "",
             "fields": dict(fields or {}),
         }
+        if start_at is not None:
+            body["start_at"] = start_at.isoformat()
         if requester is not None:
             body["requester"] = requester.email
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -203,6 +204,20 @@ def parse_fields(values: list[str]) -> dict[str, str]:
     return fields
 
 
+def parse_start_at(value: str | None) -> datetime | None:
+    """--start-at as an ISO 8601 time; without a zone, UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise fail(
+            f"--start-at takes a time such as 2026-12-05T09:00Z (ISO 8601; without a zone, "
+            f"UTC), not {value!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 # --- asking and deciding -------------------------------------------------------------------------
 
 
@@ -220,11 +235,20 @@ def request(
     ] = None,
     config_path: ConfigOption = None,
     output: OutputOption = Output.TEXT,
+    start_at: Annotated[
+        str | None,
+        typer.Option(
+            "--start-at",
+            help="begin access then, once approved (ISO 8601, e.g. 2026-12-05T09:00Z; "
+            "default: as soon as approved)",
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="wait until access is active, then say how to use it")
     ] = False,
 ) -> None:
     """Ask for access. Prints the request id to approve."""
+    starts = parse_start_at(start_at)
     who = acting_as(actor, requesting=True)
     config = load_unless_api(config_path)
 
@@ -236,9 +260,11 @@ def request(
             duration=duration,
             reason=reason,
             fields=parse_fields(field or []),
+            start_at=starts,
             requester=Requester(email=who) if who else None,
         )
-        if wait and view.state in (RequestState.PENDING, RequestState.GRANTING):
+        waiting = (RequestState.PENDING, RequestState.SCHEDULED, RequestState.GRANTING)
+        if wait and view.state in waiting:
             typer.echo(waiting_message(view), err=True)
             view = await keycard.wait(view.id, timeout=WAIT_AT_MOST)
         return view
@@ -534,6 +560,8 @@ def describe(view: RequestView) -> str:
         f"{format_duration(view.duration)}"
         + "".join(f" + {format_duration(e.duration)}" for e in view.extensions),
     ]
+    if view.start_at is not None:
+        lines.append(f"  starts:    {view.start_at:%Y-%m-%d %H:%M:%S} UTC (once approved)")
     if view.reason:
         lines.append(f"  reason:    {view.reason}")
     if view.ticket is not None:

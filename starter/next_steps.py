@@ -14,6 +14,11 @@ WAIT_AT_MOST = timedelta(days=1)
 def waiting_message(view: RequestView) -> str:
     if view.state is RequestState.GRANTING:
         return f"{view.id}: approved; granting access..."
+    if view.state is RequestState.SCHEDULED and view.start_at is not None:
+        return (
+            f"{view.id}: approved; access begins at {view.start_at:%Y-%m-%d %H:%M:%S} UTC. "
+            "Ctrl-C stops waiting; the request stays open."
+        )
     if view.approval_steps:
         open_steps = [
             f"step {s.name} ({s.count - len(s.approved_by)} more, from "

@@ -184,6 +184,7 @@ class SlackFrontDoor:
                 target=form.target or "",
                 duration=form.duration,
                 reason=form.reason,
+                start_at=form.start_at,
                 fields=fields,
                 requester=person.requester(),
                 request_id=request_id_for(body.get("team", {}).get("id"), view["id"]),
@@ -301,6 +302,8 @@ class SlackFrontDoor:
             "ReasonTooShort": blocks.REASON_BLOCK,
             "ReasonMismatch": blocks.REASON_BLOCK,
             "TicketRequired": blocks.REASON_BLOCK,
+            "StartInPast": blocks.START_BLOCK,
+            "StartTooFar": blocks.START_BLOCK,
         }
         if refusal.code in code_blocks and flow_name:
             return {code_blocks[refusal.code]: message}

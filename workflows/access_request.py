@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -121,6 +122,7 @@ class AccessRequestWorkflow:
                 target_label=input.target.display,
                 target_settings=policy.target_settings(input.target),
                 duration=input.duration,
+                start_at=input.start_at,
                 reason=input.reason,
                 ticket=policy.find_ticket(input.flow, input.reason),
                 fields=input.fields,
@@ -186,6 +188,8 @@ class AccessRequestWorkflow:
             await self._add_slack_approvers()
             await self._evaluate_request_hooks()
             await self._wait_for_decision()
+        if self._state is RequestState.GRANTING and self._s.input.start_at is not None:
+            await self._wait_for_start(self._s.input.start_at)
         if self._state is RequestState.GRANTING:
             await self._grant()
         if self._state is RequestState.ACTIVE:
@@ -523,6 +527,22 @@ class AccessRequestWorkflow:
             added=added,
             approvers=self._s.view.can_still_approve(),
         )
+
+    async def _wait_for_start(self, start_at: datetime) -> None:
+        """A scheduled start: approved now, granted at `start_at` and not before (a durable
+        timer). Until then the request is SCHEDULED, and may be cancelled. Only requests with a
+        start_at take this path, so earlier histories replay unchanged."""
+        if start_at <= workflow.now():
+            return
+        self._set_state(RequestState.SCHEDULED)
+        self._emit("access.scheduled", None, start_at=start_at)
+        with contextlib.suppress(TimeoutError):
+            await wait_until(
+                lambda: self._state is not RequestState.SCHEDULED,
+                timeout=start_at - workflow.now(),
+            )
+        if self._state is RequestState.SCHEDULED:
+            self._set_state(RequestState.GRANTING)
 
     async def _grant(self) -> None:
         """Take a lease on the assignment's GrantWorkflow and wait, holding no worker slot, until
@@ -973,7 +993,7 @@ class AccessRequestWorkflow:
         actor = Actor(rule="temporal.cancel", via="temporal")
         comment = reason or "cancellation requested through Temporal"
         workflow.logger.warning("cancellation requested through Temporal: %s", comment)
-        if self._state is RequestState.PENDING:
+        if self._state in (RequestState.PENDING, RequestState.SCHEDULED):
             self._decide(actor, RequestState.CANCELLED, f"cancelled through Temporal: {comment}")
             self._emit("request.cancelled", actor, comment=comment, via="temporal")
         elif self._state in (RequestState.GRANTING, RequestState.ACTIVE) and not self._s.revoked_by:

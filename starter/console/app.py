@@ -365,6 +365,7 @@ def console_router() -> APIRouter:
                 duration=form.get("duration") or None,
                 reason=form.get("reason", ""),
                 fields=fields,  # text, as from any form: check_fields types them
+                start_at=_start_at(form.get("start_at", "")),
                 requester=Requester(email=me.email),
                 via="console",
             )
@@ -592,3 +593,18 @@ def _stamp(items: list[Any]) -> str:
     """Changes whenever what a page shows of these requests changes."""
     text = "|".join(item.model_dump_json() for item in items)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _start_at(value: str) -> datetime | None:
+    """The form's optional start (a datetime-local input, read as UTC)."""
+    if not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise PolicyError(
+            "InvalidStart",
+            f"start time {value!r} is not a date and time; pick one, or leave it empty",
+            policy.Refusal.INVALID,
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

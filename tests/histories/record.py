@@ -251,6 +251,16 @@ async def unmeetable_request(env: WorkflowEnvironment, stack: Stack) -> list[str
     return ["req-golden-unmeetable"]
 
 
+async def scheduled_start(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """Approved at once for a start two hours ahead: SCHEDULED, granted then, expired an hour
+    later. (First of the scenarios: the client checks start_at against the real clock.)"""
+    start_at = (await env.get_current_time()).astimezone(UTC) + timedelta(hours=2)
+    view = await _ask(stack, "req-golden-scheduled", start_at=start_at)
+    await stack.keycard.approve(view.id, BOB)
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
 async def reminded_then_escalated(env: WorkflowEnvironment, stack: Stack) -> list[str]:
     """Nobody decides: two reminders and an escalation fire, the backup approver approves, and
     the reminder still ahead is cancelled; the access then expires."""
@@ -303,6 +313,7 @@ STEPPED = """
 
 
 SCENARIOS: dict[str, Scenario] = {
+    "scheduled_start": scheduled_start,
     "terminated_request": terminated_request,
     "cancelled_through_temporal": cancelled_through_temporal,
     "overlapping_leases": overlapping_leases,

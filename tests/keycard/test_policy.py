@@ -212,3 +212,27 @@ def test_cancel_and_deny_rules():
     assert refused(lambda: policy.check_cancel(view(), PROD, BOB)).code == "NotTheRequester"
     assert refused(lambda: policy.check_deny(view(), PROD, ALICE)).code == "SelfDenial"
     policy.check_deny(view(), PROD, DAVE)
+
+
+def test_a_start_at_within_the_flows_reach_is_kept_in_utc():
+    from datetime import timezone
+
+    from keycard.policy import check_start_at
+
+    now = NOW
+    paris = timezone(timedelta(hours=1))
+    assert check_start_at(PROD, None, now) is None
+    assert check_start_at(PROD, datetime(2026, 11, 21, 15, 0, tzinfo=paris), now) == datetime(
+        2026, 11, 21, 14, 0, tzinfo=UTC
+    )
+    assert check_start_at(PROD, datetime(2026, 11, 21, 15, 0), now) == datetime(
+        2026, 11, 21, 15, 0, tzinfo=UTC
+    )  # no zone: UTC
+    assert check_start_at(PROD, now - timedelta(seconds=30), now) is None  # skew: now
+    for start_at, code, message in [
+        (now - timedelta(minutes=5), "StartInPast", "2026-11-21 11:55:00 UTC is in the past"),
+        (now + timedelta(days=7, seconds=1), "StartTooFar", "more than 7d ahead"),
+    ]:
+        with pytest.raises(RequestInvalid, match=re.escape(message)) as refused:
+            check_start_at(PROD, start_at, now)
+        assert refused.value.code == code

@@ -444,3 +444,41 @@ def test_the_form_says_a_stepped_flow_is_approved_in_steps():
     ).flow("prod-admin")
     modal = b.request_modal([flow], flow)
     assert "approved in steps: sre (1) and dba (1)" in str(modal)
+
+
+def test_the_form_offers_a_start_time_and_reads_it_in_utc():
+    modal = b.request_modal([POWER], POWER)
+    [start] = [block for block in modal["blocks"] if block.get("block_id") == b.START_BLOCK]
+    assert start["optional"] is True
+    assert start["element"] == {"type": "datetimepicker", "action_id": b.VALUE}
+    assert "up to 7d ahead" in start["hint"]["text"]
+    picked = {
+        "state": {
+            "values": {
+                b.FLOW_BLOCK: {
+                    b.FLOW_SELECT: {
+                        "type": "static_select",
+                        "selected_option": {"value": "prod-power-user"},
+                    }
+                },
+                b.START_BLOCK: {
+                    b.VALUE: {"type": "datetimepicker", "selected_date_time": 1796461200}
+                },
+            }
+        }
+    }
+    assert b.read_request_form(picked).start_at == datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+
+
+def test_an_approved_request_with_a_later_start_says_when_and_keeps_cancel():
+    scheduled = view(
+        state=RequestState.SCHEDULED,
+        start_at=T0 + timedelta(days=1),
+        approvals=[Approval(actor=BOB, at=T0)],
+        decided_by=BOB,
+        decided_at=T0,
+    )
+    assert b.decision_line(scheduled) == (
+        ":white_check_mark: Approved by <@UBOB>\n:calendar: Access begins at Sun 22 Nov 13:30 UTC"
+    )
+    assert "keycard.cancel" in str(b.requester_message(scheduled))

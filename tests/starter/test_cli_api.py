@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -375,3 +376,40 @@ async def test_list_filters_by_target(api: Api):
         other = await keycard(server.url, "alice", "list", "--target", "staging")
     assert prod and prod.exit_code == 0
     assert other.exit_code == 0 and view["id"] not in other.stdout
+
+
+async def test_a_scheduled_start_from_the_cli_over_the_api(api: Api):
+    async with running_api(api.app) as server:
+        start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+        asked = await keycard(
+            server.url, "alice", "request", "prod-power-user", "-t", "prod", "-r", "migration",
+            "--start-at", start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )  # fmt: skip
+        assert asked.exit_code == 0, asked.output
+        assert f"  starts:    {start:%Y-%m-%d %H:%M:%S} UTC (once approved)" in asked.stdout
+        rid = request_id(asked.stdout)
+        approved = await keycard(server.url, "bob", "approve", rid)
+        assert approved.exit_code == 0, approved.output
+        status = await keycard(server.url, "alice", "status", rid, "-o", "json")
+        view = json.loads(status.stdout)
+        assert view["state"] in ("GRANTING", "SCHEDULED")  # SCHEDULED once the workflow moves on
+        assert view["start_at"].startswith(start.strftime("%Y-%m-%dT%H:%M:%S"))
+        assert not api.has_access("alice@example.com")
+        cancelled = await keycard(server.url, "alice", "cancel", rid)
+        assert cancelled.exit_code == 0, cancelled.output
+
+        bad = await keycard(
+            server.url, "alice", "request", "prod-power-user", "-t", "prod", "-r", "x",
+            "--start-at", "tomorrow",
+        )  # fmt: skip
+        assert bad.exit_code == 1
+        assert bad.stderr == (
+            "error: --start-at takes a time such as 2026-12-05T09:00Z (ISO 8601; without a "
+            "zone, UTC), not 'tomorrow'\n"
+        )
+        far = await keycard(
+            server.url, "alice", "request", "prod-power-user", "-t", "prod", "-r", "x",
+            "--start-at", (datetime.now(UTC) + timedelta(days=30)).isoformat(),
+        )  # fmt: skip
+        assert far.exit_code == 1
+        assert "is more than 7d ahead, flow prod-power-user's max_start_delay" in far.stderr
