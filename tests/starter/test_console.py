@@ -9,7 +9,7 @@ import html
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -142,6 +142,23 @@ async def test_a_refused_form_keeps_what_was_typed_and_says_why(api: Api):
     assert answer.status_code == 422
     assert said(answer) == "field incident is longer than 1000 characters; shorten it"
     assert ">needs it</textarea>" in answer.text
+
+
+async def test_a_start_time_from_the_form_schedules_the_access(api: Api):
+    start = (datetime.now(UTC) + timedelta(hours=5)).replace(second=0, microsecond=0)
+    async with browser(api) as alice:
+        await sign_in(alice, "alice")
+        request_id = await ask(alice, start_at=start.strftime("%Y-%m-%dT%H:%M"))
+        page = await alice.get(f"/requests/{request_id}")
+        assert f'<dt>Starts</dt><dd><time datetime="{start.isoformat()}">' in page.text
+        assert (await api.get(request_id))["start_at"].startswith(start.strftime("%Y-%m-%dT%H:%M"))
+        await api.decide(request_id, "cancel", "alice")
+        too_far = await post(
+            alice, "/new", "/new", flow="prod-power-user", target="prod", duration="1h",
+            reason="later", start_at=(start + timedelta(days=8)).strftime("%Y-%m-%dT%H:%M"),
+        )  # fmt: skip
+    assert too_far.status_code == 422
+    assert "more than 7d ahead, flow prod-power-user's max_start_delay" in said(too_far)
 
 
 async def test_forms_without_the_sessions_csrf_token_are_refused(api: Api):
