@@ -203,17 +203,25 @@ class GrantActivities:
         # The moment the access exists, by this worker's clock; never before this attempt began by
         # Temporal's (the grant's own time), which a worker clock running behind would say.
         granted_at = max(datetime.now(UTC), activity.info().started_time)
-        heard = await asyncio.gather(*(self._tell(lease, granted_at) for lease in input.waiting))
+        key = input.assignment.grant_key
+        heard = await asyncio.gather(
+            *(self._tell(lease, granted_at, key) for lease in input.waiting)
+        )
         return GrantTold(
             granted_at=granted_at,
             told=[request_id for request_id, outcome in heard if outcome == "told"],
             unreachable=[request_id for request_id, outcome in heard if outcome == "unreachable"],
         )
 
-    async def _tell(self, lease: WaitingLease, granted_at: datetime) -> tuple[str, str]:
+    async def _tell(
+        self, lease: WaitingLease, granted_at: datetime, grant_key: str
+    ) -> tuple[str, str]:
         """(request id, "told" | "unreachable" | "untold"): never raises, the access exists."""
         granted = LeaseGranted(
-            granted_at=granted_at, expires_at=lease.ends(granted_at), standing=False
+            granted_at=granted_at,
+            expires_at=lease.ends(granted_at),
+            standing=False,
+            grant_key=grant_key,
         )
         handle = self._client.get_workflow_handle(lease.request_id)
         try:

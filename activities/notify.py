@@ -7,7 +7,7 @@ from temporalio import activity
 
 from keycard import temporal as names
 from keycard.durations import format_duration
-from keycard.models import Notification, NotificationResult
+from keycard.models import PER_TARGET_EVENTS, Notification, NotificationResult
 
 log = structlog.get_logger("keycard.notify")
 
@@ -16,7 +16,9 @@ def console_line(notification: Notification) -> str | None:
     """What a person should read for this event, or None when it needs no announcement."""
     event, view = notification.event, notification.view
     who = event.actor.display if event.actor else "Keycard"
-    what = f"{view.flow_label} ({view.target_label})"
+    # A request naming several targets: an event about one of them names that one.
+    target = event.target.label if event.type in PER_TARGET_EVENTS else view.targets_label
+    what = f"{view.flow_label} ({target})"
     match event.type:
         case "request.created":
             approvers = ", ".join(view.approvers) or "an admin"
@@ -42,6 +44,11 @@ def console_line(notification: Notification) -> str | None:
             return f"{who} extended {view.id}; access now ends {view.expires_at:%H:%M:%S} UTC"
         case "access.revoked" | "access.ended":
             return f"{view.requester.email} no longer has {what} ({view.end_reason})"
+        case "access.grant_failed" if view.targets and not view.state.finished:
+            return (
+                f"{view.id}: {what} could not be granted ({event.detail.get('error')}); "
+                "its other targets go ahead"
+            )
         case "access.grant_failed":
             return f"{view.id} FAILED: {view.end_reason}"
         case "access.revoke_retrying":

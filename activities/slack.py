@@ -323,6 +323,8 @@ async def _auto_approved(d: _Delivery) -> None:
 async def _granted(d: _Delivery) -> None:
     view, flow = d.view, d.n.flow
     await _timeline(d)
+    if not _speaks_for_all(d, "active"):
+        return
     text = blocks.grant_message(view, flow)
     await d.step(
         "grant",
@@ -348,9 +350,19 @@ async def _expiring(d: _Delivery) -> None:
     await d.step("expiring", lambda: d.dm_requester("expiring", _summary(message), message))
 
 
+def _speaks_for_all(d: _Delivery, state: str) -> bool:
+    """Whether this event's messages go out: always, unless the request names several targets
+    and another target's event (the first in `state`) sends them for all."""
+    if not d.view.targets:
+        return True
+    return d.n.event.target.name == blocks.first_target_in(d.view, state)
+
+
 async def _ended(d: _Delivery) -> None:
     view, flow = d.view, d.n.flow
     await _timeline(d)
+    if not _speaks_for_all(d, "ended"):
+        return
     await d.edit(
         "grant", _summary(blocks.grant_message(view, flow)), blocks.grant_message(view, flow)
     )
@@ -363,6 +375,11 @@ async def _ended(d: _Delivery) -> None:
 
 async def _failed(d: _Delivery) -> None:
     view = d.view
+    if view.targets and not view.state.finished:
+        await _timeline(d)  # one target of several: the others go ahead, as the thread says
+        return
+    if not _speaks_for_all(d, "failed"):
+        return
     if d.refs("approval") or d.refs("requester"):
         await _decided(d)
         await _timeline(d)

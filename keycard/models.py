@@ -84,6 +84,11 @@ class AccessRequestInput(_Message):
     requester: Requester
     flow: Flow
     target: Target
+    targets: list[Target] = Field(
+        default_factory=list,
+        description="every target of a request naming several, `target` first (each its own "
+        "lease, approved together); empty: just `target`",
+    )
     approver_groups: dict[str, list[str]] = Field(
         default_factory=dict, description="the named groups the flow refers to, as they were"
     )
@@ -184,6 +189,24 @@ class Ticket(_Message):
     url: str | None = None
 
 
+TargetState = Literal["waiting", "active", "failed", "ended"]
+
+
+class TargetStatus(_Message):
+    """One target of a request naming several: its own lease, granted and removed on its own."""
+
+    name: str
+    label: str
+    settings: dict[str, str] = Field(default_factory=dict)
+    state: TargetState = "waiting"
+    error: str | None = Field(default=None, description="why it was not granted (failed)")
+    granted_at: datetime | None = None
+    standing: bool = Field(default=False, description="the access existed before Keycard")
+    removed: bool | None = Field(
+        default=None, description="ended: the access is gone (False: other leases still hold it)"
+    )
+
+
 class RequestView(_Message):
     """What the `status` query returns: the whole request as a person would want to see it."""
 
@@ -197,6 +220,11 @@ class RequestView(_Message):
     target: str
     target_label: str
     target_settings: dict[str, str] = Field(default_factory=dict)
+    targets: list[TargetStatus] = Field(
+        default_factory=list,
+        description="a request naming several targets: each with its own state (empty: the "
+        "request has just `target`)",
+    )
     duration: Duration
     start_at: datetime | None = Field(
         default=None, description="access begins then once approved (a scheduled start)"
@@ -241,9 +269,14 @@ class RequestView(_Message):
         return [p for p in (step.approvers if step else self.approvers) if p not in done]
 
     @property
+    def targets_label(self) -> str:
+        """The target's label, or every target's, for a request naming several."""
+        return ", ".join(t.label for t in self.targets) or self.target_label
+
+    @property
     def summary(self) -> str:
         return summary_line(
-            self.requester.email, self.target_label, self.flow_label, self.duration, self.reason
+            self.requester.email, self.targets_label, self.flow_label, self.duration, self.reason
         )
 
 
@@ -286,6 +319,21 @@ EventType = Literal[
     "drift.found",  # the sweep found access in AWS that Keycard never granted (reported)
     "drift.removed",  # ... or access Keycard granted that no lease holds (removed)
 ]
+
+
+# A request naming several targets has one of these per target, its `target` that one; its other
+# events are about the whole request.
+PER_TARGET_EVENTS: frozenset[str] = frozenset(
+    {
+        "access.granted",
+        "access.grant_failed",
+        "access.ended",
+        "access.revoked",
+        "access.revoke_retrying",
+        "access.sessions_ended",
+        "access.sessions_not_ended",
+    }
+)
 
 
 class TargetRef(_Message):
@@ -498,6 +546,7 @@ class ReleaseResult(_Message):
     sessions: SessionsEnded | None = Field(
         default=None, description="when the removal ended the access's sessions too"
     )
+    grant_key: str | None = Field(default=None, description="the grant that answers")
 
 
 # Requests and their GrantWorkflow talk by signals: nothing holds a worker slot while the other
@@ -562,6 +611,7 @@ class LeaseGranted(_Message):
     granted_at: datetime
     expires_at: datetime
     standing: bool = Field(description="the access existed before Keycard; it will not be removed")
+    grant_key: str | None = Field(default=None, description="the grant that answers")
 
 
 class GrantAndTell(_Message):
@@ -588,6 +638,7 @@ class LeaseFailed(_Message):
 
     error: str
     type: str = "GrantFailed"
+    grant_key: str | None = Field(default=None, description="the grant that answers")
 
 
 class GrantView(_Message):
@@ -811,6 +862,16 @@ class AccessRequestState(_Message):
     grant_failed: LeaseFailed | None = None
     returns: list[ReleaseResult] = Field(
         default_factory=list, description="the grant's answers to the lease's return, in order"
+    )
+    # A request naming several targets (keycard-v11): one lease per target, each by grant key.
+    assignments: dict[str, ResolvedAssignment] = Field(
+        default_factory=dict, description="target name -> its assignment, once resolved"
+    )
+    granted_by: dict[str, LeaseGranted] = Field(default_factory=dict)
+    failed_by: dict[str, LeaseFailed] = Field(default_factory=dict)
+    returns_by: dict[str, list[ReleaseResult]] = Field(default_factory=dict)
+    lease_ends: dict[str, datetime] = Field(
+        default_factory=dict, description="each granted lease's end, as the request last set it"
     )
     event_seq: int = 0
     outbox: list[LifecycleEvent] = Field(default_factory=list)

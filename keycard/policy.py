@@ -7,6 +7,7 @@ written once and a refusal reads the same in Slack, the API and the CLI.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -196,6 +197,26 @@ def find_target(flow: Flow, name: str) -> Target:
         raise RequestInvalid(
             "UnknownTarget", f"flow {flow.name} has no target {name!r}; targets: {known}"
         ) from None
+
+
+MAX_TARGETS = 20  # per request: each is its own lease, grant and audit trail
+
+
+def find_targets(flow: Flow, names: str | Sequence[str]) -> list[Target]:
+    """The targets a request names, in the order given: one, or several of the same flow (each
+    its own lease, approved together). A name given twice counts once."""
+    wanted = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+    if not wanted:
+        known = ", ".join(t.name for t in flow.targets)
+        raise RequestInvalid(
+            "UnknownTarget", f"name a target of flow {flow.name}; targets: {known}"
+        )
+    if len(wanted) > MAX_TARGETS:
+        raise RequestInvalid(
+            "TooManyTargets",
+            f"{len(wanted)} targets in one request; at most {MAX_TARGETS}: split the request",
+        )
+    return [find_target(flow, name) for name in wanted]
 
 
 def choose_duration(flow: Flow, requested: str | timedelta | None) -> timedelta:

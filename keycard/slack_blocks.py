@@ -16,7 +16,15 @@ from pydantic import BaseModel, Field
 
 from keycard.config import PromptField
 from keycard.durations import format_duration
-from keycard.models import Actor, LifecycleEvent, Requester, RequestState, RequestView
+from keycard.models import (
+    PER_TARGET_EVENTS,
+    Actor,
+    LifecycleEvent,
+    Requester,
+    RequestState,
+    RequestView,
+)
+from keycard.policy import MAX_TARGETS
 
 # --- ids: every callback, action and block id the app and the notifier share ------------------
 
@@ -196,13 +204,17 @@ def request_modal(
 
 def _flow_inputs(flow: Any) -> list[dict[str, Any]]:
     targets = [_option(t.display, t.name) for t in flow.targets]
+    # Several targets: pick one or more, each granted on its own under the one approval.
+    many = len(targets) > 1
     target_select: dict[str, Any] = {
-        "type": "static_select",
+        "type": "multi_static_select" if many else "static_select",
         "action_id": VALUE,
-        "placeholder": _plain("Where"),
+        "placeholder": _plain("Where (one or more)" if many else "Where"),
         "options": targets,
     }
-    if len(targets) == 1:
+    if many:
+        target_select["max_selected_items"] = min(len(targets), MAX_TARGETS)
+    else:
         target_select["initial_option"] = targets[0]
     durations = [_option(format_duration(d), format_duration(d)) for d in flow.durations]
     about = [escape(flow.description)] if flow.description else []
@@ -217,8 +229,13 @@ def _flow_inputs(flow: Any) -> list[dict[str, Any]]:
         {
             "type": "input",
             "block_id": target_block(flow.name),
-            "label": _plain("Target"),
+            "label": _plain("Targets" if many else "Target"),
             "element": target_select,
+            **(
+                {"hint": _plain("One approval covers them all; each is granted on its own.")}
+                if many
+                else {}
+            ),
         },
         {
             "type": "input",
@@ -269,7 +286,7 @@ class RequestForm(BaseModel):
     """What a person put in the modal, before any checks."""
 
     flow: str | None = None
-    target: str | None = None
+    target: str | list[str] | None = Field(default=None, description="one or several")
     duration: str | None = None
     reason: str = ""
     start_at: datetime | None = None
@@ -315,6 +332,8 @@ def _input_value(state: dict[str, Any] | None) -> Any:
         case "static_select":
             option = state.get("selected_option")
             return option["value"] if option else None
+        case "multi_static_select":
+            return [option["value"] for option in state.get("selected_options") or []] or None
         case "checkboxes":
             return bool(state.get("selected_options"))
         case "users_select":
@@ -345,7 +364,7 @@ def ticket_link(view: RequestView) -> str:
 def request_line(view: RequestView) -> str:
     return (
         f"{mention(view.requester)} requests *{escape(view.flow_label)}* on "
-        f"*{escape(view.target_label)}* for *{format_duration(view.duration)}*"
+        f"*{escape(view.targets_label)}* for *{format_duration(view.duration)}*"
     )
 
 
@@ -393,7 +412,7 @@ def reminder_text(view: RequestView, detail: dict[str, Any]) -> str:
     """The thread reply of a reminder: how long it has waited, and who can still decide."""
     text = (
         f":bell: Reminder: {mention(view.requester)}'s request for *{escape(view.flow_label)}* on "
-        f"*{escape(view.target_label)}* has waited {escape(detail.get('waited', ''))} for a decision."
+        f"*{escape(view.targets_label)}* has waited {escape(detail.get('waited', ''))} for a decision."
     )
     if detail.get("still_needed"):
         text += f" Still needed: {escape(detail['still_needed'])}."
@@ -466,7 +485,7 @@ def _comment(event: LifecycleEvent | None) -> str:
 def approval_message(view: RequestView, console_url: str | None = None) -> list[dict[str, Any]]:
     """Who, what, how long, why, the extra fields; Approve / Deny while pending, the outcome after;
     with `console_url`, a link to the request's page in the web console."""
-    blocks = [_section(request_line(view)), *_details(view)]
+    blocks = [_section(request_line(view)), *_details(view), *_not_granted(view)]
     if view.approval_steps:
         blocks.append(_section("*Approval steps*\n" + "\n".join(step_lines(view))))
     decided = decision_line(view)
@@ -509,7 +528,22 @@ def approval_text(view: RequestView) -> str:
 
 
 def _what(view: RequestView) -> str:
-    return f"*{escape(view.flow_label)}* on *{escape(view.target_label)}*"
+    return f"*{escape(view.flow_label)}* on *{escape(view.targets_label)}*"
+
+
+def _not_granted(view: RequestView) -> list[dict[str, Any]]:
+    """A request naming several targets: the ones that could not be granted, and why."""
+    failed = [t for t in view.targets if t.state == "failed"]
+    if not failed:
+        return []
+    lines = [f"*{escape(t.label)}*: {escape(t.error or 'unknown error')}" for t in failed]
+    return [_section(":warning: Not granted:\n" + "\n".join(lines))]
+
+
+def first_target_in(view: RequestView, state: str) -> str | None:
+    """Of a request naming several targets, the first in `state` (the one whose event speaks
+    for them all in messages, so each message is sent once)."""
+    return next((t.name for t in view.targets if t.state == state), None)
 
 
 def _request_ref(view: RequestView, console_url: str | None) -> str:
@@ -608,6 +642,7 @@ def grant_message(view: RequestView, flow: Any | None) -> list[dict[str, Any]]:
             text += "\nYou already had this access before Keycard; it stays when this ends."
         return [
             _section(text),
+            *_not_granted(view),
             _context(f"`{view.id}`"),
             *_access_controls(view, flow),
         ]
@@ -651,6 +686,13 @@ def failed_note(view: RequestView) -> str:
 
 def timeline_line(event: LifecycleEvent, view: RequestView) -> str | None:
     """One line per step after the decision; None for events that are not part of it."""
+    line = _timeline_text(event, view)
+    if line and view.targets and event.type in PER_TARGET_EVENTS:
+        return f"*{escape(event.target.label)}*: {line}"  # one target of several
+    return line
+
+
+def _timeline_text(event: LifecycleEvent, view: RequestView) -> str | None:
     match event.type:
         case "access.granted":
             assert view.expires_at is not None
@@ -670,6 +712,9 @@ def timeline_line(event: LifecycleEvent, view: RequestView) -> str | None:
             return f":lock: Access revoked by {mention(event.actor)}{_comment(event)}"
         case "access.ended":
             return ":lock: Access ended: the time was up"
+        case "access.grant_failed" if view.targets:
+            error = event.detail.get("error") or "unknown error"
+            return f":warning: Not granted: {escape(error)}"
         case "access.grant_failed":
             return f":warning: Granting failed: {escape(view.end_reason or 'unknown error')}"
         case "access.sessions_ended":

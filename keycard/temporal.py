@@ -67,6 +67,9 @@ PATCH_V9 = "keycard-v9"
 # get_approvers heard), a request whose approval steps can never be met, because the requester
 # may not approve their own request, is refused at once, saying why, instead of waiting to expire.
 PATCH_V10 = "keycard-v10"
+# Requests naming several targets only (so every earlier history replays unchanged): one lease per
+# target, each granted, renewed and returned by its grant key; partial failure is per target.
+PATCH_V11 = "keycard-v11"
 # Ending sessions: one SessionPolicyWorkflow per permission set, the single writer of its inline
 # policy (keycard/session_policy.py), shared by every grant of that permission set.
 SESSION_POLICY_WORKFLOW = "SessionPolicyWorkflow"

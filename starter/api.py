@@ -36,7 +36,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, R
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -107,7 +107,16 @@ class NewRequest(_Body):
     )
 
     flow: str = Field(min_length=1, max_length=200, description="the flow, e.g. prod-power-user")
-    target: str = Field(min_length=1, max_length=200, description="one of the flow's targets")
+    target: str | None = Field(
+        default=None, min_length=1, max_length=200, description="one of the flow's targets"
+    )
+    targets: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=policy.MAX_TARGETS,
+        description="several of the flow's targets instead of `target`: one approval covers "
+        "them all; each is granted on its own, and a target that fails does not stop the others",
+    )
     duration: str | None = Field(
         default=None, max_length=50, description="one the flow offers, e.g. 1h; default its first"
     )
@@ -125,6 +134,18 @@ class NewRequest(_Body):
         max_length=320,
         description="service tokens only: the email of the person the access is for",
     )
+
+    @model_validator(mode="after")
+    def _one_way_to_name_targets(self) -> NewRequest:
+        if self.target is None and self.targets is None:
+            raise ValueError("name the target: `target` for one, or `targets` for several")
+        if self.target is not None and self.targets is not None:
+            raise ValueError("give `target` or `targets`, not both")
+        return self
+
+    @property
+    def asked_targets(self) -> str | list[str]:
+        return self.target if self.target is not None else list(self.targets or [])
 
 
 class DecisionBody(_Body):
@@ -265,7 +286,7 @@ async def create_request(
     requester, submitted_by = _requester(body, caller)
     asked: dict[str, Any] = dict(
         flow=body.flow,
-        target=body.target,
+        target=body.asked_targets,
         duration=body.duration,
         reason=body.reason,
         fields=body.fields,

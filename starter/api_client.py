@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -86,7 +86,7 @@ class KeycardApiClient:
         self,
         *,
         flow: str,
-        target: str,
+        target: str | Sequence[str],
         requester: Requester | None = None,
         duration: str | None = None,
         reason: str | None = None,
@@ -98,7 +98,7 @@ class KeycardApiClient:
         """`requester` is honoured for service tokens only; the API refuses it from others."""
         body: dict[str, Any] = {
             "flow": flow,
-            "target": target,
+            **({"target": target} if isinstance(target, str) else {"targets": list(target)}),
             "duration": duration,
             "reason": reason or "",
             "fields": dict(fields or {}),

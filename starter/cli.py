@@ -224,7 +224,15 @@ def parse_start_at(value: str | None) -> datetime | None:
 @app.command()
 def request(
     flow: Annotated[str, typer.Argument(help="the flow to request, e.g. prod-power-user")],
-    target: Annotated[str, typer.Option("--target", "-t", help="which of the flow's targets")],
+    target: Annotated[
+        list[str],
+        typer.Option(
+            "--target",
+            "-t",
+            help="which of the flow's targets; repeat it (or separate with commas) for several, "
+            "all under one approval",
+        ),
+    ],
     actor: AsOption = None,
     reason: Annotated[str, typer.Option("--reason", "-r", help="why you need access")] = "",
     duration: Annotated[
@@ -248,6 +256,7 @@ def request(
     ] = False,
 ) -> None:
     """Ask for access. Prints the request id to approve."""
+    targets = [name.strip() for value in target for name in value.split(",") if name.strip()]
     starts = parse_start_at(start_at)
     who = acting_as(actor, requesting=True)
     config = load_unless_api(config_path)
@@ -256,7 +265,7 @@ def request(
         keycard = await _keycard(config)
         view = await keycard.request(
             flow=flow,
-            target=target,
+            target=targets[0] if len(targets) == 1 else targets,
             duration=duration,
             reason=reason,
             fields=parse_fields(field or []),
@@ -556,7 +565,7 @@ def describe(view: RequestView) -> str:
     """A request as a person reads it in a terminal."""
     lines = [
         f"{view.id}  {view.state.value}",
-        f"  {view.requester.email} → {view.flow_label} ({view.target_label}), "
+        f"  {view.requester.email} → {view.flow_label} ({view.targets_label}), "
         f"{format_duration(view.duration)}"
         + "".join(f" + {format_duration(e.duration)}" for e in view.extensions),
     ]
@@ -584,6 +593,11 @@ def describe(view: RequestView) -> str:
             )
     if view.state.value == "PENDING":
         lines.append(f"  approvers: {', '.join(view.approvers) or 'admins only'}")
+    for target in view.targets:
+        state = target.state + (f": {target.error}" if target.error else "")
+        if target.state == "ended" and target.removed is False:
+            state += " (other requests still hold it)"
+        lines.append(f"  target {target.name} ({target.label}): {state}")
     for label, value in (
         ("granted", view.granted_at),
         ("expires", view.expires_at),

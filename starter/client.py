@@ -7,7 +7,7 @@ import base64
 import contextlib
 import re
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -181,7 +181,7 @@ class KeycardClient:
         self,
         *,
         flow: str,
-        target: str,
+        target: str | Sequence[str],
         requester: Requester,
         duration: str | timedelta | None = None,
         reason: str | None = None,
@@ -191,15 +191,19 @@ class KeycardClient:
         request_id: str | None = None,
         via: str = "cli",
     ) -> AccessRequestInput:
-        """Check a request against its flow without starting anything; raises RequestInvalid."""
+        """Check a request against its flow without starting anything; raises RequestInvalid.
+
+        `target`: one of the flow's targets, or several (one approval covers them all; each is
+        its own lease, granted side by side and removed together)."""
         flow_def = policy.find_flow(self.config, flow)
-        target_def = policy.find_target(flow_def, target)
+        targets = policy.find_targets(flow_def, target)
         policy.check_requester(flow_def, requester.email, self.config.approver_groups)
         return AccessRequestInput(
             request_id=request_id or names.new_request_id(),
             requester=requester,
             flow=flow_def,
-            target=target_def,
+            target=targets[0],
+            targets=targets if len(targets) > 1 else [],
             approver_groups=policy.referenced_groups(flow_def, self.config.approver_groups),
             duration=policy.choose_duration(flow_def, duration),
             reason=policy.check_reason(flow_def, reason),
@@ -243,7 +247,7 @@ class KeycardClient:
             ),
             static_summary=summary_line(
                 input.requester.email,
-                input.target.display,
+                ", ".join(t.display for t in input.targets or [input.target]),
                 input.flow.display,
                 input.duration,
                 input.reason,

@@ -295,6 +295,7 @@ class SlackFrontDoor:
         flow_name = form.flow or ""
         code_blocks = {
             "UnknownTarget": blocks.target_block(flow_name),
+            "TooManyTargets": blocks.target_block(flow_name),
             "InvalidDuration": blocks.duration_block(flow_name),
             "DurationNotAllowed": blocks.duration_block(flow_name),
             "ReasonRequired": blocks.REASON_BLOCK,

@@ -69,6 +69,9 @@ class FakeCloud:
     assignments: set[str] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
     grant_error: str | None = None
+    # One account's grants fail (account id -> error), or it has no such permission set at all.
+    grant_errors: dict[str, str] = field(default_factory=dict)
+    missing_accounts: set[str] = field(default_factory=set)
     revoke_failures_left: int = 0
     # Inline policies by permission set ARN, written by the session-ending fakes below.
     policies: dict[str, str] = field(default_factory=dict)
@@ -103,6 +106,13 @@ class FakeCloud:
                     type="NoSuchUser",
                     non_retryable=True,
                 )
+            if input.spec.account_id in cloud.missing_accounts:
+                raise ApplicationError(
+                    f"account {input.spec.account_id} has no permission set "
+                    f"{input.spec.permission_set}",
+                    type="NoSuchPermissionSet",
+                    non_retryable=True,
+                )
             return ResolvedAssignment(
                 spec=input.spec,
                 principal_id=f"u-{input.spec.principal_email.split('@')[0]}-{cloud.salt}",
@@ -118,10 +128,9 @@ class FakeCloud:
         @activity.defn(name=f"{strategy}.grant")
         async def grant(input: ResolvedAssignment) -> None:
             cloud.calls.append(("grant", input.spec.principal_email))
-            if cloud.grant_error:
-                raise ApplicationError(
-                    cloud.grant_error, type="NoSuchPermissionSet", non_retryable=True
-                )
+            error = cloud.grant_errors.get(input.spec.account_id or "") or cloud.grant_error
+            if error:
+                raise ApplicationError(error, type="NoSuchPermissionSet", non_retryable=True)
             cloud.assignments.add(cloud.key(input.spec))
 
         @activity.defn(name=f"{strategy}.revoke")

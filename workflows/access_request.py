@@ -68,7 +68,9 @@ with workflow.unsafe.imports_passed_through():
         SlackApproversInput,
         SlackApproversResult,
         TakeLeaseInput,
+        Target,
         TargetRef,
+        TargetStatus,
     )
     from keycard.sdk.events import hook_event
     from keycard.strategies import activity_name
@@ -107,6 +109,8 @@ class AccessRequestWorkflow:
         self._v8 = self._v10 or workflow.patched(names.PATCH_V8)
         self._v7 = self._v8 or workflow.patched(names.PATCH_V7)
         self._v6 = self._v7 or workflow.patched(names.PATCH_V6)
+        # Only a request naming several targets takes the v11 path: one lease per target.
+        self._multi = len(input.targets) > 1 and workflow.patched(names.PATCH_V11)
         self._round_in_flight = False
         self._s = AccessRequestState(
             input=input,
@@ -121,6 +125,7 @@ class AccessRequestWorkflow:
                 target=input.target.name,
                 target_label=input.target.display,
                 target_settings=policy.target_settings(input.target),
+                targets=[_target_status(t) for t in input.targets] if self._multi else [],
                 duration=input.duration,
                 start_at=input.start_at,
                 reason=input.reason,
@@ -143,6 +148,7 @@ class AccessRequestWorkflow:
             approval_timeout=format_duration(input.flow.approval_timeout),
             **({"ticket": ticket.model_dump(mode="json")} if ticket is not None else {}),
             **self._steps_detail(),
+            **({"targets": [t.name for t in input.targets]} if self._multi else {}),
         )
         # Updates wait for the work already in hand (workflows/runner.py); requests started
         # before keep the SDK's order, which their histories recorded.
@@ -311,16 +317,27 @@ class AccessRequestWorkflow:
             actor = Actor(rule=names.REFUSED_SIGNAL_ACTOR, via="signal")
         self._emit("decision.refused", actor, **detail)
 
+    # A request naming several targets hears from each target's grant, by its grant key.
+
     @workflow.signal(name=names.LEASE_GRANTED)
     def lease_granted(self, granted: LeaseGranted) -> None:
+        if self._multi and granted.grant_key is not None:
+            self._s.granted_by[granted.grant_key] = granted
+            return
         self._s.granted = granted
 
     @workflow.signal(name=names.LEASE_FAILED)
     def lease_failed(self, failed: LeaseFailed) -> None:
+        if self._multi and failed.grant_key is not None:
+            self._s.failed_by[failed.grant_key] = failed
+            return
         self._s.grant_failed = failed
 
     @workflow.signal(name=names.LEASE_RETURNED)
     def lease_returned(self, outcome: ReleaseResult) -> None:
+        if self._multi and outcome.grant_key is not None:
+            self._s.returns_by.setdefault(outcome.grant_key, []).append(outcome)
+            return
         self._s.returns.append(outcome)
 
     @workflow.query
@@ -331,6 +348,8 @@ class AccessRequestWorkflow:
 
     async def _resolve(self) -> bool:
         """Check the requester and target exist in AWS before anyone is asked to approve."""
+        if self._multi:
+            return await self._resolve_each()
         spec = _assignment_spec(self._s.input)
         try:
             self._s.assignment = await self._short_call(
@@ -349,6 +368,46 @@ class AccessRequestWorkflow:
             return False
         self._s.resolved = True
         return True
+
+    async def _resolve_each(self) -> bool:
+        """Several targets: check each, side by side. A target that does not resolve is reported
+        (`access.grant_failed`, stage resolve) and left out; the request goes on with the rest,
+        and fails only if none resolves."""
+        input = self._s.input
+        outcomes = await asyncio.gather(
+            *(self._resolve_target(_assignment_spec(input, t)) for t in input.targets)
+        )
+        if self._state.finished:
+            return False  # cancelled or denied meanwhile: that outcome stands
+        failed: list[tuple[TargetStatus, ActivityError]] = []
+        for status, outcome in zip(self._s.view.targets, outcomes, strict=True):
+            if isinstance(outcome, ActivityError):
+                status.state, status.error = "failed", root_message(outcome)
+                failed.append((status, outcome))
+            else:
+                self._s.assignments[status.name] = outcome
+        if not self._s.assignments:
+            self._s.failure_type = root_type(failed[0][1])
+            self._finish(RequestState.FAILED, f"no target could be granted: {failed[0][0].error}")
+        for status, _ in failed:
+            self._emit("access.grant_failed", None, on=status, error=status.error, stage="resolve")
+        if not self._s.assignments:
+            return False
+        self._s.assignment = next(iter(self._s.assignments.values()))
+        self._s.resolved = True
+        return True
+
+    async def _resolve_target(self, spec: AssignmentSpec) -> ResolvedAssignment | ActivityError:
+        try:
+            return await self._short_call(
+                activity_name(spec.strategy, "resolve"),
+                ResolveInput(spec=spec),
+                result_type=ResolvedAssignment,
+                start_to_close_timeout=names.RESOLVE_TIMEOUT,
+                retry_policy=names.RESOLVE_RETRY,
+            )
+        except ActivityError as err:
+            return err
 
     async def _evaluate_request_hooks(self) -> None:
         """Let the flow's on_request hook and auto_approve rules decide at once, and its
@@ -548,6 +607,9 @@ class AccessRequestWorkflow:
         """Take a lease on the assignment's GrantWorkflow and wait, holding no worker slot, until
         it says the access exists. The lease (and so the access) runs from that moment."""
         assert self._s.assignment is not None
+        if self._multi:
+            await self._grant_each()
+            return
         if not self._patched(names.PATCH_LEASE_SIGNALS):
             await self._grant_by_update()
             return
@@ -583,29 +645,118 @@ class AccessRequestWorkflow:
         self._set_state(RequestState.ACTIVE)
         self._emit("access.granted", None, expires_at=view.expires_at, standing=granted.standing)
 
-    async def _take_lease(self, expires_at: datetime | None = None) -> None:
-        assert self._s.assignment is not None
+    async def _grant_each(self) -> None:
+        """Several targets: a lease on each target's grant, all taken at once; then wait, holding
+        no worker slot, until every grant has answered. A target that fails is reported and does
+        not hold up the rest; the request is ACTIVE if any target was granted. Access ends for all
+        of them together, at the earliest lease's end: no target outlasts the approved time."""
+        self._s.lease_by_signal = True
+        targets = [t for t in self._s.view.targets if t.name in self._s.assignments]
+        assignments = [self._s.assignments[t.name] for t in targets]
+        await asyncio.gather(*(self._take_lease_failing_softly(a) for a in assignments))
+
+        def heard(key: str) -> bool:
+            return key in self._s.granted_by or key in self._s.failed_by
+
+        with contextlib.suppress(TimeoutError):
+            await wait_until(
+                lambda: all(heard(a.grant_key) for a in assignments), timeout=names.GRANT_WAIT
+            )
+        late = [a for a in assignments if not heard(a.grant_key)]
+        # Whatever those grants do later, they find the lease returned and remove the access.
+        returned = LeaseReturn(request_id=self._s.view.id)
+        await asyncio.gather(*(self._send_to_grant(names.LEASE_RETURN, returned, a) for a in late))
+        for assignment in late:
+            self._s.failed_by[assignment.grant_key] = LeaseFailed(
+                error=f"access was not granted within {format_duration(names.GRANT_WAIT)}",
+                type="GrantTimedOut",
+            )
+        granted: list[tuple[TargetStatus, LeaseGranted]] = []
+        failed: list[TargetStatus] = []
+        for assignment, status in zip(assignments, targets, strict=True):
+            failure = self._s.failed_by.get(assignment.grant_key)
+            if failure is not None:
+                status.state, status.error = "failed", failure.error
+                failed.append(status)
+                continue
+            lease = self._s.granted_by[assignment.grant_key]
+            status.state = "active"
+            status.granted_at, status.standing = lease.granted_at, lease.standing
+            self._s.lease_ends[assignment.grant_key] = lease.expires_at
+            granted.append((status, lease))
+        view = self._s.view
+        if not granted:
+            first = self._s.failed_by[assignments[0].grant_key]
+            self._s.failure_type = first.type
+            self._finish(RequestState.FAILED, f"granting access failed: {first.error}")
+        else:
+            view.granted_at = min(lease.granted_at for _, lease in granted)
+            view.expires_at = min(lease.expires_at for _, lease in granted)
+            view.standing_access = all(lease.standing for _, lease in granted)
+            self._s.lease_expires_at = view.expires_at
+            self._set_state(RequestState.ACTIVE)
+        for status in failed:
+            self._emit("access.grant_failed", None, on=status, error=status.error, stage="grant")
+        for status, lease in granted:
+            self._emit(
+                "access.granted",
+                None,
+                on=status,
+                expires_at=view.expires_at,
+                standing=lease.standing,
+            )
+
+    def _active_targets(self) -> list[tuple[ResolvedAssignment, TargetStatus]]:
+        """The targets holding a lease now, with their assignments."""
+        return [
+            (self._s.assignments[t.name], t) for t in self._s.view.targets if t.state == "active"
+        ]
+
+    async def _take_lease_failing_softly(self, assignment: ResolvedAssignment) -> None:
+        """Take one target's lease; a failure to is that target's failure, not the request's."""
+        try:
+            await self._take_lease(assignment=assignment)
+        except ActivityError as err:
+            self._s.failed_by[assignment.grant_key] = LeaseFailed(
+                error=root_message(err), type=root_type(err)
+            )
+
+    async def _take_lease(
+        self, expires_at: datetime | None = None, assignment: ResolvedAssignment | None = None
+    ) -> None:
+        assignment = assignment or self._s.assignment
+        assert assignment is not None
         await self._short_call(
             names.TAKE_LEASE,
             TakeLeaseInput(
-                assignment=self._s.assignment,
-                lease=LeaseRequest(
-                    request_id=self._s.view.id,
-                    duration=self._total_duration(),
-                    expires_at=expires_at,
-                    drop_notice=self._lease_drop_notice(),
-                    end_sessions=self._ends_sessions(),
-                    sessions_policy=self._sessions_policy(),
-                ),
+                assignment=assignment, lease=self._lease_request(expires_at, assignment)
             ),
             start_to_close_timeout=names.TAKE_LEASE_TIMEOUT,
             retry_policy=names.TAKE_LEASE_RETRY,
         )
 
-    async def _send_to_grant(self, signal: str, message: LeaseRequest | LeaseReturn) -> bool:
+    def _lease_request(
+        self, expires_at: datetime | None, assignment: ResolvedAssignment | None = None
+    ) -> LeaseRequest:
+        return LeaseRequest(
+            request_id=self._s.view.id,
+            duration=self._total_duration(),
+            expires_at=expires_at,
+            drop_notice=self._lease_drop_notice(assignment),
+            end_sessions=self._ends_sessions(),
+            sessions_policy=self._sessions_policy(),
+        )
+
+    async def _send_to_grant(
+        self,
+        signal: str,
+        message: LeaseRequest | LeaseReturn,
+        assignment: ResolvedAssignment | None = None,
+    ) -> bool:
         """Signal the assignment's GrantWorkflow; False if none is running."""
-        assert self._s.assignment is not None
-        grant_id = names.grant_workflow_id(self._s.assignment.grant_key)
+        assignment = assignment or self._s.assignment
+        assert assignment is not None
+        grant_id = names.grant_workflow_id(assignment.grant_key)
         try:
             await workflow.get_external_workflow_handle(grant_id).signal(signal, message)
         except FailureError as err:
@@ -683,6 +834,9 @@ class AccessRequestWorkflow:
         assert self._s.assignment is not None
         early = self._s.revoked_by
         self._set_state(RequestState.REVOKING)
+        if self._multi:
+            await self._revoke_each(early)
+            return
         if self._s.lease_by_signal:
             result = await self._return_lease()
         else:
@@ -701,6 +855,34 @@ class AccessRequestWorkflow:
         if result.sessions is not None:
             self._report_sessions(result.sessions)
 
+    async def _revoke_each(self, early: RevokeInput | None) -> None:
+        """Several targets: every lease given back at once, and the request ENDED once each
+        grant has answered; then one event per target says what became of its access."""
+        active = self._active_targets()
+        results = await asyncio.gather(
+            *(self._return_lease(assignment) for assignment, _ in active)
+        )
+        if early is not None:
+            self._finish(RequestState.ENDED, f"revoked early by {early.actor.display}")
+        else:
+            self._finish(RequestState.ENDED, "expired")
+        for (_, status), result in zip(active, results, strict=True):
+            status.state, status.removed = "ended", result.removed
+        for (_, status), result in zip(active, results, strict=True):
+            detail = {
+                "removed": result.removed,
+                "standing": result.standing,
+                "other_leases": result.remaining_leases,
+            }
+            if early is not None:
+                self._emit(
+                    "access.revoked", early.actor, on=status, comment=early.comment, **detail
+                )
+            else:
+                self._emit("access.ended", None, on=status, **detail)
+            if result.sessions is not None:
+                self._report_sessions(result.sessions, on=status)
+
     def _ends_sessions(self) -> bool:
         """Whether the lease asks the grant to end the access's sessions (the flow's
         end_sessions); requests started before keycard-v8 never did."""
@@ -710,7 +892,7 @@ class AccessRequestWorkflow:
         """The flow's customer-managed policy for the deny entries (None: the inline policy)."""
         return self._flow.end_sessions_policy if self._ends_sessions() else None
 
-    def _report_sessions(self, sessions: SessionsEnded) -> None:
+    def _report_sessions(self, sessions: SessionsEnded, on: TargetStatus | None = None) -> None:
         detail = {
             "permission_set_arn": sessions.permission_set_arn,
             "account_id": sessions.account_id,
@@ -722,32 +904,37 @@ class AccessRequestWorkflow:
         if sessions.scopes:  # a group's: every permission set and account it is assigned
             detail["scopes"] = [s.model_dump(exclude={"instance_arn"}) for s in sessions.scopes]
         if sessions.ended:
-            self._emit("access.sessions_ended", None, **detail)
+            self._emit("access.sessions_ended", None, on=on, **detail)
         else:
-            self._emit("access.sessions_not_ended", None, error=sessions.error, **detail)
+            self._emit("access.sessions_not_ended", None, on=on, error=sessions.error, **detail)
 
-    async def _return_lease(self) -> ReleaseResult:
+    async def _return_lease(self, assignment: ResolvedAssignment | None = None) -> ReleaseResult:
         """Give the lease back and wait for the grant's word on the access: removed, left to other
         leases, standing, or (reported each round) still being removed. Asks again if no word
-        comes; a grant that no longer runs holds nothing, and says so by the signal failing."""
+        comes; a grant that no longer runs holds nothing, and says so by the signal failing.
+        `assignment`: one target's lease, of a request naming several."""
         returned = LeaseReturn(request_id=self._s.view.id)
-        heard = len(self._s.returns)
+        if assignment is None:
+            returns = self._s.returns
+        else:
+            returns = self._s.returns_by.setdefault(assignment.grant_key, [])
+        heard = len(returns)
         rounds = 0
         while True:
-            if not await self._send_to_grant(names.LEASE_RETURN, returned):
+            if not await self._send_to_grant(names.LEASE_RETURN, returned, assignment):
                 return ReleaseResult(removed=True)
             try:
                 while True:
                     await wait_until(
-                        lambda seen=heard: len(self._s.returns) > seen,
+                        lambda seen=heard: len(returns) > seen,
                         timeout=names.RELEASE_WAIT,
                     )
-                    heard = len(self._s.returns)
-                    result = self._s.returns[-1]
+                    heard = len(returns)
+                    result = returns[-1]
                     if not result.pending:
                         return result
                     rounds += 1
-                    self._report_revoke_retrying(result, rounds)
+                    self._report_revoke_retrying(result, rounds, assignment)
             except TimeoutError:
                 continue
 
@@ -770,10 +957,13 @@ class AccessRequestWorkflow:
             self._report_revoke_retrying(result, rounds)
         return result
 
-    def _report_revoke_retrying(self, result: ReleaseResult, rounds: int) -> None:
+    def _report_revoke_retrying(
+        self, result: ReleaseResult, rounds: int, assignment: ResolvedAssignment | None = None
+    ) -> None:
         self._emit(
             "access.revoke_retrying",
             None,
+            on=self._target_of(assignment),
             failures=result.revoke_failures,
             error=result.last_error,
             waited_rounds=rounds,
@@ -782,16 +972,16 @@ class AccessRequestWorkflow:
     async def _renew_lease(self) -> None:
         """Move the lease's end to the request's (extended) expiry."""
         assert self._s.assignment is not None and self._s.view.expires_at is not None
+        if self._multi:
+            expires_at = self._s.view.expires_at
+            await asyncio.gather(
+                *(self._renew_one(a, expires_at) for a, _ in self._active_targets())
+            )
+            self._s.lease_expires_at = expires_at
+            return
         if self._s.lease_by_signal:
             expires_at = self._s.view.expires_at
-            renewal = LeaseRequest(
-                request_id=self._s.view.id,
-                duration=self._total_duration(),
-                expires_at=expires_at,
-                drop_notice=self._lease_drop_notice(),
-                end_sessions=self._ends_sessions(),
-                sessions_policy=self._sessions_policy(),
-            )
+            renewal = self._lease_request(expires_at)
             if not await self._send_to_grant(names.LEASE_TAKE, renewal):
                 await self._take_lease(expires_at)  # the grant is gone: lease it afresh
             self._s.lease_expires_at = expires_at
@@ -809,6 +999,23 @@ class AccessRequestWorkflow:
             retry_policy=names.LEASE_RETRY,
         )
         self._s.lease_expires_at = self._s.view.expires_at
+
+    async def _renew_one(self, assignment: ResolvedAssignment, expires_at: datetime) -> None:
+        if self._s.lease_ends.get(assignment.grant_key) == expires_at:
+            return
+        renewal = self._lease_request(expires_at, assignment)
+        if not await self._send_to_grant(names.LEASE_TAKE, renewal, assignment):
+            await self._take_lease(expires_at, assignment)  # the grant is gone: lease it afresh
+        self._s.lease_ends[assignment.grant_key] = expires_at
+
+    def _target_of(self, assignment: ResolvedAssignment | None) -> TargetStatus | None:
+        """The target an assignment grants, of a request naming several (None: the only one)."""
+        if assignment is None:
+            return None
+        for status in self._s.view.targets:
+            if self._s.assignments.get(status.name) == assignment:
+                return status
+        return None
 
     # --- applying decisions (already checked) ----------------------------------------------------
 
@@ -1105,9 +1312,13 @@ class AccessRequestWorkflow:
             workflow.upsert_search_attributes(updates)
         workflow.set_current_details(_details(view))
 
-    def _emit(self, type: EventType, actor: Actor | None, **detail) -> None:
+    def _emit(
+        self, type: EventType, actor: Actor | None, on: TargetStatus | None = None, **detail
+    ) -> None:
+        """Record a lifecycle event; `on`: the one target it is about, of a request naming
+        several (its `target`; otherwise the request's)."""
         self._s.event_seq += 1
-        event = self._event(str(self._s.event_seq), type, actor, **detail)
+        event = self._event(str(self._s.event_seq), type, actor, on=on, **detail)
         self._s.outbox.append(event)
         self._s.views.append(self._s.view.model_copy(deep=True))
         count(names.METRIC_EVENTS, "Keycard audit events made", type=type, flow=event.flow)
@@ -1125,20 +1336,38 @@ class AccessRequestWorkflow:
             return await local_call(activity, arg, **options)
         return await workflow.execute_activity(activity, arg, **options)
 
-    def _lease_drop_notice(self) -> LeaseDropNotice:
+    def _lease_drop_notice(self, assignment: ResolvedAssignment | None = None) -> LeaseDropNotice:
         """The `access.ended` the grant reports for this request if it must drop the lease (the
-        request terminated): made here, where the request's context is, with an id of its own."""
-        event = self._event("lease-dropped", "access.ended", None)
+        request terminated): made here, where the request's context is, with an id of its own
+        (one per target, for a request naming several)."""
+        on = self._target_of(assignment)
+        sequence = "lease-dropped" if on is None else f"lease-dropped/{on.name}"
+        event = self._event(sequence, "access.ended", None, on=on)
         return LeaseDropNotice(
             event=event.model_copy(update={"state": RequestState.ENDED}),
             destinations=list(self._s.input.audit_destinations),
         )
 
     def _event(
-        self, sequence: str, type: EventType, actor: Actor | None, **detail
+        self,
+        sequence: str,
+        type: EventType,
+        actor: Actor | None,
+        on: TargetStatus | None = None,
+        **detail,
     ) -> LifecycleEvent:
         view = self._s.view
         info = workflow.info()
+        target = TargetRef(
+            name=view.target,
+            label=view.target_label,
+            strategy=view.strategy,
+            settings=view.target_settings,
+        )
+        if on is not None:
+            target = TargetRef(
+                name=on.name, label=on.label, strategy=view.strategy, settings=on.settings
+            )
         return LifecycleEvent(
             id=f"{info.workflow_id}/{sequence}",
             type=type,
@@ -1149,12 +1378,7 @@ class AccessRequestWorkflow:
             actor=actor,
             requester=view.requester,
             flow=view.flow,
-            target=TargetRef(
-                name=view.target,
-                label=view.target_label,
-                strategy=view.strategy,
-                settings=view.target_settings,
-            ),
+            target=target,
             duration=view.duration,
             reason=view.reason,
             fields=view.fields,
@@ -1366,8 +1590,14 @@ def _requester_actor(input: AccessRequestInput) -> Actor:
     )
 
 
-def _assignment_spec(input: AccessRequestInput) -> AssignmentSpec:
-    settings = policy.target_settings(input.target)
+def _target_status(target: Target) -> TargetStatus:
+    return TargetStatus(
+        name=target.name, label=target.display, settings=policy.target_settings(target)
+    )
+
+
+def _assignment_spec(input: AccessRequestInput, target: Target | None = None) -> AssignmentSpec:
+    settings = policy.target_settings(target or input.target)
     return AssignmentSpec(
         strategy=input.flow.strategy,
         principal_email=input.requester.email,
@@ -1390,6 +1620,9 @@ def _details(view: RequestView) -> str:
     for step in view.approval_steps:
         met = f"met by {', '.join(step.approved_by)}" if step.satisfied else "open"
         lines.append(f"Step {step.name}: {len(step.approved_by)} of {step.count}, {met}")
+    for target in view.targets:
+        why = f": {target.error}" if target.error else ""
+        lines.append(f"Target {target.label}: {target.state}{why}")
     if view.expires_at and not view.state.finished:
         lines.append(f"Access until {view.expires_at:%Y-%m-%d %H:%M:%S} UTC")
     if view.end_reason:

@@ -525,6 +525,8 @@ class GrantWorkflow:
         asyncio.create_task(self._send(request_id, signal, message))  # noqa: RUF006
 
     async def _send(self, request_id: str, signal: str, message) -> None:
+        # Which grant answers: a request naming several targets holds a lease on each.
+        message = message.model_copy(update={"grant_key": self._view.assignment.grant_key})
         try:
             await workflow.get_external_workflow_handle(request_id).signal(signal, message)
         except FailureError as err:

@@ -344,7 +344,9 @@ def console_router() -> APIRouter:
     @_people
     async def new_request(request: Request, me: Identity) -> Response:
         keycard = _keycard(request)
-        form = await _form(request)
+        form: dict[str, Any] = dict(await _form(request))
+        # One target, or several (a multiple select): one approval covers them all.
+        form["targets"] = [str(t) for t in (await request.form()).getlist("target") if t]
         flows = _requestable(keycard, me)
         flow = next((f for f in flows if f.name == form.get("flow")), None)
         fields = {
@@ -361,7 +363,7 @@ def console_router() -> APIRouter:
                 )
             view = await keycard.request(
                 flow=flow.name,
-                target=form.get("target", ""),
+                target=form["targets"][0] if len(form["targets"]) == 1 else form["targets"],
                 duration=form.get("duration") or None,
                 reason=form.get("reason", ""),
                 fields=fields,  # text, as from any form: check_fields types them
@@ -579,9 +581,15 @@ async def _active(keycard: KeycardClient) -> ActiveNow:
 def _matches(view: RequestView, flow: str, target: str, person: str) -> bool:
     return (
         (not flow or view.flow == flow)
-        and (not target or target.lower() in (view.target + " " + view.target_label).lower())
+        and (not target or target.lower() in _target_text(view))
         and (not person or person.lower() in view.requester.email)
     )
+
+
+def _target_text(view: RequestView) -> str:
+    """Every target a request names, by name and label, for the access page's filter."""
+    names = [view.target, view.target_label] + [f"{t.name} {t.label}" for t in view.targets]
+    return " ".join(names).lower()
 
 
 def _requestable(keycard: KeycardClient, me: Identity) -> list[Any]:

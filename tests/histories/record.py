@@ -271,6 +271,29 @@ async def reminded_then_escalated(env: WorkflowEnvironment, stack: Stack) -> lis
     return [view.id]
 
 
+async def many_targets(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """Three targets: sandbox does not resolve (reported at once), staging's grant fails, prod is
+    granted; an extension moves its lease, and it expires."""
+    view = await _ask(
+        stack, "req-golden-many", flow="fleet", target=["prod", "staging", "sandbox"], fields={}
+    )
+    await stack.keycard.approve(view.id, BOB)
+    for _ in range(600):
+        if (await stack.keycard.get(view.id)).state.value == "ACTIVE":
+            break
+        await asyncio.sleep(0.05)
+    await stack.keycard.extend(view.id, BOB, "30m", "more")
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
+def _failing_fleet() -> FakeCloud:
+    return FakeCloud(
+        grant_errors={"222222222222": "AccessDeniedException: not in this account"},
+        missing_accounts={"333333333333"},
+    )
+
+
 def _slack_security_group(client: Client, cloud: FakeCloud, task_queue: str) -> list:
     @activity.defn(name=names.RESOLVE_SLACK_APPROVERS)
     async def resolve(input: SlackApproversInput) -> SlackApproversResult:
@@ -300,6 +323,17 @@ STEPPED = """
     reminders: [15m, 35m, 1h]
     escalate_after: 30m
     escalation: {approvers: {users: [dave@example.com]}}
+  - name: fleet
+    strategy: aws_sso
+    targets:
+      - {name: prod, account_id: "111111111111", permission_set: PowerUserAccess}
+      - {name: staging, account_id: "222222222222", permission_set: PowerUserAccess}
+      - {name: sandbox, account_id: "333333333333", permission_set: PowerUserAccess}
+    durations: [1h]
+    max_duration: 2h
+    allow_extension: true
+    reason_required: false
+    approvers: {groups: [sre-leads]}
   - name: stepped-slack
     strategy: aws_sso
     targets:
@@ -327,7 +361,10 @@ SCENARIOS: dict[str, Scenario] = {
     "approval_steps": approval_steps,
     "unmeetable_request": unmeetable_request,
     "reminded_then_escalated": reminded_then_escalated,
+    "many_targets": many_targets,
 }
+# Scenarios whose cloud fails in places.
+CLOUDS = {"many_targets": _failing_fleet}
 # Scenarios that need activities of their own (given the client, cloud and task queue).
 EXTRA = {"drift_sweep": _drift_activities, "unmeetable_request": _slack_security_group}
 # Scenarios that need another keycard.yaml than the harness's.
@@ -335,6 +372,7 @@ CONFIGS = {
     "approval_steps": CONFIG + STEPPED,
     "unmeetable_request": CONFIG + STEPPED,
     "reminded_then_escalated": CONFIG + STEPPED,
+    "many_targets": CONFIG + STEPPED,
     "managed_policy_expired": CONFIG.replace(
         "    allow_extension: true",
         "    allow_extension: true\n    end_sessions_policy: "
@@ -366,7 +404,7 @@ def _save(history_json: str, events: int, path: Path, overwrite: bool) -> None:
     print(f"wrote {path.name} ({events} events)")
 
 
-async def record(tag: str, overwrite: bool) -> None:
+async def record(tag: str, overwrite: bool, only: list[str] | None = None) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
@@ -381,8 +419,10 @@ async def record(tag: str, overwrite: bool) -> None:
     )
     try:
         for name, scenario in SCENARIOS.items():
+            if only and name not in only:
+                continue
             config = parse_config(CONFIGS[name]) if name in CONFIGS else None
-            cloud, task_queue = FakeCloud(), f"golden-{name}"
+            cloud, task_queue = CLOUDS.get(name, FakeCloud)(), f"golden-{name}"
             extra = EXTRA[name](env.client, cloud, task_queue) if name in EXTRA else None
             async with running_stack(
                 env.client,
@@ -429,8 +469,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tag", required=True, help="suffix of the new files, e.g. v3")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="record just this scenario (repeatable): the one a change added",
+    )
     args = parser.parse_args()
-    asyncio.run(record(args.tag, args.overwrite))
+    asyncio.run(record(args.tag, args.overwrite, args.only))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from activities.notify import console_line
 from keycard import slack_blocks as b
 from keycard.config import parse_config
 from keycard.models import (
@@ -13,10 +14,12 @@ from keycard.models import (
     Approval,
     Extension,
     LifecycleEvent,
+    Notification,
     Requester,
     RequestState,
     RequestView,
     TargetRef,
+    TargetStatus,
 )
 from tests.slack_fake import SLACK_CONFIG
 
@@ -482,3 +485,44 @@ def test_an_approved_request_with_a_later_start_says_when_and_keeps_cancel():
         ":white_check_mark: Approved by <@UBOB>\n:calendar: Access begins at Sun 22 Nov 13:30 UTC"
     )
     assert "keycard.cancel" in str(b.requester_message(scheduled))
+
+
+def several(*states: tuple[str, str, str | None]) -> list[TargetStatus]:
+    return [TargetStatus(name=n, label=n.title(), state=s, error=e) for n, s, e in states]
+
+
+def test_a_request_naming_several_targets_is_shown_with_each():
+    modal = b.request_modal([POWER], POWER)
+    [target] = [x for x in modal["blocks"] if x.get("block_id") == b.target_block(POWER.name)]
+    assert target["element"]["type"] == "multi_static_select"
+    assert [o["value"] for o in target["element"]["options"]] == ["prod", "staging"]
+    picked = {
+        "type": "multi_static_select",
+        "selected_options": [{"value": "prod"}, {"value": "staging"}],
+    }
+    form = b.read_request_form(
+        {"state": {"values": {
+            "flow": {b.FLOW_SELECT: {"type": "static_select", "selected_option": {"value": POWER.name}}},
+            b.target_block(POWER.name): {b.VALUE: picked},
+        }}}
+    )  # fmt: skip
+    assert form.target == ["prod", "staging"]
+
+    targets = several(("prod", "active", None), ("staging", "failed", "AccessDenied: no"))
+    active = view(state=RequestState.ACTIVE, granted_at=T0, expires_at=T0 + timedelta(hours=1))
+    active = active.model_copy(update={"targets": targets})
+    assert "on *Prod, Staging* for *1h*" in all_text(b.approval_message(active))
+    grant = all_text(b.grant_message(active, POWER))
+    assert "You have *Prod PowerUser* on *Prod, Staging* until" in grant
+    assert ":warning: Not granted:\n*Staging*: AccessDenied: no" in grant
+    failed = event("access.grant_failed", active, error="AccessDenied: no", stage="grant")
+    failed = failed.model_copy(
+        update={"target": TargetRef(name="staging", label="Staging", strategy="aws_sso")}
+    )
+    assert b.timeline_line(failed, active) == "*Staging*: :warning: Not granted: AccessDenied: no"
+    assert b.first_target_in(active, "active") == "prod"
+    line = console_line(Notification(event=failed, view=active))
+    assert line == (
+        "req-abc: Prod PowerUser (Staging) could not be granted (AccessDenied: no); "
+        "its other targets go ahead"
+    )

@@ -540,8 +540,15 @@ async def test_invalid_requests(api: Api):
 
 async def test_invalid_bodies_are_problems_too(api: Api):
     missing = await api.http.post("/v1/requests", json={"flow": "x"}, headers=auth("alice"))
-    assert problem(missing, 422, "InvalidInput") == "target: is required"
-    assert missing.json()["errors"] == [{"location": "target", "message": "is required"}]
+    named = "name the target: `target` for one, or `targets` for several"
+    assert problem(missing, 422, "InvalidInput") == f"body: {named}"
+    assert missing.json()["errors"] == [{"location": "body", "message": named}]
+    both = await api.http.post(
+        "/v1/requests",
+        json={"flow": "x", "target": "y", "targets": ["y", "z"]},
+        headers=auth("alice"),
+    )
+    assert problem(both, 422, "InvalidInput") == "body: give `target` or `targets`, not both"
 
     extra = await api.http.post(
         "/v1/requests", json={"flow": "x", "target": "y", "urgent": True}, headers=auth("alice")

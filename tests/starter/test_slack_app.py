@@ -39,8 +39,8 @@ def power_user_values(reason: str, **overrides) -> dict:
         ids.FLOW_BLOCK: {
             ids.FLOW_SELECT: {"type": "static_select", "selected_option": {"value": flow}}
         },
-        ids.target_block(flow): {
-            ids.VALUE: {"type": "static_select", "selected_option": {"value": "prod"}}
+        ids.target_block(flow): {  # the flow has two targets: a multiple select
+            ids.VALUE: {"type": "multi_static_select", "selected_options": [{"value": "prod"}]}
         },
         ids.duration_block(flow): {
             ids.VALUE: {"type": "static_select", "selected_option": {"value": "1h"}}
@@ -630,3 +630,54 @@ async def test_a_reminder_and_an_escalation_reach_the_thread_and_the_dms(dev_env
                 )
             )
         await s.keycard.revoke(view.id, Actor(email="bob@example.com"))
+
+
+async def test_several_targets_in_one_request_from_slack(dev_env):
+    flow = "prod-power-user"
+    async with slack_stack(dev_env.client) as s:
+        slack = s.slack
+        form = await open_form(s, "UALICE", flow)
+        [target] = [b for b in form["blocks"] if b.get("block_id") == ids.target_block(flow)]
+        assert target["element"]["type"] == "multi_static_select"
+        assert target["label"]["text"] == "Targets"
+        both = {
+            "type": "multi_static_select",
+            "selected_options": [{"value": "prod"}, {"value": "staging"}],
+        }
+        values = power_user_values("incident 4312", **{ids.target_block(flow): {ids.VALUE: both}})
+        request_id = await request_access(s, "UALICE", values)
+        [approval] = slack.in_channel(CHANNEL)
+        assert "requests *Prod PowerUser* on *Production, Staging* for *1h*" in approval.content()
+
+        await s.interact(button_click("UBOB", approval, ids.APPROVE))
+        lines = await slack.wait_for(lambda: len(slack.thread(approval)) >= 2)
+        lines = sorted(slack.thread(approval))
+        assert lines[0].startswith("*Production*: :key: Access granted until ")
+        assert lines[1].startswith("*Staging*: :key: Access granted until ")
+        view = await s.keycard.get(request_id)
+        assert [t.state for t in view.targets] == ["active", "active"]
+
+        def grant_dms():
+            return [m for m in slack.in_channel("DUALICE") if ids.REVOKE in m.actions()]
+
+        [grant_dm] = await slack.wait_for(grant_dms)  # one message for both targets
+        assert "You have *Prod PowerUser* on *Production, Staging* until" in grant_dm.content()
+
+        await s.keycard.revoke(request_id, Actor(email="bob@example.com"))
+
+        def revoked():
+            lines = [line for line in slack.thread(approval) if "Access revoked by" in line]
+            return sorted(lines) if len(lines) == 2 else None
+
+        assert await slack.wait_for(revoked) == [
+            "*Production*: :lock: Access revoked by bob@example.com",
+            "*Staging*: :lock: Access revoked by bob@example.com",
+        ]
+        notes = await slack.wait_for(
+            lambda: [m for m in slack.in_channel("DUALICE") if "has ended" in m.text]
+        )
+        assert len(notes) == 1  # one note for both
+        assert grant_dms() == []  # the one grant message, edited: its controls are gone
+        assert "Your access to *Prod PowerUser* on *Production, Staging* ended" in (
+            grant_dm.content()
+        )
