@@ -38,23 +38,24 @@ def next_steps(view: RequestView, now: datetime | None = None) -> str:
     lines = [_until(view, now or datetime.now(UTC))]
     settings = view.target_settings
     if view.strategy == "aws_sso":
-        account = settings.get("account_id", "?")
-        permission_set = settings.get("permission_set", "?")
-        profile = f"{view.flow}-{view.target}"
-        lines += [
-            f"In the AWS access portal, open account {account} ({view.target_label}) and choose "
-            f"{permission_set}.",
-            "From a terminal, with this profile in ~/.aws/config (the sso_session you already "
-            "use for `aws sso login`):",
-            "",
-            f"    [profile {profile}]",
-            "    sso_session    = <your sso-session name>",
-            f"    sso_account_id = {account}",
-            f"    sso_role_name  = {permission_set}",
-            "",
-            f"    aws sso login --profile {profile}",
-            f"    aws sts get-caller-identity --profile {profile}",
-        ]
+        for name, label, settings in _granted_targets(view):
+            account = settings.get("account_id", "?")
+            permission_set = settings.get("permission_set", "?")
+            profile = f"{view.flow}-{name}"
+            lines += [
+                f"In the AWS access portal, open account {account} ({label}) and choose "
+                f"{permission_set}.",
+                "From a terminal, with this profile in ~/.aws/config (the sso_session you already "
+                "use for `aws sso login`):",
+                "",
+                f"    [profile {profile}]",
+                "    sso_session    = <your sso-session name>",
+                f"    sso_account_id = {account}",
+                f"    sso_role_name  = {permission_set}",
+                "",
+                f"    aws sso login --profile {profile}",
+                f"    aws sts get-caller-identity --profile {profile}",
+            ]
     elif view.strategy == "aws_sso_group":
         lines += [
             f"You are in the Identity Center group {settings.get('group', view.target)}. The "
@@ -66,10 +67,21 @@ def next_steps(view: RequestView, now: datetime | None = None) -> str:
             f"Your IAM user is in the group {settings.get('group', view.target)}: its policies "
             "apply to your usual IAM credentials now.",
         ]
+    for target in view.targets:
+        if target.state == "failed":
+            lines.append(f"Not granted: {target.label} ({target.error or 'unknown error'}).")
     if view.standing_access:
         lines.append("You had this access before Keycard; it stays when this request ends.")
     lines.append(f"Done early? keycard revoke {view.id}")
     return "\n".join(lines)
+
+
+def _granted_targets(view: RequestView) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, label, settings) of each target the request holds: its one, or those of several
+    that were granted."""
+    if not view.targets:
+        return [(view.target, view.target_label, view.target_settings)]
+    return [(t.name, t.label, t.settings) for t in view.targets if t.state == "active"]
 
 
 def _until(view: RequestView, now: datetime) -> str:

@@ -6,7 +6,8 @@ Starts a Temporal dev server on a SQLite file, two `keycard worker` processes, a
 that the workers reach only through a fault-injecting proxy of ours (a share of AWS calls
 answered 500 or ThrottlingException, plus a window where every call gets 503). Overlapping
 requests for several people (one of whom already holds the access: standing access) are approved,
-some revoked early, some cancelled while pending. Meanwhile workers are SIGKILLed at random and
+some revoked early, some cancelled while pending; a share name two targets (two accounts) under
+one approval, each its own lease, and every check below is made per target. Meanwhile workers are SIGKILLed at random and
 restarted, and the Temporal server is restarted once. AWS is sampled directly (not through the
 proxy) several times a second, and at the end the run checks:
 
@@ -57,6 +58,7 @@ from keycard import session_policy
 from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import (
+    PER_TARGET_EVENTS,
     Actor,
     LeaseReturn,
     Requester,
@@ -70,6 +72,9 @@ from worker import keycard_replayer
 
 REGION = "us-east-1"
 ACCOUNT = "111111111111"
+# The flow's targets: prod (where STANDING already holds the access) and dr, a second account.
+ACCOUNTS = {"prod": ACCOUNT, "dr": "222222222222"}
+BOTH_SHARE = 0.3  # of the requests, those naming both targets
 PEOPLE = ["alice@example.com", "bob@example.com", "carol@example.com"]
 STANDING = "dave@example.com"  # holds the access before Keycard: never removed
 APPROVER = Actor(email="erin@example.com")
@@ -82,6 +87,7 @@ flows:
     strategy: aws_sso
     targets:
       - {{name: prod, account_id: "{ACCOUNT}", permission_set: PowerUserAccess}}
+      - {{name: dr, account_id: "{ACCOUNTS["dr"]}", permission_set: PowerUserAccess}}
     durations: [20s, 30s, 45s]
     max_duration: 2m
     reason_required: false
@@ -171,20 +177,28 @@ class FaultyAws:
         return runner
 
 
+Samples = list[tuple[datetime, frozenset[str]]]
+
+
 @dataclass
 class Sampler:
-    """Who holds the assignment, read from moto directly, several times a second."""
+    """Who holds the assignment in each target's account, read from moto directly, several times
+    a second."""
 
     sso: object
     instance_arn: str
     permission_set_arn: str
     people_by_id: dict[str, str]
-    samples: list[tuple[datetime, frozenset[str]]] = field(default_factory=list)
+    by_target: dict[str, Samples] = field(default_factory=lambda: {t: [] for t in ACCOUNTS})
 
-    def read(self) -> frozenset[str]:
+    @property
+    def samples(self) -> Samples:
+        return self.by_target["prod"]
+
+    def read(self, account: str) -> frozenset[str]:
         pages = self.sso.get_paginator("list_account_assignments").paginate(  # type: ignore[attr-defined]
             InstanceArn=self.instance_arn,
-            AccountId=ACCOUNT,
+            AccountId=account,
             PermissionSetArn=self.permission_set_arn,
         )
         return frozenset(
@@ -195,8 +209,9 @@ class Sampler:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            holders = await asyncio.to_thread(self.read)
-            self.samples.append((datetime.now(UTC), holders))
+            for target, account in ACCOUNTS.items():
+                holders = await asyncio.to_thread(self.read, account)
+                self.by_target[target].append((datetime.now(UTC), holders))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_EVERY)
 
@@ -281,6 +296,7 @@ class Planned:
     start_after: float
     action: str  # "approve", "revoke" (approve, then revoke early), "cancel"
     revoke_after: float = 0.0
+    targets: tuple[str, ...] = ("prod",)
     request_id: str = ""
     revoke_called: datetime | None = None
     final: RequestView | None = None
@@ -301,6 +317,7 @@ def plan(rng: random.Random, count: int, span: float) -> list[Planned]:
                 start_after=rng.uniform(0, span),
                 action=action,
                 revoke_after=rng.uniform(3, 15),
+                targets=("prod", "dr") if rng.random() < BOTH_SHARE else ("prod",),
             )
         )
     return sorted(planned, key=lambda p: p.start_after)
@@ -325,7 +342,7 @@ async def drive(keycard: KeycardClient, item: Planned, started: float) -> None:
         await retrying(
             lambda: keycard.request(
                 flow="chaos",
-                target="prod",
+                target=list(item.targets) if len(item.targets) > 1 else item.targets[0],
                 duration=item.duration,
                 reason="",
                 requester=Requester(email=item.person),
@@ -402,28 +419,38 @@ class Report:
         print("\nPASS" if not self.problems else "\nFAIL:\n  " + "\n  ".join(self.problems))
 
 
-def active_window(item: Planned) -> tuple[datetime, datetime] | None:
+def active_window(item: Planned, target: str = "prod") -> tuple[datetime, datetime] | None:
+    """When the request held `target`: from its grant (that target's, of a request naming
+    several) to its end, or the moment an early revoke was asked for."""
     view = item.final
+    if target not in item.targets:
+        return None
     if view is None or view.granted_at is None or view.expires_at is None:
         return None
+    start = view.granted_at
+    if view.targets:
+        status = next((t for t in view.targets if t.name == target), None)
+        if status is None or status.granted_at is None:
+            return None  # this target failed: it was never held
+        start = status.granted_at
     end = view.expires_at
     if item.revoke_called is not None:
         end = min(end, item.revoke_called)
-    return view.granted_at, end
+    return start, end
 
 
-def gaps_while_active(items: list[Planned], samples) -> list[str]:
+def gaps_while_active(items: list[Planned], samples, target: str = "prod") -> list[str]:
     """Each request during whose ACTIVE window a sample shows its person without the access."""
     gaps = []
     for item in items:
-        window = active_window(item)
+        window = active_window(item, target)
         if window is None:
             continue
         start, end = window
         for at, holders in samples:
             if start <= at <= end and item.person not in holders:
                 gaps.append(
-                    f"{item.person} lacked the assignment at {at:%H:%M:%S.%f} while "
+                    f"{item.person} lacked the assignment in {target} at {at:%H:%M:%S.%f} while "
                     f"{item.request_id} was ACTIVE ({start:%H:%M:%S.%f} to {end:%H:%M:%S.%f})"
                 )
                 break
@@ -450,17 +477,22 @@ def late_by(windows: list[tuple[datetime, datetime]], samples, person: str):
     return result
 
 
-def lease_returns(histories) -> dict[str, datetime]:
-    """When each request's grant took in its lease's return, from the grants' histories: the
-    workflow task that handled the signal, which may come well after the signal arrived (no
-    worker free, or none alive), and may take in a new lease in the same breath."""
-    returned: dict[str, datetime] = {}
+def lease_returns(histories) -> dict[tuple[str, str], datetime]:
+    """When each request's grant took in its lease's return, by (account, request id), from the
+    grants' histories: the workflow task that handled the signal, which may come well after the
+    signal arrived (no worker free, or none alive), and may take in a new lease in the same
+    breath."""
+    returned: dict[tuple[str, str], datetime] = {}
     for history in histories:
+        if not history.workflow_id.startswith("grant:"):
+            continue
+        account = history.workflow_id.split(":")[2]  # grant:aws_sso:<account>:<ps>:<principal>
         arrived: list[str] = []
         for event in history.events:
             if event.HasField("workflow_task_completed_event_attributes"):
                 for request_id in arrived:
-                    returned.setdefault(request_id, event.event_time.ToDatetime(tzinfo=UTC))
+                    at = event.event_time.ToDatetime(tzinfo=UTC)
+                    returned.setdefault((account, request_id), at)
                 arrived = []
             if not event.HasField("workflow_execution_signaled_event_attributes"):
                 continue
@@ -473,14 +505,15 @@ def lease_returns(histories) -> dict[str, datetime]:
     return returned
 
 
-def grants_made(histories) -> dict[str, int]:
-    """Per principal id: how many times its grants created the assignment (grant activities that
-    completed; a retried attempt inside one activity is one create)."""
-    made: dict[str, int] = {}
+def grants_made(histories) -> dict[tuple[str, str], int]:
+    """Per (account, principal id): how many times its grants created the assignment (grant
+    activities that completed; a retried attempt inside one activity is one create)."""
+    made: dict[tuple[str, str], int] = {}
     for history in histories:
         if not history.workflow_id.startswith("grant:"):
             continue
-        principal = history.workflow_id.rsplit(":", 1)[1]
+        parts = history.workflow_id.split(":")
+        key = (parts[2], parts[-1])
         scheduled = {}
         for event in history.events:
             if event.HasField("activity_task_scheduled_event_attributes"):
@@ -489,7 +522,7 @@ def grants_made(histories) -> dict[str, int]:
             if event.HasField("activity_task_completed_event_attributes"):
                 done = event.activity_task_completed_event_attributes.scheduled_event_id
                 if scheduled.get(done, "").endswith(".grant"):
-                    made[principal] = made.get(principal, 0) + 1
+                    made[key] = made.get(key, 0) + 1
     return made
 
 
@@ -522,7 +555,6 @@ async def verify(
     audit_path: Path,
     outage_seconds: float,
 ) -> None:
-    samples = sampler.samples
     approved = [p for p in planned if p.action != "cancel"]
     for item in planned:
         view = item.final
@@ -537,9 +569,20 @@ async def verify(
                 view is not None and view.granted_at is not None,
                 f"{item.request_id} was approved but never ACTIVE",
             )
+            # Several targets: each granted (AWS fails only for a while here) and each ended.
+            states = [(t.name, t.state) for t in view.targets] if view is not None else []
+            report.check(
+                len(item.targets) == 1 or states == [(t, "ended") for t in item.targets],
+                f"{item.request_id}: its targets ended as {states}, not all granted and ended",
+            )
+    report.add("requests naming both targets", sum(len(p.targets) > 1 for p in planned))
 
     # No moment without the assignment while a request of theirs was ACTIVE.
-    gaps = gaps_while_active(approved, samples)
+    gaps = [
+        gap
+        for target in ACCOUNTS
+        for gap in gaps_while_active(approved, sampler.by_target[target], target)
+    ]
     report.problems.extend(gaps)
     report.add("moments without access while ACTIVE", len(gaps))
 
@@ -549,39 +592,56 @@ async def verify(
     ]
     returned = lease_returns(histories)
     creates = {
-        sampler.people_by_id.get(principal, principal): count
-        for principal, count in grants_made(histories).items()
+        (account, sampler.people_by_id.get(principal, principal)): count
+        for (account, principal), count in grants_made(histories).items()
     }
 
-    # One create per group of overlapping leases; standing access never created anew. A lease is
-    # held from its grant until the grant has its return (a request that ends late may have
-    # returned it long before).
-    for person in [*PEOPLE, STANDING]:
-        windows = [
-            (w[0], returned.get(item.request_id) or item.final.ended_at or w[1])  # type: ignore[union-attr]
+    def held(person: str, target: str) -> list[tuple[datetime, datetime]]:
+        """A person's leases on a target: each from its grant until the grant had its return (a
+        request that ends late may have returned it long before)."""
+        account = ACCOUNTS[target]
+        return [
+            (w[0], returned.get((account, item.request_id)) or item.final.ended_at or w[1])  # type: ignore[union-attr]
             for item in approved
-            if item.person == person and (w := active_window(item)) is not None
+            if item.person == person and (w := active_window(item, target)) is not None
         ]
-        groups = lease_groups(windows)
-        expected_appearances = 1 if person == STANDING else groups
-        expected_creates = 0 if person == STANDING else groups
-        seen = appearances(samples, person)
-        made = creates.get(person, 0)
-        report.add(f"lease groups / creates / appearances: {person}", f"{groups} / {made} / {seen}")
-        report.check(made == expected_creates, f"{person}: {made} creates, {groups} lease groups")
-        report.check(
-            seen == expected_appearances,
-            f"{person}: assignment appeared {seen}x, expected {expected_appearances}",
-        )
+
+    # One create per group of overlapping leases; standing access (in prod) never created anew.
+    for target, account in ACCOUNTS.items():
+        for person in [*PEOPLE, STANDING]:
+            standing = person == STANDING and target == "prod"
+            groups = lease_groups(held(person, target))
+            expected_appearances = 1 if standing else groups
+            expected_creates = 0 if standing else groups
+            seen = appearances(sampler.by_target[target], person)
+            made = creates.get((account, person), 0)
+            report.add(
+                f"lease groups / creates / appearances: {person} in {target}",
+                f"{groups} / {made} / {seen}",
+            )
+            report.check(
+                made == expected_creates,
+                f"{person} in {target}: {made} creates, {groups} lease groups",
+            )
+            report.check(
+                seen == expected_appearances,
+                f"{person} in {target}: assignment appeared {seen}x, expected "
+                f"{expected_appearances}",
+            )
 
     # Revocation lateness: end of the last overlapping ACTIVE window to the assignment gone.
     lateness = []
-    for person in PEOPLE:
-        windows = [w for item in approved if item.person == person and (w := active_window(item))]
-        lateness += [
-            (late, f"{person} after {end:%H:%M:%S}")
-            for end, late in late_by(windows, samples, person)
-        ]
+    for target in ACCOUNTS:
+        for person in PEOPLE if target == "prod" else [*PEOPLE, STANDING]:
+            windows = [
+                w
+                for item in approved
+                if item.person == person and (w := active_window(item, target))
+            ]
+            lateness += [
+                (late, f"{person} in {target} after {end:%H:%M:%S}")
+                for end, late in late_by(windows, sampler.by_target[target], person)
+            ]
     if lateness:
         ordered = sorted(lateness)
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))][0]
@@ -595,9 +655,14 @@ async def verify(
             f"revocation lateness p99 {p99:.1f}s > {LATENESS_LIMIT:.0f}s + {outage_seconds:.0f}s",
         )
 
-    final_holders = samples[-1][1] if samples else frozenset()
-    report.add("left in AWS at the end", ", ".join(sorted(final_holders)) or "nothing")
-    report.check(final_holders == {STANDING}, f"left in AWS at the end: {set(final_holders)}")
+    for target in ACCOUNTS:
+        samples = sampler.by_target[target]
+        final_holders = samples[-1][1] if samples else frozenset()
+        expected = {STANDING} if target == "prod" else set()
+        report.add(f"left in AWS at the end: {target}", ", ".join(sorted(final_holders)) or "-")
+        report.check(
+            final_holders == expected, f"left in {target} at the end: {set(final_holders)}"
+        )
 
     # Audit trails: complete, and no id names two different events.
     events: dict[str, dict] = {}
@@ -623,6 +688,15 @@ async def verify(
             and trail[0]["type"] == "request.created"
             and ended_as_it_should(trail)
         )
+        if complete and len(item.targets) > 1 and item.action != "cancel":
+            # Each target's own events end as they should too (its sessions cut after removal).
+            for target in item.targets:
+                own = [
+                    e
+                    for e in trail
+                    if e["type"] in PER_TARGET_EVENTS and e["target"]["name"] == target
+                ]
+                complete = complete and bool(own) and ended_as_it_should(own)
         if not complete:
             incomplete += 1
             report.problems.append(
@@ -641,24 +715,25 @@ async def verify(
     ).get("InlinePolicy")
     ids = {email: user for user, email in sampler.people_by_id.items()}
     uncovered = 0
-    for person in PEOPLE:
-        windows = [
-            (w[0], returned.get(item.request_id) or item.final.ended_at or w[1])  # type: ignore[union-attr]
-            for item in approved
-            if item.person == person and (w := active_window(item)) is not None
-        ]
-        if not windows:
-            continue
-        start, end = max(windows, key=lambda w: w[1])
-        if not (
-            session_policy.denies(policy, ids[person], ACCOUNT, start)
-            and session_policy.denies(policy, ids[person], ACCOUNT, end - timedelta(seconds=1))
-        ):
-            uncovered += 1
-            report.problems.append(f"{person}: sessions of the grant ending {end} are not denied")
+    for target, account in ACCOUNTS.items():
+        for person in PEOPLE if target == "prod" else [*PEOPLE, STANDING]:
+            windows = held(person, target)
+            if not windows:
+                continue
+            start, end = max(windows, key=lambda w: w[1])
+            if not (
+                session_policy.denies(policy, ids[person], account, start)
+                and session_policy.denies(policy, ids[person], account, end - timedelta(seconds=1))
+            ):
+                uncovered += 1
+                report.problems.append(
+                    f"{person} in {target}: sessions of the grant ending {end} are not denied"
+                )
     report.add("people whose last grant's sessions are not denied", uncovered)
+    may_be_denied = {(ids[p], ACCOUNT) for p in PEOPLE}
+    may_be_denied |= {(ids[p], ACCOUNTS["dr"]) for p in [*PEOPLE, STANDING]}
     report.check(
-        session_policy.entries(policy).keys() <= {(ids[p], ACCOUNT) for p in PEOPLE},
+        session_policy.entries(policy).keys() <= may_be_denied,
         "the inline policy denies someone who never had a grant (standing access?)",
     )
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from keycard.models import RequestState, RequestView
+from keycard.models import RequestState, RequestView, TargetStatus
 from tests.chaos import (
     STANDING,
     Planned,
+    active_window,
     appearances,
     gaps_while_active,
     late_by,
@@ -69,3 +70,37 @@ def test_lateness_ends_where_the_access_went_or_a_new_lease_took_it_over():
         (at[10], 8.0),
         (at[30], 1.0),
     ]
+
+
+def test_the_checks_hold_each_target_of_a_request_naming_several_to_its_own_grant():
+    """A request naming both targets: each target's window starts at its own grant, a target
+    never granted has none, and a sample without the access in dr is a gap there only."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    at = [t0 + timedelta(seconds=s) for s in range(12)]
+    alice = "alice@example.com"
+    item = Planned(
+        index=0, person=alice, duration="20s", start_after=0, action="approve",
+        targets=("prod", "dr"),
+    )  # fmt: skip
+    item.request_id = "req-chaos-001"
+    item.final = RequestView.model_construct(
+        state=RequestState.ENDED,
+        granted_at=at[1],
+        expires_at=at[6],
+        ended_at=at[7],
+        targets=[
+            TargetStatus(name="prod", label="prod", state="ended", granted_at=at[1]),
+            TargetStatus(name="dr", label="dr", state="ended", granted_at=at[2]),
+        ],
+    )
+    assert active_window(item, "prod") == (at[1], at[6])
+    assert active_window(item, "dr") == (at[2], at[6])
+    held, gone = frozenset({alice}), frozenset()
+    dr = [(at[2], held), (at[3], gone), (at[4], held), (at[8], gone)]
+    [gap] = gaps_while_active([item], dr, "dr")
+    assert "lacked the assignment in dr at" in gap
+    single = Planned(index=1, person=alice, duration="20s", start_after=0, action="approve")
+    single.final = item.final
+    assert active_window(single, "dr") is None  # it never named dr
+    item.final.targets[1] = TargetStatus(name="dr", label="dr", state="failed", error="no")
+    assert active_window(item, "dr") is None and gaps_while_active([item], dr, "dr") == []

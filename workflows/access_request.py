@@ -1341,7 +1341,7 @@ class AccessRequestWorkflow:
         request terminated): made here, where the request's context is, with an id of its own
         (one per target, for a request naming several)."""
         on = self._target_of(assignment)
-        sequence = "lease-dropped" if on is None else f"lease-dropped/{on.name}"
+        sequence = "lease-dropped" if on is None else f"lease-dropped:{on.name}"
         event = self._event(sequence, "access.ended", None, on=on)
         return LeaseDropNotice(
             event=event.model_copy(update={"state": RequestState.ENDED}),

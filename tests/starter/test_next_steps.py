@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from keycard.models import Requester, RequestState, RequestView
+from keycard.models import Requester, RequestState, RequestView, TargetStatus
 from starter.next_steps import next_steps, waiting_message
 
 NOW = datetime(2026, 11, 21, 13, 0, tzinfo=UTC)
@@ -68,3 +68,22 @@ def test_waiting_says_for_whom():
         "req-abc: waiting for 1 approval(s) from bob@example.com, carol@example.com. "
         "Ctrl-C stops waiting; the request stays open."
     )
+
+
+def test_several_targets_each_get_their_profile_and_a_failed_one_says_why():
+    targets = [
+        TargetStatus(
+            name=name, label=label, state=state, error=error,
+            settings={"account_id": account, "permission_set": "PowerUserAccess"},
+        )
+        for name, label, account, state, error in [
+            ("eu", "EU", "111111111111", "active", None),
+            ("us", "US", "222222222222", "failed", "AccessDeniedException: no"),
+            ("ap", "AP", "333333333333", "active", None),
+        ]
+    ]  # fmt: skip
+    text = next_steps(view("aws_sso", {}, targets=targets), now=NOW)
+    assert "open account 111111111111 (EU) and choose PowerUserAccess." in text
+    assert "open account 333333333333 (AP) and choose PowerUserAccess." in text
+    assert "    [profile prod-power-user-ap]" in text and "222222222222" not in text
+    assert "Not granted: US (AccessDeniedException: no)." in text
