@@ -70,6 +70,10 @@ PATCH_V10 = "keycard-v10"
 # Requests naming several targets only (so every earlier history replays unchanged): one lease per
 # target, each granted, renewed and returned by its grant key; partial failure is per target.
 PATCH_V11 = "keycard-v11"
+# Grants only (implies PATCH_V9): a removal ends sessions if the leases it removes asked to (as
+# they stood when it began), and a lease taken while it ran keeps its own wish for when its
+# access ends; before, a removal that was still ending sessions forgot that wish.
+PATCH_V12 = "keycard-v12"
 # Ending sessions: one SessionPolicyWorkflow per permission set, the single writer of its inline
 # policy (keycard/session_policy.py), shared by every grant of that permission set.
 SESSION_POLICY_WORKFLOW = "SessionPolicyWorkflow"

@@ -77,6 +77,8 @@ class FakeCloud:
     policies: dict[str, str] = field(default_factory=dict)
     session_duration: timedelta = timedelta(hours=1)
     session_error: str | None = None
+    # Set: every policy write waits for it (a removal held while it ends sessions).
+    session_gate: asyncio.Event | None = None
     writers: set[str] = field(default_factory=set)  # SessionPolicyWorkflow ids this cloud fed
     # What every group of this cloud is assigned (aws_sso_group.session_scopes): (name, account).
     group_permission_sets: list[tuple[str, str]] = field(default_factory=list)
@@ -201,6 +203,8 @@ class FakeCloud:
                     input.instance_arn, input.permission_set_arn, input.policy
                 )
             )
+            if cloud.session_gate is not None:
+                await cloud.session_gate.wait()
             if cloud.session_error:
                 raise ApplicationError(cloud.session_error, type="AccessDenied", non_retryable=True)
             if input.policy is not None:

@@ -16,6 +16,7 @@ from workflows.waiting import run_through_cancel, wait_until
 with workflow.unsafe.imports_passed_through():
     from keycard import session_policy
     from keycard import temporal as names
+    from keycard.config import SessionsPolicy
     from keycard.durations import format_duration
     from keycard.failures import root_message
     from keycard.models import (
@@ -88,8 +89,9 @@ class GrantWorkflow:
         self._session_answers: dict[str, SessionsAnswer] = {}  # token -> the writer's answer
         self._told: GrantTold | None = None  # what leases.grant told, until the leases are made
         # Here, not in `run`: the lease of a signal-with-start is handled before `run` begins.
-        # One marker stands for the patches before it (keycard/temporal.py, PATCH_V6 to V9).
-        self._v9 = workflow.patched(names.PATCH_V9)
+        # One marker stands for the patches before it (keycard/temporal.py, PATCH_V6 to V12).
+        self._v12 = workflow.patched(names.PATCH_V12)
+        self._v9 = self._v12 or workflow.patched(names.PATCH_V9)
         self._v8 = self._v9 or workflow.patched(names.PATCH_V8)
         self._v6 = self._v8 or workflow.patched(names.PATCH_V6)
         self._by_signal = self._v6 or workflow.patched(names.PATCH_LEASE_SIGNALS)
@@ -327,6 +329,8 @@ class GrantWorkflow:
         not ours to remove. Leases taken meanwhile wait: the loop grants them afresh after."""
         self._removing = True
         removed = not self._view.standing
+        # What the leases being removed asked for, before any lease taken meanwhile adds to it.
+        ending, policy = self._view.end_sessions, self._view.sessions_policy
         if removed:
             pause = names.REVOKE_ROUND_PAUSE_MIN
             while True:
@@ -353,10 +357,21 @@ class GrantWorkflow:
         self._removing = False
         sessions = None
         strategy = self._view.assignment.spec.strategy
-        if removed and self._view.end_sessions and strategy in ("aws_sso", "aws_sso_group"):
-            sessions = await self._end_sessions()
-        self._view.end_sessions = False
-        self._view.sessions_policy = None
+        if not self._v12:
+            ending, policy = self._view.end_sessions, self._view.sessions_policy
+        if removed and ending and strategy in ("aws_sso", "aws_sso_group"):
+            sessions = await self._end_sessions(policy)
+        if self._v12:
+            # Leases taken while this removal ran wait to be granted afresh: their wish to end
+            # sessions is for their own end, and stays.
+            waiting = [lease for lease in self._view.waiting.values() if lease.end_sessions]
+            self._view.end_sessions = bool(waiting)
+            self._view.sessions_policy = next(
+                (lease.sessions_policy for lease in waiting if lease.sessions_policy), None
+            )
+        else:
+            self._view.end_sessions = False
+            self._view.sessions_policy = None
         for notice in self._view.reconciling:  # the drift sweep's removals, now done
             extra = {"removed": removed}
             if sessions is not None:
@@ -366,13 +381,12 @@ class GrantWorkflow:
         if self._by_signal:
             self._answer_returns(removed=removed, sessions=sessions)
 
-    async def _end_sessions(self) -> SessionsEnded | None:
+    async def _end_sessions(self, policy: SessionsPolicy | None) -> SessionsEnded | None:
         """Have each permission set's writer deny the person's sessions in the account issued
         before now (plus the clock margin), and wait for their word that the policy is in force:
         one permission set for aws_sso, every one the group is assigned for aws_sso_group.
         None when there was nothing to end."""
         assignment = self._view.assignment
-        policy = self._view.sessions_policy
         removed_at = workflow.now()
         denied_before = session_policy.ceil_second(removed_at + names.SESSIONS_CLOCK_MARGIN)
         self._view.no_grant_before = denied_before

@@ -287,6 +287,43 @@ async def many_targets(env: WorkflowEnvironment, stack: Stack) -> list[str]:
     return [view.id]
 
 
+async def lease_during_session_end(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """A removal still ending sessions (the writer held) when a second lease arrives: the access
+    is made afresh after, and the second removal ends its sessions too. The grant's history."""
+    first = await _ask(stack, "req-golden-held-first")
+    await stack.keycard.approve(first.id, BOB)
+    await _until(lambda: stack.keycard.get(first.id), lambda v: v.state.value == "ACTIVE")
+    await stack.keycard.revoke(first.id, BOB, "done")
+    await _until(
+        lambda: _nothing(), lambda _: any(c[0] == "end_sessions" for c in stack.cloud.calls)
+    )
+    second = await _ask(stack, "req-golden-held-second")
+    await stack.keycard.approve(second.id, CAROL)
+    grant = stack.client.get_workflow_handle(_grant_id(stack))
+    await _until(lambda: grant.query("status"), lambda v: second.id in v["waiting"])
+    assert stack.cloud.session_gate is not None
+    stack.cloud.session_gate.set()
+    await _run_until_closed(env, second.id)
+    await _run_until_closed(env, _grant_id(stack))
+    return [_grant_id(stack)]
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _until(read, done, tries: int = 600) -> None:
+    for _ in range(tries):
+        if done(await read()):
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the scenario did not reach its next step")
+
+
+def _held_writer() -> FakeCloud:
+    return FakeCloud(session_gate=asyncio.Event())
+
+
 def _failing_fleet() -> FakeCloud:
     return FakeCloud(
         grant_errors={"222222222222": "AccessDeniedException: not in this account"},
@@ -362,9 +399,10 @@ SCENARIOS: dict[str, Scenario] = {
     "unmeetable_request": unmeetable_request,
     "reminded_then_escalated": reminded_then_escalated,
     "many_targets": many_targets,
+    "lease_during_session_end": lease_during_session_end,
 }
 # Scenarios whose cloud fails in places.
-CLOUDS = {"many_targets": _failing_fleet}
+CLOUDS = {"many_targets": _failing_fleet, "lease_during_session_end": _held_writer}
 # Scenarios that need activities of their own (given the client, cloud and task queue).
 EXTRA = {"drift_sweep": _drift_activities, "unmeetable_request": _slack_security_group}
 # Scenarios that need another keycard.yaml than the harness's.

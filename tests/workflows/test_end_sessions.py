@@ -4,6 +4,7 @@ grants ending together make one policy, and standing access ends nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio.client import WorkflowExecutionStatus
@@ -14,8 +15,8 @@ from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import RequestState, SessionPolicyView
 from tests.fakes import FakeCloud
-from tests.harness import BOB, CAROL, CONFIG, Requester, ask, running_stack
-from tests.workflows.test_timers import ALICE_ACTOR, approved, outcome
+from tests.harness import BOB, CAROL, CONFIG, Requester, ask, running_stack, state_is, wait_for
+from tests.workflows.test_timers import ALICE_ACTOR, approved, grant_view, outcome
 
 ACCOUNT = "111111111111"
 BOB_REQUESTER = Requester(email="bob@example.com")
@@ -232,3 +233,32 @@ async def test_a_group_flow_leaves_sessions_alone_unless_it_says_so(time_env):
 
         assert stack.audit.types(final.id)[-1] == "access.ended"
         assert cloud.policy("ReadOnly") is None
+
+
+async def test_a_lease_taken_while_a_removal_ends_sessions_has_its_own_sessions_ended(time_env):
+    """The first grant's removal is still ending sessions (its writer held) when a second request
+    takes a lease: the second access is made afresh after, and its end cuts its sessions too
+    (the chaos run found a removal that forgot the second lease's end_sessions)."""
+    cloud = FakeCloud(session_gate=asyncio.Event())
+    async with running_stack(time_env.client, cloud=cloud) as stack:
+        first = await approved(stack, duration="1h")
+        await state_is(stack, first.id, RequestState.ACTIVE)
+        await stack.keycard.revoke(first.id, ALICE_ACTOR, "done")
+        await wait_for(lambda: _called(cloud, "end_sessions"))  # the writer is held there
+        second = await approved(stack, duration="1h")
+
+        async def waiting():
+            return second.id in (await grant_view(time_env, stack)).waiting
+
+        await wait_for(waiting)
+        cloud.session_gate.set()
+        await outcome(time_env, first.id)
+        await state_is(stack, second.id, RequestState.ACTIVE)
+        await stack.keycard.revoke(second.id, ALICE_ACTOR, "done too")
+        await outcome(time_env, second.id)
+        assert stack.audit.types(second.id)[-2:] == ["access.revoked", "access.sessions_ended"]
+        assert not cloud.has("alice@example.com")
+
+
+async def _called(cloud: FakeCloud, name: str) -> bool:
+    return any(call[0] == name for call in cloud.calls)
