@@ -196,6 +196,9 @@ async def test_the_worker_schedules_the_sweep_and_keycard_drift_shows_it(
     seed_demo(config, aws, REGION)
     Aws(aws, account).assign_by_hand("bob@example.com")
     settings = Settings(task_queue=f"drift-{uuid.uuid4()}", audit_stdout=False, state_dir=tmp_path)
+    # The schedule's id is one per namespace: another test's worker may have left one (every 15m),
+    # which would be read here before this worker replaces it.
+    await _delete(dev_env.client)
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(dev_env.client, config, settings, stop))
     try:
