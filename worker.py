@@ -15,12 +15,13 @@ from temporalio.worker import Replayer, Worker
 from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
 from activities.audit import AuditActivities, AuditBacklog, build_audit_sinks
-from activities.aws import drift_activities, session_activities, strategy_activities
+from activities.aws import drift_activities, session_activities
 from activities.delivery import DeliveryActivities
 from activities.hooks import hook_activities
 from activities.leases import GrantActivities, LeaseActivities
 from activities.metrics import ActivityMetrics
 from activities.notify import ConsoleNotifier
+from activities.registry import StrategyContext, strategy_activities
 from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
 from keycard import temporal as names
 from keycard.codec import data_converter_from_env
@@ -49,7 +50,7 @@ def build_activities(
     session = boto3.session.Session(region_name=config.aws.region)
     leases = LeaseActivities(client, settings.task_queue)
     return [
-        *strategy_activities(session, config.aws),
+        *strategy_activities(StrategyContext(config, session, config.base_dir)),
         *session_activities(session, config.aws),
         *drift_activities(client, session, config.aws, settings.task_queue),
         leases.take_lease,

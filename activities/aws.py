@@ -12,11 +12,11 @@ from activities.aws_iam import AwsIamGroupStrategy
 from activities.aws_sessions import SessionPolicies
 from activities.aws_sso import AwsSsoGroupStrategy, AwsSsoStrategy
 from keycard.config import AwsSettings
-from keycard.strategies import activity_name
+from keycard.strategies import OPERATIONS, activity_name
+from keycard.strategies import STRATEGIES as REGISTRY
 
-STRATEGIES = ("aws_sso", "aws_sso_group", "aws_iam_group")
-OPERATIONS = ("resolve", "exists", "grant", "revoke")
-# Every activity name the strategies register, e.g. for fakes registered under the real names.
+STRATEGIES = tuple(name for name, info in REGISTRY.items() if info.aws)
+# Every activity name the AWS strategies register, e.g. for fakes registered under the real names.
 STRATEGY_ACTIVITY_NAMES = tuple(activity_name(s, op) for s in STRATEGIES for op in OPERATIONS)
 
 # botocore retries throttling and 5xx a few times quickly inside one activity attempt; Temporal's
@@ -51,6 +51,42 @@ def strategy_activities(
         *AwsSsoGroupStrategy(sso_admin, identitystore, **instance).activities(),
         *AwsIamGroupStrategy(iam).activities(),
     ]
+
+
+# The registry's factories (keycard/strategies.py `implementation`): each builds one strategy's
+# activities from the worker's StrategyContext (its boto3 session and keycard.yaml).
+
+
+def _clients(context: Any, *services: str) -> list[Any]:
+    settings: AwsSettings = context.config.aws
+    region = settings.region or context.session.region_name
+    return [
+        context.session.client(service, region_name=region, config=CLIENT_CONFIG)
+        for service in services
+    ]
+
+
+def _instance(context: Any) -> dict[str, str | None]:
+    settings: AwsSettings = context.config.aws
+    return {
+        "instance_arn": settings.sso_instance_arn,
+        "identity_store_id": settings.identity_store_id,
+    }
+
+
+def aws_sso_activities(context: Any) -> list[Callable[..., Any]]:
+    sso_admin, identitystore = _clients(context, "sso-admin", "identitystore")
+    return AwsSsoStrategy(sso_admin, identitystore, **_instance(context)).activities()
+
+
+def aws_sso_group_activities(context: Any) -> list[Callable[..., Any]]:
+    sso_admin, identitystore = _clients(context, "sso-admin", "identitystore")
+    return AwsSsoGroupStrategy(sso_admin, identitystore, **_instance(context)).activities()
+
+
+def aws_iam_group_activities(context: Any) -> list[Callable[..., Any]]:
+    [iam] = _clients(context, "iam")
+    return AwsIamGroupStrategy(iam).activities()
 
 
 def session_activities(

@@ -8,83 +8,45 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, Union
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
     Tag,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from keycard import approvals
 from keycard.durations import Duration, format_duration
-
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-ENV_REF_PATTERN = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-PERMISSION_SET_ARN = re.compile(
-    r"^arn:aws[a-z-]*:sso:::permissionSet/ssoins-[0-9a-f]+/ps-[0-9a-f]+$"
+from keycard.schema import (  # noqa: F401 (re-exported: the names every config user knows)
+    EMAIL_PATTERN,
+    ENV_REF_PATTERN,
+    NAME_PATTERN,
+    PERMISSION_SET_ARN,
+    Email,
+    EnvRef,
+    Name,
+    _email,
+    _Strict,
+)
+from keycard.strategies import (  # noqa: F401 (re-exported)
+    STRATEGIES,
+    AwsSsoTarget,
+    GroupTarget,
+    HttpOptions,
+    SettingsTarget,
+    StrategyInfo,
+    TargetBase,
+    _TargetBase,
 )
 
-Name = Annotated[
-    str, Field(pattern=NAME_PATTERN, description="lower-case letters, digits, - and _")
-]
-
-
-def _email(value: str) -> str:
-    value = value.strip().lower()
-    if not EMAIL_PATTERN.match(value):
-        raise ValueError(f"{value!r} is not an email address")
-    return value
-
-
-# Validated one by one, so a bad address is reported at its own index.
-Email = Annotated[str, AfterValidator(_email)]
-
-
-class _Strict(BaseModel):
-    """Config models reject unknown keys: a typo must not silently disable a rule."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EnvRef(BaseModel):
-    """A secret kept out of the file: `${SLACK_BOT_TOKEN}` in YAML, read from the environment."""
-
-    model_config = ConfigDict(frozen=True)
-
-    env: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            match = ENV_REF_PATTERN.match(value.strip())
-            if not match:
-                raise ValueError(
-                    "secrets are never written in keycard.yaml: "
-                    "write an environment reference such as ${MY_SECRET}"
-                )
-            return {"env": match.group(1)}
-        return value
-
-    def resolve(self, environ: dict[str, str] | None = None) -> str:
-        environ = os.environ if environ is None else environ
-        value = environ.get(self.env)
-        if not value:
-            raise LookupError(f"environment variable {self.env} is not set")
-        return value
-
-
-# --- targets: what a flow grants, one model per strategy ------------------------------------
+# --- ending sessions ---------------------------------------------------------------------------
 
 
 class SessionsPolicy(_Strict):
@@ -118,56 +80,8 @@ class SessionsPolicy(_Strict):
         return f"arn:{partition}:iam::{account_id}:role/{self.role.strip('/')}"
 
 
-class _TargetBase(_Strict):
-    name: Name
-    label: str = Field(default="", description="shown to people; defaults to the name")
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-
-class AwsSsoTarget(_TargetBase):
-    """An Identity Center permission set assigned to the requester in one AWS account."""
-
-    account_id: str = Field(description="the 12-digit AWS account id")
-    permission_set: str = Field(description="permission set name (e.g. PowerUserAccess) or ARN")
-
-    @field_validator("account_id", mode="before")
-    @classmethod
-    def _account_id(cls, value: Any) -> str:
-        text = str(value).strip()
-        if not re.fullmatch(r"\d{12}", text):
-            if isinstance(value, int) and not isinstance(value, bool):
-                # YAML read it as a number: 011111111111 is octal, leading zeros are lost.
-                raise ValueError(
-                    "must be 12 digits in quotes: YAML reads an unquoted number as a number "
-                    f'(here {value}), so write it as a string, e.g. account_id: "011111111111"'
-                )
-            raise ValueError("must be 12 digits")
-        return text
-
-    @field_validator("permission_set")
-    @classmethod
-    def _permission_set(cls, value: str) -> str:
-        value = value.strip()
-        if value.startswith("arn:") and not PERMISSION_SET_ARN.match(value):
-            raise ValueError(
-                "is not a permission set ARN "
-                "(arn:aws:sso:::permissionSet/ssoins-<id>/ps-<id>); or give the name instead"
-            )
-        if not value:
-            raise ValueError("must name a permission set")
-        return value
-
-
-class GroupTarget(_TargetBase):
-    """Membership of a group: an Identity Center group or an IAM group, by name."""
-
-    group: str = Field(min_length=1, description="the group's display name (IAM: group name)")
-
-
-Strategy = Literal["aws_sso", "aws_sso_group", "aws_iam_group"]
+# Every strategy's name (keycard/strategies.py: the registry this schema is built from).
+Strategy = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
 
 
 # --- prompt fields ----------------------------------------------------------------------------
@@ -520,11 +434,11 @@ class _FlowBase(_Strict):
         if dupes:
             raise ValueError(f"field names must be unique; repeated: {', '.join(dupes)}")
         strategy = self.strategy  # type: ignore[attr-defined]
-        if self.end_sessions and strategy not in ("aws_sso", "aws_sso_group"):
+        if self.end_sessions and not STRATEGIES[strategy].ends_sessions:
+            able = " or ".join(n for n, i in STRATEGIES.items() if i.ends_sessions)
             raise ValueError(
-                f"end_sessions: true needs strategy aws_sso or aws_sso_group; an {strategy} "
-                "flow's sessions (IAM users' keys) cannot be ended by Keycard (remove "
-                "end_sessions from this flow)"
+                f"end_sessions: true needs strategy {able}; an {strategy} flow's sessions "
+                "cannot be ended by Keycard (remove end_sessions from this flow)"
             )
         if self.end_sessions_policy is not None and not self.ends_sessions:
             raise ValueError(
@@ -533,26 +447,32 @@ class _FlowBase(_Strict):
             )
         return self
 
-    def target(self, name: str) -> AwsSsoTarget | GroupTarget:
+    def target(self, name: str) -> TargetBase:
         for target in self.targets:  # type: ignore[attr-defined]
             if target.name == name:
                 return target
         raise KeyError(name)
 
 
-class AwsSsoFlow(_FlowBase):
-    strategy: Literal["aws_sso"]
-    targets: list[AwsSsoTarget] = Field(min_length=1)
+def _flow_model(info: StrategyInfo) -> type[_FlowBase]:
+    """A flow of one strategy: the fields every flow has, its targets' model, and its own keys."""
+    camel = "".join(part.title() for part in info.name.split("_"))
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{camel}Flow",
+        __base__=_FlowBase,
+        __doc__=f"A flow granting {info.summary}.",
+        strategy=(Literal[info.name], ...),
+        targets=(list[info.target], Field(min_length=1)),  # type: ignore[name-defined]
+        **dict(info.flow_fields),
+    )
 
 
-class AwsSsoGroupFlow(_FlowBase):
-    strategy: Literal["aws_sso_group"]
-    targets: list[GroupTarget] = Field(min_length=1)
-
-
-class AwsIamGroupFlow(_FlowBase):
-    strategy: Literal["aws_iam_group"]
-    targets: list[GroupTarget] = Field(min_length=1)
+FLOW_MODELS: dict[str, type[_FlowBase]] = {
+    name: _flow_model(info) for name, info in STRATEGIES.items()
+}
+AwsSsoFlow = FLOW_MODELS["aws_sso"]
+AwsSsoGroupFlow = FLOW_MODELS["aws_sso_group"]
+AwsIamGroupFlow = FLOW_MODELS["aws_iam_group"]
 
 
 def _strategy_of(value: Any) -> str | None:
@@ -562,17 +482,16 @@ def _strategy_of(value: Any) -> str | None:
 
 
 Flow = Annotated[
-    Annotated[AwsSsoFlow, Tag("aws_sso")]
-    | Annotated[AwsSsoGroupFlow, Tag("aws_sso_group")]
-    | Annotated[AwsIamGroupFlow, Tag("aws_iam_group")],
+    Union[tuple(Annotated[model, Tag(name)] for name, model in FLOW_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
     Discriminator(
         _strategy_of,
         custom_error_type="unknown_strategy",
-        custom_error_message="strategy must be one of aws_sso, aws_sso_group, aws_iam_group",
+        custom_error_message="strategy must be one of " + ", ".join(STRATEGIES),
     ),
 ]
-Target = AwsSsoTarget | GroupTarget
-STRATEGY_TAGS = {"aws_sso", "aws_sso_group", "aws_iam_group"}
+# Every strategy's target model, told apart by their keys (each rejects the others' keys).
+Target = Union[tuple(dict.fromkeys(info.target for info in STRATEGIES.values()))]  # type: ignore[valid-type]  # noqa: UP007
+STRATEGY_TAGS = set(STRATEGIES)
 
 
 class AwsSettings(_Strict):
@@ -881,7 +800,7 @@ class KeycardConfig(_Strict):
                 raise ValueError(f"flows[{index}] ({flow.name}) {problem}")
         return self
 
-    def flow(self, name: str) -> AwsSsoFlow | AwsSsoGroupFlow | AwsIamGroupFlow:
+    def flow(self, name: str) -> _FlowBase:
         for flow in self.flows:
             if flow.name == name:
                 return flow
@@ -902,11 +821,16 @@ class ConfigError(Exception):
 
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
+    previous: int | str | None = None
     for part in loc:
+        tag = previous is not None and isinstance(previous, int)  # a list item's union tag
+        previous = part
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in STRATEGY_TAGS or part in AUDIT_TYPES or part.startswith("function-"):
-            continue  # the union's tag, not a key the author wrote
+        elif (tag and (part in STRATEGY_TAGS or part in AUDIT_TYPES)) or part.startswith(
+            "function-"
+        ):
+            continue  # the union's tag, not a key the author wrote (`http` may be both)
         else:
             text += f".{part}" if text else str(part)
     return text or "(top level)"
@@ -990,16 +914,29 @@ def load_config(path: str | os.PathLike[str]) -> KeycardConfig:
     return config
 
 
+def _code_files(config: KeycardConfig) -> list[tuple[int, str, str]]:
+    """(flow index, key, path) of every Python file a flow names: its `hooks`, and a custom
+    strategy's `module`."""
+    files = []
+    for index, flow in enumerate(config.flows):
+        if flow.hooks:
+            files.append((index, "hooks", flow.hooks))
+        if getattr(flow, "module", None):
+            files.append((index, "module", flow.module))
+    return files
+
+
 def outside_hook_files(config: KeycardConfig, base_dir: Path) -> list[str]:
-    """Flows whose `hooks` file lies outside the config's directory, unless that is allowed."""
+    """Flows whose `hooks` or `module` file lies outside the config's directory, unless that is
+    allowed."""
     if config.allow_hooks_outside_config_dir:
         return []
     root = base_dir.resolve()
     return [
-        f"flows[{index}].hooks: {flow.hooks} is outside {root}; keep hook files beside "
+        f"flows[{index}].{key}: {path} is outside {root}; keep code files beside "
         "keycard.yaml (reviewed with it), or set allow_hooks_outside_config_dir: true"
-        for index, flow in enumerate(config.flows)
-        if flow.hooks and not (base_dir / flow.hooks).resolve().is_relative_to(root)
+        for index, key, path in _code_files(config)
+        if not (base_dir / path).resolve().is_relative_to(root)
     ]
 
 
@@ -1019,11 +956,11 @@ def unset_environment(config: KeycardConfig, environ: Mapping[str, str] | None =
 
 
 def missing_hook_files(config: KeycardConfig, base_dir: Path) -> list[str]:
-    """One located line per flow whose `hooks` file is not there (paths are relative to base_dir)."""
+    """One located line per `hooks` or `module` file that is not there (relative to base_dir)."""
     return [
-        f"flows[{index}].hooks: {flow.hooks} does not exist (looked in {base_dir / flow.hooks})"
-        for index, flow in enumerate(config.flows)
-        if flow.hooks and not (base_dir / flow.hooks).is_file()
+        f"flows[{index}].{key}: {path} does not exist (looked in {base_dir / path})"
+        for index, key, path in _code_files(config)
+        if not (base_dir / path).is_file()
     ]
 
 

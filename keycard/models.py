@@ -453,6 +453,11 @@ class AssignmentSpec(_Message):
     account_id: str | None = None
     permission_set: str | None = None
     group: str | None = None
+    # Strategies other than AWS's (keycard/strategies.py): the target by name with its settings,
+    # and the flow's strategy settings (its http block, its module), secrets as ${VAR} names.
+    target: str | None = None
+    settings: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ResolvedAssignment(_Message):
@@ -464,16 +469,23 @@ class ResolvedAssignment(_Message):
     identity_store_id: str | None = None
     permission_set_arn: str | None = None
     group_id: str | None = None
+    resource_id: str | None = Field(
+        default=None,
+        description="what a non-AWS strategy's resolve named the target (its id in that system)",
+    )
 
     @property
     def grant_key(self) -> str:
-        """Identifies the one assignment: a GrantWorkflow per (target, principal)."""
+        """Identifies the one assignment: a GrantWorkflow per (target, principal). Two flows
+        granting the same access to the same person share it, and so share its leases."""
         spec = self.spec
         if spec.strategy == "aws_sso":
             permission_set_id = (self.permission_set_arn or "").rsplit("/", 1)[-1]
             resource = f"{spec.account_id}:{permission_set_id}"
-        else:
+        elif spec.strategy in ("aws_sso_group", "aws_iam_group"):
             resource = self.group_id or spec.group or ""
+        else:
+            resource = self.resource_id or spec.target or ""
         return f"{spec.strategy}:{resource}:{self.principal_id}"
 
 

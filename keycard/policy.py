@@ -15,9 +15,7 @@ from urllib.parse import quote
 
 from keycard.approvals import Step, assign, expand, met, shortfall, still_needed
 from keycard.config import (
-    AwsSsoTarget,
     Flow,
-    GroupTarget,
     KeycardConfig,
     PromptField,
     Target,
@@ -378,11 +376,9 @@ def check_requester(flow: Flow, email: str, approver_groups: dict[str, list[str]
 
 
 def target_settings(target: Target) -> dict[str, str]:
-    if isinstance(target, AwsSsoTarget):
-        return {"account_id": target.account_id, "permission_set": target.permission_set}
-    if isinstance(target, GroupTarget):
-        return {"group": target.group}
-    return {}
+    """What identifies a target to its strategy (its account and permission set, its group, or
+    its own settings), as shown on the request."""
+    return target.spec_settings()
 
 
 # --- decisions on a running request ----------------------------------------------------------------

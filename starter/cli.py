@@ -31,6 +31,7 @@ from starter.next_steps import WAIT_AT_MOST, next_steps, waiting_message
 from starter.output import Output, OutputOption
 from starter.serve import serve, token_app
 from starter.slack_cli import slack as slack_command
+from starter.strategies_cli import strategies_app
 
 T = TypeVar("T")
 
@@ -54,6 +55,7 @@ flows_app = typer.Typer(help="Check and describe keycard.yaml.", no_args_is_help
 app.add_typer(flows_app, name="flows")
 app.add_typer(token_app, name="token")
 app.add_typer(hooks_app, name="hooks", no_args_is_help=True)
+app.add_typer(strategies_app, name="strategies", no_args_is_help=True)
 app.command(name="break-glass")(break_glass)
 
 from starter.audit import app as audit_app  # noqa: E402 - the sub-app needs `app` defined first

@@ -40,6 +40,7 @@ from keycard.config import (
 )
 from keycard.durations import format_duration
 from keycard.settings import Settings, SlackSettings
+from keycard.strategies import STRATEGIES
 
 # --- the minimal IAM policy --------------------------------------------------------------------
 
@@ -158,6 +159,7 @@ class Report:
 
 POLICY_HINT = "the minimal policy is in deploy/iam-policy.json (or `keycard doctor --iam-policy`)"
 CONNECT_TIMEOUT = 10.0
+STRATEGY_CHECK_TIMEOUT = 20.0  # a strategy's own check (Okta: one call per target)
 # AWS never lets a permission set's session be shorter than this.
 AWS_MIN_SESSION = timedelta(hours=1)
 
@@ -182,7 +184,9 @@ async def diagnose(config_path: Path, state_dir: Path = Path(".keycard")) -> Rep
     await _check_sso(report, env)
     await _check_temporal(report, env, task_queue)
     if config is not None:
-        await asyncio.to_thread(_check_aws, report, config, demo)
+        if any(STRATEGIES[flow.strategy].aws for flow in config.flows):
+            await asyncio.to_thread(_check_aws, report, config, demo)
+        await _check_strategies(report, config, env)
     await _check_slack(report, env)
     await asyncio.to_thread(_check_pagerduty, report, env, config)
     return report
@@ -254,6 +258,29 @@ def _check_hooks(report: Report, config: KeycardConfig) -> None:
                 f"{name} cannot be used: {'; '.join(hooks.problems)}. Fix it and check it with "
                 f"`keycard hooks check {name}`.",
             )
+
+
+async def _check_strategies(report: Report, config: KeycardConfig, env: Mapping[str, str]) -> None:
+    """Each flow of a strategy other than AWS's: its strategy loads, and its own `check` (Okta:
+    each group exists; http: its secret and header variables are set) finds nothing wrong."""
+    from activities.registry import StrategyContext, strategy_for_flow
+
+    context = StrategyContext(config, None, config.base_dir, env)
+    for flow in config.flows:
+        if STRATEGIES[flow.strategy].aws:
+            continue
+        check = f"flow {flow.name} ({flow.strategy})"
+        try:
+            strategy = strategy_for_flow(flow, context)
+            targets = {t.name: t.spec_settings() for t in flow.targets}
+            problems = await asyncio.wait_for(strategy.check(targets), STRATEGY_CHECK_TIMEOUT)
+        except Exception as err:  # the strategy's own code: whatever it raises is the finding
+            report.fail(check, f"cannot be checked: {_short(err)}.")
+            continue
+        if problems:
+            report.fail(check, "; ".join(problems) + ".")
+        else:
+            report.ok(check, f"{len(flow.targets)} target(s) check out.")
 
 
 # --- Temporal ----------------------------------------------------------------------------------

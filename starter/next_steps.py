@@ -62,6 +62,11 @@ def next_steps(view: RequestView, now: datetime | None = None) -> str:
             "accounts and permission sets assigned to it appear in the AWS access portal (give "
             "it a minute); run `aws sso login` again to refresh the CLI's list.",
         ]
+    elif view.strategy == "okta_group":
+        lines += [
+            f"You are in the Okta group {settings.get('group', view.target)}: the apps assigned "
+            "to it are on your Okta dashboard now (sign in again where an app asks).",
+        ]
     elif view.strategy == "aws_iam_group":
         lines += [
             f"Your IAM user is in the group {settings.get('group', view.target)}: its policies "

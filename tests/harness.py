@@ -131,13 +131,15 @@ async def running_stack(
     audit_sinks: Mapping[str, AuditSink] | None = None,
     task_queue: str | None = None,
     backlog: AuditBacklog | None = None,
+    strategies: list | None = None,
 ):
     """A worker with the real workflows and lease activities and a fake cloud, on its own queue.
 
     `extra_activities` replace the console notifier; `hook_activities` are added (HookActivities'
     methods, for flows with hooks or auto_approve rules). Audit events go to `stack.audit` (the
     `default` destination), or, given `audit_sinks`, to those sinks by destination name (the
-    config's `audit` section names the destinations). `task_queue` shares another's queue."""
+    config's `audit` section names the destinations). `task_queue` shares another's queue.
+    `strategies`: the activities of strategies other than the fake cloud's aws_sso."""
     config = config or parse_config(CONFIG)
     cloud = cloud or FakeCloud()
     audit = MemorySink()
@@ -153,6 +155,7 @@ async def running_stack(
         AuditActivities(audit_sinks if audit_sinks is not None else [audit], backlog).deliver,
         *(extra_activities or [ConsoleNotifier().send]),
         *(hook_activities or []),
+        *(strategies or []),
     ]
     async with keycard_worker(
         client,

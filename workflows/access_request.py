@@ -73,7 +73,7 @@ with workflow.unsafe.imports_passed_through():
         TargetStatus,
     )
     from keycard.sdk.events import hook_event
-    from keycard.strategies import activity_name
+    from keycard.strategies import STRATEGIES, activity_name, strategy_options
 
 D = TypeVar("D", bound=DecisionInput)
 
@@ -1597,14 +1597,19 @@ def _target_status(target: Target) -> TargetStatus:
 
 
 def _assignment_spec(input: AccessRequestInput, target: Target | None = None) -> AssignmentSpec:
-    settings = policy.target_settings(target or input.target)
-    return AssignmentSpec(
+    target = target or input.target
+    settings = policy.target_settings(target)
+    spec = AssignmentSpec(
         strategy=input.flow.strategy,
         principal_email=input.requester.email,
         account_id=settings.get("account_id"),
         permission_set=settings.get("permission_set"),
         group=settings.get("group"),
     )
+    if not STRATEGIES[spec.strategy].aws:  # the target and the flow's settings, as they are
+        spec.target, spec.settings = target.name, settings
+        spec.options = strategy_options(input.flow)
+    return spec
 
 
 def _details(view: RequestView) -> str:

@@ -1,0 +1,40 @@
+"""`keycard strategies`: the kinds of target Keycard can grant, and a check for your own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keycard.sdk.strategy_loader import load_strategy_file
+from keycard.strategies import STRATEGIES
+
+strategies_app = typer.Typer(help="The kinds of target Keycard grants; check a strategy file.")
+
+
+@strategies_app.command("list")
+def list_strategies() -> None:
+    """Every strategy a flow may name, with what its targets say."""
+    for name, info in STRATEGIES.items():
+        keys = [k for k in info.target.model_fields if k not in ("name", "label")]
+        needs = "targets: " + ", ".join(keys)
+        if info.flow_fields:
+            needs += "; the flow: " + ", ".join(info.flow_fields)
+        typer.echo(f"{name:14} {info.summary}\n{'':14} ({needs})")
+
+
+@strategies_app.command("check")
+def check(
+    file: Annotated[Path, typer.Argument(help="a strategy file, e.g. strategies/db.py")],
+) -> None:
+    """Import a strategy file (a custom flow's `module`) and check its one keycard.sdk.Strategy
+    class: the four async methods with the right parameters; exit 1 on any problem."""
+    found = load_strategy_file(file)
+    if not found.ok:
+        typer.secho(f"{file}: {len(found.problems)} problem(s)", fg=typer.colors.RED, err=True)
+        for problem in found.problems:
+            typer.echo(f"  {problem.removeprefix(f'{file}: ')}", err=True)
+        raise typer.Exit(1)
+    assert found.strategy is not None
+    typer.secho(f"{file}: OK ({found.strategy.__name__})", fg=typer.colors.GREEN)
