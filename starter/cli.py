@@ -644,7 +644,7 @@ HELP_PANELS = {
     ),
     "Sign in": ("login", "logout", "token"),
     "Run Keycard": ("dev", "worker", "serve", "slack", "doctor", "demo-access"),
-    "Configure and audit": ("flows", "hooks", "audit", "drift", "codec"),
+    "Configure and audit": ("flows", "hooks", "strategies", "audit", "drift", "codec"),
 }  # fmt: skip
 _PANEL_OF = {name: panel for panel, names in HELP_PANELS.items() for name in names}
 for _info in [*app.registered_commands, *app.registered_groups]:

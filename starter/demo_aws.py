@@ -27,6 +27,7 @@ from keycard.config import (
     SessionsPolicy,
 )
 from keycard.models import AssignmentSpec
+from keycard.strategies import STRATEGIES
 
 if TYPE_CHECKING:
     from moto.server import ThreadedMotoServer
@@ -183,6 +184,12 @@ def seed_demo(config: KeycardConfig, endpoint_url: str, region: str) -> DemoSumm
     groups: list[str] = []
     iam_groups: list[str] = []
     for flow in config.flows:
+        if not STRATEGIES[flow.strategy].aws:
+            notes.append(
+                f"flow {flow.name} uses strategy {flow.strategy}: the demo has no stand-in for "
+                "it, so its requests reach the real system its flow names"
+            )
+            continue
         for target in flow.targets:
             if isinstance(flow, AwsSsoFlow):
                 name = target.permission_set  # type: ignore[union-attr]

@@ -188,3 +188,20 @@ async def test_the_demo_aws_outlives_a_restart(tmp_path: Path, monkeypatch) -> N
     finally:
         stop_recording()
         server.stop()
+
+
+def test_a_flow_the_demo_cannot_stand_in_for_is_named_in_its_notes(endpoint_url: str) -> None:
+    config = parse_config(
+        ALL_STRATEGIES
+        + """  - name: billing-db
+    strategy: http
+    http: {url: "https://access.example.com/keycard", secret: "${ACCESS_SECRET}"}
+    durations: [1h]
+    targets: [{name: billing}]
+"""
+    )
+    summary = seed_demo(config, endpoint_url, REGION)
+    assert (
+        "flow billing-db uses strategy http: the demo has no stand-in for it, so its requests "
+        "reach the real system its flow names"
+    ) in summary.notes
