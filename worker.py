@@ -36,6 +36,7 @@ from workflows.sessions import SessionPolicyWorkflow
 
 log = structlog.get_logger(__name__)
 
+UNUSED_AWS_REGION = "us-east-1"
 WORKFLOWS = [AccessRequestWorkflow, GrantWorkflow, SessionPolicyWorkflow, DriftSweepWorkflow]
 
 
@@ -48,6 +49,11 @@ def build_activities(
     """Every activity, bound to the real outside clients its module needs; `backlog` hears how
     audit delivery goes (the metrics endpoint's gauges)."""
     session = boto3.session.Session(region_name=config.aws.region)
+    if session.region_name is None and not config.uses_aws:
+        # No flow uses AWS (the worker refuses to start without a region otherwise): the AWS
+        # activities are still registered, for a request of an AWS flow this file no longer
+        # has, but their clients need some region to be made at all.
+        session = boto3.session.Session(region_name=UNUSED_AWS_REGION)
     leases = LeaseActivities(client, settings.task_queue)
     return [
         *strategy_activities(StrategyContext(config, session, config.base_dir)),

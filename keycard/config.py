@@ -779,6 +779,11 @@ class KeycardConfig(_Strict):
     def base_dir(self) -> Path:
         return self._base_dir or Path(".")
 
+    @property
+    def uses_aws(self) -> bool:
+        """Whether any flow grants AWS access, and so needs an AWS region and credentials."""
+        return any(STRATEGIES[flow.strategy].aws for flow in self.flows)
+
     @model_validator(mode="after")
     def _references(self) -> Self:
         names = [f.name for f in self.flows]

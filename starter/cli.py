@@ -114,6 +114,7 @@ def start_problems(config: KeycardConfig, *, aws: bool = True) -> list[str]:
     from activities.pagerduty import settings_problem
 
     problems = unset_environment(config)
+    aws = aws and config.uses_aws  # a worker of Okta, http and custom flows needs no region
     problems += [p for p in (settings_problem(), region_problem(config.aws) if aws else None) if p]
     problems += [p for p in (payload_key_problem(),) if p]
     try:

@@ -184,7 +184,7 @@ async def diagnose(config_path: Path, state_dir: Path = Path(".keycard")) -> Rep
     await _check_sso(report, env)
     await _check_temporal(report, env, task_queue)
     if config is not None:
-        if any(STRATEGIES[flow.strategy].aws for flow in config.flows):
+        if config.uses_aws:
             await asyncio.to_thread(_check_aws, report, config, demo)
         await _check_strategies(report, config, env)
     await _check_slack(report, env)

@@ -9,8 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from keycard.config import ConfigError, load_config, parse_config, unset_environment
-from starter.cli import app
+from keycard.settings import Settings
+from starter.cli import app, start_problems
 from tests.keycard.test_config import GOOD, flow, problems
+from worker import build_activities
 
 runner = CliRunner()
 HTTP_AUDIT = """
@@ -107,3 +109,26 @@ def test_a_pagerduty_url_that_is_not_https_stops_the_start_with_a_sentence(
     assert started.exit_code == 1, started.output
     assert "PAGERDUTY_API_URL must be an https:// URL" in started.output
     assert "'http://pagerduty.internal'" in started.output
+
+
+def test_a_worker_whose_flows_use_no_aws_needs_no_aws_region(tmp_path, monkeypatch):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("ACCESS_SECRET", "s")
+    config = parse_config(
+        """
+flows:
+  - name: billing-db
+    strategy: http
+    http: {url: "https://access.example.com/keycard", secret: "${ACCESS_SECRET}"}
+    targets: [{name: billing}]
+    durations: [1h]
+    approvers: {users: [bob@example.com, carol@example.com]}
+"""
+    )
+    assert not config.uses_aws
+    assert start_problems(config) == []
+    activities = build_activities(None, config, Settings(audit_stdout=False, state_dir=tmp_path))
+    names = {getattr(a, "__temporal_activity_definition").name for a in activities}
+    assert {"http.grant", "aws_sso.grant"} <= names  # AWS still registered, for old requests
