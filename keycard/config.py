@@ -489,8 +489,12 @@ Flow = Annotated[
         custom_error_message="strategy must be one of " + ", ".join(STRATEGIES),
     ),
 ]
-# Every strategy's target model, told apart by their keys (each rejects the others' keys).
-Target = Union[tuple(dict.fromkeys(info.target for info in STRATEGIES.values()))]  # type: ignore[valid-type]  # noqa: UP007
+# Every strategy's target model, told apart by their keys (each rejects the others' keys). Spelled
+# out for type checkers; the assertion keeps it equal to the registry's.
+Target = AwsSsoTarget | GroupTarget | SettingsTarget
+assert set(Target.__args__) == {info.target for info in STRATEGIES.values()}, (
+    "a strategy's target model is missing from config.Target"
+)
 STRATEGY_TAGS = set(STRATEGIES)
 
 
