@@ -9,7 +9,7 @@ import typer
 
 from keycard.models import Actor, RequestView
 from keycard.sdk.loader import load_hooks_file
-from starter.output import Output, OutputOption
+from starter.output import Output, OutputOption, print_problems
 
 hooks_app = typer.Typer(help="Check hooks files (keycard.sdk) before deploying them.")
 
@@ -19,10 +19,7 @@ def check(file: Annotated[Path, typer.Argument(help="the hooks file, e.g. hooks/
     """Import a hooks file and report unknown hook names and wrong signatures; exit 1 if any."""
     hooks = load_hooks_file(file)
     if not hooks.ok:
-        typer.secho(f"{file}: {len(hooks.problems)} problem(s)", fg=typer.colors.RED, err=True)
-        for problem in hooks.problems:
-            typer.echo(f"  {problem.removeprefix(f'{file}: ')}", err=True)
-        raise typer.Exit(1)
+        print_problems(file, hooks.problems)
     found = ", ".join(sorted(hooks.functions)) or "no hooks"
     typer.secho(f"{file}: OK ({found})", fg=typer.colors.GREEN)
 

@@ -16,3 +16,11 @@ class Output(StrEnum):
 
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
+
+
+def print_problems(file: object, problems: list[str]) -> None:
+    """A checked file's problems on stderr, one per line without the file's name, then exit 1."""
+    typer.secho(f"{file}: {len(problems)} problem(s)", fg=typer.colors.RED, err=True)
+    for problem in problems:
+        typer.echo(f"  {problem.removeprefix(f'{file}: ')}", err=True)
+    raise typer.Exit(1)

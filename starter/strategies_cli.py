@@ -9,6 +9,7 @@ import typer
 
 from keycard.sdk.strategy_loader import load_strategy_file
 from keycard.strategies import STRATEGIES
+from starter.output import print_problems
 
 strategies_app = typer.Typer(help="The kinds of target Keycard grants; check a strategy file.")
 
@@ -32,9 +33,6 @@ def check(
     class: the four async methods with the right parameters; exit 1 on any problem."""
     found = load_strategy_file(file)
     if not found.ok:
-        typer.secho(f"{file}: {len(found.problems)} problem(s)", fg=typer.colors.RED, err=True)
-        for problem in found.problems:
-            typer.echo(f"  {problem.removeprefix(f'{file}: ')}", err=True)
-        raise typer.Exit(1)
+        print_problems(file, found.problems)
     assert found.strategy is not None
     typer.secho(f"{file}: OK ({found.strategy.__name__})", fg=typer.colors.GREEN)

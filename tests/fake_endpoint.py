@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.local_http import serving
+
 SECRET = "s3cret-for-tests"
 
 
@@ -71,13 +73,6 @@ async def running_endpoint() -> AsyncIterator[Endpoint]:
     endpoint = Endpoint()
     app = web.Application()
     app.router.add_post("/keycard", endpoint.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    endpoint.url = f"http://127.0.0.1:{port}/keycard"
-    try:
+    async with serving(app) as url:
+        endpoint.url = f"{url}/keycard"
         yield endpoint
-    finally:
-        await runner.cleanup()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.local_http import serving
+
 TOKEN = "00okta-test-token"
 
 
@@ -111,13 +113,6 @@ async def running_okta() -> AsyncIterator[FakeOkta]:
     app.router.add_get("/api/v1/users/{user}/groups", okta.user_groups)
     app.router.add_put("/api/v1/groups/{group}/users/{user}", okta.add)
     app.router.add_delete("/api/v1/groups/{group}/users/{user}", okta.remove)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    okta.url = f"http://127.0.0.1:{port}"
-    try:
+    async with serving(app) as url:
+        okta.url = url
         yield okta
-    finally:
-        await runner.cleanup()

@@ -350,22 +350,15 @@ class AccessRequestWorkflow:
         """Check the requester and target exist in AWS before anyone is asked to approve."""
         if self._multi:
             return await self._resolve_each()
-        spec = _assignment_spec(self._s.input)
-        try:
-            self._s.assignment = await self._short_call(
-                activity_name(spec.strategy, "resolve"),
-                ResolveInput(spec=spec),
-                result_type=ResolvedAssignment,
-                start_to_close_timeout=names.RESOLVE_TIMEOUT,
-                retry_policy=names.RESOLVE_RETRY,
-            )
-        except ActivityError as err:
+        outcome = await self._resolve_target(_assignment_spec(self._s.input))
+        if isinstance(outcome, ActivityError):
             if self._state.finished:
                 return False  # cancelled or denied meanwhile: that outcome stands
-            self._s.failure_type = root_type(err)
-            self._finish(RequestState.FAILED, root_message(err))
+            self._s.failure_type = root_type(outcome)
+            self._finish(RequestState.FAILED, root_message(outcome))
             self._emit("access.grant_failed", None, error=self._s.view.end_reason, stage="resolve")
             return False
+        self._s.assignment = outcome
         self._s.resolved = True
         return True
 

@@ -38,13 +38,21 @@ class HooksFile:
 def load_hooks_file(path: str | Path) -> HooksFile:
     """Import the file as a fresh module and collect its hooks and reducers (never raises)."""
     path = Path(path)
-    try:
-        module = _import(path)
-    except FileNotFoundError:
-        return HooksFile(path, problems=[f"{path}: no such file"])
-    except BaseException as exc:  # the user's module may raise anything while importing
-        return HooksFile(path, problems=[f"{path}: importing it failed: {_describe(exc, path)}"])
+    module, problem = import_file(path)
+    if module is None:
+        return HooksFile(path, problems=[problem])
     return _collect(path, module)
+
+
+def import_file(path: Path) -> tuple[ModuleType | None, str]:
+    """The file imported as a fresh module, or None and why not (never raises): hooks files and
+    strategy files alike."""
+    try:
+        return _import(path), ""
+    except FileNotFoundError:
+        return None, f"{path}: no such file"
+    except BaseException as exc:  # the user's module may raise anything while importing
+        return None, f"{path}: importing it failed: {_describe(exc, path)}"
 
 
 def _import(path: Path) -> ModuleType:

@@ -11,7 +11,7 @@ import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keycard.sdk.loader import _describe, _import
+from keycard.sdk.loader import import_file
 from keycard.sdk.strategy import OPERATIONS, Strategy
 
 # What each method takes after self, by name, as the SDK calls it.
@@ -41,12 +41,9 @@ class StrategyFile:
 def load_strategy_file(path: str | Path) -> StrategyFile:
     """Import the file as a fresh module and find its one Strategy subclass (never raises)."""
     path = Path(path)
-    try:
-        module = _import(path)
-    except FileNotFoundError:
-        return StrategyFile(path, problems=[f"{path}: no such file"])
-    except BaseException as exc:  # the user's module may raise anything while importing
-        return StrategyFile(path, problems=[f"{path}: importing it failed: {_describe(exc, path)}"])
+    module, problem = import_file(path)
+    if module is None:
+        return StrategyFile(path, problems=[problem])
     classes = [
         value
         for value in vars(module).values()
