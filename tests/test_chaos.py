@@ -17,6 +17,7 @@ from tests.chaos import (
     late_by,
     lease_groups,
     run_chaos,
+    sampled_groups,
 )
 
 pytestmark = pytest.mark.e2e
@@ -104,3 +105,16 @@ def test_the_checks_hold_each_target_of_a_request_naming_several_to_its_own_gran
     assert active_window(single, "dr") is None  # it never named dr
     item.final.targets[1] = TargetStatus(name="dr", label="dr", state="failed", error="no")
     assert active_window(item, "dr") is None and gaps_while_active([item], dr, "dr") == []
+
+
+def test_a_lease_group_no_sample_fell_in_need_not_be_seen_but_one_sampled_must():
+    """Granted and revoked between two samples: the samples cannot show it. The check then asks
+    only for the groups a sample fell inside, and still refuses more appearances than groups."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ms = [t0 + timedelta(milliseconds=100 * n) for n in range(40)]
+    samples = [(ms[0], frozenset()), (ms[5], frozenset()), (ms[10], frozenset())]
+    brief = (ms[1], ms[3])  # between the samples at 0 and 500 ms
+    long = (ms[6], ms[20])  # the sample at 1000 ms falls inside
+    assert sampled_groups([brief], samples) == 0
+    assert sampled_groups([brief, long], samples) == 1
+    assert lease_groups([brief, long]) == 2
