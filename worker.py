@@ -251,7 +251,7 @@ async def run_worker(
 async def _schedule_drift_sweep(client: Client, config: KeycardConfig, settings: Settings) -> None:
     """Create or update the drift sweep's Schedule; a failure is logged, never fatal: the sweep
     is a safety net, and grants and revocations do not depend on it."""
-    from starter.drift import ensure_drift_schedule
+    from starter.run.drift import ensure_drift_schedule
 
     try:
         await ensure_drift_schedule(client, config, settings.task_queue)

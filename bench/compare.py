@@ -52,7 +52,7 @@ from keycard.config import KeycardConfig, parse_config
 from keycard.models import Actor, Requester
 from keycard.settings import Settings
 from starter.client import KeycardClient
-from starter.demo_aws import demo_environment, seed_demo, start_moto_server
+from starter.run.demo_aws import demo_environment, seed_demo, start_moto_server
 from tests.conftest import _binary
 from worker import build_worker
 

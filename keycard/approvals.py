@@ -64,9 +64,9 @@ def assign(
     for person in dict.fromkeys(people):  # each person once, in order
         place(person, set())
     counted: list[list[str]] = [[] for _ in steps]
-    for slot, person in enumerate(holder):
-        if person is not None:
-            counted[places[slot]].append(person)
+    for slot, held_by in enumerate(holder):
+        if held_by is not None:
+            counted[places[slot]].append(held_by)
     order = {person: n for n, person in enumerate(people)}
     return [sorted(names, key=order.__getitem__) for names in counted]
 

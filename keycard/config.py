@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias, Union
 
 import yaml
 from pydantic import (
@@ -81,7 +81,10 @@ class SessionsPolicy(_Strict):
 
 
 # Every strategy's name (keycard/strategies.py: the registry this schema is built from).
-Strategy = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    Strategy: TypeAlias = str  # one of STRATEGIES
+else:
+    Strategy = Literal[tuple(STRATEGIES)]
 
 
 # --- prompt fields ----------------------------------------------------------------------------
@@ -255,6 +258,10 @@ class FlowSlack(_Strict):
 
 
 class _FlowBase(_Strict):
+    if TYPE_CHECKING:  # every strategy's model adds these (_flow_model)
+        strategy: str
+        targets: list[Target]
+
     name: Name
     label: str = ""
     description: str = ""
@@ -357,7 +364,7 @@ class _FlowBase(_Strict):
     def ends_sessions(self) -> bool:
         """end_sessions as it applies: on by default where Keycard can end sessions (aws_sso)."""
         if self.end_sessions is None:
-            return self.strategy == "aws_sso"  # type: ignore[attr-defined]
+            return self.strategy == "aws_sso"
         return self.end_sessions
 
     @field_validator("hooks")
@@ -383,7 +390,7 @@ class _FlowBase(_Strict):
                     f"durations {', '.join(format_duration(d) for d in too_long)} exceed "
                     f"max_duration {format_duration(self.max_duration)}"
                 )
-        names = [t.name for t in self.targets]  # type: ignore[attr-defined]
+        names = [t.name for t in self.targets]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
@@ -433,7 +440,7 @@ class _FlowBase(_Strict):
         dupes = sorted({n for n in field_names if field_names.count(n) > 1})
         if dupes:
             raise ValueError(f"field names must be unique; repeated: {', '.join(dupes)}")
-        strategy = self.strategy  # type: ignore[attr-defined]
+        strategy = self.strategy
         if self.end_sessions and not STRATEGIES[strategy].ends_sessions:
             able = " or ".join(n for n, i in STRATEGIES.items() if i.ends_sessions)
             raise ValueError(
@@ -447,8 +454,8 @@ class _FlowBase(_Strict):
             )
         return self
 
-    def target(self, name: str) -> TargetBase:
-        for target in self.targets:  # type: ignore[attr-defined]
+    def target(self, name: str) -> Target:
+        for target in self.targets:
             if target.name == name:
                 return target
         raise KeyError(name)
@@ -470,9 +477,6 @@ def _flow_model(info: StrategyInfo) -> type[_FlowBase]:
 FLOW_MODELS: dict[str, type[_FlowBase]] = {
     name: _flow_model(info) for name, info in STRATEGIES.items()
 }
-AwsSsoFlow = FLOW_MODELS["aws_sso"]
-AwsSsoGroupFlow = FLOW_MODELS["aws_sso_group"]
-AwsIamGroupFlow = FLOW_MODELS["aws_iam_group"]
 
 
 def _strategy_of(value: Any) -> str | None:
@@ -481,20 +485,33 @@ def _strategy_of(value: Any) -> str | None:
     return getattr(value, "strategy", None)
 
 
-Flow = Annotated[
-    Union[tuple(Annotated[model, Tag(name)] for name, model in FLOW_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(
-        _strategy_of,
-        custom_error_type="unknown_strategy",
-        custom_error_message="strategy must be one of " + ", ".join(STRATEGIES),
-    ),
-]
 # Every strategy's target model, told apart by their keys (each rejects the others' keys). Spelled
 # out for type checkers; the assertion keeps it equal to the registry's.
 Target = AwsSsoTarget | GroupTarget | SettingsTarget
 assert set(Target.__args__) == {info.target for info in STRATEGIES.values()}, (
     "a strategy's target model is missing from config.Target"
 )
+
+if TYPE_CHECKING:
+    # For type checkers, a flow is what every strategy's flow model has (_FlowBase, with its
+    # strategy and targets); the models themselves are built from the registry at import.
+
+    Flow: TypeAlias = _FlowBase
+    AwsSsoFlow: TypeAlias = _FlowBase
+    AwsSsoGroupFlow: TypeAlias = _FlowBase
+    AwsIamGroupFlow: TypeAlias = _FlowBase
+else:
+    AwsSsoFlow = FLOW_MODELS["aws_sso"]
+    AwsSsoGroupFlow = FLOW_MODELS["aws_sso_group"]
+    AwsIamGroupFlow = FLOW_MODELS["aws_iam_group"]
+    Flow = Annotated[
+        Union[tuple(Annotated[model, Tag(name)] for name, model in FLOW_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+        Discriminator(
+            _strategy_of,
+            custom_error_type="unknown_strategy",
+            custom_error_message="strategy must be one of " + ", ".join(STRATEGIES),
+        ),
+    ]
 STRATEGY_TAGS = set(STRATEGIES)
 
 
@@ -809,7 +826,7 @@ class KeycardConfig(_Strict):
                 raise ValueError(f"flows[{index}] ({flow.name}) {problem}")
         return self
 
-    def flow(self, name: str) -> _FlowBase:
+    def flow(self, name: str) -> Flow:
         for flow in self.flows:
             if flow.name == name:
                 return flow
@@ -876,7 +893,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"the key {key!r} is given twice here", key_node.start_mark
@@ -930,8 +947,9 @@ def _code_files(config: KeycardConfig) -> list[tuple[int, str, str]]:
     for index, flow in enumerate(config.flows):
         if flow.hooks:
             files.append((index, "hooks", flow.hooks))
-        if getattr(flow, "module", None):
-            files.append((index, "module", flow.module))
+        module = getattr(flow, "module", None)
+        if module:
+            files.append((index, "module", module))
     return files
 
 

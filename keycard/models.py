@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -272,6 +272,11 @@ class RequestView(_Message):
     def targets_label(self) -> str:
         """The target's label, or every target's, for a request naming several."""
         return ", ".join(t.label for t in self.targets) or self.target_label
+
+    @property
+    def total_duration(self) -> timedelta:
+        """The access asked for and every extension since: what the flow's maximum bounds."""
+        return self.duration + sum((e.duration for e in self.extensions), timedelta(0))
 
     @property
     def summary(self) -> str:

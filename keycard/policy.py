@@ -393,11 +393,15 @@ def _wrong_state(view: RequestView, verb: str) -> DecisionRefused:
 
 
 def _is_requester(view: RequestView, actor: Actor) -> bool:
-    return bool(actor.email) and actor.email.lower() == view.requester.email.lower()
+    if not actor.email:
+        return False
+    return actor.email.lower() == view.requester.email.lower()
 
 
 def _is_approver(view: RequestView, actor: Actor) -> bool:
-    return bool(actor.email) and actor.email.lower() in view.approvers
+    if not actor.email:
+        return False
+    return actor.email.lower() in view.approvers
 
 
 def may_read(view: RequestView, reader: Actor) -> bool:
@@ -411,11 +415,11 @@ def may_read(view: RequestView, reader: Actor) -> bool:
     if not email:
         return False
     if reader.role is Role.SERVICE:
-        return view.submitted_by is not None and view.submitted_by.email.lower() == email
+        return view.submitted_by is not None and (view.submitted_by.email or "").lower() == email
     return (
         _is_requester(view, reader)
         or _is_approver(view, reader)
-        or any(a.actor.email.lower() == email for a in view.approvals)
+        or any((a.actor.email or "").lower() == email for a in view.approvals)
     )
 
 
@@ -594,7 +598,7 @@ def check_extend(view: RequestView, flow: Flow, actor: Actor, extra: timedelta) 
         raise DecisionRefused(
             "InvalidDuration", "an extension must be longer than zero", Refusal.INVALID
         )
-    total = view.duration + sum((e.duration for e in view.extensions), timedelta(0)) + extra
+    total = view.total_duration + extra
     _check_automatic_cap(view, flow, actor, total)
     if total > flow.maximum:
         already = total - extra

@@ -10,7 +10,9 @@ deterministic: workflows call it.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 REDACTED = "[redacted]"
 MAX_TEXT = 2000  # characters of one string in an event; longer ones end in TRUNCATED
@@ -57,18 +59,22 @@ def scrub_text(text: str) -> str:
     return text
 
 
-def scrub(value: Any) -> Any:
+def scrub(value: T) -> T:
     """The value with every secret-looking string redacted and every long one shortened,
-    recursively through dicts and lists."""
+    recursively through dicts and lists; of the same type."""
+    return cast(T, _scrub(value))
+
+
+def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
     if isinstance(value, dict):
         return {
             key: REDACTED
             if isinstance(key, str) and SECRET_KEY.search(key) and isinstance(item, str) and item
-            else scrub(item)
+            else _scrub(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return type(value)(scrub(item) for item in value)
+        return type(value)(_scrub(item) for item in value)
     return value

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -59,9 +60,9 @@ class EnvRef(BaseModel):
             return {"env": match.group(1)}
         return value
 
-    def resolve(self, environ: dict[str, str] | None = None) -> str:
-        environ = os.environ if environ is None else environ
-        value = environ.get(self.env)
+    def resolve(self, environ: Mapping[str, str] | None = None) -> str:
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        value = env.get(self.env)
         if not value:
             raise LookupError(f"environment variable {self.env} is not set")
         return value

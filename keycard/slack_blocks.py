@@ -1,6 +1,6 @@
 """Keycard in Slack as Block Kit: pure functions from flows and requests to blocks, and back.
 
-Both the Slack app (starter/slack_app.py) and the Slack notifier (activities/slack.py) build their
+Both the Slack app (starter/slack/app.py) and the Slack notifier (activities/slack.py) build their
 messages here, so tests can compare payloads directly. Anything a person typed (reasons, field
 values, comments) goes through `escape` before it lands in mrkdwn: a reason of `<!channel>` pings
 nobody. Plain-text elements (modal labels, options) are not parsed by Slack and need no escaping.
@@ -348,7 +348,7 @@ def _input_value(state: dict[str, Any] | None) -> Any:
 def _reason_hint(flow: Any | None) -> str:
     rules = getattr(flow, "reason", None)
     if rules is not None and rules.hint:
-        return rules.hint
+        return str(rules.hint)
     return "What is it for? An incident number helps approvers."
 
 
@@ -606,8 +606,7 @@ def extension_choices(view: RequestView, flow: Any | None) -> list[timedelta]:
     """The flow's durations that still fit under its maximum, extensions included."""
     if flow is None or not flow.allow_extension or view.state is not RequestState.ACTIVE:
         return []
-    total = view.duration + sum((e.duration for e in view.extensions), timedelta(0))
-    return [d for d in flow.durations if total + d <= flow.maximum]
+    return [d for d in flow.durations if view.total_duration + d <= flow.maximum]
 
 
 def _access_controls(view: RequestView, flow: Any | None) -> list[dict[str, Any]]:

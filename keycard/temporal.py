@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
 
 if TYPE_CHECKING:
     from keycard.config import SessionsPolicy
@@ -169,6 +170,31 @@ SA_STATE = SearchAttributeKey.for_keyword("KeycardState")
 SA_APPROVERS = SearchAttributeKey.for_keyword_list("KeycardApprovers")
 SA_SUBMITTED_BY = SearchAttributeKey.for_keyword("KeycardSubmittedBy")
 SEARCH_ATTRIBUTES = (SA_REQUESTER, SA_FLOW, SA_TARGET, SA_STATE, SA_APPROVERS, SA_SUBMITTED_BY)
+
+
+def request_search_attributes(
+    *,
+    requester: str,
+    flow: str,
+    target: str,
+    state: str,
+    approvers: Sequence[str] | None = None,
+    submitted_by: str | None = None,
+) -> list[SearchAttributePair[Any]]:
+    """A request's search attributes, built here only: set by the client when it starts the
+    request, kept current by the workflow (which leaves out what it never changes: None)."""
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(SA_REQUESTER, requester),
+        SearchAttributePair(SA_FLOW, flow),
+        SearchAttributePair(SA_TARGET, target),
+        SearchAttributePair(SA_STATE, state),
+    ]
+    if approvers is not None:
+        pairs.append(SearchAttributePair(SA_APPROVERS, sorted(approvers)))
+    if submitted_by is not None:
+        pairs.append(SearchAttributePair(SA_SUBMITTED_BY, submitted_by))
+    return pairs
+
 
 # --- timeouts and retry policies, in one place -------------------------------------------------
 

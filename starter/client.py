@@ -1,4 +1,5 @@
-"""KeycardClient: the one Python API every front door (CLI, HTTP API, Slack) uses to reach requests."""
+"""KeycardClient: requests reached through Temporal, for the HTTP API, Slack, the console and
+operators. Its shape is starter/protocol.py's `Keycard`, which the HTTP API's client shares."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -24,7 +25,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
-    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -56,6 +56,8 @@ from keycard.models import (
 from keycard.policy import DecisionRefused, PolicyError, Refusal, RequestInvalid
 from keycard.redact import scrub_text
 from starter.dev_state import dev_temporal_address
+from starter.pages import RequestPage, RequestSummary
+from starter.protocol import WAIT_TIMEOUT, Ask
 from starter.telemetry import tracing_interceptors
 
 log = structlog.get_logger(__name__)
@@ -114,32 +116,8 @@ class RequestRejected(PolicyError):
         self.view = view
 
 
-class RequestSummary(BaseModel):
-    """A row of `list`: what visibility knows without asking each workflow."""
-
-    id: str
-    state: RequestState | None
-    requester: Requester | None
-    flow: str | None
-    target: str | None
-    started_at: datetime | None
-    closed_at: datetime | None
-    expires_at: datetime | None = Field(
-        default=None, description="when the access ends or ended (details)"
-    )
-    decided_by: str | None = Field(
-        default=None, description="who approved, denied or cancelled it (details)"
-    )
-    summary: str | None = Field(default=None, description="the request in one line (details)")
-
-
 # How long a decision keeps trying while Temporal says the request is not ready for it.
 UPDATE_NOT_READY_WAIT = timedelta(seconds=30)
-
-
-class RequestPage(BaseModel):
-    requests: list[RequestSummary]
-    next_page_token: str | None = None
 
 
 async def connect_temporal(
@@ -179,10 +157,46 @@ class KeycardClient:
 
     def prepare(
         self,
+        ask: Ask,
+        *,
+        submitted_by: Actor | None = None,
+        request_id: str | None = None,
+        via: str = "cli",
+    ) -> AccessRequestInput:
+        """Check a request against its flow without starting anything; raises RequestInvalid.
+
+        `submitted_by`: a service that asks on the requester's behalf. `request_id`: the id to
+        start it under (default: a new one); the same id twice starts one request. `via`: the
+        front door, for the audit."""
+        if ask.requester is None:
+            raise RequestInvalid(
+                "RequesterRequired", "say who the access is for: set `requester` to their email"
+            )
+        flow_def = policy.find_flow(self.config, ask.flow)
+        targets = policy.find_targets(flow_def, ask.target)
+        policy.check_requester(flow_def, ask.requester.email, self.config.approver_groups)
+        return AccessRequestInput(
+            request_id=request_id or names.new_request_id(),
+            requester=ask.requester,
+            flow=flow_def,
+            target=targets[0],
+            targets=targets if len(targets) > 1 else [],
+            approver_groups=policy.referenced_groups(flow_def, self.config.approver_groups),
+            duration=policy.choose_duration(flow_def, ask.duration),
+            reason=policy.check_reason(flow_def, ask.reason),
+            fields=policy.check_fields(flow_def, dict(ask.fields)),
+            start_at=policy.check_start_at(flow_def, ask.start_at, datetime.now(UTC)),
+            submitted_by=submitted_by,
+            via=via,
+            audit_destinations=self.config.audit.destination_names,
+        )
+
+    async def request(
+        self,
         *,
         flow: str,
         target: str | Sequence[str],
-        requester: Requester,
+        requester: Requester | None = None,
         duration: str | timedelta | None = None,
         reason: str | None = None,
         fields: Mapping[str, Any] | None = None,
@@ -190,37 +204,27 @@ class KeycardClient:
         submitted_by: Actor | None = None,
         request_id: str | None = None,
         via: str = "cli",
-    ) -> AccessRequestInput:
-        """Check a request against its flow without starting anything; raises RequestInvalid.
-
-        `target`: one of the flow's targets, or several (one approval covers them all; each is
-        its own lease, granted side by side and removed together)."""
-        flow_def = policy.find_flow(self.config, flow)
-        targets = policy.find_targets(flow_def, target)
-        policy.check_requester(flow_def, requester.email, self.config.approver_groups)
-        return AccessRequestInput(
-            request_id=request_id or names.new_request_id(),
-            requester=requester,
-            flow=flow_def,
-            target=targets[0],
-            targets=targets if len(targets) > 1 else [],
-            approver_groups=policy.referenced_groups(flow_def, self.config.approver_groups),
-            duration=policy.choose_duration(flow_def, duration),
-            reason=policy.check_reason(flow_def, reason),
-            fields=policy.check_fields(flow_def, dict(fields or {})),
-            start_at=policy.check_start_at(flow_def, start_at, datetime.now(UTC)),
-            submitted_by=submitted_by,
-            via=via,
-            audit_destinations=self.config.audit.destination_names,
-        )
-
-    async def request(self, **kwargs: Any) -> RequestView:
+    ) -> RequestView:
         """Start a request and return it once checked against AWS (PENDING, or decided by a rule).
 
-        Takes the arguments of `prepare`. The same `request_id` twice returns the first request
-        instead of starting a second, which is what makes retries and idempotency keys safe.
+        The same `request_id` twice returns the first request instead of starting a second,
+        which is what makes retries and idempotency keys safe. See `prepare` for the rest.
         """
-        input = self.prepare(**kwargs)
+        ask = Ask(
+            flow=flow,
+            target=target if isinstance(target, str) else tuple(target),
+            requester=requester,
+            duration=duration,
+            reason=reason,
+            fields=dict(fields or {}),
+            start_at=start_at,
+        )
+        return await self.start(
+            self.prepare(ask, submitted_by=submitted_by, request_id=request_id, via=via)
+        )
+
+    async def start(self, input: AccessRequestInput) -> RequestView:
+        """Start a request `prepare` checked; answer as `request` does."""
         start = WithStartWorkflowOperation(
             names.ACCESS_REQUEST_WORKFLOW,
             input,
@@ -230,20 +234,14 @@ class KeycardClient:
             # A finished request's id is never reused: asking again with it gets that request.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(names.SA_REQUESTER, input.requester.email),
-                    SearchAttributePair(names.SA_FLOW, input.flow.name),
-                    SearchAttributePair(names.SA_TARGET, input.target.name),
-                    SearchAttributePair(names.SA_STATE, RequestState.PENDING.value),
-                    SearchAttributePair(
-                        names.SA_APPROVERS,
-                        sorted(policy.approvers_of(input.flow, input.approver_groups)),
-                    ),
-                    SearchAttributePair(
-                        names.SA_SUBMITTED_BY,
-                        (input.submitted_by or input.requester).email,
-                    ),
-                ]
+                names.request_search_attributes(
+                    requester=input.requester.email,
+                    flow=input.flow.name,
+                    target=input.target.name,
+                    state=RequestState.PENDING.value,
+                    approvers=policy.approvers_of(input.flow, input.approver_groups),
+                    submitted_by=(input.submitted_by or input.requester).email,
+                )
             ),
             static_summary=summary_line(
                 input.requester.email,
@@ -410,7 +408,7 @@ class KeycardClient:
         request_id: str,
         *,
         until: Collection[RequestState] = (RequestState.ACTIVE,),
-        timeout: timedelta = timedelta(seconds=60),
+        timeout: timedelta = WAIT_TIMEOUT,
     ) -> RequestView:
         """The request once it is in one of `until` or finished, or as it is when `timeout` ends.
 

@@ -66,8 +66,8 @@ from keycard.models import (
     RequestView,
 )
 from starter.client import KeycardClient
-from starter.demo_aws import DEMO_CREDENTIALS, seed_demo, start_moto_server
-from starter.dev import temporal_binary
+from starter.run.demo_aws import DEMO_CREDENTIALS, seed_demo, start_moto_server
+from starter.run.dev import temporal_binary
 from worker import keycard_replayer
 
 REGION = "us-east-1"

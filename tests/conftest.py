@@ -14,13 +14,28 @@ import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from keycard import temporal as names
-from starter.demo_aws import demo_environment, start_moto_server
+from starter.run.demo_aws import demo_environment, start_moto_server
 
 BIN = Path(sys.executable).parent
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Keycard's search attributes, each of its own type, on a time-skipping test server (the dev
+    server takes them at start: start_local(search_attributes=...))."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                for key in names.SEARCH_ATTRIBUTES
+            },
+        )
+    )
 
 
 def _binary(name: str) -> str:
@@ -61,15 +76,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
     )
     env.time_skipping_unlocked = types.MethodType(_balanced_unlock, env)  # type: ignore[method-assign]
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
-                for key in names.SEARCH_ATTRIBUTES
-            },
-        )
-    )
+    await register_search_attributes(env.client)
     yield env
     await env.shutdown()
 

@@ -26,6 +26,7 @@ from keycard.models import (
 )
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
+from tests.polling import eventually
 from worker import WORKFLOWS, keycard_worker
 
 CONFIG = """
@@ -185,18 +186,6 @@ async def ask(stack: Stack | KeycardClient, **overrides) -> RequestView:
     return await keycard.request(**args)
 
 
-async def wait_for(predicate, timeout: float = 30.0):
-    """Poll an async condition until it returns something truthy, within a deadline."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def state_is(stack: Stack, request_id: str, state: RequestState) -> RequestView:
     """The request once it is in `state`."""
 
@@ -204,7 +193,7 @@ async def state_is(stack: Stack, request_id: str, state: RequestState) -> Reques
         view = await stack.keycard.get(request_id)
         return view if view.state is state else None
 
-    return await wait_for(check)
+    return await eventually(check)
 
 
 def unique_id() -> str:

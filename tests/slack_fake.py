@@ -27,7 +27,7 @@ from activities.slack import SlackApprovers, SlackNotifier, web_client
 from keycard.config import parse_config
 from keycard.models import ResolvedAssignment, ResolveInput
 from keycard.settings import SlackSettings
-from starter.slack_app import build_slack_app, mount_slack
+from starter.slack.app import build_slack_app, mount_slack
 from tests.fakes import FakeCloud
 from tests.harness import running_stack
 
@@ -581,15 +581,3 @@ async def slack_stack(
 
 def web_client_for(slack: FakeSlack) -> AsyncWebClient:
     return web_client(BOT_TOKEN, slack.api_url)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
-    """Re-check an async condition (a query of the workflow) until it holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)

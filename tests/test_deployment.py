@@ -28,8 +28,8 @@ from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.durations import parse_duration
 from keycard.settings import Settings
-from starter.cli import app
-from starter.health import ProcessHealth, health_app
+from main import app
+from starter.run.health import ProcessHealth, health_app
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = {
@@ -292,9 +292,9 @@ def test_worker_health_probe_matches_the_endpoint_the_worker_serves():
 
 
 def test_api_health_probe_matches_the_endpoint_the_api_serves():
-    from starter.api import create_app
     from starter.client import KeycardClient
-    from starter.serve import GRACEFUL_SHUTDOWN
+    from starter.run.http import create_app
+    from starter.run.serve import GRACEFUL_SHUTDOWN
 
     config = parse_config((ROOT / "keycard.example.yaml").read_text())
     served = create_app(KeycardClient(None, config)).openapi()["paths"]  # type: ignore[arg-type]
@@ -427,12 +427,12 @@ BLOCK_DEV_ONLY = """
 import sys
 sys.modules["moto"] = None  # importing it now raises ImportError, as in the image
 from typer.testing import CliRunner
-from starter.cli import app
+from main import app
 runner = CliRunner()
 checked = runner.invoke(app, ["flows", "validate", "keycard.example.yaml"])
 assert checked.exit_code == 0, checked.output
-import starter.client, starter.doctor, starter.dev, starter.dev_state, starter.serve, worker
-from starter.demo_aws import start_moto_server
+import starter.client, starter.cli.doctor, starter.run.dev, starter.dev_state, starter.run.serve, worker
+from starter.run.demo_aws import start_moto_server
 try:
     start_moto_server()
 except RuntimeError as err:

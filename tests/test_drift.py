@@ -21,11 +21,13 @@ from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import Actor, DriftReport, RequestState, RequestView
 from keycard.settings import Settings
-from starter.cli import app
+from main import app
+from starter.cli.drift import render
 from starter.client import KeycardClient
-from starter.demo_aws import DEMO_CREDENTIALS, assignments_for, seed_demo, user_id_of
-from starter.drift import ensure_drift_schedule, last_sweep, render, sweep_input
-from tests.harness import ALICE, wait_for
+from starter.run.demo_aws import DEMO_CREDENTIALS, assignments_for, seed_demo, user_id_of
+from starter.run.drift import ensure_drift_schedule, last_sweep, sweep_input
+from tests.harness import ALICE
+from tests.polling import eventually
 from worker import build_worker, run_worker
 
 REGION = "us-east-1"
@@ -155,8 +157,8 @@ async def test_the_sweep_removes_orphans_reports_the_unmanaged_and_keeps_standin
     )
     # The orphan goes through its GrantWorkflow, which audits the removal once AWS confirms it
     # (and ends the sessions it allowed, as a lease's end would).
-    await wait_for(lambda: _async(not aws.holds("alice@example.com")))
-    removed = await wait_for(lambda: _async(audited(settings, "drift.removed")))
+    await eventually(lambda: _async(not aws.holds("alice@example.com")))
+    removed = await eventually(lambda: _async(audited(settings, "drift.removed")))
     assert removed[0]["requester"]["email"] == "alice@example.com"
     assert removed[0]["detail"]["kind"] == "orphan" and removed[0]["detail"]["removed"] is True
     assert removed[0]["actor"]["rule"] == "drift-sweep" and removed[0]["actor"]["via"] == "schedule"
@@ -174,7 +176,7 @@ async def test_the_sweep_removes_orphans_reports_the_unmanaged_and_keeps_standin
         "unmanaged",
         "removed",
     )
-    await wait_for(lambda: _async(not aws.holds("bob@example.com")))
+    await eventually(lambda: _async(not aws.holds("bob@example.com")))
     assert aws.holds("carol@example.com")
 
     # And a request after all this works as ever.
@@ -182,7 +184,7 @@ async def test_the_sweep_removes_orphans_reports_the_unmanaged_and_keeps_standin
         flow="prod-power-user", target="prod", duration="1h", reason="drift", requester=ALICE
     )
     await keycard.approve(again.id, Actor(email="bob@example.com"))
-    await wait_for(lambda: _async(aws.holds("alice@example.com")))
+    await eventually(lambda: _async(aws.holds("alice@example.com")))
     report = await sweep(dev_env.client, strict, settings.task_queue)
     assert report.findings == [] and report.held == 2  # alice's lease, carol's standing access
     await keycard.revoke(again.id, Actor(email="alice@example.com"), "done")
@@ -203,7 +205,7 @@ async def test_the_worker_schedules_the_sweep_and_keycard_drift_shows_it(
     worker = asyncio.create_task(run_worker(dev_env.client, config, settings, stop))
     try:
         handle = dev_env.client.get_schedule_handle(names.DRIFT_SCHEDULE_ID)
-        described = await wait_for(lambda: _described(handle))
+        described = await eventually(lambda: _described(handle))
         assert described.schedule.spec.intervals[0].every.total_seconds() == 60
         assert described.schedule.action.task_queue == settings.task_queue
 

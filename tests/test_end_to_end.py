@@ -19,14 +19,15 @@ from keycard.models import Actor, RequestState, RequestView
 from keycard.session_policy import denies
 from keycard.settings import Settings
 from starter.client import KeycardClient, RequestRejected
-from starter.demo_aws import (
+from starter.run.demo_aws import (
     assignments_for,
     inline_policy,
     seed_demo,
     session_denials_for,
     user_id_of,
 )
-from tests.harness import ALICE, wait_for
+from tests.harness import ALICE
+from tests.polling import eventually
 from worker import build_worker
 
 REGION = "us-east-1"
@@ -89,7 +90,7 @@ async def test_request_approve_grant_expire_against_moto(keycard, aws, dev_env):
     assert held(aws) == []
 
     await keycard.approve(view.id, Actor(email="bob@example.com"))
-    active = await wait_for(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
+    active = await eventually(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
     assert held(aws) == [("aws_sso", keycard.account, "PowerUserAccess", None)]
     assert active.expires_at is not None
 
@@ -121,14 +122,14 @@ async def test_early_revoke_and_group_membership(keycard, aws, dev_env):
         flow="ops-group", target="ops", duration="3s", reason="e2e", requester=ALICE
     )
     await keycard.approve(view.id, Actor(email="bob@example.com"))
-    await wait_for(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
+    await eventually(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
     assert ("aws_sso_group", None, None, "Operators") in held(aws)
 
     long = await keycard.request(
         flow="prod-power-user", target="prod", duration="1h", reason="e2e", requester=ALICE
     )
     await keycard.approve(long.id, Actor(email="carol@example.com"))
-    await wait_for(lambda: state_of(keycard, long.id, RequestState.ACTIVE))
+    await eventually(lambda: state_of(keycard, long.id, RequestState.ACTIVE))
     await keycard.revoke(long.id, Actor(email="alice@example.com"), "done")
     handle = dev_env.client.get_workflow_handle(long.id, result_type=RequestView)
     final = await asyncio.wait_for(handle.result(), 60)
@@ -173,7 +174,7 @@ async def test_sessions_end_through_a_customer_managed_policy_against_moto(aws, 
             flow="prod-power-user", target="prod", duration="3s", reason="e2e", requester=ALICE
         )
         await keycard.approve(view.id, Actor(email="bob@example.com"))
-        active = await wait_for(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
+        active = await eventually(lambda: state_of(keycard, view.id, RequestState.ACTIVE))
         handle = dev_env.client.get_workflow_handle(view.id, result_type=RequestView)
         final = await asyncio.wait_for(handle.result(), 60)
 

@@ -23,12 +23,13 @@ from aiohttp import web
 from keycard.config import ApiSettings, parse_config
 from keycard.models import RequestState, Role
 from keycard.settings import Settings
-from starter.api import ApiOptions, create_app
-from starter.auth import config_entry, new_token
+from starter.api.app import ApiOptions
+from starter.api.auth import config_entry, new_token
 from starter.client import KeycardClient
-from starter.demo_aws import seed_demo
+from starter.run.demo_aws import seed_demo
+from starter.run.http import create_app
 from tests import slack_fake
-from tests.harness import wait_for
+from tests.polling import eventually
 from tests.slack_fake import SLACK_USERS, FakeSlack
 from worker import build_worker
 
@@ -148,7 +149,7 @@ audit:
             async def delivered() -> bool:  # the siem's last batch, sent before the close
                 return any("access.revoked" in body for body in collector.bodies)
 
-            await wait_for(delivered)
+            await eventually(delivered)
             grant_ids = [
                 e.id
                 async for e in dev_env.client.list_workflows(

@@ -19,11 +19,13 @@ from activities.audit import AuditBacklog
 from keycard.config import parse_config
 from keycard.models import Actor, RequestState
 from keycard.settings import Settings
-from starter.api import ApiOptions, create_app
+from starter.api.app import ApiOptions
 from starter.client import connect_temporal
+from starter.run.http import create_app
 from starter.telemetry import Gauges, metrics_runtime, tracing_configured
 from tests.fakes import FakeCloud
-from tests.harness import BOB, ask, running_stack, state_is, wait_for
+from tests.harness import BOB, ask, running_stack, state_is
+from tests.polling import eventually
 from tests.starter.conftest import api_config, auth, free_port, new_account_id
 from tests.workflows.test_audit_trail import SwitchableSink, with_destinations
 
@@ -86,7 +88,7 @@ async def test_the_metrics_endpoint_has_keycards_figures_and_the_sdks(dev_env):
         await state_is(stack, view.id, RequestState.ENDED)
         siem.up = True  # back: the backlog drains
         everything = steady.types(view.id)
-        await wait_for(lambda: _async(siem.types(view.id) == everything), timeout=90)
+        await eventually(lambda: _async(siem.types(view.id) == everything), timeout=90)
         await gauges.update()
         samples = scrape(port)
         assert value(samples, "keycard_audit_backlog_events", destination="siem") == 0
@@ -173,7 +175,7 @@ async def test_one_trace_from_the_api_call_to_the_activities(dev_env, monkeypatc
             def spans_of_the_request():
                 return [s for s in exporter.get_finished_spans() if s.name.startswith("Run")]
 
-            await wait_for(lambda: _async(spans_of_the_request()))
+            await eventually(lambda: _async(spans_of_the_request()))
     provider.force_flush()
     spans = exporter.get_finished_spans()
     api = next(s for s in spans if s.name == "POST /v1/requests")

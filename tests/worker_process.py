@@ -1,7 +1,7 @@
 """A real `keycard worker` process whose cloud is a directory, for tests that kill workers.
 
 Run as `python -m tests.worker_process DIR`. It serves the real workflows through the same code
-path as `keycard worker` (starter.health.serve_worker: signals, draining, health endpoint, JSON
+path as `keycard worker` (starter.run.health.serve_worker: signals, draining, health endpoint, JSON
 logs), with the strategy activities replaced by `FileCloud`, which keeps its state in DIR so that
 it survives the process and several workers share it:
 
@@ -42,9 +42,10 @@ from keycard.models import (
 )
 from keycard.settings import Settings
 from starter.client import connect_temporal
-from starter.health import serve_worker
+from starter.run.health import serve_worker
 from tests.fakes import KNOWN_USERS
 from tests.harness import CONFIG
+from worker import run_worker
 
 POLL = 0.05
 SESSION = timedelta(hours=1)  # the fake permission set's session duration
@@ -171,13 +172,13 @@ async def main(root: Path) -> None:
     config = CONFIG.replace(
         "111111111111", os.environ.get("KEYCARD_TEST_ACCOUNT_ID", "111111111111")
     )
-    await serve_worker(client, parse_config(config), settings, activities=activities)
+    await serve_worker(client, parse_config(config), settings, run_worker, activities=activities)
 
 
 if __name__ == "__main__":
     configure_logging()
     asyncio.run(main(Path(sys.argv[1])))
-    # As starter.cli.main does for `keycard worker`: skip the interpreter teardown that Temporal's
+    # As main.main (starter.cli.main) does for `keycard worker`: skip the interpreter teardown that Temporal's
     # native threads can abort (temporalio/sdk-python#300), so a clean drain exits 0.
     logging.shutdown()
     sys.stdout.flush()

@@ -35,7 +35,7 @@ class DriftSweepWorkflow:
 
     @workflow.run
     async def run(self, input: DriftSweepInput) -> DriftReport:
-        report = await workflow.execute_activity(
+        report: DriftReport = await workflow.execute_activity(
             names.INSPECT_DRIFT,
             input,
             result_type=DriftReport,

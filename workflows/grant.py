@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
@@ -45,6 +46,9 @@ with workflow.unsafe.imports_passed_through():
         WaitingLease,
     )
     from keycard.strategies import activity_name
+
+# What a grant tells a request about its lease.
+LeaseAnswer = LeaseGranted | LeaseFailed | ReleaseResult
 
 
 @workflow.defn(name=names.GRANT_WORKFLOW)
@@ -314,7 +318,7 @@ class GrantWorkflow:
             for request_id, lease in self._view.waiting.items()
             if request_id not in self._by_update
         ]
-        return await workflow.execute_activity(
+        result: GrantTold = await workflow.execute_activity(
             names.GRANT_AND_TELL,
             GrantAndTell(assignment=assignment, waiting=waiting),
             result_type=GrantTold,
@@ -323,6 +327,7 @@ class GrantWorkflow:
             retry_policy=names.GRANT_RETRY,
             summary=activity_name(assignment.spec.strategy, "grant"),
         )
+        return result
 
     async def _unassign(self) -> None:
         """Remove the access, retrying in capped rounds until AWS confirms; standing access is
@@ -459,17 +464,18 @@ class GrantWorkflow:
                     account_id=assignment.spec.account_id or "",
                 )
             ]
-        return await local_call(
+        result: list[SessionScope] = await local_call(
             names.GROUP_SESSION_SCOPES,
             assignment,
             result_type=list[SessionScope],
             start_to_close_timeout=names.RESOLVE_TIMEOUT,
             retry_policy=names.RESOLVE_RETRY,
         )
+        return result
 
     async def _call(
         self, operation: str, assignment: ResolvedAssignment, result_type: type | None = None
-    ):
+    ) -> Any:
         name = activity_name(assignment.spec.strategy, operation)  # type: ignore[arg-type]
         if operation == "exists" and (self._v6 or workflow.patched(names.PATCH_LOCAL_CALLS)):
             # One lookup: a local activity, run in the workflow task that asks for it.
@@ -531,14 +537,14 @@ class GrantWorkflow:
         if not pending:
             self._view.returning.clear()
 
-    def _tell(self, request_id: str, signal: str, message) -> None:
+    def _tell(self, request_id: str, signal: str, message: LeaseAnswer) -> None:
         """Signal a request without waiting: if it no longer exists, its lease is dropped."""
         if request_id in self._by_update:
             return
         self._telling += 1
         asyncio.create_task(self._send(request_id, signal, message))  # noqa: RUF006
 
-    async def _send(self, request_id: str, signal: str, message) -> None:
+    async def _send(self, request_id: str, signal: str, message: LeaseAnswer) -> None:
         # Which grant answers: a request naming several targets holds a lease on each.
         message = message.model_copy(update={"grant_key": self._view.assignment.grant_key})
         try:
@@ -563,7 +569,7 @@ class GrantWorkflow:
             {"reason": f"lease dropped by the grant: {why}", "other_leases": len(self._leases)},
         )
 
-    def _audit_notice(self, notice: LeaseDropNotice, detail: dict) -> None:
+    def _audit_notice(self, notice: LeaseDropNotice, detail: dict[str, Any]) -> None:
         """Audit an event made elsewhere (a request's, the drift sweep's), stamped now."""
         event = notice.event.model_copy(
             update={"time": workflow.now(), "detail": {**notice.event.detail, **detail}}
@@ -697,13 +703,16 @@ class GrantWorkflow:
         answer = self._release_in_update_loop(ReleaseInput(request_id=lease.request_id))
         asyncio.create_task(self._answer_by_signal(lease.request_id, answer))  # noqa: RUF006
 
-    async def _answer_by_signal(self, request_id: str, answer) -> None:
+    async def _answer_by_signal(
+        self, request_id: str, answer: Awaitable[LeaseResult | ReleaseResult]
+    ) -> None:
         self._telling += 1
         try:
             try:
                 result = await answer
             except ApplicationError as err:
-                signal, message = names.LEASE_FAILED, LeaseFailed(error=err.message)
+                signal = names.LEASE_FAILED
+                message: LeaseAnswer = LeaseFailed(error=err.message)
             else:
                 if isinstance(result, LeaseResult):
                     signal = names.LEASE_GRANTED

@@ -64,7 +64,7 @@ def keycard_workflow_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(runner_class=UpdatesLastRunner, restrictions=restrictions)
 
 
-class _UpdatesLastInstance(_WorkflowInstanceImpl):  # type: ignore[reportImplicitAbstractClass]
+class _UpdatesLastInstance(_WorkflowInstanceImpl):
     def __init__(self, det: WorkflowInstanceDetails) -> None:
         super().__init__(det)
         self._held_updates: list[DoUpdate] = []

@@ -130,7 +130,7 @@ class SessionPolicyWorkflow:
         self._prune_after = None
 
     async def _call(self, activity: str, batch: list[EndSessions]) -> SessionPolicyResult:
-        return await workflow.execute_activity(
+        result: SessionPolicyResult = await workflow.execute_activity(
             activity,
             SessionPolicyWrite(
                 instance_arn=self._view.instance_arn,
@@ -147,6 +147,7 @@ class SessionPolicyWorkflow:
             heartbeat_timeout=names.SESSIONS_HEARTBEAT,
             retry_policy=names.SESSIONS_RETRY,
         )
+        return result
 
     def _learn(self, result: SessionPolicyResult) -> None:
         self._view.writes += 1

@@ -17,7 +17,7 @@ from activities.custom import custom_activities
 from activities.registry import StrategyContext
 from keycard.config import ConfigError, load_config, parse_config
 from keycard.models import RequestState
-from starter.cli import app
+from main import app
 from starter.client import RequestRejected
 from tests.harness import ALICE, BOB, running_stack, state_is, unique_id
 from tests.workflows.test_timers import outcome

@@ -21,7 +21,8 @@ from keycard.models import RequestState
 from keycard.sdk.strategy import Grant, Refused
 from keycard.strategies import HttpOptions
 from tests.fake_endpoint import SECRET, running_endpoint
-from tests.harness import ALICE, BOB, running_stack, state_is, unique_id, wait_for
+from tests.harness import ALICE, BOB, running_stack, state_is, unique_id
+from tests.polling import eventually
 from tests.workflows.test_timers import outcome
 
 ENV = {"ACCESS_SECRET": SECRET, "ACCESS_TOKEN": "t0ken"}
@@ -184,7 +185,7 @@ async def test_a_whole_lifecycle_through_the_http_strategy(time_env, tmp_path):
             operations = [c["body"]["operation"] for c in endpoint.calls]
             assert operations[0] == "resolve" and "grant" in operations
             assert operations[-1] == "revoke"
-            await wait_for(lambda: _has(stack, view.id, "access.ended"))
+            await eventually(lambda: _has(stack, view.id, "access.ended"))
             [granted] = stack.audit.of(view.id, "access.granted")
             assert granted.target.strategy == "http"
 

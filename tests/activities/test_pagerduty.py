@@ -103,7 +103,7 @@ def test_from_env_reads_the_key_and_the_base_url(fake):
 
 
 def test_doctor_proves_the_key_works_and_names_what_is_wrong(fake):
-    from starter.doctor import Report, _check_pagerduty
+    from starter.cli.doctor import Report, _check_pagerduty
 
     env = {"PAGERDUTY_API_KEY": API_KEY, "PAGERDUTY_API_URL": fake.url}
     cases = [

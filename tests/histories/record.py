@@ -18,8 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio import activity, workflow
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -39,8 +37,9 @@ from keycard.models import (
     SlackApproversResult,
 )
 from keycard.policy import PolicyError
-from starter.drift import sweep_input
-from tests.conftest import _binary
+from starter.protocol import Ask
+from starter.run.drift import sweep_input
+from tests.conftest import _binary, register_search_attributes
 from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CAROL, CONFIG, Stack, running_stack
 
@@ -447,14 +446,7 @@ async def record(tag: str, overwrite: bool, only: list[str] | None = None) -> No
         test_server_existing_path=_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in names.SEARCH_ATTRIBUTES
-            },
-        )
-    )
+    await register_search_attributes(env.client)
     try:
         for name, scenario in SCENARIOS.items():
             if only and name not in only:
@@ -494,11 +486,13 @@ async def record(tag: str, overwrite: bool, only: list[str] | None = None) -> No
 async def _sample_input(env: WorkflowEnvironment) -> AccessRequestInput:
     async with running_stack(env.client) as stack:
         return stack.keycard.prepare(
-            flow="prod-power-user",
-            target="prod",
-            duration="1h",
-            reason="incident 4312",
-            requester=ALICE,
+            Ask(
+                flow="prod-power-user",
+                target="prod",
+                duration="1h",
+                reason="incident 4312",
+                requester=ALICE,
+            ),
             request_id="req-golden-incompatible",
         )
 

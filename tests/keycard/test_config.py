@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keycard.config import ConfigError, load_config, parse_config
-from starter.cli import app
+from main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 

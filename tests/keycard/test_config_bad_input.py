@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from keycard.config import ConfigError, load_config, parse_config, unset_environment
 from keycard.settings import Settings
-from starter.cli import app, start_problems
+from main import app
+from starter.cli.terminal import start_problems
 from tests.keycard.test_config import GOOD, flow, problems
 from worker import build_activities
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -15,8 +14,9 @@ from fastapi import FastAPI
 
 from keycard.config import ApiSettings, parse_config
 from keycard.models import Role
-from starter.api import ApiOptions, create_app
-from starter.auth import config_entry, new_token
+from starter.api.app import ApiOptions
+from starter.api.auth import config_entry, new_token
+from starter.run.http import create_app
 from tests.harness import CONFIG, Stack, running_stack
 
 # A third flow only carol may request (to show /v1/flows filtering), with break-glass.
@@ -65,18 +65,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-async def eventually(check, timeout: float = 10.0):
-    """Re-check until `check` holds or the time is up (visibility and audit delivery lag a
-    little behind the workflow); returns its last result."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await check()
-        if result or loop.time() > deadline:
-            return result
-        await asyncio.sleep(0.05)
 
 
 def auth(who: str) -> dict[str, str]:

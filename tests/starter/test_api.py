@@ -13,15 +13,16 @@ from openapi_spec_validator import validate
 from temporalio.client import Client
 
 from keycard import temporal as names
-from starter.api import ApiOptions, create_app
+from starter.api.app import ApiOptions
 from starter.client import KeycardClient
+from starter.run.http import create_app
 from tests.harness import running_stack
+from tests.polling import eventually
 from tests.starter.conftest import (
     TOKENS,
     Api,
     api_config,
     auth,
-    eventually,
     free_port,
     new_account_id,
 )

@@ -20,8 +20,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from starter.api import ApiOptions, create_app
-from starter.serve import running_api
+from starter.api.app import ApiOptions
+from starter.run.http import create_app
+from starter.run.serve import running_api
 from tests.starter.conftest import TOKENS, Api
 
 EXAMPLES_PER_OPERATION = 25

@@ -9,8 +9,9 @@ from datetime import timedelta
 import httpx
 
 from keycard.config import ApiSettings, parse_config
-from starter.api import ApiOptions, create_app
-from starter.auth import config_entry
+from starter.api.app import ApiOptions
+from starter.api.auth import config_entry
+from starter.run.http import create_app
 from tests.harness import running_stack
 from tests.starter.conftest import IDENTITIES, TOKENS, auth
 from tests.starter.test_console import sign_in

@@ -13,8 +13,8 @@ from activities.audit import JsonlSink
 from keycard.config import parse_config
 from keycard.models import Actor, LifecycleEvent
 from keycard.policy import DecisionRefused
-from starter.audit import export_events, parse_time, visibility_query
-from starter.cli import app
+from main import app
+from starter.audit_trail import export_events, parse_time, visibility_query
 from tests.harness import ALICE, BOB, CONFIG, running_stack, unique_id
 
 ALICE_ACTOR = Actor(email="alice@example.com")

@@ -6,7 +6,7 @@ import pytest
 
 from keycard.config import ConfigError, parse_config
 from keycard.models import Role
-from starter.auth import TOKEN_PREFIX, TokenBook, config_entry, hash_token, new_token
+from starter.api.auth import TOKEN_PREFIX, TokenBook, config_entry, hash_token, new_token
 
 FLOWS = """
 flows:

@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 
 from keycard.config import parse_config
 from keycard.models import Role
-from starter.auth import TokenBook, config_entry, config_line
-from starter.cli import app
-from starter.serve import running_api
-from tests.starter.conftest import TOKENS, Api, auth, eventually, free_port
+from main import app
+from starter.api.auth import TokenBook, config_entry, config_line
+from starter.run.serve import running_api
+from tests.polling import eventually
+from tests.starter.conftest import TOKENS, Api, auth, free_port
 
 runner = CliRunner()
 
@@ -351,7 +352,7 @@ def test_status_shows_the_duration_with_its_extensions():
     from datetime import UTC, datetime, timedelta
 
     from keycard.models import Actor, Extension, Requester, RequestState, RequestView
-    from starter.cli import describe
+    from starter.cli.terminal import describe
 
     now = datetime(2026, 12, 2, 12, tzinfo=UTC)
     view = RequestView(

@@ -14,11 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from keycard.config import ApiSettings
-from starter.api import create_app
-from starter.cli import app
-from starter.console import ConsoleOptions
-from starter.console.sso import SsoSettings
-from starter.serve import running_api
+from main import app
+from starter.run.http import create_app
+from starter.run.serve import running_api
+from starter.sso import SsoSettings
+from starter.web import ConsoleOptions
 from tests.fake_idp import CLI_CLIENT_ID, CLIENT_ID, CLIENT_SECRET, FakeIdp
 from tests.starter.conftest import Api
 from tests.starter.test_cli_api import request_id as request_id_in

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from keycard.models import Role
-from starter.api import create_app
-from starter.auth import TokenBook
-from starter.console import ConsoleOptions
+from starter.api.auth import TokenBook
+from starter.run.http import create_app
+from starter.web import ConsoleOptions
 from tests.harness import ALICE, BOB, running_stack, unique_id
 from tests.starter.conftest import TOKENS, Api, api_config, new_account_id
 

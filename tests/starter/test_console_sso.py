@@ -15,9 +15,9 @@ import pytest
 from itsdangerous import TimestampSigner
 
 from keycard.config import ApiSettings
-from starter.api import create_app
-from starter.console import ConsoleOptions
-from starter.console.sso import SsoSettings, SsoSettingsError
+from starter.run.http import create_app
+from starter.sso import SsoSettings, SsoSettingsError
+from starter.web import ConsoleOptions
 from tests.fake_idp import CLIENT_ID, CLIENT_SECRET, FakeIdp
 from tests.starter.conftest import Api
 from tests.starter.test_console import browser, csrf, said

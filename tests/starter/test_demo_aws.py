@@ -13,7 +13,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.aws import strategy_activities
 from keycard.config import AwsSettings, load_config, parse_config
 from keycard.models import AssignmentSpec, ResolveInput
-from starter.demo_aws import (
+from starter.run.demo_aws import (
     assignments_for,
     demo_environment,
     seed_demo,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from starter.dev import check_ports_free
+from starter.run.dev import check_ports_free
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYCARD = str(Path(sys.executable).parent / "keycard")
@@ -236,7 +236,7 @@ def test_the_readme_console_blocks_work_as_written(tmp_path: Path):
 def test_what_keycard_dev_keeps_is_readable_by_this_user_only(tmp_path):
     import stat
 
-    from starter.dev import keep_private
+    from starter.run.dev import keep_private
 
     state = tmp_path / ".keycard"
     state.mkdir(mode=0o755)

@@ -27,9 +27,9 @@ from activities.aws_sessions import MANAGED_POLICY_ACTIONS
 from keycard.codec import new_key
 from keycard.config import parse_config
 from keycard.session_policy import PLACEHOLDER
-from starter.cli import app
-from starter.demo_aws import demo_environment, seed_demo, start_moto_server
-from starter.doctor import IAM_POLICY, Finding, Level, Report, diagnose, iam_policy_json
+from main import app
+from starter.cli.doctor import IAM_POLICY, Finding, Level, Report, diagnose, iam_policy_json
+from starter.run.demo_aws import demo_environment, seed_demo, start_moto_server
 from worker import keycard_worker
 from workflows.access_request import AccessRequestWorkflow
 from workflows.grant import GrantWorkflow
@@ -479,7 +479,7 @@ def test_policy_allows_every_aws_call_keycard_makes_and_nothing_else():
         "activities/aws_sso.py": ["sso-admin", "identitystore"],
         "activities/aws_sessions.py": ["sso-admin"],
         "activities/aws_iam.py": ["iam"],
-        "starter/doctor.py": ["sso-admin", "identitystore", "iam"],
+        "starter/cli/doctor.py": ["sso-admin", "identitystore", "iam"],
     }
     session = boto3.session.Session(region_name=REGION)
     called: set[str] = set()

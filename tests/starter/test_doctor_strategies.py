@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from keycard.config import parse_config
-from starter.doctor import Level, Report, _check_strategies
+from starter.cli.doctor import Level, Report, _check_strategies
 from tests.fake_okta import TOKEN, running_okta
 
 CONFIG = """

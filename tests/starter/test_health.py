@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from starter.health import ProcessHealth, serve_health
+from starter.run.health import ProcessHealth, serve_health
 
 
 async def answers(port: int, path: str) -> tuple[int, dict]:

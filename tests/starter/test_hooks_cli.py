@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from starter.cli import app
+from main import app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hooks" / "oncall.py"
 runner = CliRunner()

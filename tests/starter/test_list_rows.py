@@ -10,7 +10,8 @@ from keycard.models import Requester, RequestState
 from starter import client as client_module
 from starter.client import KeycardClient
 from tests.fakes import FakeCloud
-from tests.harness import BOB, ask, running_stack, state_is, wait_for
+from tests.harness import BOB, ask, running_stack, state_is
+from tests.polling import eventually
 
 
 async def test_a_page_waits_for_row_details_at_most_once(dev_env):
@@ -32,7 +33,7 @@ async def test_a_page_waits_for_row_details_at_most_once(dev_env):
             page = await keycard.list(requester=requester.email, details=False)
             return len(page.requests) == count
 
-        await wait_for(all_listed)
+        await eventually(all_listed)
         live = await keycard.list(requester=requester.email)
         assert all(row.expires_at and row.decided_by == "bob@example.com" for row in live.requests)
 

@@ -11,11 +11,13 @@ from datetime import timedelta
 import httpx
 
 from keycard.config import ApiSettings, parse_config
-from starter.api import ApiOptions, create_app
-from starter.auth import config_entry
-from starter.serve import running_api
+from starter.api.app import ApiOptions
+from starter.api.auth import config_entry
+from starter.run.http import create_app
+from starter.run.serve import running_api
 from tests.harness import running_stack
-from tests.starter.conftest import IDENTITIES, TOKENS, auth, eventually, new_account_id
+from tests.polling import eventually
+from tests.starter.conftest import IDENTITIES, TOKENS, auth, new_account_id
 from tests.starter.test_cli_api import (
     keycard,
     request_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from keycard.models import Requester, RequestState, RequestView, TargetStatus
-from starter.next_steps import next_steps, waiting_message
+from starter.cli.next_steps import next_steps, waiting_message
 
 NOW = datetime(2026, 11, 21, 13, 0, tzinfo=UTC)
 

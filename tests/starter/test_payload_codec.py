@@ -14,8 +14,9 @@ from temporalio.client import Client, WorkflowHistory
 
 from keycard.codec import PayloadKeyError, PayloadKeys, data_converter, new_key
 from keycard.models import Actor, RequestView
-from starter.api import ApiOptions, create_app
-from starter.audit import export_events, history_events
+from starter.api.app import ApiOptions
+from starter.audit_trail import export_events, history_events
+from starter.run.http import create_app
 from tests.harness import ALICE, BOB, running_stack, unique_id
 from tests.starter.conftest import api_config, auth, new_account_id
 from tests.starter.test_audit_export import visible

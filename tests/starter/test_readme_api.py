@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 
 from keycard.config import parse_config
-from starter.serve import dev_api
+from starter.run.serve import dev_api
 from tests.harness import running_stack
 from tests.starter.conftest import new_account_id
 

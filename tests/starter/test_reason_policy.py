@@ -11,11 +11,13 @@ import httpx
 from keycard import slack_blocks as blocks
 from keycard.config import ApiSettings, parse_config
 from keycard.models import RequestView
-from starter.api import ApiOptions, create_app
-from starter.auth import config_entry
-from starter.cli import describe
+from starter.api.app import ApiOptions
+from starter.api.auth import config_entry
+from starter.cli.terminal import describe
+from starter.run.http import create_app
 from tests.harness import running_stack
-from tests.starter.conftest import IDENTITIES, TOKENS, auth, eventually
+from tests.polling import eventually
+from tests.starter.conftest import IDENTITIES, TOKENS, auth
 from tests.starter.test_console import sign_in
 
 CONFIG = """

@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from keycard import slack_blocks as ids
 from keycard.models import Actor, Requester, RequestState, RequestView
 from keycard.settings import SlackSettings
-from starter.slack_app import attach_slack, run_socket_mode
+from starter.slack.app import attach_slack, run_socket_mode
+from tests.polling import eventually
 from tests.slack_fake import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -24,7 +25,6 @@ from tests.slack_fake import (
     block_action,
     button_click,
     command_body,
-    eventually,
     select_option,
     slack_stack,
     view_submission,

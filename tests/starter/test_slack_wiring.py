@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 
 from keycard.config import parse_config
-from starter.api import create_app
 from starter.client import KeycardClient
-from starter.slack_app import slack_serving
+from starter.run.http import create_app
+from starter.slack.app import slack_serving
 from tests.harness import CONFIG
 from tests.slack_fake import SIGNING_SECRET, signed_headers
 

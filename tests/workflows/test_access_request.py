@@ -7,7 +7,9 @@ import pytest
 from keycard.models import Actor, ApproveInput, RequestState, RequestView, Role
 from keycard.policy import DecisionRefused, Refusal, RequestInvalid
 from starter.client import RequestRejected
-from tests.harness import ALICE, BOB, CAROL, DAVE, ask, running_stack, unique_id, wait_for
+from starter.protocol import Ask
+from tests.harness import ALICE, BOB, CAROL, DAVE, ask, running_stack, unique_id
+from tests.polling import eventually
 
 request = ask
 
@@ -25,7 +27,7 @@ async def test_approved_request_is_granted_then_revoked(dev_env):
             current = await stack.keycard.get(view.id)
             return current if current.state is RequestState.ACTIVE else None
 
-        current = await wait_for(active)
+        current = await eventually(active)
         assert stack.cloud.has("alice@example.com")
         assert current.expires_at is not None and current.granted_at is not None
         assert current.expires_at - current.granted_at == current.duration
@@ -211,7 +213,7 @@ async def test_extension_is_bounded_by_the_flow_maximum(dev_env):
             current = await stack.keycard.get(view.id)
             return current if current.state is RequestState.ACTIVE else None
 
-        before = await wait_for(active)
+        before = await eventually(active)
         with pytest.raises(DecisionRefused) as refused:
             await stack.keycard.extend(view.id, ALICE_ACTOR, "3h")
         assert refused.value.code == "OverMaximum"
@@ -227,7 +229,7 @@ async def test_extension_is_bounded_by_the_flow_maximum(dev_env):
             grant = await _grant_status(dev_env, stack)
             return grant.leases.get(view.id) == extended.expires_at
 
-        await wait_for(lease_moved)
+        await eventually(lease_moved)
 
 
 async def test_requester_may_not_end_access_early_when_the_flow_says_so(dev_env):
@@ -260,7 +262,7 @@ async def test_signals_take_the_same_decisions_and_refusals_are_audited(dev_env)
             current = await stack.keycard.get(view.id)
             return current if current.state is RequestState.ACTIVE else None
 
-        current = await wait_for(granted)
+        current = await eventually(granted)
         assert [a.actor.email for a in current.approvals] == ["carol@example.com"]
         refused = await stack.audit.wait_for_any("decision.refused")
         assert refused.actor.email == "dave@example.com"
@@ -291,7 +293,7 @@ async def test_requests_are_listed_by_search_attributes(dev_env):
             )
             return page if any(r.id == view.id for r in page.requests) else None
 
-        page = await wait_for(listed)
+        page = await eventually(listed)
         row = next(r for r in page.requests if r.id == view.id)
         assert (row.flow, row.target, row.state) == (
             "prod-power-user",
@@ -320,10 +322,12 @@ async def test_a_cancel_that_arrives_with_the_start_stands(dev_env):
 
     async with running_stack(dev_env.client) as stack:
         input = stack.keycard.prepare(
-            flow="prod-power-user",
-            target="prod",
-            reason="typo",
-            requester=ALICE.model_copy(update={"email": "zed@example.com"}),
+            Ask(
+                flow="prod-power-user",
+                target="prod",
+                reason="typo",
+                requester=ALICE.model_copy(update={"email": "zed@example.com"}),
+            )
         )
         handle = await dev_env.client.start_workflow(
             names.ACCESS_REQUEST_WORKFLOW,

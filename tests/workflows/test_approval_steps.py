@@ -13,7 +13,8 @@ from keycard.config import parse_config
 from keycard.models import Actor, RequestState, SlackApproversInput, SlackApproversResult
 from keycard.policy import DecisionRefused
 from starter.client import RequestRejected
-from tests.harness import ALICE, BOB, CAROL, CONFIG, ask, running_stack, wait_for
+from tests.harness import ALICE, BOB, CAROL, CONFIG, ask, running_stack
+from tests.polling import eventually
 
 STEPS = (
     CONFIG
@@ -66,7 +67,7 @@ async def test_both_steps_in_either_order_and_each_person_once(time_env, order):
             assert by_step == {"sre": ["bob@example.com"], "security": ["carol@example.com"]}
         else:
             assert by_step == {"sre": ["bob@example.com"], "security": ["security@example.com"]}
-        await wait_for(lambda: _has(stack, view.id, "access.granted"))
+        await eventually(lambda: _has(stack, view.id, "access.granted"))
         approved = stack.audit.of(view.id, "request.approved")
         assert [e.detail["approval_steps"][0]["count"] for e in approved] == [1, 1]
         assert approved[-1].detail["approval_steps"][1]["approved_by"] == by_step["security"]
@@ -107,7 +108,7 @@ async def test_a_request_only_its_requester_could_complete_is_refused_at_once(ti
         )
         view = await stack.keycard.get("req-unmeetable")
         assert view.state is RequestState.FAILED
-        await wait_for(lambda: _has(stack, view.id, "access.grant_failed"))
+        await eventually(lambda: _has(stack, view.id, "access.grant_failed"))
         [failed] = stack.audit.of(view.id, "access.grant_failed")
         assert failed.detail["stage"] == "approvers"
         assert "request.pending" not in stack.audit.types(view.id)

@@ -28,7 +28,8 @@ from keycard.models import (
 )
 from keycard.policy import DecisionRefused
 from keycard.settings import Settings
-from starter.audit import history_events
+from starter.audit_trail import history_events
+from starter.protocol import Ask
 from tests.harness import (
     ALICE,
     BOB,
@@ -40,8 +41,8 @@ from tests.harness import (
     running_stack,
     state_is,
     unique_id,
-    wait_for,
 )
+from tests.polling import eventually
 
 ALICE_ACTOR = Actor(email="alice@example.com")
 
@@ -101,12 +102,14 @@ def summary(events: list[LifecycleEvent]) -> list[tuple]:
 async def test_a_lifecycle_through_expiry_leaves_exactly_these_events(time_env):
     async with running_stack(time_env.client) as stack:
         input = stack.keycard.prepare(
-            flow="prod-power-user",
-            target="prod",
-            duration="1h",
-            reason="incident 4312",
-            fields={"incident": "4312"},
-            requester=ALICE,
+            Ask(
+                flow="prod-power-user",
+                target="prod",
+                duration="1h",
+                reason="incident 4312",
+                fields={"incident": "4312"},
+                requester=ALICE,
+            ),
             request_id=unique_id(),
         )
         handle = await stack.client.start_workflow(
@@ -123,7 +126,7 @@ async def test_a_lifecycle_through_expiry_leaves_exactly_these_events(time_env):
             view = await handle.query(names.REQUEST_STATUS, result_type=RequestView)
             return view.state is RequestState.ACTIVE
 
-        await wait_for(active)
+        await eventually(active)
         await handle.signal(
             "extend", ExtendInput(actor=ALICE_ACTOR, duration=timedelta(minutes=30))
         )
@@ -265,10 +268,7 @@ async def test_denied_cancelled_and_unanswered_requests_say_who_or_why(time_env)
     async with running_stack(time_env.client) as stack:
         handles = {}
         for outcome in ("deny", "cancel", "expire"):
-            input = stack.keycard.prepare(
-                flow="prod-power-user", target="prod", reason="x", requester=ALICE,
-                request_id=unique_id(),
-            )  # fmt: skip
+            input = stack.keycard.prepare(Ask(flow="prod-power-user", target="prod", reason="x", requester=ALICE), request_id=unique_id())  # fmt: skip
             handles[outcome] = await stack.client.start_workflow(
                 names.ACCESS_REQUEST_WORKFLOW,
                 input,
@@ -337,7 +337,7 @@ async def test_a_destination_that_is_down_delays_only_itself_and_loses_nothing(d
                 len(steady.types(view.id)) == 6
             )  # created, pending, approved, granted, revoked, sessions_ended
 
-        await wait_for(steady_has_all)
+        await eventually(steady_has_all)
         handle = dev_env.client.get_workflow_handle(view.id)
         assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
         assert flaky.events == [] and flaky.refused >= 1

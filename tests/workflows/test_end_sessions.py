@@ -15,7 +15,8 @@ from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import RequestState, SessionPolicyView
 from tests.fakes import FakeCloud
-from tests.harness import BOB, CAROL, CONFIG, Requester, ask, running_stack, state_is, wait_for
+from tests.harness import BOB, CAROL, CONFIG, Requester, ask, running_stack, state_is
+from tests.polling import eventually
 from tests.workflows.test_timers import ALICE_ACTOR, approved, grant_view, outcome
 
 ACCOUNT = "111111111111"
@@ -244,13 +245,13 @@ async def test_a_lease_taken_while_a_removal_ends_sessions_has_its_own_sessions_
         first = await approved(stack, duration="1h")
         await state_is(stack, first.id, RequestState.ACTIVE)
         await stack.keycard.revoke(first.id, ALICE_ACTOR, "done")
-        await wait_for(lambda: _called(cloud, "end_sessions"))  # the writer is held there
+        await eventually(lambda: _called(cloud, "end_sessions"))  # the writer is held there
         second = await approved(stack, duration="1h")
 
         async def waiting():
             return second.id in (await grant_view(time_env, stack)).waiting
 
-        await wait_for(waiting)
+        await eventually(waiting)
         cloud.session_gate.set()
         await outcome(time_env, first.id)
         await state_is(stack, second.id, RequestState.ACTIVE)

@@ -20,6 +20,7 @@ from keycard.models import (
     RequestView,
 )
 from starter.client import KeycardClient
+from starter.protocol import Ask
 from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CONFIG, MemorySink, unique_id
 from worker import WORKFLOWS, keycard_worker
@@ -63,11 +64,13 @@ async def stack(env, config_text: str = CONFIG):
 
 async def approved(env, keycard: KeycardClient, duration: str):
     input = keycard.prepare(
-        flow="prod-power-user",
-        target="prod",
-        duration=duration,
-        reason="incident 4312",
-        requester=ALICE,
+        Ask(
+            flow="prod-power-user",
+            target="prod",
+            duration=duration,
+            reason="incident 4312",
+            requester=ALICE,
+        ),
         request_id=unique_id(),
     )
     handle = await env.client.start_workflow(

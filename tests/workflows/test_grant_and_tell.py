@@ -15,7 +15,8 @@ from activities.notify import ConsoleNotifier
 from keycard import temporal as names
 from keycard.models import Actor, GrantAndTell, GrantTold, GrantView, RequestState
 from tests.fakes import FakeCloud
-from tests.harness import BOB, ask, running_stack, state_is, wait_for
+from tests.harness import BOB, ask, running_stack, state_is
+from tests.polling import eventually
 
 
 def grant_id(cloud: FakeCloud, email: str = "alice@example.com") -> str:
@@ -106,7 +107,7 @@ async def test_a_lease_whose_request_is_gone_is_dropped_and_its_access_removed(d
             grant = await grant_view(stack)
             return not grant.leases and not grant.assigned and not cloud.has("alice@example.com")
 
-        await wait_for(removed)
+        await eventually(removed)
         assert ("grant", "alice@example.com") in cloud.calls
         assert ("revoke", "alice@example.com") in cloud.calls
 
@@ -131,7 +132,7 @@ async def test_a_grant_that_fails_after_making_the_access_removes_it(dev_env):
         async def removed():
             return not cloud.has("alice@example.com")
 
-        await wait_for(removed)
+        await eventually(removed)
         assert cloud.calls[-1] == ("revoke", "alice@example.com")
 
 
@@ -159,11 +160,11 @@ async def test_an_extension_before_the_grant_has_recorded_the_lease_keeps_its_ne
             waiting = (await grant_view(stack)).waiting.get(view.id)
             return waiting is not None and waiting.expires_at == extended.expires_at
 
-        await wait_for(renewal_waits)
+        await eventually(renewal_waits)
         gate.set()
 
         async def recorded():
             return (await grant_view(stack)).leases.get(view.id) == extended.expires_at
 
-        await wait_for(recorded)
+        await eventually(recorded)
         assert stack.cloud.has("alice@example.com")

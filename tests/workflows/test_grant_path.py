@@ -27,7 +27,8 @@ from keycard.models import (
 )
 from starter.client import KeycardClient
 from tests.fakes import KNOWN_USERS, FakeCloud
-from tests.harness import BOB, CAROL, CONFIG, MemorySink, ask, running_stack, state_is, wait_for
+from tests.harness import BOB, CAROL, CONFIG, MemorySink, ask, running_stack, state_is
+from tests.polling import eventually
 from worker import WORKFLOWS, keycard_worker
 
 ALICE_ACTOR = Actor(email="alice@example.com")
@@ -98,7 +99,7 @@ async def test_a_lease_taken_during_a_removal_is_granted_only_after_it(dev_env):
 
         cloud.revoke_gate = asyncio.Event()
         await stack.keycard.revoke(first.id, BOB)
-        await wait_for(async_true(lambda: ("revoke", "start") in phases(cloud)))
+        await eventually(async_true(lambda: ("revoke", "start") in phases(cloud)))
         second = await ask(stack)
         await stack.keycard.approve(second.id, CAROL)
 
@@ -106,7 +107,7 @@ async def test_a_lease_taken_during_a_removal_is_granted_only_after_it(dev_env):
             status = await grant_status(stack)
             return second.id in status.waiting or second.id in status.leases
 
-        await wait_for(second_is_waiting)
+        await eventually(second_is_waiting)
         cloud.revoke_gate.set()
 
         await state_is(stack, second.id, RequestState.ACTIVE)
@@ -159,7 +160,7 @@ async def test_a_burst_larger_than_the_worker_slots_all_reaches_active(dev_env):
             states = await asyncio.gather(*(keycard.get(view.id) for view in views))
             return all(state.state is RequestState.ACTIVE for state in states)
 
-        await wait_for(all_active, timeout=60)
+        await eventually(all_active, timeout=60)
         assert all(cloud.has(email) for email in people)
         await asyncio.gather(*(keycard.revoke(view.id, BOB) for view in views))
 
@@ -167,7 +168,7 @@ async def test_a_burst_larger_than_the_worker_slots_all_reaches_active(dev_env):
             states = await asyncio.gather(*(keycard.get(view.id) for view in views))
             return all(state.state is RequestState.ENDED for state in states)
 
-        await wait_for(all_ended, timeout=60)
+        await eventually(all_ended, timeout=60)
         assert not any(cloud.has(email) for email in people)
 
 
@@ -244,7 +245,7 @@ async def test_cancelling_a_grant_in_temporal_changes_nothing(dev_env):
             requested = events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
             return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in events[requested:]
 
-        await wait_for(cancel_handled)
+        await eventually(cancel_handled)
         assert (await grant.describe()).status == WorkflowExecutionStatus.RUNNING
         assert stack.cloud.has("alice@example.com")
 

@@ -12,7 +12,8 @@ from keycard.config import parse_config
 from keycard.models import Actor, RequestState
 from keycard.policy import RequestInvalid
 from tests.fakes import FakeCloud
-from tests.harness import BOB, ask, running_stack, state_is, wait_for
+from tests.harness import BOB, ask, running_stack, state_is
+from tests.polling import eventually
 
 PROD, STAGING, SANDBOX = "111111111111", "222222222222", "333333333333"
 
@@ -56,7 +57,7 @@ async def test_one_approval_grants_every_target_and_all_end_together(time_env):
         assert all(_has(stack.cloud, a) for a in (PROD, STAGING, SANDBOX))
         assert active.expires_at - active.granted_at <= timedelta(hours=1)
 
-        granted = await wait_for(lambda: _events_when(stack, view.id, "access.granted", count=3))
+        granted = await eventually(lambda: _events_when(stack, view.id, "access.granted", count=3))
         assert sorted(e.target.name for e in granted) == sorted(ALL)
         ends = {e.detail["expires_at"] for e in granted}  # as it came through the audit's JSON
         assert ends == {active.expires_at.isoformat().replace("+00:00", "Z")}
@@ -69,7 +70,7 @@ async def test_one_approval_grants_every_target_and_all_end_together(time_env):
         ended = await state_is(stack, view.id, RequestState.ENDED)
         assert not any(_has(stack.cloud, a) for a in (PROD, STAGING, SANDBOX))
         assert [(t.state, t.removed) for t in ended.targets] == [("ended", True)] * 3
-        gone = await wait_for(lambda: _events_when(stack, view.id, "access.ended", count=3))
+        gone = await eventually(lambda: _events_when(stack, view.id, "access.ended", count=3))
         assert sorted(e.target.name for e in gone) == sorted(ALL)
         assert all(e.detail["removed"] for e in gone)
 
@@ -87,7 +88,7 @@ async def test_a_target_that_fails_is_reported_and_the_others_are_granted(time_e
             "sandbox": ("active", None),
         }
         assert _has(cloud, PROD) and _has(cloud, SANDBOX) and not _has(cloud, STAGING)
-        [failed] = await wait_for(lambda: _events_when(stack, view.id, "access.grant_failed"))
+        [failed] = await eventually(lambda: _events_when(stack, view.id, "access.grant_failed"))
         assert failed.target.name == "staging"
         assert failed.detail == {
             "error": "permission set PowerUserAccess is not in 2222",
@@ -99,7 +100,7 @@ async def test_a_target_that_fails_is_reported_and_the_others_are_granted(time_e
         ended = await state_is(stack, view.id, RequestState.ENDED)
         assert not _has(cloud, PROD) and not _has(cloud, SANDBOX)
         assert [t.state for t in ended.targets] == ["ended", "failed", "ended"]
-        revoked = await wait_for(lambda: _events_when(stack, view.id, "access.revoked", count=2))
+        revoked = await eventually(lambda: _events_when(stack, view.id, "access.revoked", count=2))
         assert sorted(e.target.name for e in revoked) == ["prod", "sandbox"]
         assert all(e.actor.email == "bob@example.com" for e in revoked)
 
@@ -112,7 +113,7 @@ async def test_the_request_fails_only_when_no_target_is_granted(time_env):
         failed = await state_is(stack, view.id, RequestState.FAILED)
         assert failed.end_reason == "granting access failed: AccessDeniedException: not allowed"
         assert [t.state for t in failed.targets] == ["failed", "failed"]
-        events = await wait_for(
+        events = await eventually(
             lambda: _events_when(stack, view.id, "access.grant_failed", count=2)
         )
         assert [e.target.name for e in events] == ["prod", "staging"]

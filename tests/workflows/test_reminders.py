@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from keycard.config import parse_config
 from keycard.models import Actor, RequestState
-from tests.harness import BOB, CONFIG, ask, running_stack, wait_for
+from tests.harness import BOB, CONFIG, ask, running_stack
+from tests.polling import eventually
 
 NUDGED = CONFIG.replace(
     "    approval_timeout: 1h\n",
@@ -26,11 +27,11 @@ async def _types(stack, request_id: str) -> list[str]:
 async def test_reminders_then_escalation_while_it_waits_and_nothing_after_the_decision(time_env):
     async with running_stack(time_env.client, parse_config(NUDGED)) as stack:
         view = await ask(stack)
-        await wait_for(lambda: _has(stack, view.id, "request.pending"))
+        await eventually(lambda: _has(stack, view.id, "request.pending"))
         assert "request.reminded" not in stack.audit.types(view.id)
 
         await time_env.sleep(timedelta(minutes=16))
-        [first] = await wait_for(lambda: _events(stack, view.id, "request.reminded"))
+        [first] = await eventually(lambda: _events(stack, view.id, "request.reminded"))
         assert first.detail == {
             "reminder": 1,
             "waited": "15m",
@@ -39,7 +40,7 @@ async def test_reminders_then_escalation_while_it_waits_and_nothing_after_the_de
         assert "request.escalated" not in stack.audit.types(view.id)
 
         await time_env.sleep(timedelta(minutes=15))
-        [escalated] = await wait_for(lambda: _events(stack, view.id, "request.escalated"))
+        [escalated] = await eventually(lambda: _events(stack, view.id, "request.escalated"))
         # bob was an approver already: only dave is new
         assert escalated.detail == {
             "waited": "30m",
@@ -50,7 +51,9 @@ async def test_reminders_then_escalation_while_it_waits_and_nothing_after_the_de
         assert pending.approvers == ["bob@example.com", "carol@example.com", "dave@example.com"]
 
         await time_env.sleep(timedelta(minutes=15))
-        reminders = await wait_for(lambda: _events(stack, view.id, "request.reminded", at_least=2))
+        reminders = await eventually(
+            lambda: _events(stack, view.id, "request.reminded", at_least=2)
+        )
         assert reminders[1].detail["reminder"] == 2
         assert "dave@example.com" in reminders[1].detail["approvers"]
 
@@ -73,7 +76,7 @@ async def test_a_request_decided_before_its_first_reminder_is_never_nudged(time_
         view = await ask(stack)
         await stack.keycard.approve(view.id, BOB)
         await time_env.sleep(timedelta(minutes=40))  # past 15m and 30m; before expiry_warning
-        await wait_for(lambda: _has(stack, view.id, "access.granted"))
+        await eventually(lambda: _has(stack, view.id, "access.granted"))
         types = stack.audit.types(view.id)
         assert "request.reminded" not in types and "request.escalated" not in types
         history = await time_env.client.get_workflow_handle(view.id).fetch_history()

@@ -10,7 +10,8 @@ import pytest
 
 from keycard.models import Actor, RequestState
 from keycard.policy import DecisionRefused, RequestInvalid
-from tests.harness import BOB, ask, running_stack, wait_for
+from tests.harness import BOB, ask, running_stack
+from tests.polling import eventually
 
 CAROL = Actor(email="carol@example.com")
 
@@ -26,9 +27,9 @@ async def test_access_begins_at_start_at_and_not_before(time_env):
         assert view.start_at == start_at
         approved = await stack.keycard.approve(view.id, BOB)
         assert approved.approvals[0].actor.email == "bob@example.com"  # recorded at once
-        scheduled = await wait_for(lambda: _in(stack, view.id, RequestState.SCHEDULED))
+        scheduled = await eventually(lambda: _in(stack, view.id, RequestState.SCHEDULED))
         assert scheduled.decided_at is not None and scheduled.granted_at is None
-        [event] = await wait_for(lambda: _events(stack, view.id, "access.scheduled"))
+        [event] = await eventually(lambda: _events(stack, view.id, "access.scheduled"))
         recorded = event.detail["start_at"]
         if isinstance(recorded, str):  # as it came through the audit's JSON
             recorded = datetime.fromisoformat(recorded.replace("Z", "+00:00"))
@@ -44,7 +45,7 @@ async def test_access_begins_at_start_at_and_not_before(time_env):
         )
 
         await time_env.sleep(timedelta(minutes=2))
-        active = await wait_for(lambda: _in(stack, view.id, RequestState.ACTIVE))
+        active = await eventually(lambda: _in(stack, view.id, RequestState.ACTIVE))
         assert stack.cloud.has("alice@example.com")
         assert active.granted_at >= start_at
         assert active.expires_at - active.granted_at == timedelta(hours=1)  # the whole hour
@@ -56,7 +57,7 @@ async def test_an_approver_may_withdraw_access_that_has_not_begun(time_env):
         start_at = (await _now(time_env)).astimezone(UTC) + timedelta(days=1)
         view = await ask(stack, start_at=start_at)
         await stack.keycard.approve(view.id, BOB)
-        await wait_for(lambda: _in(stack, view.id, RequestState.SCHEDULED))
+        await eventually(lambda: _in(stack, view.id, RequestState.SCHEDULED))
         cancelled = await stack.keycard.cancel(view.id, CAROL, "change freeze")
         assert cancelled.state is RequestState.CANCELLED
         await time_env.sleep(timedelta(days=2))

@@ -10,7 +10,7 @@ from keycard import temporal as names
 from keycard.config import parse_config
 from keycard.models import Actor, SlackApproversInput, SlackApproversResult
 from tests.harness import ALICE, CONFIG, running_stack
-from tests.slack_fake import eventually
+from tests.polling import eventually
 
 ALICE_ACTOR = Actor(email=ALICE.email)
 SLACK_GROUPS = CONFIG.replace(

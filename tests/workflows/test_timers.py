@@ -10,7 +10,8 @@ from temporalio.common import RetryPolicy
 from keycard import temporal as names
 from keycard.models import Actor, GrantView, RequestState, RequestView
 from tests.fakes import FakeCloud, terminate_when_idle
-from tests.harness import BOB, ask, running_stack, wait_for
+from tests.harness import BOB, ask, running_stack
+from tests.polling import eventually
 
 ALICE_ACTOR = Actor(email="alice@example.com")
 
@@ -185,7 +186,7 @@ async def test_a_terminated_request_does_not_leave_access_behind(time_env):
         async def removed():
             return not stack.cloud.has("alice@example.com")
 
-        await wait_for(removed, timeout=10)
+        await eventually(removed, timeout=10)
         dropped = await stack.audit.wait_for(view.id, "access.ended", timeout=10)
         assert dropped.id == f"{view.id}/lease-dropped"
         assert dropped.state is RequestState.ENDED

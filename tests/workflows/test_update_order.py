@@ -27,7 +27,8 @@ from activities.leases import LeaseActivities
 from keycard.config import parse_config
 from keycard.models import RequestState, RequestView, TakeLeaseInput
 from starter.client import KeycardClient
-from tests.harness import BOB, CONFIG, ask, running_stack, wait_for
+from tests.harness import BOB, CONFIG, ask, running_stack
+from tests.polling import eventually
 from worker import keycard_replayer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +87,7 @@ async def _active_at(keycard: KeycardClient, request_id: str) -> datetime:
     async def active() -> bool:
         return (await keycard.get(request_id)).state is RequestState.ACTIVE
 
-    await wait_for(active, timeout=60)
+    await eventually(active, timeout=60)
     return datetime.now(UTC)
 
 

@@ -20,14 +20,15 @@ from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
 from keycard.logging import configure_logging
 from keycard.settings import Settings
-from starter.demo_aws import (
+from starter.dev_state import DEV_STATE_FILE, read_dev_state
+from starter.run.demo_aws import (
     DemoSummary,
     demo_environment,
     seed_demo,
     start_moto_server,
     stop_recording,
 )
-from starter.dev_state import DEV_STATE_FILE, read_dev_state
+from starter.run.health import WorkerRunner
 
 __all__ = ["DEV_STATE_FILE", "read_dev_state", "run_dev"]
 
@@ -124,11 +125,12 @@ async def run_dev(
     api_port: int = 8000,
     state_dir: Path,
     config_path: Path | None = None,
+    run_worker: WorkerRunner,
 ) -> None:
-    """Start the stack, print how to use it, and run until Ctrl-C; then stop everything."""
+    """Start the stack, print how to use it, and run `run_worker` until Ctrl-C; then stop
+    everything."""
     from starter.client import KeycardClient, connect_temporal
-    from starter.serve import dev_api
-    from worker import run_worker
+    from starter.run.serve import dev_api
 
     configure_logging(json=False)
     keep_private(state_dir)
@@ -160,7 +162,7 @@ async def run_dev(
             "config_path": str(config_path) if config_path else None,
         }
         await asyncio.to_thread(state_file.write_text, json.dumps(state), "utf-8")
-        # The HTTP API, accepting a fresh token per demo user (starter/serve.py).
+        # The HTTP API, accepting a fresh token per demo user (starter/run/serve.py).
         keycard = KeycardClient(client, config, settings.task_queue)
         ui_url = f"http://localhost:{ui_port}"
         async with dev_api(

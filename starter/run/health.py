@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -97,16 +98,34 @@ async def serve_health(
         await runner.cleanup()
 
 
+class WorkerRunner(Protocol):
+    """Runs a Keycard worker until `stop` is set or a signal arrives, then drains (worker.run_worker).
+
+    The runners here take it as a parameter: starter/ never imports the worker, whose workflows and
+    activities sit below the front doors; main.py, the `keycard` command, hands it over."""
+
+    async def __call__(
+        self,
+        client: Client,
+        config: KeycardConfig,
+        settings: Settings,
+        stop: asyncio.Event | None = None,
+        *,
+        activities: Sequence[Callable[..., Any]] | None = None,
+        on_state: Callable[[str, str], None] | None = None,
+    ) -> None: ...
+
+
 async def serve_worker(
     client: Client,
     config: KeycardConfig,
     settings: Settings,
+    run_worker: WorkerRunner,
     *,
     activities: Sequence[Callable] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """`keycard worker`: the Temporal worker plus its health endpoint, until SIGTERM drains it."""
-    from worker import run_worker  # the worker module wires every activity; import it on use
 
     async def temporal_serving() -> bool:
         return await client.service_client.check_health()

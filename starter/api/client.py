@@ -1,30 +1,37 @@
 """KeycardApiClient: the HTTP API from Python (httpx), for the CLI on laptops and scripts in CI.
 
-It mirrors KeycardClient's methods, so a CLI command reads the same in either mode; the acting
-person is the token's, never a parameter. A refusal arrives as an RFC 9457 problem and is raised
+It has KeycardClient's shape (starter/protocol.py), so a CLI command reads the same in either
+mode; the acting person is the token's (an `actor` given is ignored). A refusal arrives as an RFC 9457 problem and is raised
 as ApiRefusal, a PolicyError whose message is the problem's sentence.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView
 from keycard.policy import PolicyError, Refusal
-from starter.client import RequestPage
+from starter.pages import RequestPage
 
 API_URL_ENV = "KEYCARD_API_URL"
+CREDENTIALS_ENV = "KEYCARD_CREDENTIALS"
+EXPIRY_MARGIN_SECONDS = 60  # renew a signed-in token this close to its end
 TOKEN_ENV = "KEYCARD_TOKEN"  # noqa: S105 -- the variable's name, not a token
 # A `wait=active` call is held up to 60 s by the server; give it room before timing out here.
 HTTP_TIMEOUT = httpx.Timeout(10.0, read=90.0)
+SIGN_IN_TIMEOUT = httpx.Timeout(10.0)  # renewing a sign-in at the identity provider
 
 KIND_OF_STATUS = {
     HTTPStatus.UNAUTHORIZED: Refusal.FORBIDDEN,
@@ -55,8 +62,6 @@ def api_from_env(environ: Mapping[str, str] | None = None) -> KeycardApiClient |
         return None
     token = env.get(TOKEN_ENV, "").strip()
     if not token:
-        from starter.login import stored_token
-
         token = stored_token(url, env) or ""
     if not token:
         raise ApiUnavailable(
@@ -88,7 +93,7 @@ class KeycardApiClient:
         flow: str,
         target: str | Sequence[str],
         requester: Requester | None = None,
-        duration: str | None = None,
+        duration: str | timedelta | None = None,
         reason: str | None = None,
         fields: Mapping[str, Any] | None = None,
         start_at: datetime | None = None,
@@ -99,7 +104,7 @@ class KeycardApiClient:
         body: dict[str, Any] = {
             "flow": flow,
             **({"target": target} if isinstance(target, str) else {"targets": list(target)}),
-            "duration": duration,
+            "duration": _duration(duration),
             "reason": reason or "",
             "fields": dict(fields or {}),
         }
@@ -136,9 +141,10 @@ class KeycardApiClient:
         return await self._decide(request_id, "revoke", {"comment": comment})
 
     async def extend(
-        self, request_id: str, actor: Actor | None, duration: str, comment: str = ""
+        self, request_id: str, actor: Actor | None, duration: str | timedelta, comment: str = ""
     ) -> RequestView:
-        return await self._decide(request_id, "extend", {"duration": duration, "comment": comment})
+        body = {"duration": _duration(duration), "comment": comment}
+        return await self._decide(request_id, "extend", body)
 
     async def break_glass(
         self, request_id: str, actor: Actor | None, justification: str
@@ -230,12 +236,92 @@ class KeycardApiClient:
         )
 
 
+# --- sign-ins kept by `keycard login` (starter/cli/login.py) ------------------------------------
+
+
+def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get(CREDENTIALS_ENV):
+        return Path(env[CREDENTIALS_ENV])
+    base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "keycard" / "credentials.json"
+
+
+def load_sign_ins(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def save_sign_ins(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2)
+    path.chmod(0o600)  # also when the file existed with looser permissions
+
+
+def stored_token(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The signed-in ID token for this API, renewed first if it is about to expire; None when
+    this API was never signed in to (or the sign-in cannot be renewed: sign in again)."""
+    path = credentials_path(environ)
+    store = load_sign_ins(path)
+    entry = store.get(url.rstrip("/"))
+    if not entry:
+        return None
+    if entry.get("expires_at", 0) - EXPIRY_MARGIN_SECONDS > time.time():
+        return entry["id_token"]
+    if not entry.get("refresh_token"):
+        return None
+    try:
+        with httpx.Client(timeout=SIGN_IN_TIMEOUT) as http:
+            answer = http.post(
+                entry["token_endpoint"],
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": entry["refresh_token"],
+                    "client_id": entry["client_id"],
+                },
+            )
+    except httpx.HTTPError as err:
+        raise ApiUnavailable(f"the identity provider did not answer ({err}); try again") from None
+    if answer.status_code != 200 or "id_token" not in answer.json():
+        return None
+    store[url.rstrip("/")] = sign_in_entry(answer.json(), entry)
+    save_sign_ins(path, store)
+    return store[url.rstrip("/")]["id_token"]
+
+
+def sign_in_entry(tokens: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    claims = token_claims(tokens["id_token"])
+    return {
+        **base,
+        "id_token": tokens["id_token"],
+        "refresh_token": tokens.get("refresh_token") or base.get("refresh_token"),
+        "expires_at": int(claims.get("exp", time.time() + int(tokens.get("expires_in", 300)))),
+        "email": claims.get("email"),
+    }
+
+
+def token_claims(id_token: str) -> dict[str, Any]:
+    """The token's claims, unverified: only to know when it ends and whose it is (the API is
+    what checks it)."""
+    payload = id_token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
 def _problem(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _duration(duration: str | timedelta | None) -> str | None:
+    """A duration as the API takes it: `1h30m`, as keycard.yaml and the CLI write it."""
+    return format_duration(duration) if isinstance(duration, timedelta) else duration
 
 
 def _segment(request_id: str) -> str:

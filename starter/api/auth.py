@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from keycard.config import ApiToken
 from keycard.models import Actor, Role
-from starter.problems import ApiProblem
+from starter.api.problems import ApiProblem
 
 TOKEN_PREFIX = "kc_"  # noqa: S105 -- a marker that makes a leaked token recognisable
 HASH_PREFIX = "sha256:"
@@ -141,7 +141,7 @@ async def authenticate(
 
 async def _signed_in_elsewhere(request: Request, verifier: Any, token: str) -> Identity:
     """The person an ID token from `keycard login` (the identity provider) stands for."""
-    from starter.console.sso import BearerRefused
+    from starter.sso import BearerRefused
 
     try:
         email = await verifier.email(token)

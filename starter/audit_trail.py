@@ -1,4 +1,4 @@
-"""`keycard audit export`: the audit trail rebuilt from Temporal history alone.
+"""The audit trail rebuilt from Temporal history alone (`keycard audit export`, the console).
 
 Each AccessRequestWorkflow writes every lifecycle event into its own history the moment it happens,
 before and regardless of delivery to any destination: in the input of the delivery round it starts
@@ -12,10 +12,9 @@ on a sink having been up.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
     from temporalio.api.common.v1 import Payload
     from temporalio.api.history.v1 import HistoryEvent
     from temporalio.client import Client, WorkflowExecution
-
-app = typer.Typer(help="The audit trail: every request, decision, grant and revocation.")
 
 HISTORY_READERS = 8  # histories fetched at once
 
@@ -121,32 +118,3 @@ def _quote(value: str) -> str:
 
 def _seq(event: LifecycleEvent) -> int:
     return int(event.id.rsplit("/", 1)[1])
-
-
-@app.command("export")
-def export(
-    since: Annotated[str, typer.Option(help="from this date or time (UTC unless an offset)")],
-    until: Annotated[
-        str | None, typer.Option(help="up to, not including, this (default: now)")
-    ] = None,
-    flow: Annotated[str | None, typer.Option(help="only requests of this flow")] = None,
-) -> None:
-    """Rebuild the audit trail from Temporal history as JSON lines on stdout:
-
-    keycard audit export --since 2026-01-01 > audit.jsonl
-    """
-    from starter.cli import run
-    from starter.client import connect_temporal
-
-    start, end = parse_time(since), parse_time(until) if until else None
-    if end is not None and end <= start:
-        raise typer.BadParameter("--until must be later than --since")
-
-    async def go() -> list[LifecycleEvent]:
-        return await export_events(await connect_temporal(), since=start, until=end, flow=flow)
-
-    events = run(go)
-    for event in events:
-        sys.stdout.write(event.model_dump_json() + "\n")
-    requests = len({e.request_id for e in events})
-    typer.echo(f"{len(events)} event(s) from {requests} request(s)", err=True)

@@ -9,12 +9,12 @@ import typer
 
 from keycard.codec import KEY_ENV, PayloadKeyError, PayloadKeys, new_key
 
-codec_app = typer.Typer(
+app = typer.Typer(
     help=f"Encrypt what Keycard writes into Temporal ({KEY_ENV}).", no_args_is_help=True
 )
 
 
-@codec_app.command("new-key")
+@app.command("new-key")
 def new_key_command(
     key_id: Annotated[
         str | None,

@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,7 +34,6 @@ from typing import Annotated, Any, TypeVar
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
@@ -42,7 +41,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import policy
 from keycard import temporal as names
-from keycard.codec import EncryptionCodec
 from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig, PromptField, ReasonPolicy
 from keycard.durations import format_duration
 from keycard.models import (
@@ -54,19 +52,15 @@ from keycard.models import (
     Role,
 )
 from keycard.policy import DecisionRefused
-from starter.auth import Identity, TokenBook, authenticate
-from starter.client import KeycardClient, RequestNotFound, RequestPage, RequestRejected
-from starter.codec_server import CodecCors, codec_router
-from starter.console import ConsoleOptions, console_router, session_middleware, static_files
-from starter.console.sso import BearerVerifier
-from starter.problems import (
+from starter.api.auth import Identity, authenticate
+from starter.api.problems import (
     ApiProblem,
-    BodyLimit,
-    add_problem_handlers,
     declare_problem_media_type,
     problem_responses,
 )
-from starter.telemetry import trace_api
+from starter.client import KeycardClient, RequestNotFound, RequestRejected
+from starter.pages import RequestPage
+from starter.protocol import Ask
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -143,9 +137,17 @@ class NewRequest(_Body):
             raise ValueError("give `target` or `targets`, not both")
         return self
 
-    @property
-    def asked_targets(self) -> str | list[str]:
-        return self.target if self.target is not None else list(self.targets or [])
+    def ask(self, requester: Requester) -> Ask:
+        """The body in the clients' words (starter/protocol.py), for `requester`."""
+        return Ask(
+            flow=self.flow,
+            target=self.target if self.target is not None else tuple(self.targets or ()),
+            requester=requester,
+            duration=self.duration,
+            reason=self.reason,
+            fields=self.fields,
+            start_at=self.start_at,
+        )
 
 
 class DecisionBody(_Body):
@@ -214,7 +216,7 @@ class ApiOptions:
     wait_timeout: timedelta = WAIT_TIMEOUT
     revoke_wait: timedelta = REVOKE_WAIT
     call_timeout: timedelta = CALL_TIMEOUT
-    # Browsers on these origins (the Temporal UI's) may call /codec/* (starter/codec_server.py).
+    # Browsers on these origins (the Temporal UI's) may call /codec/* (starter/api/codec_server.py).
     codec_cors_origins: tuple[str, ...] = ()
 
 
@@ -284,30 +286,23 @@ async def create_request(
     has ended), for scripts that need access before their next command; after 60 s the answer is
     the request as it is then, so look at `state`."""
     requester, submitted_by = _requester(body, caller)
-    asked: dict[str, Any] = dict(
-        flow=body.flow,
-        target=body.asked_targets,
-        duration=body.duration,
-        reason=body.reason,
-        fields=body.fields,
-        start_at=body.start_at,
-        requester=requester,
-        submitted_by=submitted_by,
-        via="api",
-    )
-    view: RequestView | None = None
+    ask = body.ask(requester)
+    request_id = None
     if idempotency_key is not None:
         # The task queue is part of the seed: two Keycards sharing a Temporal namespace (each on
         # its own queue) must not answer each other's keys with each other's requests.
         seed = f"{keycard.task_queue}\n{_scoped(caller, idempotency_key)}"
-        asked["request_id"] = names.request_id_from(seed.encode())
-        planned = keycard.prepare(**asked)  # an invalid body is refused before anything runs
+        request_id = names.request_id_from(seed.encode())
+    # An invalid body is refused here, before anything runs.
+    planned = keycard.prepare(ask, submitted_by=submitted_by, request_id=request_id, via="api")
+    view: RequestView | None = None
+    if idempotency_key is not None:
         view = await within(options.call_timeout, _find(keycard, planned.request_id))
         if view is not None:
             _check_replay(view, planned, idempotency_key)
             response.headers["Idempotent-Replayed"] = "true"
     if view is None:
-        view = await within(options.call_timeout, keycard.request(**asked))
+        view = await within(options.call_timeout, keycard.start(planned))
         log.info("api.request.created", request_id=view.id, caller=caller.email)
     if wait is WaitFor.ACTIVE:
         view = await _wait(keycard, view.id, options)
@@ -754,79 +749,7 @@ async def readyz(keycard: Keycard) -> Health:
 # --- the app -------------------------------------------------------------------------------------
 
 
-def create_app(
-    keycard: KeycardClient,
-    config: KeycardConfig | None = None,
-    *,
-    routers: Sequence[APIRouter] = (),
-    options: ApiOptions | None = None,
-    console: ConsoleOptions | None = None,
-) -> FastAPI:
-    """The API for `keycard`, accepting the tokens in `config` (default: the client's config).
-
-    `routers` are included as they are, without bearer auth: the Slack helper mounts Bolt's
-    `POST /slack/events` this way (see the module docstring).
-    """
-    config = config or keycard.config
-    app = FastAPI(
-        generate_unique_id_function=lambda route: route.name,  # operationIds: approve_request
-        # /docs is served below from Keycard's own copy of Swagger UI: no CDN, works offline.
-        docs_url=None,
-        redoc_url=None,
-        title="Keycard",
-        summary="Just-in-time access: ask, approve, and watch access end on time.",
-        version="1",
-        description=(
-            "Every call but the health checks needs `Authorization: Bearer <token>`. Errors are "
-            "RFC 9457 problem details (`application/problem+json`) whose `detail` says what was "
-            "wrong and what to do."
-        ),
-    )
-    app.state.keycard = keycard
-    app.state.tokens = TokenBook(config.api.tokens)
-    app.state.options = options or ApiOptions()
-    app.include_router(v1)
-    app.include_router(health)
-    app.add_api_route("/docs", _docs, include_in_schema=False)
-    # The web console at / (starter/console): pages, their static files, and signed sessions.
-    app.state.console = console or ConsoleOptions()
-    if app.state.console.sso is not None:  # `keycard login`'s ID tokens are bearer tokens too
-        app.state.bearer_verifier = BearerVerifier(app.state.console.sso)
-    app.include_router(console_router())
-    app.mount("/console/static", static_files(), name="console-static")
-    middleware, settings = session_middleware(https_only=app.state.console.https_only)
-    app.add_middleware(middleware, **settings)
-    temporal = keycard.temporal  # None in tests of routes that never reach Temporal
-    codec = temporal.data_converter.payload_codec if temporal is not None else None
-    if isinstance(codec, EncryptionCodec):  # payloads are encrypted: serve a codec server
-        app.include_router(codec_router(codec))
-        if app.state.options.codec_cors_origins:
-            app.add_middleware(CodecCors, origins=app.state.options.codec_cors_origins)
-    for router in routers:
-        app.include_router(router)
-    add_problem_handlers(app)
-    app.middleware("http")(_access_log)
-    app.add_middleware(BodyLimit)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    trace_api(app)  # when OTEL_* variables ask for traces
-    return app
-
-
-SWAGGER_UI = "/console/static/vendor/swagger-ui"  # swagger-ui-dist 5, Apache-2.0 (LICENSE there)
-
-
-async def _docs() -> Response:
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="Keycard API",
-        swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
-        swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
-        swagger_favicon_url="/console/static/favicon.svg",
-        swagger_ui_parameters={"validatorUrl": None},  # no calls to swagger.io either
-    )
-
-
-async def _access_log(request: Request, call_next: Any) -> Response:
+async def access_log(request: Request, call_next: Any) -> Response:
     """One JSON line per call: method, path, status, time and the caller's email — never the
     Authorization header, the query string or the body."""
     started = time.perf_counter()
@@ -843,7 +766,7 @@ async def _access_log(request: Request, call_next: Any) -> Response:
     return response
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
     """The generated document, with errors declared as application/problem+json."""
     if app.openapi_schema is None:
         schema = get_openapi(
@@ -857,4 +780,4 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-__all__ = ["ApiOptions", "create_app"]
+__all__ = ["ApiOptions", "access_log", "health", "openapi_schema", "v1"]

@@ -10,95 +10,23 @@ KEYCARD_TOKEN, when set, wins over a stored sign-in.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 
-from starter.api_client import API_URL_ENV, ApiUnavailable
+from starter.api.client import (
+    API_URL_ENV,
+    credentials_path,
+    load_sign_ins,
+    save_sign_ins,
+    sign_in_entry,
+)
 
-CREDENTIALS_ENV = "KEYCARD_CREDENTIALS"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-EXPIRY_MARGIN_SECONDS = 60  # renew a token this close to its end
 TIMEOUT = httpx.Timeout(10.0)
-
-
-def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    if env.get(CREDENTIALS_ENV):
-        return Path(env[CREDENTIALS_ENV])
-    base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "keycard" / "credentials.json"
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def _save(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-    path.chmod(0o600)  # also when the file existed with looser permissions
-
-
-def stored_token(url: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The signed-in ID token for this API, renewed first if it is about to expire; None when
-    this API was never signed in to (or the sign-in cannot be renewed: sign in again)."""
-    path = credentials_path(environ)
-    store = _load(path)
-    entry = store.get(url.rstrip("/"))
-    if not entry:
-        return None
-    if entry.get("expires_at", 0) - EXPIRY_MARGIN_SECONDS > time.time():
-        return entry["id_token"]
-    if not entry.get("refresh_token"):
-        return None
-    try:
-        with httpx.Client(timeout=TIMEOUT) as http:
-            answer = http.post(
-                entry["token_endpoint"],
-                data={
-                    "grant_type": "refresh_token",
-                    "refresh_token": entry["refresh_token"],
-                    "client_id": entry["client_id"],
-                },
-            )
-    except httpx.HTTPError as err:
-        raise ApiUnavailable(f"the identity provider did not answer ({err}); try again") from None
-    if answer.status_code != 200 or "id_token" not in answer.json():
-        return None
-    store[url.rstrip("/")] = _entry(answer.json(), entry)
-    _save(path, store)
-    return store[url.rstrip("/")]["id_token"]
-
-
-def _entry(tokens: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    claims = _claims(tokens["id_token"])
-    return {
-        **base,
-        "id_token": tokens["id_token"],
-        "refresh_token": tokens.get("refresh_token") or base.get("refresh_token"),
-        "expires_at": int(claims.get("exp", time.time() + int(tokens.get("expires_in", 300)))),
-        "email": claims.get("email"),
-    }
-
-
-def _claims(id_token: str) -> dict[str, Any]:
-    """The token's claims, unverified: only to know when it ends and whose it is (the API is
-    what checks it)."""
-    payload = id_token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def login(
@@ -117,9 +45,9 @@ def login(
     except _LoginError as err:
         _fail(str(err))
     path = credentials_path()
-    store = _load(path)
+    store = load_sign_ins(path)
     store[url] = entry
-    _save(path, store)
+    save_sign_ins(path, store)
     typer.echo(f"Signed in to {url} as {entry['email']}.")
 
 
@@ -127,12 +55,12 @@ def logout() -> None:
     """Forget the single sign-on of KEYCARD_API_URL (every API's, without it)."""
     url = os.environ.get(API_URL_ENV, "").strip().rstrip("/")
     path = credentials_path()
-    store = _load(path)
+    store = load_sign_ins(path)
     gone = [url] if url in store else ([] if url else list(store))
     for key in gone:
         store.pop(key)
     if gone:
-        _save(path, store)
+        save_sign_ins(path, store)
     typer.echo(f"Signed out of {', '.join(gone)}." if gone else "Not signed in.")
 
 
@@ -181,7 +109,7 @@ def _device_flow(url: str, open_browser: bool) -> dict[str, Any]:
                     "token_endpoint": metadata["token_endpoint"],
                     "client_id": settings["client_id"],
                 }
-                return _entry(body, base)
+                return sign_in_entry(body, base)
             if error == "slow_down":
                 interval += 5
             elif error != "authorization_pending":

@@ -41,6 +41,7 @@ from keycard.config import (
 from keycard.durations import format_duration
 from keycard.settings import Settings, SlackSettings
 from keycard.strategies import STRATEGIES
+from starter.cli.terminal import config_path_for
 
 # --- the minimal IAM policy --------------------------------------------------------------------
 
@@ -205,7 +206,6 @@ def doctor(
     if iam_policy:
         typer.echo(iam_policy_json(), nl=False)
         return
-    from starter.cli import config_path_for  # the same file every other command would use
 
     report = asyncio.run(diagnose(config_path_for(config_path)))
     colours = {Level.OK: typer.colors.GREEN, Level.WARN: typer.colors.YELLOW}
@@ -425,8 +425,8 @@ def _beside_keycard_dev(
 ) -> tuple[str, str] | None:
     """The demo AWS (endpoint, region) of a `keycard dev` running here, when this shell has no
     AWS settings of its own; its Temporal address goes into `env` unless one is set."""
-    from starter.dev import aws_configured
     from starter.dev_state import read_dev_state
+    from starter.run.dev import aws_configured
 
     try:
         state = read_dev_state(state_dir)
@@ -453,7 +453,7 @@ def _check_aws(report: Report, config: KeycardConfig, demo: tuple[str, str] | No
     strategies = {flow.strategy for flow in config.flows}
     endpoint = None
     if demo is not None:
-        from starter.demo_aws import DEMO_CREDENTIALS
+        from starter.run.demo_aws import DEMO_CREDENTIALS
 
         endpoint, demo_region = demo
         session = boto3.session.Session(region_name=demo_region, **DEMO_CREDENTIALS)
@@ -929,7 +929,7 @@ def _check_payload_key(report: Report, env: Mapping[str, str]) -> None:
 
 
 async def _check_sso(report: Report, env: Mapping[str, str]) -> None:
-    from starter.console.sso import SsoSettings, SsoSettingsError, public_url
+    from starter.sso import SsoSettings, SsoSettingsError, public_url
 
     try:
         sso = SsoSettings.from_env(env)

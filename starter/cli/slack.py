@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from starter.cli.terminal import fail, load, run
+
 
 def slack(
     config_path: Annotated[
@@ -21,7 +23,6 @@ def slack(
     otherwise HTTP at /slack/events with Slack's request signatures checked."""
     from keycard.logging import configure_logging
     from keycard.settings import Settings, SlackSettings
-    from starter.cli import fail, load, run
 
     configure_logging()
     config = load(config_path)
@@ -34,7 +35,7 @@ def slack(
         from fastapi import FastAPI
 
         from starter.client import KeycardClient, connect_temporal
-        from starter.slack_app import build_slack_app, mount_slack, run_socket_mode
+        from starter.slack.app import build_slack_app, mount_slack, run_socket_mode
 
         keycard = KeycardClient(await connect_temporal(), config, Settings.from_env().task_queue)
         try:

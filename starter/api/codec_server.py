@@ -27,8 +27,8 @@ from temporalio.api.common.v1 import Payloads
 
 from keycard.codec import EncryptionCodec, UnknownPayloadKey
 from keycard.models import Role
-from starter.auth import Identity, authenticate
-from starter.problems import ApiProblem, problem_responses
+from starter.api.auth import Identity, authenticate
+from starter.api.problems import ApiProblem, problem_responses
 
 CORS_ENV = "KEYCARD_CODEC_CORS_ORIGINS"
 CORS_HEADERS = ("Authorization", "Content-Type", "X-Namespace")

@@ -13,22 +13,20 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
 
 import structlog
-import typer
 import uvicorn
 from fastapi import APIRouter, FastAPI
-from pydantic import ValidationError
 
-from keycard.config import ApiSettings, KeycardConfig, describe_errors
+from keycard.config import ApiSettings, KeycardConfig
 from keycard.models import Role
-from starter.api import ApiOptions, create_app
-from starter.auth import config_entry, config_line, new_token
+from starter.api.app import ApiOptions
+from starter.api.auth import config_entry, new_token
+from starter.api.codec_server import cors_origins
 from starter.client import KeycardClient
-from starter.codec_server import cors_origins
-from starter.console import ConsoleOptions
-from starter.slack_app import slack_serving
+from starter.run.http import create_app
+from starter.slack.app import slack_serving
+from starter.web import ConsoleOptions
 
 log = structlog.get_logger(__name__)
 
@@ -212,81 +210,3 @@ def _write_env(state_dir: Path, url: str, tokens: dict[str, str]) -> Path:
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(lines) + "\n")
     return path
-
-
-# --- commands: registered on the `keycard` app in starter/cli.py --------------------------------------
-
-token_app = typer.Typer(
-    help="Make API tokens (keycard.yaml keeps only their hashes).", no_args_is_help=True
-)
-
-
-@token_app.command("create")
-def token_create(
-    email: Annotated[str, typer.Option(help="who the token acts as")],
-    role: Annotated[
-        Role, typer.Option(help="user; admin (approver of last resort); service")
-    ] = Role.USER,
-    name: Annotated[str, typer.Option(help="what it is for, e.g. ci-deploy")] = "",
-) -> None:
-    """Print a new API token once, and the keycard.yaml line that lets it in."""
-    token = new_token()
-    try:
-        entry = config_entry(token, email, role, name)
-    except ValidationError as err:
-        for problem in describe_errors(err):
-            typer.secho(f"error: {problem}", fg="red", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"API token for {entry.email} ({entry.role}); it is shown only now, so store it:\n")
-    typer.echo(f"    {token}\n")
-    typer.echo("Add this under `api: tokens:` in keycard.yaml (it holds only the hash):\n")
-    typer.echo(f"    {config_line(entry)}\n")
-    typer.echo("Then restart `keycard serve`. To revoke the token later, delete that line.")
-
-
-def serve(
-    config_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--config", "-c", help="keycard.yaml (default: $KEYCARD_CONFIG or ./keycard.yaml)"
-        ),
-    ] = None,
-    host: Annotated[
-        str, typer.Option(help="address to listen on", envvar="KEYCARD_API_HOST")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on", envvar="KEYCARD_API_PORT")] = 8000,
-    graceful_timeout: Annotated[
-        int, typer.Option(help="seconds in-flight calls get to finish on SIGTERM")
-    ] = int(GRACEFUL_SHUTDOWN.total_seconds()),
-) -> None:
-    """Serve the HTTP API (docs at /docs) against Temporal until SIGTERM."""
-    from keycard.logging import configure_logging
-    from keycard.settings import Settings
-    from starter.cli import load, run
-    from starter.client import connect_temporal
-    from starter.telemetry import start_tracing, stop_tracing
-
-    configure_logging()
-    config = load(config_path)
-    start_tracing("keycard-api")
-    if not config.api.tokens:
-        log.warning("api.no_tokens", hint="every call will be refused; see `keycard token create`")
-
-    async def go() -> None:
-        keycard = KeycardClient(await connect_temporal(), config, Settings.from_env().task_queue)
-        app = create_app(
-            keycard,
-            options=ApiOptions(codec_cors_origins=cors_origins()),
-            console=ConsoleOptions.from_env(),
-        )
-        # Slack, when configured: /slack/events on this server, or a Socket Mode connection.
-        async with slack_serving(app, keycard):
-            await serve_api(app, host, port, graceful=timedelta(seconds=graceful_timeout))
-
-    try:
-        run(go)
-    except OSError as err:
-        typer.secho(f"error: {err.strerror or err}", fg="red", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        stop_tracing()

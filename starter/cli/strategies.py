@@ -9,12 +9,12 @@ import typer
 
 from keycard.sdk.strategy_loader import load_strategy_file
 from keycard.strategies import STRATEGIES
-from starter.output import print_problems
+from starter.cli.terminal import print_problems
 
-strategies_app = typer.Typer(help="The kinds of target Keycard grants; check a strategy file.")
+app = typer.Typer(help="The kinds of target Keycard grants; check a strategy file.")
 
 
-@strategies_app.command("list")
+@app.command("list")
 def list_strategies() -> None:
     """Every strategy a flow may name, with what its targets say."""
     for name, info in STRATEGIES.items():
@@ -25,7 +25,7 @@ def list_strategies() -> None:
         typer.echo(f"{name:14} {info.summary}\n{'':14} ({needs})")
 
 
-@strategies_app.command("check")
+@app.command("check")
 def check(
     file: Annotated[Path, typer.Argument(help="a strategy file, e.g. strategies/db.py")],
 ) -> None:

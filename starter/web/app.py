@@ -30,11 +30,12 @@ from keycard.durations import format_duration
 from keycard.models import Actor, Requester, RequestState, RequestView, Role
 from keycard.policy import PolicyError
 from keycard.slack_blocks import extension_choices
-from starter.audit import history_events
-from starter.auth import Identity, hash_token
-from starter.client import KeycardClient, RequestNotFound, RequestSummary
-from starter.console.sso import CALLBACK_PATH, SsoSettings, public_url
-from starter.problems import STATUS_OF_REFUSAL
+from starter.api.auth import Identity, hash_token
+from starter.api.problems import STATUS_OF_REFUSAL
+from starter.audit_trail import history_events
+from starter.client import KeycardClient, RequestNotFound
+from starter.pages import RequestSummary
+from starter.sso import CALLBACK_PATH, SsoSettings, public_url
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +66,7 @@ templates.env.filters["when"] = _when
 
 @dataclass(frozen=True)
 class ConsoleOptions:
-    """`sso`: single sign-on over OpenID Connect (starter/console/sso.py). `public_url`: the
+    """`sso`: single sign-on over OpenID Connect (starter/sso.py). `public_url`: the
     console's address as browsers reach it (redirect URIs, links in messages); an https one also
     marks the session cookie Secure. `dev_users`: people anyone may sign in as without a token
     (keycard dev only; empty elsewhere, where that sign-in is refused)."""

@@ -11,6 +11,6 @@ from keycard.yaml ends its sessions at their next click. Every form carries a pe
 token. Single sign-on over OpenID Connect is the next step (issue 13).
 """
 
-from starter.console.app import ConsoleOptions, console_router, session_middleware, static_files
+from starter.web.app import ConsoleOptions, console_router, session_middleware, static_files
 
 __all__ = ["ConsoleOptions", "console_router", "session_middleware", "static_files"]

@@ -36,8 +36,9 @@ from keycard import temporal as names
 from keycard.models import Actor, Requester, RequestState, RequestView
 from keycard.policy import PolicyError, RequestInvalid
 from keycard.settings import SlackSettings
+from starter.api.problems import problem_response
 from starter.client import KeycardClient, RequestRejected
-from starter.problems import problem_response
+from starter.protocol import Ask
 
 log = structlog.get_logger("keycard.slack_app")
 
@@ -179,7 +180,7 @@ class SlackFrontDoor:
         try:
             person = await self.people.person(body["user"]["id"])
             fields = await self._user_fields(form)
-            request = dict(
+            ask = Ask(
                 flow=form.flow or "",
                 target=form.target or "",
                 duration=form.duration,
@@ -187,25 +188,25 @@ class SlackFrontDoor:
                 start_at=form.start_at,
                 fields=fields,
                 requester=person.requester(),
-                request_id=request_id_for(body.get("team", {}).get("id"), view["id"]),
-                via="slack",
             )
-            self.keycard.prepare(**request)  # the flow's rules, checked while the form is open
+            request_id = request_id_for(body.get("team", {}).get("id"), view["id"])
+            # The flow's rules, checked while the form is open.
+            planned = self.keycard.prepare(ask, request_id=request_id, via="slack")
         except PolicyError as refusal:
             await ack(response_action="errors", errors=self._form_errors(form, refusal))
             return
         await ack()
         try:
-            await self.keycard.request(**request)
+            await self.keycard.start(planned)
         except RequestRejected as rejected:
             # The workflow exists and its notifier tells the requester why it stopped.
             log.info("slack.request_rejected", code=rejected.code, reason=rejected.message)
         except Exception:
-            log.exception("slack.request_failed", request_id=request["request_id"])
+            log.exception("slack.request_failed", request_id=planned.request_id)
             await self._tell(
                 person.slack_user_id,
                 "Keycard could not start your request just now; please try again in a minute. "
-                f"(The details are in Keycard's log under {request['request_id']}.)",
+                f"(The details are in Keycard's log under {planned.request_id}.)",
             )
 
     # --- buttons on the approval message and the requester's DMs --------------------------------

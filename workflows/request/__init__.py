@@ -1,0 +1,3 @@
+"""The layers of AccessRequestWorkflow (workflows/access_request.py), each a class the next one
+extends: record (state and events) < delivery < deciding < asking < granting < the workflow, which
+keeps the story. A layer calls only the layers below it. calls.py types the activity calls."""
