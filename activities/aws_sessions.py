@@ -1,6 +1,8 @@
 """Ending the AWS sessions an Identity Center grant allowed: the writes of a permission set's
 inline policy that keycard/session_policy.py composes, and the provisioning that puts them in force.
 
+(A little over the usual length: the policy writes and the provisioning wait are one operation.)
+
 Only the permission set's SessionPolicyWorkflow (workflows/sessions.py) calls these, one at a time
 per permission set, so a read-modify-write of the inline policy never races another Keycard write.
 Each call is idempotent: merging an entry that is already there changes nothing, and provisioning

@@ -1,5 +1,8 @@
 """IAM Identity Center strategies: permission-set account assignments and group memberships.
 
+Longer than most modules: both Identity Center strategies share the lookups (instance, user, group)
+and the wait for AWS's asynchronous assignment status, which are best read beside the calls.
+
 `aws_sso`        assigns a permission set to the user (PrincipalType USER) in one AWS account.
 `aws_sso_group`  adds the user to an Identity Center group, found by its display name.
 

@@ -4,6 +4,7 @@ The workflow calls `notify.send` once per lifecycle event, in order, beside the 
 being slow or down delays these messages, never a grant or a revocation. An activity attempt that
 fails part-way resumes where it stopped (progress rides on heartbeat details), so a retry does
 not post the same message twice. The refs returned are how later events edit what was posted.
+(A little over the usual length: the message per event and its resumable progress belong together.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
 """Keycard side by side with the bare workflow of the same shape, in one run against one server.
+(One script, a little over the usual length, so a benchmark run is read and rerun as one file.)
 
     .venv/bin/python -m bench.compare --requests 200 --concurrency 20
 

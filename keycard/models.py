@@ -1,4 +1,9 @@
-"""The messages in and out of workflows and activities: one pydantic model each."""
+"""The messages in and out of workflows and activities: one pydantic model each.
+
+Longer than most modules, on purpose: every shape that crosses a Temporal boundary (and so is
+written into histories that must keep replaying) is here, in one file, so a change to any of them
+is reviewed in one place and the golden histories (tests/histories/) are the test that catches it.
+"""
 
 from __future__ import annotations
 

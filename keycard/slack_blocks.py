@@ -4,6 +4,9 @@ Both the Slack app (starter/slack/app.py) and the Slack notifier (activities/sla
 messages here, so tests can compare payloads directly. Anything a person typed (reasons, field
 values, comments) goes through `escape` before it lands in mrkdwn: a reason of `<!channel>` pings
 nobody. Plain-text elements (modal labels, options) are not parsed by Slack and need no escaping.
+
+One module for every message, modal and home tab, longer than most on purpose: the app and the
+notifier must render a request the same way, and a reviewer checks the escaping in one place.
 """
 
 from __future__ import annotations

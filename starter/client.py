@@ -1,5 +1,10 @@
 """KeycardClient: requests reached through Temporal, for the HTTP API, Slack, the console and
-operators. Its shape is starter/protocol.py's `Keycard`, which the HTTP API's client shares."""
+operators. Its shape is starter/protocol.py's `Keycard`, which the HTTP API's client shares.
+
+One class with a verb per method, and the Temporal calls each needs (update-with-start, updates
+retried while a request is not ready, visibility queries with sealed page tokens): longer than
+most modules because every door's traffic to Temporal goes through here, and nowhere else.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""GrantWorkflow: the single writer of one assignment, shared by every request that leases it."""
+"""GrantWorkflow: the single writer of one assignment, shared by every request that leases it.
+
+One class, longer than most modules: it is the one place that decides when access to an
+assignment exists, and its invariant (the access exists while any lease holds it, and is removed
+once none does, sessions ended as the leases asked) is easiest to check read whole, beside the
+golden histories and the chaos run that test it.
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ Every route goes through KeycardClient, so the core's rules (who may approve, se
 distinct approvers, legal states) hold here unchanged. This module only turns a token into the
 acting person and a refusal into an RFC 9457 problem a person can read.
 
-`create_app(keycard)` builds the app; `routers=` adds more routes to it, such as the Slack app's
+The bodies it takes and gives are in bodies.py. starter/run/http.py puts these routes in the one
+HTTP app, with the console and the codec server; its `routers=` adds more, such as the Slack app's
 `POST /slack/events`, which Slack signs itself and so carries no bearer token:
 
     slack = APIRouter()
@@ -14,6 +15,10 @@ acting person and a refusal into an RFC 9457 problem a person can read.
         return await bolt_handler.handle(request)
 
     app = create_app(keycard, routers=[slack])
+
+Longer than most modules: the routes of /v1 follow one another here in the order the OpenAPI
+document lists them, so a reviewer sees every door into the API, and the checks each makes, in
+one read.
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ import json
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
 
@@ -35,17 +39,16 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import policy
 from keycard import temporal as names
-from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig, PromptField, ReasonPolicy
+from keycard.config import EMAIL_PATTERN, NAME_PATTERN, KeycardConfig
 from keycard.durations import format_duration
 from keycard.models import (
     Actor,
-    ApprovalStepView,
     Requester,
     RequestState,
     RequestView,
@@ -53,6 +56,17 @@ from keycard.models import (
 )
 from keycard.policy import DecisionRefused
 from starter.api.auth import Identity, authenticate
+from starter.api.bodies import (
+    BreakGlassBody,
+    DecisionBody,
+    ExtendBody,
+    FlowInfo,
+    FlowList,
+    Health,
+    NewRequest,
+    TargetInfo,
+    WaitFor,
+)
 from starter.api.problems import (
     ApiProblem,
     declare_problem_media_type,
@@ -60,7 +74,6 @@ from starter.api.problems import (
 )
 from starter.client import KeycardClient, RequestNotFound, RequestRejected
 from starter.pages import RequestPage
-from starter.protocol import Ask
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -72,143 +85,6 @@ REVOKE_WAIT = timedelta(seconds=10)
 # because the workers are down.
 CALL_TIMEOUT = timedelta(seconds=30)
 READY_TIMEOUT = timedelta(seconds=5)
-
-# --- what goes in and out ------------------------------------------------------------------------
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-FieldValue = str | int | float | bool | None
-
-
-class NewRequest(_Body):
-    """A request for access. The caller is the requester; a service token names the person."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "flow": "prod-power-user",
-                    "target": "prod",
-                    "duration": "1h",
-                    "reason": "incident 4312",
-                    "fields": {"incident": "4312"},
-                }
-            ]
-        }
-    )
-
-    flow: str = Field(min_length=1, max_length=200, description="the flow, e.g. prod-power-user")
-    target: str | None = Field(
-        default=None, min_length=1, max_length=200, description="one of the flow's targets"
-    )
-    targets: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=policy.MAX_TARGETS,
-        description="several of the flow's targets instead of `target`: one approval covers "
-        "them all; each is granted on its own, and a target that fails does not stop the others",
-    )
-    duration: str | None = Field(
-        default=None, max_length=50, description="one the flow offers, e.g. 1h; default its first"
-    )
-    reason: str = Field(default="", description="why; most flows require one")
-    fields: dict[str, FieldValue] = Field(
-        default_factory=dict, description="answers to the flow's extra fields"
-    )
-    start_at: datetime | None = Field(
-        default=None,
-        description="begin access at this time once approved (ISO 8601; without a zone, UTC), "
-        "within the flow's max_start_delay; default: as soon as approved",
-    )
-    requester: str | None = Field(
-        default=None,
-        max_length=320,
-        description="service tokens only: the email of the person the access is for",
-    )
-
-    @model_validator(mode="after")
-    def _one_way_to_name_targets(self) -> NewRequest:
-        if self.target is None and self.targets is None:
-            raise ValueError("name the target: `target` for one, or `targets` for several")
-        if self.target is not None and self.targets is not None:
-            raise ValueError("give `target` or `targets`, not both")
-        return self
-
-    def ask(self, requester: Requester) -> Ask:
-        """The body in the clients' words (starter/protocol.py), for `requester`."""
-        return Ask(
-            flow=self.flow,
-            target=self.target if self.target is not None else tuple(self.targets or ()),
-            requester=requester,
-            duration=self.duration,
-            reason=self.reason,
-            fields=self.fields,
-            start_at=self.start_at,
-        )
-
-
-class DecisionBody(_Body):
-    comment: str = Field(default="", max_length=2000, description="a note for the audit log")
-
-
-class ExtendBody(DecisionBody):
-    # No min_length: an empty duration gets the parser's sentence, with examples.
-    duration: str = Field(max_length=50, description="how much longer, e.g. 30m")
-
-
-class BreakGlassBody(_Body):
-    justification: str = Field(
-        min_length=1, max_length=2000, description="what is broken and why it cannot wait"
-    )
-
-
-class TargetInfo(BaseModel):
-    name: str
-    label: str
-    settings: dict[str, str]
-
-
-class FlowInfo(BaseModel):
-    """A flow as a requester needs to know it."""
-
-    name: str
-    label: str
-    description: str
-    strategy: str
-    targets: list[TargetInfo]
-    durations: list[str] = Field(description="the durations on offer; the first is the default")
-    max_duration: str = Field(description="the longest access in all, extensions included")
-    max_start_delay: str = Field(description="how far ahead start_at may be")
-    reason_required: bool
-    reason: ReasonPolicy | None = Field(
-        default=None, description="what the reason must say: min_length, pattern, ticket, hint"
-    )
-    fields: list[PromptField]
-    approvers: list[str]
-    approvals_required: int = Field(description="distinct approvals in all (every step's count)")
-    approval_steps: list[ApprovalStepView] = Field(
-        default_factory=list,
-        description="the flow's approval steps (empty: any approvals_required of approvers)",
-    )
-    approval_timeout: str
-    allow_self_approval: bool
-    allow_early_revoke: bool
-    allow_extension: bool
-
-
-class FlowList(BaseModel):
-    flows: list[FlowInfo]
-
-
-class Health(BaseModel):
-    status: str
-
-
-class WaitFor(StrEnum):
-    ACTIVE = "active"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Nothing here talks to real AWS: every client is pointed at the moto endpoint with dummy
 credentials, whatever the environment says. The worker reaches the same server through the usual
-AWS settings; `demo_environment` gives the variables to set.
+AWS settings; `demo_environment` gives the variables to set. (A little over the usual length: the
+seeding and what `keycard demo-access` reads back describe the same demo, so they stay together.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The console's routes: sign-in, the home page, asking, a request's page with its decisions, and
-the admins' view of who has access now. See the package docstring for sessions and sign-in."""
+the admins' view of who has access now. See the package docstring for sessions and sign-in.
+
+Longer than most modules: the pages follow one another here as a person moves through them, so
+the session and CSRF checks every form makes are seen together.
+"""
 
 from __future__ import annotations
 

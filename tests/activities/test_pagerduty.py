@@ -103,7 +103,8 @@ def test_from_env_reads_the_key_and_the_base_url(fake):
 
 
 def test_doctor_proves_the_key_works_and_names_what_is_wrong(fake):
-    from starter.cli.doctor import Report, _check_pagerduty
+    from starter.doctor.report import Report
+    from starter.doctor.services import check_pagerduty
 
     env = {"PAGERDUTY_API_KEY": API_KEY, "PAGERDUTY_API_URL": fake.url}
     cases = [
@@ -114,6 +115,6 @@ def test_doctor_proves_the_key_works_and_names_what_is_wrong(fake):
     ]
     for environ, level, words in cases:
         report = Report()
-        _check_pagerduty(report, environ, None, verify=fake.client_tls)
+        check_pagerduty(report, environ, None, verify=fake.client_tls)
         [finding] = report.findings
         assert (finding.level.value, words in finding.message) == (level, True), finding

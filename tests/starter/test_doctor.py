@@ -28,7 +28,9 @@ from keycard.codec import new_key
 from keycard.config import parse_config
 from keycard.session_policy import PLACEHOLDER
 from main import app
-from starter.cli.doctor import IAM_POLICY, Finding, Level, Report, diagnose, iam_policy_json
+from starter.doctor import diagnose
+from starter.doctor.iam_policy import IAM_POLICY, iam_policy_json
+from starter.doctor.report import Finding, Level, Report
 from starter.run.demo_aws import demo_environment, seed_demo, start_moto_server
 from worker import keycard_worker
 from workflows.access_request import AccessRequestWorkflow
@@ -479,7 +481,7 @@ def test_policy_allows_every_aws_call_keycard_makes_and_nothing_else():
         "activities/aws_sso.py": ["sso-admin", "identitystore"],
         "activities/aws_sessions.py": ["sso-admin"],
         "activities/aws_iam.py": ["iam"],
-        "starter/cli/doctor.py": ["sso-admin", "identitystore", "iam"],
+        "starter/doctor/aws.py": ["sso-admin", "identitystore", "iam"],
     }
     session = boto3.session.Session(region_name=REGION)
     called: set[str] = set()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from keycard.config import parse_config
-from starter.cli.doctor import Level, Report, _check_strategies
+from starter.doctor.report import Level, Report
+from starter.doctor.services import check_strategies
 from tests.fake_okta import TOKEN, running_okta
 
 CONFIG = """
@@ -51,7 +52,7 @@ async def test_each_non_aws_flow_is_checked_by_its_strategy(tmp_path: Path):
     async with running_okta() as okta:
         env = {"OKTA_CLIENT_ORGURL": okta.url, "OKTA_CLIENT_TOKEN": TOKEN, "ACCESS_TOKEN": "t"}
         report = Report()
-        await _check_strategies(report, config, env)
+        await check_strategies(report, config, env)
     found = {f.check: (f.level, f.message) for f in report.findings}
     assert found["flow billing-db (http)"] == (
         Level.FAIL,
@@ -69,5 +70,5 @@ async def test_each_non_aws_flow_is_checked_by_its_strategy(tmp_path: Path):
     env["ACCESS_SECRET"] = "s"
     report = Report()
     good = parse_config(CONFIG.split("  - name: okta-sre")[0])
-    await _check_strategies(report, good, env)
+    await check_strategies(report, good, env)
     assert [(f.level, f.message) for f in report.findings] == [(Level.OK, "1 target(s) check out.")]
