@@ -51,6 +51,7 @@ from keycard.flows import (
     Flow,
     Target,
 )
+from keycard.provenance import ConfigSource, PolicyRef, config_source, flow_digest
 from keycard.schema import (  # noqa: F401 (re-exported: the names every config user knows)
     EMAIL_PATTERN,
     ENV_REF_PATTERN,
@@ -93,10 +94,23 @@ class KeycardConfig(_Strict):
     )
     # Where the file was loaded from: flows' `hooks` paths are relative to it.
     _base_dir: Path | None = PrivateAttr(default=None)
+    # Its git commit and path, when it was loaded from a file (keycard/provenance.py).
+    _source: ConfigSource = PrivateAttr(default_factory=ConfigSource)
 
     @property
     def base_dir(self) -> Path:
         return self._base_dir or Path(".")
+
+    @property
+    def source(self) -> ConfigSource:
+        return self._source
+
+    def policy_of(self, flow: Flow) -> PolicyRef:
+        """The policy a request of `flow` is decided under: its digest, and this file's source."""
+        source = self._source
+        return PolicyRef(
+            digest=flow_digest(flow), commit=source.commit, path=source.path, dirty=source.dirty
+        )
 
     @property
     def uses_aws(self) -> bool:
@@ -232,6 +246,7 @@ def load_config(path: str | os.PathLike[str]) -> KeycardConfig:
         ) from None
     config = parse_config(text, str(path))
     config._base_dir = path.parent
+    config._source = config_source(path)
     problems = outside_hook_files(config, path.parent) + missing_hook_files(config, path.parent)
     if problems:
         raise ConfigError(str(path), problems)

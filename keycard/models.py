@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from keycard.config import DEFAULT_AUDIT_DESTINATION, Flow, SessionsPolicy, Strategy, Target
 from keycard.durations import Duration, format_duration
+from keycard.provenance import PolicyRef
 from keycard.redact import scrub
 
 # People are their email, compared without regard to case or stray spaces. Normalised here, where
@@ -109,6 +110,9 @@ class AccessRequestInput(_Message):
     via: str = Field(
         default="cli",
         description="the front door the request came through: cli, api, slack, console",
+    )
+    policy: PolicyRef | None = Field(
+        default=None, description="the flow's digest and keycard.yaml's commit (None: before v13)"
     )
     audit_destinations: list[str] = Field(
         default_factory=lambda: [DEFAULT_AUDIT_DESTINATION],
@@ -236,6 +240,11 @@ class RequestView(_Message):
     )
     reason: str
     ticket: Ticket | None = Field(default=None, description="the ticket the reason names")
+    policy: PolicyRef | None = Field(
+        default=None,
+        description="the policy it is decided under: its flow's digest, and the commit and path "
+        "of keycard.yaml (requests made before Keycard recorded it have none)",
+    )
     fields: dict[str, Any] = Field(default_factory=dict)
     approvals: list[Approval] = Field(default_factory=list)
     approvals_required: int

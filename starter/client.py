@@ -194,6 +194,7 @@ class KeycardClient:
             submitted_by=submitted_by,
             via=via,
             audit_destinations=self.config.audit.destination_names,
+            policy=self.config.policy_of(flow_def),
         )
 
     async def request(

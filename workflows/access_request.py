@@ -93,6 +93,7 @@ class AccessRequestWorkflow(Granting):
                 approvers=policy.approvers_of(input.flow, input.approver_groups),
                 approval_steps=policy.steps_of(input.flow, input.approver_groups),
                 requested_at=now,
+                policy=input.policy,
             ),
         )
         # Here, not in `run`: a decision signalled with the start is handled before `run` begins,
@@ -108,6 +109,8 @@ class AccessRequestWorkflow(Granting):
         created.update(self._steps_detail())
         if self._multi:
             created["targets"] = [t.name for t in input.targets]
+        if input.policy is not None:  # which policy decides it: the flow's digest and commit
+            created["policy"] = input.policy.model_dump(mode="json")
         self._emit("request.created", input.submitted_by or requester_actor(input), **created)
         # Updates wait for the work already in hand (workflows/runner.py); requests started
         # before keep the SDK's order, which their histories recorded.

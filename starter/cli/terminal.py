@@ -225,6 +225,8 @@ def describe(view: RequestView) -> str:
         lines.append(f"  starts:    {view.start_at:%Y-%m-%d %H:%M:%S} UTC (once approved)")
     if view.reason:
         lines.append(f"  reason:    {view.reason}")
+    if view.policy is not None:
+        lines.append(f"  policy:    {view.policy.short}")
     if view.ticket is not None:
         lines.append(
             f"  ticket:    {view.ticket.key}" + (f" {view.ticket.url}" if view.ticket.url else "")

@@ -148,6 +148,7 @@ def run_step(step: Step, request_id: str | None, env: dict, cwd: Path) -> list[s
 
 ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+GIT_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def json_shape(value, request_id: str):
@@ -162,6 +163,7 @@ def json_shape(value, request_id: str):
     if isinstance(value, str):
         value = value.replace(request_id, "<request>")
         value = ISO_TIME.sub("<time>", UUID.sub("<uuid>", value))
+        value = GIT_COMMIT.sub("<commit>", value)  # the checkout's: a request's policy names it
         return re.sub(r"/ssoins-\w+/ps-\w+$", "/<instance>/<ps>", value)
     return value
 

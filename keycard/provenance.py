@@ -1,0 +1,112 @@
+"""Which policy decided a request: the digest of its flow as loaded, and the commit it came from.
+
+A flow's digest is the sha256 of its canonical JSON (keys sorted, no spaces; secrets appear as
+their `${VAR}` names, never their values), so it is the same across restarts and changes with any
+edit to the flow. When keycard.yaml lives in a git work tree, the commit and the file's path in
+the repository say where to read it; elsewhere (a mounted file in a container), the deployment
+can say with KEYCARD_CONFIG_COMMIT. An auditor goes from a request to the pull request that made
+its rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+COMMIT_ENV = "KEYCARD_CONFIG_COMMIT"
+GIT_TIMEOUT = 5.0  # seconds; a slow or broken git leaves the commit unknown, never the load stuck
+
+
+class ConfigSource(BaseModel):
+    """Where a keycard.yaml came from: its commit, its path in the repository, and whether the
+    file differs from that commit (an edit not yet committed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    commit: str | None = None
+    path: str | None = None
+    dirty: bool = False
+
+
+class PolicyRef(BaseModel):
+    """The policy a request was decided under: its flow's digest, and the file's source."""
+
+    model_config = ConfigDict(frozen=True)
+
+    digest: str = Field(description="sha256 of the flow's canonical JSON, as `sha256:<hex>`")
+    commit: str | None = Field(default=None, description="the git commit keycard.yaml came from")
+    path: str | None = Field(default=None, description="keycard.yaml's path in that repository")
+    dirty: bool = Field(default=False, description="the file differed from that commit")
+
+    @property
+    def short(self) -> str:
+        """One line for people: sha256:1a2b3c4d5e6f (commit 0123abc, deploy/keycard.yaml)."""
+        where = [f"commit {self.commit[:7]}" if self.commit else "no commit"]
+        if self.path:
+            where.append(self.path)
+        if self.dirty:
+            where.append("with uncommitted changes")
+        return f"{self.digest[:19]} ({', '.join(where)})"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest_of(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def flow_digest(flow: BaseModel) -> str:
+    """The digest of one flow as loaded (defaults filled in, secrets as their variable names)."""
+    return digest_of(flow.model_dump(mode="json"))
+
+
+def config_source(path: Path, environ: Mapping[str, str] | None = None) -> ConfigSource:
+    """The commit and repository path of `path`, when it is in a git work tree and git is here;
+    otherwise KEYCARD_CONFIG_COMMIT, if the deployment set it."""
+    env = os.environ if environ is None else environ
+    declared = env.get(COMMIT_ENV, "").strip() or None
+    found = _from_git(path.resolve())
+    if found is None:
+        return ConfigSource(commit=declared)
+    return found
+
+
+def _from_git(path: Path) -> ConfigSource | None:
+    git = shutil.which("git")
+    if git is None or not path.exists():
+        return None
+
+    def run(*args: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(  # noqa: S603 -- git, with arguments of our own
+                [git, "-C", str(path.parent), *args],
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    head = run("rev-parse", "HEAD")
+    if head is None or head.returncode != 0:
+        return None  # not a work tree, or one without commits
+    tracked = run("ls-files", "--full-name", "--error-unmatch", "--", path.name)
+    if tracked is None or tracked.returncode != 0:
+        return ConfigSource(commit=head.stdout.strip(), dirty=True)  # not committed at all
+    changed = run("diff", "--quiet", "HEAD", "--", path.name)
+    return ConfigSource(
+        commit=head.stdout.strip(),
+        path=tracked.stdout.strip(),
+        dirty=changed is None or changed.returncode != 0,
+    )
