@@ -60,9 +60,7 @@ def diff_configs(old: KeycardConfig, new: KeycardConfig) -> list[FlowChange]:
     changes: list[FlowChange] = []
     for name, flow in after.items():
         if name not in before:
-            changes.append(
-                FlowChange(name, "added", _summary(flow), new_digest=flow_digest(flow))
-            )
+            changes.append(FlowChange(name, "added", _summary(flow), new_digest=flow_digest(flow)))
     for name, flow in before.items():
         if name not in after:
             changes.append(

@@ -381,6 +381,15 @@ class LifecycleEvent(_Message):
     fields: dict[str, Any] = Field(default_factory=dict)
     state: RequestState
     detail: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str | None = Field(
+        default=None,
+        description="the hash of the request's previous event (None: its first, or unchained)",
+    )
+    hash: str | None = Field(
+        default=None,
+        description="sha256 of this event's canonical JSON, every field but `hash` "
+        "(keycard/audit_chain.py); None: made outside the request, or before keycard-v13",
+    )
 
     @field_validator("reason", mode="after")
     @classmethod
@@ -905,6 +914,7 @@ class AccessRequestState(_Message):
         default_factory=dict, description="each granted lease's end, as the request last set it"
     )
     event_seq: int = 0
+    last_hash: str | None = Field(default=None, description="the latest event's, for the chain")
     outbox: list[LifecycleEvent] = Field(default_factory=list)
     views: list[RequestView] = Field(
         default_factory=list, description="the request as it was at each event, for messages"

@@ -75,6 +75,9 @@ PATCH_V11 = "keycard-v11"
 # they stood when it began), and a lease taken while it ran keeps its own wish for when its
 # access ends; before, a removal that was still ending sessions forgot that wish.
 PATCH_V12 = "keycard-v12"
+# Requests only (implies PATCH_V10): each lifecycle event carries the hash of the request's
+# previous event and its own (keycard/audit_chain.py), a chain `keycard audit verify` checks.
+PATCH_V13 = "keycard-v13"
 # Ending sessions: one SessionPolicyWorkflow per permission set, the single writer of its inline
 # policy (keycard/session_policy.py), shared by every grant of that permission set.
 SESSION_POLICY_WORKFLOW = "SessionPolicyWorkflow"

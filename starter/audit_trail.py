@@ -12,11 +12,13 @@ on a sink having been up.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
+from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import temporal as names
 from keycard.codec import require_keys_for
@@ -75,6 +77,30 @@ async def history_events(
         for event in await _recorded_events(client, history_event):
             events.setdefault(event.id, event)  # a round's retry or a memo may repeat one
     return sorted(events.values(), key=_seq)
+
+
+async def recorded_events(
+    client: Client, request_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each request's events as its history recorded them (as JSON, in order); a request Temporal
+    does not know is left out."""
+    readers = asyncio.Semaphore(HISTORY_READERS)
+
+    async def read(request_id: str) -> tuple[str, list[LifecycleEvent] | None]:
+        async with readers:
+            try:
+                return request_id, await history_events(client, request_id, None)
+            except RPCError as err:
+                if err.status is RPCStatusCode.NOT_FOUND:
+                    return request_id, None
+                raise
+
+    found = await asyncio.gather(*(read(request_id) for request_id in request_ids))
+    return {
+        request_id: [json.loads(event.model_dump_json()) for event in events]
+        for request_id, events in found
+        if events is not None
+    }
 
 
 async def _recorded_events(client: Client, history_event: HistoryEvent) -> list[LifecycleEvent]:

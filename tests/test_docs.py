@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import get_args
 
+from keycard.audit_chain import verify_chain
 from keycard.models import EventType, LifecycleEvent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,9 @@ def test_the_readme_audit_example_is_a_trail_the_product_writes():
     assert [e.state.value for e in events] == [
         "PENDING", "PENDING", "PENDING", "GRANTING", "ACTIVE", "ENDED", "ENDED",
     ]  # fmt: skip
+    # A chain the product would write: each event names the one before it, and its own hash.
+    assert verify_chain(json.loads(line) for line in lines).ok
+    assert events[0].prev_hash is None and all(e.hash for e in events)
     assert events[-1].detail.keys() == {
         "permission_set_arn",
         "account_id",

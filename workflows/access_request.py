@@ -62,8 +62,9 @@ class AccessRequestWorkflow(Granting):
     def __init__(self, input: AccessRequestInput) -> None:
         now = workflow.now()
         # First, before any command: one marker stands for every patch before it
-        # (keycard/temporal.py, PATCH_V6 to PATCH_V10), and decides how request.created is recorded.
-        self._v10 = workflow.patched(names.PATCH_V10)
+        # (keycard/temporal.py, PATCH_V6 to PATCH_V13), and decides how request.created is recorded.
+        self._v13 = workflow.patched(names.PATCH_V13)
+        self._v10 = self._v13 or workflow.patched(names.PATCH_V10)
         self._v8 = self._v10 or workflow.patched(names.PATCH_V8)
         self._v7 = self._v8 or workflow.patched(names.PATCH_V7)
         self._v6 = self._v7 or workflow.patched(names.PATCH_V6)

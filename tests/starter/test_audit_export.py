@@ -159,3 +159,99 @@ def test_the_visibility_query_covers_requests_alive_in_the_window():
         "AND (CloseTime >= '2026-01-01T00:00:00.000000Z' OR ExecutionStatus = 'Running') "
         "AND KeycardFlow = 'prod-admin'"
     )
+
+
+# --- `keycard audit verify`: the chain and the history show tampering -----------------------------
+
+
+async def _export(dev_env, started, monkeypatch, tmp_path) -> list[str]:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+    args = ["audit", "export", "--since", started.isoformat()]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+async def _verify(lines: list[str], tmp_path, *options: str):
+    trail = tmp_path / f"trail-{len(list(tmp_path.iterdir()))}.jsonl"
+    trail.write_text("".join(line + "\n" for line in lines))
+    return await asyncio.to_thread(
+        CliRunner().invoke, app, ["audit", "verify", str(trail), *options]
+    )
+
+
+def _swap(lines: list[str], first: str, second: str) -> list[str]:
+    ids = [json.loads(line)["id"] for line in lines]
+    i, j = ids.index(first), ids.index(second)
+    swapped = list(lines)
+    swapped[i], swapped[j] = lines[j], lines[i]
+    return swapped
+
+
+def _without(lines: list[str], event_id: str) -> list[str]:
+    return [line for line in lines if json.loads(line)["id"] != event_id]
+
+
+async def test_a_clean_export_verifies_against_its_chain_and_history(
+    dev_env, streamed, monkeypatch, tmp_path
+):
+    requests, events, started = streamed
+    lines = await _export(dev_env, started, monkeypatch, tmp_path)
+    mine = [line for line in lines if json.loads(line)["request_id"] in requests.values()]
+    assert all(json.loads(line)["hash"] for line in mine)  # every event of ours is chained
+    first = json.loads(next(line for line in mine if json.loads(line)["id"].endswith("/1")))
+    assert first["prev_hash"] is None
+
+    result = await _verify(lines, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "compared with Temporal's history" in result.output
+    assert "OK: nothing missing, altered or reordered." in result.output
+    # The sink's own file (the stream) verifies too.
+    streamed_lines = [e.model_dump_json() for e in events]
+    assert (await _verify(streamed_lines, tmp_path)).exit_code == 0
+
+
+async def test_an_altered_a_removed_and_a_reordered_event_are_named(
+    dev_env, streamed, monkeypatch, tmp_path
+):
+    requests, _, started = streamed
+    revoked = requests["revoked"]
+    lines = await _export(dev_env, started, monkeypatch, tmp_path)
+
+    altered = []
+    for line in lines:
+        event = json.loads(line)
+        if event["id"] == f"{revoked}/3":
+            event["reason"] = "routine"  # someone tidies the trail
+            line = json.dumps(event)
+        altered.append(line)
+    result = await _verify(altered, tmp_path, "--offline")
+    assert result.exit_code == 1
+    assert f"{revoked}: altered: {revoked}/3: its content does not match its hash" in result.output
+
+    result = await _verify(_without(lines, f"{revoked}/3"), tmp_path, "--offline")
+    assert result.exit_code == 1
+    assert f"{revoked}: missing: {revoked}/3: between {revoked}/2 and {revoked}/4" in result.output
+
+    result = await _verify(_swap(lines, f"{revoked}/3", f"{revoked}/4"), tmp_path, "--offline")
+    assert result.exit_code == 1
+    assert f"{revoked}: reordered: {revoked}/4" in result.output
+
+    # The last event of a request leaves no gap in its chain; the history shows it is gone.
+    denied = requests["denied"]
+    last = max(
+        (json.loads(line)["id"] for line in lines if json.loads(line)["request_id"] == denied),
+        key=lambda event_id: int(event_id.rsplit("/", 1)[1]),
+    )
+    cut = _without(lines, last)
+    assert (await _verify(cut, tmp_path, "--offline")).exit_code == 0
+    result = await _verify(cut, tmp_path)
+    assert result.exit_code == 1
+    assert f"{denied}: missing: {last}: history has it; the trail does not" in result.output
+
+
+async def test_what_is_not_a_trail_is_refused_plainly(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    result = CliRunner().invoke(app, ["audit", "verify", str(tmp_path / "notes.txt"), "--offline"])
+    assert result.exit_code == 1
+    assert "line 1: not a JSON event" in result.output

@@ -149,6 +149,7 @@ def run_step(step: Step, request_id: str | None, env: dict, cwd: Path) -> list[s
 ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 GIT_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def json_shape(value, request_id: str):
@@ -164,6 +165,7 @@ def json_shape(value, request_id: str):
         value = value.replace(request_id, "<request>")
         value = ISO_TIME.sub("<time>", UUID.sub("<uuid>", value))
         value = GIT_COMMIT.sub("<commit>", value)  # the checkout's: a request's policy names it
+        value = DIGEST.sub("<digest>", value)  # the audit chain's hashes, over times and ids
         return re.sub(r"/ssoins-\w+/ps-\w+$", "/<instance>/<ps>", value)
     return value
 

@@ -15,6 +15,7 @@ from workflows.calls import count, local_call
 with workflow.unsafe.imports_passed_through():
     from keycard import policy
     from keycard import temporal as names
+    from keycard.audit_chain import event_hash
     from keycard.config import Flow, Target
     from keycard.hooks import (
         HookFailure,
@@ -44,6 +45,7 @@ class RequestRecord:
     _v7: bool
     _v8: bool
     _v10: bool
+    _v13: bool
     _multi: bool
     _round_in_flight: bool
 
@@ -98,6 +100,10 @@ class RequestRecord:
         several (its `target`; otherwise the request's)."""
         self._s.event_seq += 1
         event = self._event(str(self._s.event_seq), type, actor, on=on, **detail)
+        if self._v13:  # chained to the request's previous event, so tampering shows
+            event.prev_hash = self._s.last_hash
+            event.hash = event_hash(event.model_dump(mode="json"))
+            self._s.last_hash = event.hash
         self._s.outbox.append(event)
         self._s.views.append(self._s.view.model_copy(deep=True))
         count(names.METRIC_EVENTS, "Keycard audit events made", type=type, flow=event.flow)
