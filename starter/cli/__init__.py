@@ -27,6 +27,7 @@ from starter.cli import (
     flows,
     hooks,
     login,
+    report,
     requests,
     run,
     slack,
@@ -78,6 +79,7 @@ app.command("drift")(drift.drift_command)
 app.command(name="login")(login.login)
 app.command(name="logout")(login.logout)
 app.command(name="doctor")(doctor.doctor)
+app.command(name="report")(report.report)
 
 # `keycard --help` in groups a newcomer can scan.
 HELP_PANELS = {
@@ -86,7 +88,7 @@ HELP_PANELS = {
     ),
     "Sign in": ("login", "logout", "token"),
     "Run Keycard": ("dev", "worker", "serve", "slack", "doctor", "demo-access"),
-    "Configure and audit": ("flows", "hooks", "strategies", "audit", "drift", "codec"),
+    "Configure and audit": ("flows", "hooks", "strategies", "audit", "report", "drift", "codec"),
 }  # fmt: skip
 _PANEL_OF = {name: panel for panel, names in HELP_PANELS.items() for name in names}
 _ORDER = {name: i for i, name in enumerate(_PANEL_OF)}

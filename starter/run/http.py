@@ -20,6 +20,7 @@ from starter.api.app import ApiOptions, access_log, health, openapi_schema, v1
 from starter.api.auth import TokenBook
 from starter.api.codec_server import CodecCors, codec_router
 from starter.api.problems import BodyLimit, add_problem_handlers
+from starter.api.reports import reports
 from starter.client import KeycardClient
 from starter.sso import BearerVerifier
 from starter.telemetry import trace_api
@@ -58,6 +59,7 @@ def create_app(
     app.state.tokens = TokenBook(config.api.tokens)
     app.state.options = options or ApiOptions()
     app.include_router(v1)
+    app.include_router(reports)
     app.include_router(health)
     app.add_api_route("/docs", _docs, include_in_schema=False)
     # The web console at / (starter/web): pages, their static files, and signed sessions.

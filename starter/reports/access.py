@@ -1,0 +1,413 @@
+"""The access report for a period: one row per grant, a summary, and the exceptions an auditor
+asks about first. Built from lifecycle events alone (the trail rebuilt from Temporal's histories,
+`keycard audit export`'s), so a destination that was down loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from keycard.durations import format_duration, parse_duration
+from keycard.models import LifecycleEvent, RequestState
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # what Temporal's visibility can be asked about
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+LATE_REMOVAL = timedelta(seconds=60)  # removal later than this past expiry is an exception
+OPEN_STATES = {"PENDING", "SCHEDULED", "GRANTING", "ACTIVE", "REVOKING"}
+
+
+class Approval(BaseModel):
+    """Who approved, through which door: a person (slack, api, cli, console), a rule, or the
+    requester themselves in an emergency (break-glass)."""
+
+    by: str
+    channel: str
+    at: datetime
+
+
+class GrantRow(BaseModel):
+    request_id: str
+    requester: str
+    flow: str
+    target: str
+    reason: str
+    ticket: str | None = None
+    approvals: list[Approval] = Field(default_factory=list)
+    approved_by_a_person: bool
+    break_glass: bool = False
+    asked_at: datetime
+    approved_at: datetime | None = None
+    granted_at: datetime
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    asked: timedelta = Field(description="the duration asked for, extensions included")
+    held: timedelta | None = Field(default=None, description="from the grant to its end")
+    extensions: list[str] = Field(default_factory=list)
+    ended: str = Field(description="expired, revoked, or still active")
+    ended_by: str | None = None
+    removal: str = Field(description="removed, left to other leases, standing, or pending")
+    removal_confirmed_at: datetime | None = None
+    removal_late_by: timedelta | None = Field(
+        default=None, description="how long after the expiry AWS confirmed the removal"
+    )
+    sessions: str | None = Field(default=None, description="ended at <time>, or why not")
+    policy_digest: str | None = None
+    policy_commit: str | None = None
+
+    @property
+    def approved_how(self) -> str:
+        if self.break_glass:
+            return "break-glass"
+        return (
+            "; ".join(
+                a.by if a.channel == "rule" else f"{a.by} ({a.channel})" for a in self.approvals
+            )
+            or "—"
+        )
+
+
+class BreakGlassUse(BaseModel):
+    request_id: str
+    requester: str
+    at: datetime
+    justification: str
+    reviewed: str = Field(
+        description="Keycard records no review step yet: each use is listed for review"
+    )
+
+
+class Refusal(BaseModel):
+    request_id: str
+    actor: str
+    decision: str
+    code: str
+    reason: str
+    at: datetime
+
+
+class Summary(BaseModel):
+    requests: int
+    grants: int
+    outcomes: dict[str, int] = Field(description="requests by their state at the period's end")
+    grants_by_flow: dict[str, int]
+    grants_by_person: dict[str, int]
+    auto_approvals_by_rule: dict[str, int]
+    break_glass: list[BreakGlassUse]
+    refused_by_code: dict[str, int]
+    self_approval_attempts: list[Refusal]
+
+
+class PolicySeen(BaseModel):
+    digest: str
+    commit: str | None
+    first_request_at: datetime
+    requests: int
+
+
+class ConfigChange(BaseModel):
+    """A flow whose requests in the period were decided under more than one policy."""
+
+    flow: str
+    policies: list[PolicySeen]
+
+
+class OpenRequest(BaseModel):
+    request_id: str
+    requester: str
+    flow: str
+    state: str
+    since: datetime
+
+
+class Exceptions(BaseModel):
+    late_removals: list[GrantRow]
+    without_a_human_approver: list[GrantRow]
+    still_open: list[OpenRequest]
+    config_changes: list[ConfigChange]
+
+
+class AccessReport(BaseModel):
+    since: datetime
+    until: datetime
+    generated_at: datetime
+    flow: str | None = None
+    person: str | None = None
+    rows: list[GrantRow]
+    summary: Summary
+    exceptions: Exceptions
+
+
+def period_problem(since: datetime, until: datetime) -> str | None:
+    """Why [since, until) is not a period a report can cover, or None."""
+    if until <= since:
+        return "the period is empty: `until` must be later than `since`"
+    if since < EARLIEST or until > LATEST:
+        return (
+            f"the period must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}; "
+            f"{since:%Y-%m-%d} to {until:%Y-%m-%d} does not"
+        )
+    return None
+
+
+def build_report(
+    events: Iterable[LifecycleEvent],
+    *,
+    since: datetime,
+    until: datetime,
+    flow: str | None = None,
+    person: str | None = None,
+    now: datetime | None = None,
+) -> AccessReport:
+    """The report for [since, until) from the trail's events (those of requests alive then)."""
+    requests: dict[str, list[LifecycleEvent]] = {}
+    for event in events:
+        if event.time >= until:
+            continue
+        if flow is not None and event.flow != flow:
+            continue
+        if person is not None and event.requester.email != person.lower():
+            continue
+        requests.setdefault(event.request_id, []).append(event)
+    rows: list[GrantRow] = []
+    finals: dict[str, LifecycleEvent] = {}
+    refusals: list[Refusal] = []
+    auto: Counter[str] = Counter()
+    break_glass: list[BreakGlassUse] = []
+    for request_id, own in requests.items():
+        own.sort(key=lambda e: (e.time, _seq(e)))
+        finals[request_id] = own[-1]
+        rows += _rows(own, since)
+        for event in own:
+            if event.type == "decision.refused":
+                refusals.append(
+                    Refusal(
+                        request_id=request_id,
+                        actor=_who(event.detail.get("attempted_by")) or _actor(event),
+                        decision=str(event.detail.get("decision", "")),
+                        code=str(event.detail.get("code", "")),
+                        reason=str(event.detail.get("reason", "")),
+                        at=event.time,
+                    )
+                )
+            elif event.type == "request.auto_approved":
+                auto[str(event.detail.get("rule") or _actor(event))] += 1
+            elif event.type == "break_glass.used":
+                break_glass.append(
+                    BreakGlassUse(
+                        request_id=request_id,
+                        requester=event.requester.email,
+                        at=event.time,
+                        justification=str(event.detail.get("justification", "")),
+                        reviewed="not recorded: review it",
+                    )
+                )
+    summary = Summary(
+        requests=len(requests),
+        grants=len(rows),
+        outcomes=dict(Counter(e.state.value for e in finals.values()).most_common()),
+        grants_by_flow=dict(Counter(r.flow for r in rows).most_common()),
+        grants_by_person=dict(Counter(r.requester for r in rows).most_common()),
+        auto_approvals_by_rule=dict(auto.most_common()),
+        break_glass=break_glass,
+        refused_by_code=dict(Counter(r.code for r in refusals).most_common()),
+        self_approval_attempts=[r for r in refusals if r.code == "SelfApproval"],
+    )
+    exceptions = Exceptions(
+        late_removals=[r for r in rows if r.removal_late_by and r.removal_late_by > LATE_REMOVAL],
+        without_a_human_approver=[r for r in rows if not r.approved_by_a_person],
+        still_open=[
+            OpenRequest(
+                request_id=e.request_id,
+                requester=e.requester.email,
+                flow=e.flow,
+                state=e.state.value,
+                since=requests[e.request_id][0].time,
+            )
+            for e in finals.values()
+            if e.state.value in OPEN_STATES
+        ],
+        config_changes=_config_changes(requests),
+    )
+    return AccessReport(
+        since=since,
+        until=until,
+        generated_at=now or datetime.now(UTC),
+        flow=flow,
+        person=person,
+        rows=sorted(rows, key=lambda r: (r.granted_at, r.request_id, r.target)),
+        summary=summary,
+        exceptions=exceptions,
+    )
+
+
+def _rows(own: list[LifecycleEvent], since: datetime) -> list[GrantRow]:
+    """One row per grant of one request (a request naming several targets has one per target
+    granted), if the grant was alive in the period."""
+    created = next((e for e in own if e.type == "request.created"), own[0])
+    approvals, break_glass, approved_at = _approvals(own)
+    ticket = created.detail.get("ticket") or {}
+    policy = created.detail.get("policy") or {}
+    extensions = [e for e in own if e.type == "access.extended"]
+    asked = created.duration + sum(
+        (_duration(e.detail.get("by")) for e in extensions), timedelta(0)
+    )
+    rows = []
+    for granted in (e for e in own if e.type == "access.granted"):
+        target = granted.target.name
+        mine = [e for e in own if e.target.name == target and e.time >= granted.time]
+        end = next((e for e in mine if e.type in ("access.ended", "access.revoked")), None)
+        if end is not None and end.time < since:
+            continue  # over before the period began
+        sessions = next(
+            (e for e in mine if e.type in ("access.sessions_ended", "access.sessions_not_ended")),
+            None,
+        )
+        expires = _time(granted.detail.get("expires_at"))
+        for extended in extensions:
+            expires = _time(extended.detail.get("expires_at")) or expires
+        people = [a for a in approvals if a.channel not in ("rule", "break-glass")]
+        rows.append(
+            GrantRow(
+                request_id=granted.request_id,
+                requester=granted.requester.email,
+                flow=granted.flow,
+                target=target,
+                reason=created.reason,
+                ticket=ticket.get("key"),
+                approvals=approvals,
+                approved_by_a_person=bool(people) and not break_glass,
+                break_glass=break_glass,
+                asked_at=created.time,
+                approved_at=approved_at,
+                granted_at=granted.time,
+                expires_at=expires,
+                ended_at=end.time if end else None,
+                asked=asked,
+                held=(end.time - granted.time) if end else None,
+                extensions=[format_duration(_duration(e.detail.get("by"))) for e in extensions],
+                ended=_ending(end),
+                ended_by=_actor(end) if end is not None and end.type == "access.revoked" else None,
+                removal=_removal(end),
+                removal_confirmed_at=end.time if end and end.detail.get("removed") else None,
+                removal_late_by=(
+                    end.time - expires
+                    if end and end.type == "access.ended" and expires and end.time > expires
+                    else None
+                ),
+                sessions=_sessions(sessions),
+                policy_digest=policy.get("digest"),
+                policy_commit=policy.get("commit"),
+            )
+        )
+    return rows
+
+
+def _approvals(own: list[LifecycleEvent]) -> tuple[list[Approval], bool, datetime | None]:
+    approvals, break_glass, approved_at = [], False, None
+    for event in own:
+        if event.type == "request.approved":
+            if event.detail.get("break_glass"):
+                break_glass = True
+                approvals.append(Approval(by=_actor(event), channel="break-glass", at=event.time))
+            else:
+                via = event.actor.via if event.actor else "?"
+                approvals.append(Approval(by=_actor(event), channel=via, at=event.time))
+        elif event.type == "request.auto_approved":
+            approvals.append(Approval(by=_actor(event), channel="rule", at=event.time))
+        if (
+            approved_at is None
+            and event.type in ("request.approved", "request.auto_approved")
+            and event.state in (RequestState.GRANTING, RequestState.SCHEDULED, RequestState.ACTIVE)
+        ):
+            approved_at = event.time
+    return approvals, break_glass, approved_at
+
+
+def _config_changes(requests: dict[str, list[LifecycleEvent]]) -> list[ConfigChange]:
+    seen: dict[str, dict[str, PolicySeen]] = {}
+    for own in requests.values():
+        created = next((e for e in own if e.type == "request.created"), None)
+        policy = (created.detail.get("policy") if created else None) or {}
+        if created is None or not policy.get("digest"):
+            continue
+        flows = seen.setdefault(created.flow, {})
+        known = flows.get(policy["digest"])
+        if known is None:
+            flows[policy["digest"]] = PolicySeen(
+                digest=policy["digest"],
+                commit=policy.get("commit"),
+                first_request_at=created.time,
+                requests=1,
+            )
+        else:
+            known.requests += 1
+            known.first_request_at = min(known.first_request_at, created.time)
+    return [
+        ConfigChange(
+            flow=name, policies=sorted(policies.values(), key=lambda p: p.first_request_at)
+        )
+        for name, policies in sorted(seen.items())
+        if len(policies) > 1
+    ]
+
+
+def _ending(end: LifecycleEvent | None) -> str:
+    if end is None:
+        return "still active"
+    return "revoked" if end.type == "access.revoked" else "expired"
+
+
+def _removal(end: LifecycleEvent | None) -> str:
+    if end is None:
+        return "pending"
+    if end.detail.get("standing"):
+        return "standing access, left in place"
+    if end.detail.get("removed"):
+        return "removed"
+    return f"left to {end.detail.get('other_leases', 'other')} other lease(s)"
+
+
+def _sessions(event: LifecycleEvent | None) -> str | None:
+    if event is None:
+        return None
+    if event.type == "access.sessions_ended":
+        return f"ended at {event.time:%Y-%m-%d %H:%M:%S} UTC"
+    return f"not ended: {event.detail.get('error', 'unknown')}"
+
+
+def _actor(event: LifecycleEvent | None) -> str:
+    if event is None or event.actor is None:
+        return "keycard"
+    return event.actor.display
+
+
+def _who(value: Any) -> str | None:
+    return value.get("email") if isinstance(value, dict) else None
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _duration(value: Any) -> timedelta:
+    try:
+        return parse_duration(str(value)) if value else timedelta(0)
+    except ValueError:
+        return timedelta(0)
+
+
+def _seq(event: LifecycleEvent) -> int:
+    tail = event.id.rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

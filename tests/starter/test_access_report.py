@@ -1,0 +1,307 @@
+"""`keycard report` and `GET /v1/reports/access`: an auditor's evidence for a period, from a seeded
+run whose every request is known: approved and revoked early, denied after a self-approval
+attempt, approved by a hook's rule, break-glass, extended, one still pending, and one decided
+under an edited flow."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from activities.hooks import HookActivities
+from keycard.config import ApiSettings, parse_config
+from keycard.models import Actor, LifecycleEvent, Requester, RequestState, TargetRef
+from keycard.policy import DecisionRefused
+from keycard.sdk.context import Integrations
+from main import app
+from starter.api.app import ApiOptions
+from starter.api.auth import config_entry
+from starter.audit_trail import export_events
+from starter.client import KeycardClient
+from starter.reports.access import AccessReport, build_report
+from starter.reports.render import COLUMNS, Format, render
+from starter.run.http import create_app
+from tests.harness import BOB, CAROL, DAVE, ask, running_stack, state_is
+from tests.polling import eventually
+from tests.starter.conftest import IDENTITIES, TOKENS, auth, new_account_id
+
+ALICE_ACTOR = Actor(email="alice@example.com")
+HOOKS = """
+from keycard.sdk import Decision, hook
+
+
+@hook
+def on_request(event):
+    if "on call" in event.reason:
+        return Decision.approve("the requester is on call")
+    return None
+"""
+
+
+def seeded_config(account: str, hooks: Path, max_duration: str = "4h"):
+    text = textwrap.dedent(f"""
+        approver_groups:
+          sre-leads: [bob@example.com, carol@example.com]
+        flows:
+          - name: report-power-user
+            strategy: aws_sso
+            targets: [{{name: prod, account_id: "{account}", permission_set: PowerUserAccess}}]
+            durations: [1h, 30m]
+            max_duration: {max_duration}
+            approvers: {{groups: [sre-leads]}}
+            allow_extension: true
+          - name: report-emergency
+            strategy: aws_sso
+            targets: [{{name: prod, account_id: "{account}", permission_set: AdministratorAccess}}]
+            durations: [1h]
+            approvers: {{users: [bob@example.com, carol@example.com]}}
+            break_glass: true
+          - name: report-on-call
+            strategy: aws_sso
+            targets: [{{name: prod, account_id: "{account}", permission_set: ReadOnlyAccess}}]
+            durations: [1h]
+            approvers: {{users: [bob@example.com, carol@example.com]}}
+            hooks: "{hooks}"
+    """)
+    tokens = [
+        config_entry(TOKENS[who], email, role, name=who)
+        for who, (email, role) in IDENTITIES.items()
+    ]
+    return parse_config(text).model_copy(update={"api": ApiSettings(tokens=tokens)})
+
+
+@pytest.fixture(scope="module")
+async def seeded(dev_env, tmp_path_factory):
+    """The known requests, ended as each story says; returns (ids by story, events, period)."""
+    hooks = tmp_path_factory.mktemp("hooks") / "hooks.py"
+    hooks.write_text(HOOKS)
+    account = new_account_id()
+    config = seeded_config(account, hooks)
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    runner = HookActivities(Integrations(), ".", timedelta(seconds=5))
+    async with running_stack(
+        dev_env.client,
+        config,
+        hook_activities=[runner.evaluate_request, runner.check_approval, runner.observe],
+    ) as stack:
+        ids: dict[str, str] = {}
+
+        async def asked(name: str, **overrides) -> str:
+            view = await ask(stack, **{"flow": "report-power-user", **overrides})
+            ids[name] = view.id
+            return view.id
+
+        approved = await asked("approved")
+        await stack.keycard.approve(approved, BOB, "looks right")
+        denied = await asked("denied")
+        with pytest.raises(DecisionRefused):
+            await stack.keycard.approve(denied, ALICE_ACTOR)  # self-approval
+        await stack.keycard.deny(denied, BOB, "not today")
+        auto = await asked("auto", flow="report-on-call", reason="on call for INC-7")
+        glass = await asked("break_glass", flow="report-emergency", reason="db is down")
+        await stack.keycard.break_glass(glass, ALICE_ACTOR, "the primary is down, no one answers")
+        extended = await asked("extended", requester=Requester(email="dave@example.com"))
+        await stack.keycard.approve(extended, CAROL)
+        await asked("open")
+        edited = KeycardClient(stack.client, seeded_config(account, hooks, "8h"), stack.task_queue)
+        ids["edited"] = (await ask(edited, flow="report-power-user")).id
+
+        for name in ("approved", "auto", "break_glass", "extended"):
+            await state_is(stack, ids[name], RequestState.ACTIVE)
+        await stack.keycard.extend(extended, Actor(email="dave@example.com"), "30m")
+        await stack.keycard.revoke(approved, ALICE_ACTOR, "done early")
+        await stack.keycard.revoke(auto, BOB)
+        await stack.keycard.revoke(glass, ALICE_ACTOR)
+        await stack.keycard.revoke(extended, DAVE)
+        for name in ("approved", "denied", "auto", "break_glass", "extended"):
+            await stack.client.get_workflow_handle(ids[name]).result()
+        until = datetime.now(UTC) + timedelta(seconds=1)
+
+        async def all_visible() -> list[LifecycleEvent] | None:
+            events = await export_events(dev_env.client, since=started, until=until)
+            ours = [e for e in events if e.request_id in ids.values()]
+            return ours if {e.request_id for e in ours} == set(ids.values()) else None
+
+        events = await eventually(all_visible, "every seeded request in visibility")
+        yield ids, events, (started, until), stack
+
+
+def report_of(seeded) -> AccessReport:
+    _, events, (since, until), _ = seeded
+    return build_report(events, since=since, until=until)
+
+
+async def test_one_row_per_grant_with_how_it_was_approved_and_ended(seeded):
+    ids, *_ = seeded
+    report = report_of(seeded)
+    rows = {row.request_id: row for row in report.rows}
+    assert set(rows) == {ids[n] for n in ("approved", "auto", "break_glass", "extended")}
+
+    approved = rows[ids["approved"]]
+    assert approved.approved_how == "bob@example.com (cli)" and approved.approved_by_a_person
+    assert (approved.ended, approved.ended_by, approved.removal) == (
+        "revoked", "alice@example.com", "removed"
+    )  # fmt: skip
+    assert approved.removal_confirmed_at is not None and approved.held is not None
+    assert approved.asked == timedelta(hours=1) and approved.reason == "incident 4312"
+    assert approved.policy_digest and approved.policy_digest.startswith("sha256:")
+
+    auto = rows[ids["auto"]]
+    assert auto.approvals[0].channel == "rule" and not auto.approved_by_a_person
+    assert auto.ended_by == "bob@example.com"
+
+    glass = rows[ids["break_glass"]]
+    assert glass.break_glass and glass.approved_how == "break-glass"
+
+    extended = rows[ids["extended"]]
+    assert extended.requester == "dave@example.com" and extended.extensions == ["30m"]
+    assert (
+        extended.asked == timedelta(hours=1, minutes=30) and extended.ended_by == "dave@example.com"
+    )
+
+
+async def test_the_summary_and_the_exceptions(seeded):
+    ids, *_ = seeded
+    report = report_of(seeded)
+    s, e = report.summary, report.exceptions
+    assert (s.requests, s.grants) == (7, 4)
+    assert s.outcomes == {"ENDED": 4, "DENIED": 1, "PENDING": 2}
+    assert s.grants_by_flow == {
+        "report-power-user": 2, "report-on-call": 1, "report-emergency": 1
+    }  # fmt: skip
+    assert s.grants_by_person == {"alice@example.com": 3, "dave@example.com": 1}
+    assert s.auto_approvals_by_rule == {"hook:on_request": 1}
+    assert [u.request_id for u in s.break_glass] == [ids["break_glass"]]
+    assert s.break_glass[0].justification == "the primary is down, no one answers"
+    assert s.refused_by_code == {"SelfApproval": 1}
+    assert [(r.actor, r.request_id) for r in s.self_approval_attempts] == [
+        ("alice@example.com", ids["denied"])
+    ]
+
+    assert {r.request_id for r in e.without_a_human_approver} == {ids["auto"], ids["break_glass"]}
+    assert {o.request_id for o in e.still_open} == {ids["open"], ids["edited"]}
+    assert e.late_removals == []
+    [change] = e.config_changes
+    assert change.flow == "report-power-user" and len(change.policies) == 2
+    assert change.policies[-1].requests == 1  # only the edited flow's request
+
+
+def test_a_removal_later_than_a_minute_past_expiry_is_an_exception():
+    granted_at = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+
+    def event(seq: int, type: str, at: datetime, state: str, **detail) -> LifecycleEvent:
+        return LifecycleEvent(
+            id=f"req-late/{seq}", type=type, time=at, request_id="req-late", workflow_id="req-late",
+            run_id="r", requester=Requester(email="alice@example.com"), flow="f",
+            target=TargetRef(name="prod", label="Prod", strategy="aws_sso"),
+            duration=timedelta(hours=1), reason="x", state=state, detail=detail,
+            actor=Actor(email="bob@example.com", via="slack") if type == "request.approved" else None,
+        )  # fmt: skip
+
+    events = [
+        event(1, "request.created", granted_at - timedelta(minutes=2), "PENDING"),
+        event(2, "request.approved", granted_at - timedelta(minutes=1), "GRANTING"),
+        event(
+            3, "access.granted", granted_at, "ACTIVE", expires_at=granted_at + timedelta(hours=1)
+        ),
+        event(
+            4, "access.ended", granted_at + timedelta(hours=1, seconds=95), "ENDED", removed=True
+        ),
+    ]
+    report = build_report(
+        events, since=granted_at - timedelta(days=1), until=granted_at + timedelta(days=1)
+    )
+    [row] = report.exceptions.late_removals
+    assert (
+        row.removal_late_by == timedelta(seconds=95)
+        and row.approved_how == "bob@example.com (slack)"
+    )
+    assert "req-late prod: 1m35s late" in render(report, Format.MD)
+
+
+async def test_csv_json_markdown_and_html(seeded):
+    ids, *_ = seeded
+    report = report_of(seeded)
+    table = list(csv.reader(io.StringIO(render(report, Format.CSV))))
+    assert tuple(table[0]) == COLUMNS and len(table) == 1 + len(report.rows)
+    assert AccessReport.model_validate_json(render(report, Format.JSON)) == report
+    markdown = render(report, Format.MD)
+    for heading in ("# Access report: ", "## Summary", "## Exceptions", "## Grants"):
+        assert heading in markdown
+    assert f"{ids['break_glass']} (break-glass)" in markdown
+    html = render(report, Format.HTML)
+    assert html.startswith("<!doctype html>") and "@page" in html and ids["extended"] in html
+
+
+def test_a_reason_cannot_run_as_a_spreadsheet_formula():
+    from starter.reports.render import _spreadsheet_safe
+
+    assert (
+        _spreadsheet_safe("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _spreadsheet_safe("ok") == "ok"
+    )
+
+
+async def test_the_html_report_prints_to_pdf(seeded, tmp_path):
+    chromium = pytest.importorskip("tests.test_console_browser", reason="needs Chromium")
+    from playwright.async_api import async_playwright
+
+    html = render(report_of(seeded), Format.HTML)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium.CHROMIUM, args=chromium.CHROMIUM_ARGS
+        )
+        page = await browser.new_page()
+        await page.set_content(html)
+        pdf = await page.pdf(format="A4", landscape=True, print_background=True)
+        await browser.close()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 5_000
+    assert pdf.count(b"/Type /Page") >= 1 or pdf.count(b"/Type/Page") >= 1
+
+
+async def test_the_cli_and_the_api_give_the_same_report(seeded, dev_env, monkeypatch):
+    ids, _, (since, until), stack = seeded
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+    args = ["report", "--since", since.isoformat(), "--until", until.isoformat(), "-f", "json"]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output
+    from_cli = AccessReport.model_validate_json(result.stdout)
+    assert {ids[n] for n in ("approved", "auto", "break_glass", "extended")} <= {
+        r.request_id for r in from_cli.rows
+    }
+
+    api = create_app(stack.keycard, options=ApiOptions())
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://keycard.test") as http:
+        params = {"since": since.isoformat(), "until": until.isoformat()}
+        refused = await http.get("/v1/reports/access", params=params, headers=auth("alice"))
+        assert refused.status_code == 403 and refused.json()["code"] == "AdminOnly"
+        answer = await http.get("/v1/reports/access", params=params, headers=auth("admin"))
+        assert answer.status_code == 200, answer.text
+        from_api = AccessReport.model_validate(answer.json())
+        assert {r.request_id for r in from_api.rows} == {r.request_id for r in from_cli.rows}
+        person = {**params, "person": "dave@example.com", "format": "csv"}
+        csv_answer = await http.get("/v1/reports/access", params=person, headers=auth("admin"))
+        assert csv_answer.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(csv_answer.text)))
+        assert {row["requester"] for row in rows} == {"dave@example.com"}  # other tests' too
+        assert [r["request_id"] for r in rows if r["request_id"] in ids.values()] == [
+            ids["extended"]
+        ]
+        backwards = {"since": until.isoformat(), "until": since.isoformat()}
+        bad = await http.get("/v1/reports/access", params=backwards, headers=auth("admin"))
+        assert bad.status_code == 422
+
+
+def test_the_cli_refuses_a_backwards_period():
+    result = CliRunner().invoke(app, ["report", "--since", "2026-10-01", "--until", "2026-07-01"])
+    assert result.exit_code == 1 and "--until must be later than --since" in result.output
+    result = CliRunner().invoke(app, ["report", "--since", "0102-01-22"])
+    assert result.exit_code == 1 and "the period must lie between 1970-01-01" in result.output
