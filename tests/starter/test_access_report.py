@@ -29,7 +29,8 @@ from starter.client import KeycardClient
 from starter.reports.access import AccessReport, build_report
 from starter.reports.render import COLUMNS, Format, render
 from starter.run.http import create_app
-from tests.harness import BOB, CAROL, DAVE, ask, running_stack, state_is
+from tests.fakes import KNOWN_USERS, FakeCloud
+from tests.harness import BOB, CAROL, ask, running_stack, state_is
 from tests.polling import eventually
 from tests.starter.conftest import IDENTITIES, TOKENS, auth, new_account_id
 
@@ -87,9 +88,12 @@ async def seeded(dev_env, tmp_path_factory):
     config = seeded_config(account, hooks)
     started = datetime.now(UTC) - timedelta(seconds=1)
     runner = HookActivities(Integrations(), ".", timedelta(seconds=5))
+    # grace asks too: a requester no other test uses, so lists elsewhere never see her requests.
+    cloud = FakeCloud(users={*KNOWN_USERS, "grace@example.com"})
     async with running_stack(
         dev_env.client,
         config,
+        cloud=cloud,
         hook_activities=[runner.evaluate_request, runner.check_approval, runner.observe],
     ) as stack:
         ids: dict[str, str] = {}
@@ -108,7 +112,7 @@ async def seeded(dev_env, tmp_path_factory):
         auto = await asked("auto", flow="report-on-call", reason="on call for INC-7")
         glass = await asked("break_glass", flow="report-emergency", reason="db is down")
         await stack.keycard.break_glass(glass, ALICE_ACTOR, "the primary is down, no one answers")
-        extended = await asked("extended", requester=Requester(email="dave@example.com"))
+        extended = await asked("extended", requester=Requester(email="grace@example.com"))
         await stack.keycard.approve(extended, CAROL)
         await asked("open")
         edited = KeycardClient(stack.client, seeded_config(account, hooks, "8h"), stack.task_queue)
@@ -116,11 +120,11 @@ async def seeded(dev_env, tmp_path_factory):
 
         for name in ("approved", "auto", "break_glass", "extended"):
             await state_is(stack, ids[name], RequestState.ACTIVE)
-        await stack.keycard.extend(extended, Actor(email="dave@example.com"), "30m")
+        await stack.keycard.extend(extended, Actor(email="grace@example.com"), "30m")
         await stack.keycard.revoke(approved, ALICE_ACTOR, "done early")
         await stack.keycard.revoke(auto, BOB)
         await stack.keycard.revoke(glass, ALICE_ACTOR)
-        await stack.keycard.revoke(extended, DAVE)
+        await stack.keycard.revoke(extended, Actor(email="grace@example.com"))
         for name in ("approved", "denied", "auto", "break_glass", "extended"):
             await stack.client.get_workflow_handle(ids[name]).result()
         until = datetime.now(UTC) + timedelta(seconds=1)
@@ -162,9 +166,10 @@ async def test_one_row_per_grant_with_how_it_was_approved_and_ended(seeded):
     assert glass.break_glass and glass.approved_how == "break-glass"
 
     extended = rows[ids["extended"]]
-    assert extended.requester == "dave@example.com" and extended.extensions == ["30m"]
+    assert extended.requester == "grace@example.com" and extended.extensions == ["30m"]
     assert (
-        extended.asked == timedelta(hours=1, minutes=30) and extended.ended_by == "dave@example.com"
+        extended.asked == timedelta(hours=1, minutes=30)
+        and extended.ended_by == "grace@example.com"
     )
 
 
@@ -177,7 +182,7 @@ async def test_the_summary_and_the_exceptions(seeded):
     assert s.grants_by_flow == {
         "report-power-user": 2, "report-on-call": 1, "report-emergency": 1
     }  # fmt: skip
-    assert s.grants_by_person == {"alice@example.com": 3, "dave@example.com": 1}
+    assert s.grants_by_person == {"alice@example.com": 3, "grace@example.com": 1}
     assert s.auto_approvals_by_rule == {"hook:on_request": 1}
     assert [u.request_id for u in s.break_glass] == [ids["break_glass"]]
     assert s.break_glass[0].justification == "the primary is down, no one answers"
@@ -287,11 +292,11 @@ async def test_the_cli_and_the_api_give_the_same_report(seeded, dev_env, monkeyp
         assert answer.status_code == 200, answer.text
         from_api = AccessReport.model_validate(answer.json())
         assert {r.request_id for r in from_api.rows} == {r.request_id for r in from_cli.rows}
-        person = {**params, "person": "dave@example.com", "format": "csv"}
+        person = {**params, "person": "grace@example.com", "format": "csv"}
         csv_answer = await http.get("/v1/reports/access", params=person, headers=auth("admin"))
         assert csv_answer.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(csv_answer.text)))
-        assert {row["requester"] for row in rows} == {"dave@example.com"}  # other tests' too
+        assert {row["requester"] for row in rows} == {"grace@example.com"}  # other tests' too
         assert [r["request_id"] for r in rows if r["request_id"] in ids.values()] == [
             ids["extended"]
         ]

@@ -27,6 +27,7 @@ from keycard.models import (
     Role,
 )
 from keycard.policy import DecisionRefused
+from keycard.provenance import flow_digest
 from keycard.settings import Settings
 from starter.audit_trail import history_events
 from starter.protocol import Ask
@@ -153,10 +154,12 @@ async def test_a_lifecycle_through_expiry_leaves_exactly_these_events(time_env):
     created, refused, approved, granted, extended, _expiring, ended, sessions = [
         e for e in events if e.type != "request.pending"
     ]
+    flow = parse_config(CONFIG).flow("prod-power-user")  # a config from text: no file, no commit
     assert created.detail == {
         "approvers": ["bob@example.com", "carol@example.com"],
         "approvals_required": 1,
         "approval_timeout": "1h",
+        "policy": {"digest": flow_digest(flow), "commit": None, "path": None, "dirty": False},
     }
     assert created.fields == {"incident": "4312"}
     assert created.target.model_dump() == {

@@ -13,20 +13,15 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from workflows.request import calls
-from workflows.request.deciding import Deciding
-from workflows.request.record import assignment_spec, requester_actor
+from workflows.request.hook_steps import HookSteps
+from workflows.request.record import assignment_spec
 from workflows.waiting import wait_until
 
 with workflow.unsafe.imports_passed_through():
-    from keycard import hooks, policy
+    from keycard import policy
     from keycard import temporal as names
     from keycard.durations import format_duration
     from keycard.failures import root_message, root_type
-    from keycard.hooks import (
-        HookFailure,
-        RequestHooksInput,
-        RequestHooksResult,
-    )
     from keycard.models import (
         AssignmentSpec,
         RequestState,
@@ -35,11 +30,10 @@ with workflow.unsafe.imports_passed_through():
         SlackApproversInput,
         TargetStatus,
     )
-    from keycard.sdk.events import hook_event
     from keycard.strategies import activity_name
 
 
-class Asking(Deciding):
+class Asking(HookSteps):
     async def _resolve(self) -> bool:
         """Check the requester and target exist in AWS before anyone is asked to approve."""
         if self._multi:
@@ -97,38 +91,6 @@ class Asking(Deciding):
         except ActivityError as err:
             return err
 
-    async def _evaluate_request_hooks(self) -> None:
-        """Let the flow's on_request hook and auto_approve rules decide at once, and its
-        get_approvers reducer name the approvers. Fails closed: whatever fails decides nothing,
-        the failure is recorded and shown to the requester, and the request waits for people."""
-        flow = self._flow
-        if hooks.evaluates_requests(flow):
-            event = hook_event(
-                "on_request",
-                self._s.view,
-                self._s.input.submitted_by or requester_actor(self._s.input),
-            )
-            try:
-                result = await calls.evaluate_request_hooks(
-                    RequestHooksInput(hooks=flow.hooks, auto_approve=flow.auto_approve, event=event)
-                )
-            except ActivityError as err:
-                failure = HookFailure(hook="on_request", error=root_message(err))
-                result = RequestHooksResult(failures=[failure])
-            for failure in result.failures:
-                self._hook_failed(failure, hooks.request_failure_outcome(failure))
-            # Approvals wait for this step (see _screen_approval), but a cancel may not have.
-            if self._state is RequestState.PENDING:
-                if result.approvers is not None:
-                    self._route_to(
-                        result.approvers, explained=hooks.routing_failed(result.failures)
-                    )
-                if result.decision is not None:
-                    self._decide_automatically(result.decision)
-        if self._v10 and self._state is RequestState.PENDING:
-            self._refuse_if_unmeetable()
-        self._s.hooks_evaluated = True
-
     async def _add_slack_approvers(self) -> None:
         """Add the members of the flow's Slack user groups to its approvers, as they are now.
 
@@ -170,23 +132,6 @@ class Asking(Deciding):
         for email in emails:
             if email.lower() not in approvers:
                 approvers.append(email.lower())
-
-    def _refuse_if_unmeetable(self) -> None:
-        """Now that its approvers are known: refuse at once a request whose steps can never be
-        met because its requester may not approve it, rather than let it wait and expire."""
-        view, flow = self._s.view, self._flow
-        if flow.allow_self_approval or policy.approvals_complete(view):
-            return
-        if flow.escalation is not None and flow.escalation.approvers.slack_groups:
-            return  # its backups are only known when it escalates
-        backups = policy.escalation_people(flow, self._s.input.approver_groups)
-        why = policy.unmeetable_for_requester(view, backups)
-        if why is None:
-            return
-        self._s.refused_at_start = True
-        self._s.failure_type = "ApprovalUnmeetable"
-        self._finish(RequestState.FAILED, why)
-        self._emit("access.grant_failed", None, error=why, stage="approvers")
 
     async def _wait_for_decision(self) -> None:
         flow = self._flow

@@ -7,23 +7,17 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
-from workflows.request import calls
 from workflows.request.delivery import Delivery
-from workflows.waiting import wait_until
 
 with workflow.unsafe.imports_passed_through():
     from keycard import hooks, policy
     from keycard import temporal as names
     from keycard.config import Flow
     from keycard.durations import format_duration
-    from keycard.failures import root_message
     from keycard.hooks import (
-        ApprovalHookInput,
-        ApprovalHookResult,
         AutomaticDecision,
-        HookFailure,
     )
     from keycard.models import (
         Actor,
@@ -38,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         RequestView,
         RevokeInput,
     )
-    from keycard.sdk.events import hook_event
 
 
 D = TypeVar("D", bound=DecisionInput)
@@ -131,61 +124,6 @@ class Deciding(Delivery):
             policy.check_break_glass(self._s.view, self._flow, input.actor, input.comment)
         else:
             policy.check_approve(self._s.view, self._flow, input.actor)
-
-    async def _screen_approval(self, input: ApproveInput) -> policy.PolicyError | None:
-        """Let an approval the rules allow wait until on_request and get_approvers have had their
-        say, ask the flow's on_approve hook, then check the rules again (the request may have
-        been routed, decided or vetoed meanwhile). Returns why the approval is refused (already
-        audited), or None. A failing on_approve refuses it too (fails closed), except for
-        break-glass: the way around broken automation, announced loudly."""
-        if hooks.evaluates_requests(self._flow):
-            await wait_until(lambda: self._s.hooks_evaluated or self._state.finished)
-        refusal = await self._on_approve_refusal(input) if self._flow.hooks else None
-        if refusal is None:
-            try:
-                self._approval_rule(input)
-            except policy.PolicyError as changed:
-                refusal = changed
-        if refusal is not None:
-            self._record_refusal("approve", input, refusal)
-        return refusal
-
-    async def _on_approve_refusal(self, input: ApproveInput) -> policy.PolicyError | None:
-        assert self._flow.hooks is not None
-        event = hook_event("on_approve", self._s.view, input.actor, input.comment)
-        if input.break_glass:
-            event = event.model_copy(update={"break_glass": True})
-        try:
-            result = await calls.check_approval_hook(
-                ApprovalHookInput(hooks=self._flow.hooks, event=event)
-            )
-        except ActivityError as err:
-            failure = HookFailure(hook="on_approve", error=root_message(err))
-            result = ApprovalHookResult(failures=[failure])
-        refusal: policy.PolicyError | None = None
-        if result.veto is not None:
-            refusal = policy.DecisionRefused(
-                "ApprovalVetoed",
-                f"the flow's on_approve hook refused this approval: {result.veto}",
-                policy.Refusal.FORBIDDEN,
-            )
-        elif result.failures:
-            outcome = (
-                "the break-glass approval went ahead without it"
-                if input.break_glass
-                else f"the approval by {input.actor.display} was refused"
-            )
-            for failure in result.failures:
-                self._hook_failed(failure, outcome)
-            if not input.break_glass:
-                errors = "; ".join(f"{f.hook}: {f.error}" for f in result.failures)
-                refusal = policy.DecisionRefused(
-                    "ApprovalHookFailed",
-                    f"the flow's on_approve hook failed, so this approval was not recorded "
-                    f"({errors}); try again, or ask an admin to fix the hook",
-                    policy.Refusal.CONFLICT,
-                )
-        return refusal
 
     def _apply_deny(self, input: DenyInput) -> None:
         self._decide(input.actor, RequestState.DENIED, f"denied by {input.actor.display}")

@@ -7,27 +7,18 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
 from workflows.request import calls
 from workflows.request.record import RequestRecord
 from workflows.waiting import wait_until
 
 with workflow.unsafe.imports_passed_through():
-    from keycard import hooks
     from keycard import temporal as names
-    from keycard.failures import root_message
-    from keycard.hooks import (
-        HookFailure,
-        ObserveInput,
-        ObserveResult,
-    )
     from keycard.models import (
         AuditBatch,
         DeliveryRound,
         Notification,
     )
-    from keycard.sdk.events import hook_event
 
 
 class Delivery(RequestRecord):
@@ -121,32 +112,3 @@ class Delivery(RequestRecord):
                 self._advance(lane, start + len(batch))
             if self._cursor(lane) == len(self._s.outbox):
                 self._s.lagging.remove(lane)  # caught up: back in the rounds
-
-    async def _deliver_to_observers(self) -> None:
-        """Hand each event to the flow's after_* hooks, in order. They run beside the lifecycle,
-        so a slow or broken observer never delays a grant or a revocation."""
-        hooks_file = self._flow.hooks
-        assert hooks_file is not None
-        while True:
-            await wait_until(lambda: self._s.observed < len(self._s.outbox))
-            index = self._s.observed
-            event = self._s.outbox[index]
-            observers = hooks.observers_for(event.type, event.state)
-            if observers:
-                comment = str(event.detail.get("comment") or event.detail.get("reason") or "")
-                try:
-                    result = await calls.run_observer_hooks(
-                        ObserveInput(
-                            hooks=hooks_file,
-                            names=observers,
-                            event=hook_event(
-                                observers[0], self._s.views[index], event.actor, comment
-                            ),
-                        )
-                    )
-                except ActivityError as err:
-                    failure = HookFailure(hook=", ".join(observers), error=root_message(err))
-                    result = ObserveResult(failures=[failure])
-                for failure in result.failures:
-                    self._hook_failed(failure, f"observing {event.type}", tell=False)
-            self._s.observed += 1

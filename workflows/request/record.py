@@ -17,9 +17,6 @@ with workflow.unsafe.imports_passed_through():
     from keycard import temporal as names
     from keycard.audit_chain import event_hash
     from keycard.config import Flow, Target
-    from keycard.hooks import (
-        HookFailure,
-    )
     from keycard.models import (
         AccessRequestInput,
         AccessRequestState,
@@ -179,17 +176,6 @@ class RequestRecord:
         if self._patched(names.PATCH_LOCAL_CALLS):
             return await local_call(activity, arg, **options)
         return await workflow.execute_activity(activity, arg, **options)
-
-    def _hook_failed(self, failure: HookFailure, consequence: str, tell: bool = True) -> None:
-        """Record a hook that raised, timed out or could not load; `tell` shows it to the
-        requester (in the view's notes)."""
-        if tell:
-            self._s.view.notes.append(f"{failure.hook} failed: {failure.error} ({consequence})")
-            self._publish()
-        self._emit("hook.failed", None, hook=failure.hook, error=failure.error, outcome=consequence)
-        count(
-            names.METRIC_HOOK_FAILURES, "hooks that failed", flow=self._flow.name, hook=failure.hook
-        )
 
     def _steps_detail(self) -> dict[str, Any]:
         """The approval steps for an audit event: each with who may approve and who counts."""
