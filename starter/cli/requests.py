@@ -162,13 +162,13 @@ def status(
     config_path: ConfigOption = None,
     output: OutputOption = Output.TEXT,
 ) -> None:
-    """Show a request: its state, approvals and when access ends."""
+    """Show a request: its state, approvals, the policy it is decided under, and when access ends."""
     config = load_unless_api(config_path)
 
     async def go() -> RequestView:
         return await (await connect(config)).get(request_id)
 
-    show(run(go), output)
+    show(run(go), output, policy=True)
 
 
 @app.command(name="list")

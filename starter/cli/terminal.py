@@ -206,15 +206,16 @@ def parse_start_at(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def show(view: RequestView, output: str = "text") -> None:
+def show(view: RequestView, output: str = "text", *, policy: bool = False) -> None:
     if output == "json":
         typer.echo(view.model_dump_json(indent=2))
     else:
-        typer.echo(describe(view))
+        typer.echo(describe(view, policy=policy))
 
 
-def describe(view: RequestView) -> str:
-    """A request as a person reads it in a terminal."""
+def describe(view: RequestView, *, policy: bool = False) -> str:
+    """A request as a person reads it in a terminal; `policy`: with the policy it is decided
+    under (`keycard status` shows it; the answers to asking and deciding leave it out)."""
     lines = [
         f"{view.id}  {view.state.value}",
         f"  {view.requester.email} → {view.flow_label} ({view.targets_label}), "
@@ -225,7 +226,7 @@ def describe(view: RequestView) -> str:
         lines.append(f"  starts:    {view.start_at:%Y-%m-%d %H:%M:%S} UTC (once approved)")
     if view.reason:
         lines.append(f"  reason:    {view.reason}")
-    if view.policy is not None:
+    if policy and view.policy is not None:
         lines.append(f"  policy:    {view.policy.short}")
     if view.ticket is not None:
         lines.append(

@@ -100,4 +100,4 @@ async def test_a_running_request_keeps_its_policy_and_a_new_one_takes_the_edit(d
         assert (await edited.get(second.id)).policy.digest == new
         created = await stack.audit.wait_for(first.id, "request.created")
         assert created.detail["policy"]["digest"] == old
-        assert f"policy:    {old[:19]}" in describe(await stack.keycard.get(first.id))
+        assert f"policy:    {old[:19]}" in describe(await stack.keycard.get(first.id), policy=True)

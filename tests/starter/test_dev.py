@@ -99,6 +99,7 @@ def cli(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 README_ID = "req-3k3frn88hz"  # the request id the README shows
 README_TIME = re.compile(r"2026-11-21 \d\d:\d\d:\d\d UTC")  # the README's times
+README_COMMIT = "commit f86f312"  # the commit the README's policy lines name
 
 
 @dataclass
@@ -130,9 +131,12 @@ def readme_console_steps() -> list[Step]:
 
 
 def shape(line: str) -> str:
-    """A README output line as a pattern: any request id, any timestamp, the rest as written."""
+    """A README output line as a pattern: any request id, any timestamp, any commit (a request's
+    policy names the checkout's), the rest as written."""
     return r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC".join(
-        re.escape(part).replace(re.escape(README_ID), r"req-[a-z0-9]+")
+        re.escape(part)
+        .replace(re.escape(README_ID), r"req-[a-z0-9]+")
+        .replace(re.escape(README_COMMIT), r"commit [0-9a-f]{7}")
         for part in README_TIME.split(line)
     )
 
