@@ -49,7 +49,7 @@ async def export_events(
     client: Client, *, since: datetime, until: datetime | None = None, flow: str | None = None
 ) -> list[LifecycleEvent]:
     """Every event with since <= time < until, oldest first (a request's own in sequence)."""
-    since, until = _utc(since), _utc(until or datetime.now(UTC))
+    since, until = utc(since), utc(until or datetime.now(UTC))
     executions = [
         execution async for execution in client.list_workflows(visibility_query(since, until, flow))
     ]
@@ -123,14 +123,15 @@ async def _recorded_events(client: Client, history_event: HistoryEvent) -> list[
 def parse_time(text: str) -> datetime:
     """`2026-01-01`, `2026-01-01T09:30`, or with an offset; without one, UTC."""
     try:
-        return _utc(datetime.fromisoformat(text.strip()))
+        return utc(datetime.fromisoformat(text.strip()))
     except ValueError:
         raise typer.BadParameter(
             f"{text!r} is not a date or time: use 2026-01-01 or 2026-01-01T09:30:00Z"
         ) from None
 
 
-def _utc(moment: datetime) -> datetime:
+def utc(moment: datetime) -> datetime:
+    """`moment` in UTC; without a zone, taken as UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

@@ -6,6 +6,8 @@ import asyncio
 
 from temporalio import workflow
 
+from workflows.request import calls
+
 with workflow.unsafe.imports_passed_through():
     from keycard import temporal as names
     from keycard.models import (
@@ -57,13 +59,7 @@ class DriftSweepWorkflow:
         if found:
             await asyncio.gather(
                 *(
-                    workflow.execute_activity(
-                        names.DELIVER_AUDIT,
-                        AuditBatch(destination=destination, events=found),
-                        start_to_close_timeout=names.DELIVERY_TIMEOUT,
-                        retry_policy=names.DELIVERY_RETRY,
-                        summary=f"audit → {destination}",
-                    )
+                    calls.deliver_audit(AuditBatch(destination=destination, events=found))
                     for destination in input.audit_destinations
                 )
             )

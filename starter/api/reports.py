@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from keycard.models import Role
 from starter.api.auth import Identity, authenticate
 from starter.api.problems import ApiProblem, problem_responses
-from starter.audit_trail import export_events
+from starter.audit_trail import export_events, utc
 from starter.client import KeycardClient
 from starter.reports.access import AccessReport, build_report, period_problem
 from starter.reports.render import MEDIA_TYPES, Format, render
@@ -65,8 +65,8 @@ async def access_report(
             "admin tokens may read it",
             "AdminOnly",
         )
-    start = _utc(since)
-    end = _utc(until) if until else datetime.now(UTC)
+    start = utc(since)
+    end = utc(until) if until else datetime.now(UTC)
     problem = period_problem(start, end)
     if problem is not None:
         raise ApiProblem(HTTPStatus.UNPROCESSABLE_ENTITY, problem, "BadPeriod")
@@ -74,7 +74,3 @@ async def access_report(
     events = await export_events(keycard.temporal, since=start, until=end, flow=flow)
     report = build_report(events, since=start, until=end, flow=flow, person=person)
     return Response(render(report, format), media_type=MEDIA_TYPES[format])
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
