@@ -1,13 +1,12 @@
 """What the HTTP API takes and gives, besides a request's view (keycard.models.RequestView): the
-bodies of its calls, the flows it lists, its health, and its options."""
+bodies of its calls, the flows it lists, and its health."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keycard import policy
@@ -17,17 +16,6 @@ from keycard.models import (
     Requester,
 )
 from starter.protocol import Ask
-
-log = structlog.get_logger(__name__)
-T = TypeVar("T")
-
-# How long `?wait=active` holds a response, and how long a revoke waits for access to be gone.
-WAIT_TIMEOUT = timedelta(seconds=60)
-REVOKE_WAIT = timedelta(seconds=10)
-# A call that needs a worker (every one but list) waits this long for one: no call hangs forever
-# because the workers are down.
-CALL_TIMEOUT = timedelta(seconds=30)
-READY_TIMEOUT = timedelta(seconds=5)
 
 # --- what goes in and out ------------------------------------------------------------------------
 
