@@ -64,7 +64,7 @@ async def export_events(
         for event in events:
             if since <= event.time < until:
                 found[event.id] = event
-    return sorted(found.values(), key=lambda e: (e.time, e.workflow_id, _seq(e)))
+    return sorted(found.values(), key=lambda e: (e.time, e.workflow_id, sequence(e)))
 
 
 async def history_events(
@@ -76,7 +76,7 @@ async def history_events(
     async for history_event in handle.fetch_history_events():
         for event in await _recorded_events(client, history_event):
             events.setdefault(event.id, event)  # a round's retry or a memo may repeat one
-    return sorted(events.values(), key=_seq)
+    return sorted(events.values(), key=sequence)
 
 
 async def recorded_events(
@@ -143,5 +143,8 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _seq(event: LifecycleEvent) -> int:
-    return int(event.id.rsplit("/", 1)[1])
+def sequence(event: LifecycleEvent) -> int:
+    """An event's place in its request's trail: the number its id ends with (0 for events made
+    outside the request, whose ids end in a name)."""
+    tail = event.id.rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from keycard.durations import format_duration, parse_duration
 from keycard.models import LifecycleEvent, RequestState
+from starter.audit_trail import sequence
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # what Temporal's visibility can be asked about
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -179,7 +180,7 @@ def build_report(
     auto: Counter[str] = Counter()
     break_glass: list[BreakGlassUse] = []
     for request_id, own in requests.items():
-        own.sort(key=lambda e: (e.time, _seq(e)))
+        own.sort(key=lambda e: (e.time, sequence(e)))
         finals[request_id] = own[-1]
         rows += _rows(own, since)
         for event in own:
@@ -406,8 +407,3 @@ def _duration(value: Any) -> timedelta:
         return parse_duration(str(value)) if value else timedelta(0)
     except ValueError:
         return timedelta(0)
-
-
-def _seq(event: LifecycleEvent) -> int:
-    tail = event.id.rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
