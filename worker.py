@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import boto3
 import structlog
@@ -26,9 +27,11 @@ from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, 
 from keycard import temporal as names
 from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
+from keycard.models import ConfigHistoryInput, ConfigLoaded
 from keycard.settings import WORKFLOW_CACHE, Settings, SlackSettings
 from starter.telemetry import Gauges, gauges_running
 from workflows.access_request import AccessRequestWorkflow
+from workflows.config import ConfigWorkflow
 from workflows.drift import DriftSweepWorkflow
 from workflows.grant import GrantWorkflow
 from workflows.runner import keycard_workflow_runner
@@ -37,7 +40,14 @@ from workflows.sessions import SessionPolicyWorkflow
 log = structlog.get_logger(__name__)
 
 UNUSED_AWS_REGION = "us-east-1"
-WORKFLOWS = [AccessRequestWorkflow, GrantWorkflow, SessionPolicyWorkflow, DriftSweepWorkflow]
+CONFIG_ANNOUNCE_TIMEOUT = timedelta(seconds=10)
+WORKFLOWS = [
+    AccessRequestWorkflow,
+    GrantWorkflow,
+    SessionPolicyWorkflow,
+    DriftSweepWorkflow,
+    ConfigWorkflow,
+]
 
 
 def build_activities(
@@ -222,6 +232,7 @@ async def run_worker(
     stopping = asyncio.create_task(stop.wait(), name="keycard-worker-stop")
     log.info("worker.started", task_queue=settings.task_queue, namespace=client.namespace)
     await _schedule_drift_sweep(client, config, settings)
+    await announce_config(client, config, settings.task_queue)
     report("ready", "")
     try:
         async with gauges_running(gauges):
@@ -257,6 +268,34 @@ async def _schedule_drift_sweep(client: Client, config: KeycardConfig, settings:
         await ensure_drift_schedule(client, config, settings.task_queue)
     except Exception as err:
         log.error("drift.schedule_failed", error=str(err))
+
+
+async def announce_config(client: Client, config: KeycardConfig, task_queue: str) -> None:
+    """Tell the task queue's ConfigWorkflow which config this worker loaded (starting it if need
+    be), which audits `config.loaded` when it differs from the last one (workflows/config.py).
+    A failure is logged, never fatal: the record is for auditors, and no grant waits on it."""
+    policy = config.policy()
+    try:
+        await client.start_workflow(
+            ConfigWorkflow.run,
+            ConfigHistoryInput(task_queue=task_queue),
+            id=names.config_workflow_id(task_queue),
+            task_queue=task_queue,
+            start_signal=names.CONFIG_LOADED,
+            start_signal_args=[
+                ConfigLoaded(
+                    policy=policy,
+                    worker=client.identity,
+                    audit_destinations=config.audit.destination_names,
+                    longest_access=max(flow.maximum for flow in config.flows),
+                )
+            ],
+            rpc_timeout=CONFIG_ANNOUNCE_TIMEOUT,
+        )
+    except Exception as err:
+        log.error("config.announce_failed", error=str(err))
+    else:
+        log.info("config.announced", digest=policy.digest, commit=policy.commit)
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:

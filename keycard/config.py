@@ -51,7 +51,14 @@ from keycard.flows import (
     Flow,
     Target,
 )
-from keycard.provenance import ConfigSource, PolicyRef, config_source, flow_digest
+from keycard.provenance import (
+    ConfigPolicy,
+    ConfigSource,
+    PolicyRef,
+    config_source,
+    digest_of,
+    flow_digest,
+)
 from keycard.schema import (  # noqa: F401 (re-exported: the names every config user knows)
     EMAIL_PATTERN,
     ENV_REF_PATTERN,
@@ -110,6 +117,17 @@ class KeycardConfig(_Strict):
         source = self._source
         return PolicyRef(
             digest=flow_digest(flow), commit=source.commit, path=source.path, dirty=source.dirty
+        )
+
+    def policy(self) -> ConfigPolicy:
+        """The digest of this whole config and of each flow, and its source (`config.loaded`)."""
+        source = self._source
+        return ConfigPolicy(
+            digest=digest_of(self.model_dump(mode="json")),
+            flows={flow.name: flow_digest(flow) for flow in self.flows},
+            commit=source.commit,
+            path=source.path,
+            dirty=source.dirty,
         )
 
     @property

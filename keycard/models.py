@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from keycard.config import DEFAULT_AUDIT_DESTINATION, Flow, SessionsPolicy, Strategy, Target
 from keycard.durations import Duration, format_duration
-from keycard.provenance import PolicyRef
+from keycard.provenance import ConfigPolicy, PolicyRef
 from keycard.redact import scrub
 
 # People are their email, compared without regard to case or stray spaces. Normalised here, where
@@ -337,6 +337,7 @@ EventType = Literal[
     "break_glass.used",
     "drift.found",  # the sweep found access in AWS that Keycard never granted (reported)
     "drift.removed",  # ... or access Keycard granted that no lease holds (removed)
+    "config.loaded",  # a worker started with a config unlike the last one it saw (flows changed)
 ]
 
 
@@ -358,7 +359,9 @@ PER_TARGET_EVENTS: frozenset[str] = frozenset(
 class TargetRef(_Message):
     name: str
     label: str
-    strategy: Strategy
+    strategy: Strategy | Literal["keycard"] = Field(
+        description="the target's strategy; `keycard` for Keycard's own config (config.loaded)"
+    )
     settings: dict[str, str] = Field(default_factory=dict)
 
 
@@ -745,6 +748,32 @@ class DriftTarget(_Message):
     remove_unmanaged: bool = False
     end_sessions: bool = False
     sessions_policy: SessionsPolicy | None = None
+
+
+class ConfigLoaded(_Message):
+    """A worker's word, at its start, of the config it loaded (workflows/config.py)."""
+
+    policy: ConfigPolicy
+    worker: str = Field(description="the worker's Temporal identity (pid@host)")
+    audit_destinations: list[str] = Field(default_factory=list)
+    longest_access: Duration = Field(
+        description="the longest access any flow of it allows (the event's `duration`)"
+    )
+
+
+class ConfigHistoryInput(_Message):
+    """Where the task queue's ConfigWorkflow stands, carried across continue-as-new."""
+
+    task_queue: str
+    last: ConfigLoaded | None = None
+    events: int = Field(default=0, description="config.loaded events so far (their ids' numbers)")
+    last_hash: str | None = Field(default=None, description="the last event's, for the chain")
+    continue_after: int = Field(
+        default=1000, ge=1, description="loads per run before it continues as new"
+    )
+    pending: list[ConfigLoaded] = Field(
+        default_factory=list, description="loads heard but not yet handled, for the next run"
+    )
 
 
 class DriftSweepInput(_Message):

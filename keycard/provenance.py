@@ -57,6 +57,51 @@ class PolicyRef(BaseModel):
         return f"{self.digest[:19]} ({', '.join(where)})"
 
 
+class ConfigPolicy(BaseModel):
+    """What one loaded keycard.yaml decides: the digest of the whole file as loaded, each flow's,
+    and where the file came from. A worker announces it at start (`config.loaded`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    digest: str = Field(description="sha256 of the whole config's canonical JSON")
+    flows: dict[str, str] = Field(description="each flow's digest, by flow name")
+    commit: str | None = None
+    path: str | None = None
+    dirty: bool = False
+
+
+class ConfigDifference(BaseModel):
+    """How one loaded config differs from the one before it, flow by flow."""
+
+    model_config = ConfigDict(frozen=True)
+
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+    other_settings_changed: bool = Field(
+        default=False,
+        description="something outside the flows changed (audit destinations, API tokens, ...)",
+    )
+
+
+def config_difference(before: ConfigPolicy | None, after: ConfigPolicy) -> ConfigDifference | None:
+    """What changed from `before` to `after` (every flow added when there was none before);
+    None when they are the same config."""
+    if before is not None and before.digest == after.digest:
+        return None
+    old = before.flows if before is not None else {}
+    new = after.flows
+    added = sorted(new.keys() - old.keys())
+    removed = sorted(old.keys() - new.keys())
+    changed = sorted(name for name in new.keys() & old.keys() if new[name] != old[name])
+    return ConfigDifference(
+        added=added,
+        removed=removed,
+        changed=changed,
+        other_settings_changed=before is not None and not (added or removed or changed),
+    )
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -92,6 +92,19 @@ DRIFT_SCHEDULE_ID = "keycard-drift-sweep"
 GRANT_RECONCILE = "grant.reconcile"  # sweep -> grant (Reconcile)
 DRIFT_ACTOR = "drift-sweep"
 
+# What each worker loaded (workflows/config.py): one ConfigWorkflow per task queue, which every
+# worker signals at start with its config's digests; a config unlike the last is audited as
+# `config.loaded`.
+CONFIG_WORKFLOW = "ConfigWorkflow"
+CONFIG_LOADED = "config.loaded"  # worker -> config (ConfigLoaded)
+CONFIG_CURRENT = "config.current"  # query: the last ConfigLoaded
+CONFIG_ACTOR = "config-load"
+
+
+def config_workflow_id(task_queue: str) -> str:
+    return f"keycard-config-{task_queue}"
+
+
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typed from Slack
 
 

@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from keycard import temporal as names
 from keycard.codec import require_keys_for
-from keycard.models import DeliveryRound, LifecycleEvent
+from keycard.models import AuditBatch, DeliveryRound, LifecycleEvent
 
 if TYPE_CHECKING:
     from temporalio.api.common.v1 import Payload
@@ -33,15 +33,17 @@ HISTORY_READERS = 8  # histories fetched at once
 
 
 def visibility_query(since: datetime, until: datetime, flow: str | None = None) -> str:
-    """Requests alive at some point in [since, until): started before the end, and still open or
-    closed after the start."""
+    """Requests (and runs of the config record, workflows/config.py) alive at some point in
+    [since, until): started before the end, and still open or closed after the start."""
+    types = [f"WorkflowType = '{names.ACCESS_REQUEST_WORKFLOW}'"]
+    if flow:
+        types[0] = f"({types[0]} AND {names.SA_FLOW.name} = {_quote(flow)})"
+    types.append(f"WorkflowType = '{names.CONFIG_WORKFLOW}'")
     clauses = [
-        f"WorkflowType = '{names.ACCESS_REQUEST_WORKFLOW}'",
+        f"({' OR '.join(types)})",
         f"StartTime < '{_rfc3339(until)}'",
         f"(CloseTime >= '{_rfc3339(since)}' OR ExecutionStatus = 'Running')",
     ]
-    if flow:
-        clauses.append(f"{names.SA_FLOW.name} = {_quote(flow)}")
     return " AND ".join(clauses)
 
 
@@ -62,21 +64,37 @@ async def export_events(
     found: dict[str, LifecycleEvent] = {}
     for events in await asyncio.gather(*(read(e) for e in executions)):
         for event in events:
-            if since <= event.time < until:
+            if since <= event.time < until and (not flow or _concerns(event, flow)):
                 found[event.id] = event
     return sorted(found.values(), key=lambda e: (e.time, e.workflow_id, sequence(e)))
 
 
+def _concerns(event: LifecycleEvent, flow: str) -> bool:
+    """Whether an event belongs in a trail of one flow's: its own, or a config change to it."""
+    if event.type == "config.loaded":
+        return any(flow in event.detail.get(key, ()) for key in ("added", "removed", "changed"))
+    return event.flow == flow
+
+
 async def history_events(
-    client: Client, workflow_id: str, run_id: str | None
+    client: Client, workflow_id: str, run_id: str | None, *, every_run: bool = False
 ) -> list[LifecycleEvent]:
-    """The lifecycle events one run of a request recorded in its history, in order."""
-    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    """The lifecycle events one run of a request (or of the config record) recorded in its
+    history, in order; `every_run`: that run's and those of the runs it continued (the config
+    record continues as new)."""
     events: dict[str, LifecycleEvent] = {}
-    async for history_event in handle.fetch_history_events():
-        for event in await _recorded_events(client, history_event):
-            events.setdefault(event.id, event)  # a round's retry or a memo may repeat one
-    return sorted(events.values(), key=sequence)
+    while True:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        earlier = ""
+        async for history_event in handle.fetch_history_events():
+            if history_event.HasField("workflow_execution_started_event_attributes"):
+                started = history_event.workflow_execution_started_event_attributes
+                earlier = started.continued_execution_run_id
+            for event in await _recorded_events(client, history_event):
+                events.setdefault(event.id, event)  # a round's retry or a memo may repeat one
+        if not earlier or not every_run:
+            return sorted(events.values(), key=sequence)
+        run_id = earlier
 
 
 async def recorded_events(
@@ -89,7 +107,7 @@ async def recorded_events(
     async def read(request_id: str) -> tuple[str, list[LifecycleEvent] | None]:
         async with readers:
             try:
-                return request_id, await history_events(client, request_id, None)
+                return request_id, await history_events(client, request_id, None, every_run=True)
             except RPCError as err:
                 if err.status is RPCStatusCode.NOT_FOUND:
                     return request_id, None
@@ -117,6 +135,10 @@ async def _recorded_events(client: Client, history_event: HistoryEvent) -> list[
         if scheduled.activity_type.name == names.DELIVER_ROUND:
             [round] = await decode(scheduled.input.payloads, [DeliveryRound])
             return round.events
+        if scheduled.activity_type.name == names.DELIVER_AUDIT:
+            # A destination catching up alone; and the config record's only way to deliver.
+            [batch] = await decode(scheduled.input.payloads, [AuditBatch])
+            return batch.events
     return []
 
 

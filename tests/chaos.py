@@ -768,13 +768,15 @@ async def verify(
         "the inline policy denies someone who never had a grant (standing access?)",
     )
 
-    # Every workflow closed (but the session-policy writer and a scheduled drift sweep), and every
-    # history replays.
+    # Every workflow closed (but the session-policy writer, a scheduled drift sweep and the config
+    # record), and every history replays.
     open_workflows = 0
+    long_lived = (names.SESSION_POLICY_WORKFLOW, names.DRIFT_SWEEP_WORKFLOW, names.CONFIG_WORKFLOW)
     async for execution in client.list_workflows("ExecutionStatus='Running'"):
-        if execution.workflow_type in (names.SESSION_POLICY_WORKFLOW, names.DRIFT_SWEEP_WORKFLOW):
+        if execution.workflow_type in long_lived:
             # The writer: every removal heard `sessions.ended` (the trails say so), it holds its
             # entries for the session duration. A sweep the schedule started may be running.
+            # The config record lives as long as the task queue.
             continue
         open_workflows += 1
         report.problems.append(f"left open: {execution.id}")

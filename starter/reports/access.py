@@ -101,6 +101,9 @@ class Summary(BaseModel):
     break_glass: list[BreakGlassUse]
     refused_by_code: dict[str, int]
     self_approval_attempts: list[Refusal]
+    policies: list[FlowPolicies] = Field(
+        description="by flow, the policies (digest, commit) its requests were decided under"
+    )
 
 
 class PolicySeen(BaseModel):
@@ -110,11 +113,42 @@ class PolicySeen(BaseModel):
     requests: int
 
 
-class ConfigChange(BaseModel):
-    """A flow whose requests in the period were decided under more than one policy."""
+class FlowPolicies(BaseModel):
+    """The policies a flow's requests in the period were decided under, oldest first."""
 
     flow: str
     policies: list[PolicySeen]
+
+
+class ConfigChange(BaseModel):
+    """A worker started with a config unlike the last one (`config.loaded`)."""
+
+    at: datetime
+    worker: str
+    digest: str
+    commit: str | None = None
+    path: str | None = None
+    dirty: bool = False
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+    other_settings_changed: bool = False
+
+    @property
+    def what(self) -> str:
+        """One line: what the load changed."""
+        parts = [
+            f"{label} {', '.join(flows)}"
+            for label, flows in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("changed", self.changed),
+            )
+            if flows
+        ]
+        if self.other_settings_changed:
+            parts.append("settings outside the flows changed")
+        return "; ".join(parts) or "no flow changed"
 
 
 class OpenRequest(BaseModel):
@@ -129,7 +163,9 @@ class Exceptions(BaseModel):
     late_removals: list[GrantRow]
     without_a_human_approver: list[GrantRow]
     still_open: list[OpenRequest]
-    config_changes: list[ConfigChange]
+    config_changes: list[ConfigChange] = Field(
+        description="configs workers started with in the period, unlike the one before"
+    )
 
 
 class AccessReport(BaseModel):
@@ -166,8 +202,13 @@ def build_report(
 ) -> AccessReport:
     """The report for [since, until) from the trail's events (those of requests alive then)."""
     requests: dict[str, list[LifecycleEvent]] = {}
+    loads: list[ConfigChange] = []
     for event in events:
         if event.time >= until:
+            continue
+        if event.type == "config.loaded":
+            if event.time >= since and (flow is None or _touches(event, flow)):
+                loads.append(_config_change(event))
             continue
         if flow is not None and event.flow != flow:
             continue
@@ -217,6 +258,7 @@ def build_report(
         break_glass=break_glass,
         refused_by_code=dict(Counter(r.code for r in refusals).most_common()),
         self_approval_attempts=[r for r in refusals if r.code == "SelfApproval"],
+        policies=_policies(requests),
     )
     exceptions = Exceptions(
         late_removals=[r for r in rows if r.removal_late_by and r.removal_late_by > LATE_REMOVAL],
@@ -232,7 +274,7 @@ def build_report(
             for e in finals.values()
             if e.state.value in OPEN_STATES
         ],
-        config_changes=_config_changes(requests),
+        config_changes=sorted(loads, key=lambda c: c.at),
     )
     return AccessReport(
         since=since,
@@ -329,7 +371,27 @@ def _approvals(own: list[LifecycleEvent]) -> tuple[list[Approval], bool, datetim
     return approvals, break_glass, approved_at
 
 
-def _config_changes(requests: dict[str, list[LifecycleEvent]]) -> list[ConfigChange]:
+def _touches(event: LifecycleEvent, flow: str) -> bool:
+    return any(flow in event.detail.get(key, ()) for key in ("added", "removed", "changed"))
+
+
+def _config_change(event: LifecycleEvent) -> ConfigChange:
+    detail = event.detail
+    return ConfigChange(
+        at=event.time,
+        worker=str(detail.get("worker") or _actor(event)),
+        digest=str(detail.get("digest", "")),
+        commit=detail.get("commit"),
+        path=detail.get("path"),
+        dirty=bool(detail.get("dirty")),
+        added=list(detail.get("added", [])),
+        removed=list(detail.get("removed", [])),
+        changed=list(detail.get("changed", [])),
+        other_settings_changed=bool(detail.get("other_settings_changed")),
+    )
+
+
+def _policies(requests: dict[str, list[LifecycleEvent]]) -> list[FlowPolicies]:
     seen: dict[str, dict[str, PolicySeen]] = {}
     for own in requests.values():
         created = next((e for e in own if e.type == "request.created"), None)
@@ -349,11 +411,10 @@ def _config_changes(requests: dict[str, list[LifecycleEvent]]) -> list[ConfigCha
             known.requests += 1
             known.first_request_at = min(known.first_request_at, created.time)
     return [
-        ConfigChange(
+        FlowPolicies(
             flow=name, policies=sorted(policies.values(), key=lambda p: p.first_request_at)
         )
         for name, policies in sorted(seen.items())
-        if len(policies) > 1
     ]
 
 

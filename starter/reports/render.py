@@ -114,6 +114,15 @@ def _markdown(report: AccessReport) -> str:
             f"  - self-approval attempt: {r.actor} on {r.request_id} at {r.at:%Y-%m-%d %H:%M:%S}"
             for r in s.self_approval_attempts
         ),
+        "- policies the requests were decided under:"
+        + "".join(
+            f"\n  - {f.flow}: "
+            + " → ".join(
+                f"{p.digest[:19]} (commit {(p.commit or 'unknown')[:7]}, {p.requests} request(s))"
+                for p in f.policies
+            )
+            for f in s.policies
+        ),
         "",
         "## Exceptions",
         "",
@@ -129,12 +138,11 @@ def _markdown(report: AccessReport) -> str:
         + "".join(
             f"\n  - {o.request_id} {o.state} since {o.since:%Y-%m-%d %H:%M}" for o in e.still_open
         ),
-        f"- flows whose policy changed in the period: {len(e.config_changes)}"
+        f"- config changes in the period: {len(e.config_changes)}"
         + "".join(
-            f"\n  - {c.flow}: "
-            + " → ".join(
-                f"{p.digest[:19]} (commit {(p.commit or 'unknown')[:7]})" for p in c.policies
-            )
+            f"\n  - {c.at:%Y-%m-%d %H:%M:%S} {c.digest[:19]} "
+            f"(commit {(c.commit or 'unknown')[:7]}{', uncommitted changes' if c.dirty else ''}) "
+            f"on {_md(c.worker)}: {_md(c.what)}"
             for c in e.config_changes
         ),
         "",

@@ -30,6 +30,8 @@ from keycard.config import parse_config
 from keycard.models import (
     AccessRequestInput,
     Actor,
+    ConfigHistoryInput,
+    ConfigLoaded,
     DriftFinding,
     DriftReport,
     DriftSweepInput,
@@ -42,6 +44,8 @@ from starter.run.drift import sweep_input
 from tests.conftest import _binary, register_search_attributes
 from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CAROL, CONFIG, Stack, running_stack
+from worker import announce_config
+from workflows.config import ConfigWorkflow
 
 HERE = Path(__file__).parent
 Scenario = Callable[[WorkflowEnvironment, Stack], Awaitable[list[str]]]
@@ -113,6 +117,41 @@ async def drift_sweep(env: WorkflowEnvironment, stack: Stack) -> list[str]:
     [writer] = stack.cloud.writers
     await _run_until_closed(env, writer)
     return ["drift:golden", _grant_id(stack), writer]
+
+
+async def config_loads(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """Workers starting with the harness's config, again with it (no event), then with an edited
+    flow; the record continues as new after two loads, so both runs are kept."""
+    original = parse_config(CONFIG)
+    edited = parse_config(CONFIG.replace("max_duration: 4h", "max_duration: 8h"))
+    workflow_id = names.config_workflow_id(stack.task_queue)
+    await env.client.start_workflow(
+        ConfigWorkflow.run,
+        ConfigHistoryInput(task_queue=stack.task_queue, continue_after=2),
+        id=workflow_id,
+        task_queue=stack.task_queue,
+    )
+    handle = env.client.get_workflow_handle(workflow_id)
+    first_run = (await handle.describe()).run_id
+    for config in (original, original):
+        await announce_config(env.client, config, stack.task_queue)
+
+    async def run_id() -> str | None:
+        return (await env.client.get_workflow_handle(workflow_id).describe()).run_id
+
+    await _until(run_id, lambda run: run != first_run)  # continued as new after two loads
+    await announce_config(env.client, edited, stack.task_queue)
+    want = edited.policy().digest
+
+    async def current() -> str | None:
+        loaded = await env.client.get_workflow_handle(workflow_id).query(
+            names.CONFIG_CURRENT, result_type=ConfigLoaded
+        )
+        return loaded.policy.digest if loaded else None
+
+    await _until(current, lambda digest: digest == want)
+    assert first_run is not None
+    return [f"{workflow_id}@{first_run}", workflow_id]
 
 
 def _drift_activities(client: Client, cloud: FakeCloud, task_queue: str) -> list:
@@ -399,6 +438,7 @@ SCENARIOS: dict[str, Scenario] = {
     "reminded_then_escalated": reminded_then_escalated,
     "many_targets": many_targets,
     "lease_during_session_end": lease_during_session_end,
+    "config_loads": config_loads,
 }
 # Scenarios whose cloud fails in places.
 CLOUDS = {"many_targets": _failing_fleet, "lease_during_session_end": _held_writer}
@@ -429,7 +469,10 @@ class IncompatibleAccessRequestWorkflow:
 
 
 async def _write(env: WorkflowEnvironment, workflow_id: str, path: Path, overwrite: bool) -> None:
-    history = await env.client.get_workflow_handle(workflow_id).fetch_history()
+    """`workflow_id`'s last run's history, or with `@run_id`, that run's."""
+    workflow_id, _, run_id = workflow_id.partition("@")
+    handle = env.client.get_workflow_handle(workflow_id, run_id=run_id or None)
+    history = await handle.fetch_history()
     _save(history.to_json(), len(history.events), path, overwrite)
 
 
@@ -462,9 +505,11 @@ async def record(tag: str, overwrite: bool, only: list[str] | None = None) -> No
                 extra_activities=extra,
             ) as stack:
                 ids = await scenario(env, stack)
-            for workflow_id in ids:
+            for number, workflow_id in enumerate(ids):
                 # grant:..., sessions:..., drift:...; a request's id has no kind before a colon
                 kind = workflow_id.split(":", 1)[0] if ":" in workflow_id else "request"
+                if workflow_id.startswith("keycard-config-"):
+                    kind = f"config{number + 1}"  # one file per run: id@run, then the last
                 await _write(env, workflow_id, HERE / f"{kind}_{name}_{tag}.json", overwrite)
         async with Worker(
             env.client, task_queue="incompatible", workflows=[IncompatibleAccessRequestWorkflow]

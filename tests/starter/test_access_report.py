@@ -21,6 +21,7 @@ from keycard.config import ApiSettings, parse_config
 from keycard.models import Actor, LifecycleEvent, Requester, RequestState, TargetRef
 from keycard.policy import DecisionRefused
 from keycard.sdk.context import Integrations
+from keycard.temporal import config_workflow_id
 from main import app
 from starter.api.app import ApiOptions
 from starter.api.auth import config_entry
@@ -33,6 +34,7 @@ from tests.fakes import KNOWN_USERS, FakeCloud
 from tests.harness import BOB, CAROL, ask, running_stack, state_is
 from tests.polling import eventually
 from tests.starter.conftest import IDENTITIES, TOKENS, auth, new_account_id
+from worker import announce_config
 
 ALICE_ACTOR = Actor(email="alice@example.com")
 HOOKS = """
@@ -97,6 +99,8 @@ async def seeded(dev_env, tmp_path_factory):
         hook_activities=[runner.evaluate_request, runner.check_approval, runner.observe],
     ) as stack:
         ids: dict[str, str] = {}
+        # What a worker does at its start: say which config it loaded.
+        await announce_config(stack.client, config, stack.task_queue)
 
         async def asked(name: str, **overrides) -> str:
             view = await ask(stack, **{"flow": "report-power-user", **overrides})
@@ -115,7 +119,10 @@ async def seeded(dev_env, tmp_path_factory):
         extended = await asked("extended", requester=Requester(email="grace@example.com"))
         await stack.keycard.approve(extended, CAROL)
         await asked("open")
-        edited = KeycardClient(stack.client, seeded_config(account, hooks, "8h"), stack.task_queue)
+        edited_config = seeded_config(account, hooks, "8h")
+        await announce_config(stack.client, config, stack.task_queue)  # a restart: no event
+        await announce_config(stack.client, edited_config, stack.task_queue)
+        edited = KeycardClient(stack.client, edited_config, stack.task_queue)
         ids["edited"] = (await ask(edited, flow="report-power-user")).id
 
         for name in ("approved", "auto", "break_glass", "extended"):
@@ -131,8 +138,9 @@ async def seeded(dev_env, tmp_path_factory):
 
         async def all_visible() -> list[LifecycleEvent] | None:
             events = await export_events(dev_env.client, since=started, until=until)
-            ours = [e for e in events if e.request_id in ids.values()]
-            return ours if {e.request_id for e in ours} == set(ids.values()) else None
+            wanted = {*ids.values(), config_workflow_id(stack.task_queue)}
+            ours = [e for e in events if e.request_id in wanted]
+            return ours if {e.request_id for e in ours} == wanted else None
 
         events = await eventually(all_visible, "every seeded request in visibility")
         yield ids, events, (started, until), stack
@@ -194,9 +202,13 @@ async def test_the_summary_and_the_exceptions(seeded):
     assert {r.request_id for r in e.without_a_human_approver} == {ids["auto"], ids["break_glass"]}
     assert {o.request_id for o in e.still_open} == {ids["open"], ids["edited"]}
     assert e.late_removals == []
-    [change] = e.config_changes
-    assert change.flow == "report-power-user" and len(change.policies) == 2
-    assert change.policies[-1].requests == 1  # only the edited flow's request
+    first, edit = e.config_changes  # the worker's restart on the same config added nothing
+    assert first.added == ["report-emergency", "report-on-call", "report-power-user"]
+    assert (edit.added, edit.removed, edit.changed) == ([], [], ["report-power-user"])
+    assert edit.what == "changed report-power-user" and edit.digest.startswith("sha256:")
+    [power] = [f for f in s.policies if f.flow == "report-power-user"]
+    assert len(power.policies) == 2
+    assert power.policies[-1].requests == 1  # only the edited flow's request
 
 
 def test_a_removal_later_than_a_minute_past_expiry_is_an_exception():

@@ -153,11 +153,13 @@ async def test_the_cli_writes_the_export_as_json_lines(dev_env, streamed, monkey
 
 
 def test_the_visibility_query_covers_requests_alive_in_the_window():
+    """... and the config record's runs (workflows/config.py), whose events say which flows
+    changed: those are kept for a flow's trail when they name it."""
     since, until = parse_time("2026-01-01"), parse_time("2026-02-01T12:00+02:00")
     assert visibility_query(since, until, "prod-admin") == (
-        "WorkflowType = 'AccessRequestWorkflow' AND StartTime < '2026-02-01T10:00:00.000000Z' "
-        "AND (CloseTime >= '2026-01-01T00:00:00.000000Z' OR ExecutionStatus = 'Running') "
-        "AND KeycardFlow = 'prod-admin'"
+        "((WorkflowType = 'AccessRequestWorkflow' AND KeycardFlow = 'prod-admin') "
+        "OR WorkflowType = 'ConfigWorkflow') AND StartTime < '2026-02-01T10:00:00.000000Z' "
+        "AND (CloseTime >= '2026-01-01T00:00:00.000000Z' OR ExecutionStatus = 'Running')"
     )
 
 
