@@ -16,7 +16,7 @@ from temporalio.worker import Replayer, Worker
 from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
 from activities.audit import AuditActivities, AuditBacklog, build_audit_sinks
-from activities.aws import drift_activities, session_activities
+from activities.aws import activity_readers, drift_activities, session_activities
 from activities.delivery import DeliveryActivities
 from activities.hooks import hook_activities
 from activities.leases import GrantActivities, LeaseActivities
@@ -68,6 +68,7 @@ def build_activities(
     return [
         *strategy_activities(StrategyContext(config, session, config.base_dir)),
         *session_activities(session, config.aws),
+        *activity_readers(session, config.aws),
         *drift_activities(client, session, config.aws, settings.task_queue),
         leases.take_lease,
         leases.acquire_lease,

@@ -111,6 +111,34 @@ def session_activities(
     return SessionPolicies(sso_admin, sts=sts, iam_client=iam_client).activities()
 
 
+def activity_readers(
+    session: boto3.Session, settings: AwsSettings, *, config: Config = CLIENT_CONFIG
+) -> list[Callable[..., Any]]:
+    """`aws.activity` (activities/aws_activity.py): a grant's CloudTrail events, for flows with
+    `activity: cloudtrail`; through the flow's role in the target's account when it names one."""
+    from activities.aws_activity import ActivityReader
+
+    region = settings.region or session.region_name
+
+    def cloudtrail(in_region: str, credentials: dict[str, Any] | None) -> Any:
+        keys = {}
+        if credentials is not None:
+            keys = {
+                "aws_access_key_id": credentials["AccessKeyId"],
+                "aws_secret_access_key": credentials["SecretAccessKey"],
+                "aws_session_token": credentials["SessionToken"],
+            }
+        return session.client("cloudtrail", region_name=in_region, config=config, **keys)
+
+    return ActivityReader(
+        session.client("sso-admin", region_name=region, config=config),
+        session.client("identitystore", region_name=region, config=config),
+        session.client("sts", region_name=region, config=config),
+        cloudtrail,
+        default_region=region,
+    ).activities()
+
+
 def drift_activities(
     client: Any,
     session: boto3.Session,

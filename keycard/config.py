@@ -35,6 +35,7 @@ from keycard.config_sections import (
     StdoutDestination,
 )
 from keycard.flow_rules import (
+    ActivitySettings,
     AutoApprove,
     PromptField,
     ReasonPolicy,
@@ -58,6 +59,7 @@ from keycard.provenance import (
     config_source,
     digest_of,
     flow_digest,
+    policy_json,
 )
 from keycard.schema import (  # noqa: F401 (re-exported: the names every config user knows)
     EMAIL_PATTERN,
@@ -123,7 +125,7 @@ class KeycardConfig(_Strict):
         """The digest of this whole config and of each flow, and its source (`config.loaded`)."""
         source = self._source
         return ConfigPolicy(
-            digest=digest_of(self.model_dump(mode="json")),
+            digest=digest_of(policy_json(self)),
             flows={flow.name: flow_digest(flow) for flow in self.flows},
             commit=source.commit,
             path=source.path,
@@ -338,6 +340,7 @@ __all__ = [
     "DEFAULT_AUDIT_DESTINATION",
     "EMAIL_PATTERN",
     "NAME_PATTERN",
+    "ActivitySettings",
     "ApiSettings",
     "ApiToken",
     "AuditConfig",

@@ -5,6 +5,7 @@ whether a flow's steps can ever be met."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
 
 from pydantic import (
@@ -55,6 +56,41 @@ class SessionsPolicy(_Strict):
         return f"arn:{partition}:iam::{account_id}:policy{self.path}{self.name}"
 
     def role_arn(self, account_id: str, partition: str = "aws") -> str:
+        return f"arn:{partition}:iam::{account_id}:role/{self.role.strip('/')}"
+
+
+class ActivitySettings(_Strict):
+    """`activity`: after a grant ends, summarise what was done with it (`access.activity`).
+
+    `cloudtrail` reads the CloudTrail management events of the Identity Center role session the
+    grant allowed (the permission set's `AWSReservedSSO_<name>_*` role, the person's session)
+    through `LookupEvents`, once CloudTrail has had `delay` to deliver them: how many calls, to
+    which services, how many wrote or failed, the first and the last, and any made after the grant
+    ended. `activity: cloudtrail` is short for `{source: cloudtrail}`."""
+
+    source: Literal["cloudtrail"] = "cloudtrail"
+    regions: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="the regions whose CloudTrail to read (LookupEvents is per region; IAM and "
+        "other global services log to us-east-1); default: aws.region",
+    )
+    role: str | None = Field(
+        default=None,
+        pattern=r"^[\w+=,.@/-]{1,64}$",
+        description="an IAM role Keycard assumes in the target's account to call "
+        "cloudtrail:LookupEvents (default: the worker's own credentials, which see only the "
+        "account they belong to)",
+    )
+    delay: Duration = Field(
+        default=timedelta(minutes=15),
+        description="how long after the grant ends to read: CloudTrail delivers management "
+        "events within about 5 minutes, and rarely up to 15",
+    )
+
+    def role_arn(self, account_id: str, partition: str = "aws") -> str | None:
+        if self.role is None:
+            return None
         return f"arn:{partition}:iam::{account_id}:role/{self.role.strip('/')}"
 
 

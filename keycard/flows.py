@@ -19,6 +19,7 @@ from keycard.durations import Duration, format_duration
 
 # --- flows ------------------------------------------------------------------------------------
 from keycard.flow_rules import (
+    ActivitySettings,
     ApprovalStep,
     Approvers,
     AutoApprove,
@@ -125,6 +126,16 @@ class _FlowBase(_Strict):
         description="the drift sweep removes assignments of this flow's targets that Keycard "
         "never granted (default: only report them)",
     )
+    activity: ActivitySettings | None = Field(
+        default=None,
+        description="after each grant ends, summarise what was done with it: `cloudtrail` "
+        "(aws_sso flows) reads the role session's CloudTrail events (`access.activity`)",
+    )
+
+    @field_validator("activity", mode="before")
+    @classmethod
+    def _activity_source(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, str) else value
 
     @property
     def display(self) -> str:
@@ -231,6 +242,12 @@ class _FlowBase(_Strict):
             raise ValueError(
                 f"end_sessions: true needs strategy {able}; an {strategy} flow's sessions "
                 "cannot be ended by Keycard (remove end_sessions from this flow)"
+            )
+        if self.activity is not None and strategy != "aws_sso":
+            raise ValueError(
+                f"activity: {self.activity.source} needs strategy aws_sso (the Identity Center "
+                f"role session of one permission set); an {strategy} flow's calls cannot be told "
+                "from others': remove activity from this flow"
             )
         if self.end_sessions_policy is not None and not self.ends_sessions:
             raise ValueError(

@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from keycard.config import DEFAULT_AUDIT_DESTINATION, Flow, SessionsPolicy, Strategy, Target
+from keycard.config import (
+    DEFAULT_AUDIT_DESTINATION,
+    ActivitySettings,
+    Flow,
+    SessionsPolicy,
+    Strategy,
+    Target,
+)
 from keycard.durations import Duration, format_duration
 from keycard.provenance import ConfigPolicy, PolicyRef
 from keycard.redact import scrub
@@ -216,6 +223,80 @@ class TargetStatus(_Message):
     )
 
 
+class ActivityCall(_Message):
+    """One call made under a grant, as CloudTrail recorded it."""
+
+    time: datetime
+    name: str = Field(description="the API call, e.g. RunInstances")
+    service: str = Field(description="the event source, e.g. ec2.amazonaws.com")
+    region: str
+    read_only: bool | None = None
+    error: str | None = Field(default=None, description="the error code, when it failed")
+
+
+class AccessActivity(_Message):
+    """What was done with one ended grant: the CloudTrail management events of the Identity Center
+    role session it allowed, from the grant to its end (`access.activity`)."""
+
+    target: str
+    source: Literal["cloudtrail"] = "cloudtrail"
+    account_id: str
+    regions: list[str] = Field(default_factory=list)
+    role_session: str = Field(
+        default="", description="which calls count: AWSReservedSSO_<permission set>_*/<user>"
+    )
+    since: datetime = Field(description="the grant")
+    until: datetime = Field(description="its end")
+    read_at: datetime | None = None
+    calls: int = 0
+    services: dict[str, int] = Field(default_factory=dict, description="calls by event source")
+    writes: int = Field(default=0, description="calls that were not read-only")
+    errors: int = Field(default=0, description="calls that failed")
+    error_codes: dict[str, int] = Field(default_factory=dict)
+    first_call: ActivityCall | None = None
+    last_call: ActivityCall | None = None
+    after_end: int = Field(
+        default=0,
+        description="calls of the same session after the grant ended (read up to when it was "
+        "read): a session outliving its grant; each should have been denied",
+    )
+    truncated: bool = Field(
+        default=False, description="more events than Keycard reads; the counts are a floor"
+    )
+    unavailable: str | None = Field(
+        default=None, description="why CloudTrail could not be read (the counts are then empty)"
+    )
+
+    @classmethod
+    def not_read(cls, query: ActivityQuery, why: str) -> AccessActivity:
+        """The summary of a grant whose activity could not be read, saying why."""
+        return cls(
+            target=query.target,
+            account_id=query.assignment.spec.account_id or "",
+            regions=query.settings.regions,
+            since=query.since,
+            until=query.until,
+            unavailable=why,
+        )
+
+    @property
+    def line(self) -> str:
+        """One line for people: 42 calls (3 writes, 1 error) to ec2, s3; 09:01 to 09:40 UTC."""
+        if self.unavailable:
+            return f"not read: {self.unavailable}"
+        if not self.calls:
+            return "no calls" + (f", {self.after_end} after the end" if self.after_end else "")
+        services = ", ".join(s.removesuffix(".amazonaws.com") for s in self.services)
+        first, last = self.first_call, self.last_call
+        span = f"; {first.time:%H:%M} to {last.time:%H:%M} UTC" if first and last else ""
+        floor = "at least " if self.truncated else ""
+        after = f"; {self.after_end} after the end" if self.after_end else ""
+        return (
+            f"{floor}{self.calls} call(s) ({self.writes} write(s), {self.errors} error(s)) "
+            f"to {services}{span}{after}"
+        )
+
+
 class RequestView(_Message):
     """What the `status` query returns: the whole request as a person would want to see it."""
 
@@ -271,6 +352,10 @@ class RequestView(_Message):
     notes: list[str] = Field(
         default_factory=list,
         description="what the requester should know, such as a hook that failed (fails closed)",
+    )
+    activity: list[AccessActivity] = Field(
+        default_factory=list,
+        description="what was done with each ended grant (flows with `activity`), once read",
     )
 
     def can_still_approve(self, step: ApprovalStepView | None = None) -> list[str]:
@@ -333,6 +418,7 @@ EventType = Literal[
     "access.revoke_retrying",
     "access.sessions_ended",  # the ended grant's open AWS sessions were cut (end_sessions)
     "access.sessions_not_ended",  # ... or could not be: why, for someone to act on
+    "access.activity",  # what was done with the ended grant (the flow's `activity`: CloudTrail)
     "hook.failed",
     "break_glass.used",
     "drift.found",  # the sweep found access in AWS that Keycard never granted (reported)
@@ -352,6 +438,7 @@ PER_TARGET_EVENTS: frozenset[str] = frozenset(
         "access.revoke_retrying",
         "access.sessions_ended",
         "access.sessions_not_ended",
+        "access.activity",
     }
 )
 
@@ -776,6 +863,16 @@ class ConfigHistoryInput(_Message):
     )
 
 
+class ActivityQuery(_Message):
+    """aws.activity: read what was done with one ended grant (activities/aws_activity.py)."""
+
+    target: str
+    assignment: ResolvedAssignment
+    settings: ActivitySettings
+    since: datetime
+    until: datetime
+
+
 class DriftSweepInput(_Message):
     targets: list[DriftTarget]
     audit_destinations: list[str] = Field(default_factory=list)
@@ -943,6 +1040,10 @@ class AccessRequestState(_Message):
         default_factory=dict, description="each granted lease's end, as the request last set it"
     )
     event_seq: int = 0
+    activity_cancelled: str | None = Field(
+        default=None,
+        description="why the grants' activity will not be read (cancelled through Temporal)",
+    )
     last_hash: str | None = Field(default=None, description="the latest event's, for the chain")
     outbox: list[LifecycleEvent] = Field(default_factory=list)
     views: list[RequestView] = Field(

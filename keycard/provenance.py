@@ -111,8 +111,15 @@ def digest_of(value: Any) -> str:
 
 
 def flow_digest(flow: BaseModel) -> str:
-    """The digest of one flow as loaded (defaults filled in, secrets as their variable names)."""
-    return digest_of(flow.model_dump(mode="json"))
+    """The digest of one flow as loaded (defaults filled in, secrets as their variable names).
+    Settings left unset (None) are left out, so a Keycard release that adds an optional setting
+    changes no digest: a digest changes when the policy does."""
+    return digest_of(policy_json(flow))
+
+
+def policy_json(model: BaseModel) -> Any:
+    """A config or flow as its digest reads it: JSON, with unset settings left out."""
+    return model.model_dump(mode="json", exclude_none=True)
 
 
 def config_source(path: Path, environ: Mapping[str, str] | None = None) -> ConfigSource:

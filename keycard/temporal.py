@@ -78,6 +78,20 @@ PATCH_V12 = "keycard-v12"
 # Requests only (implies PATCH_V10): each lifecycle event carries the hash of the request's
 # previous event and its own (keycard/audit_chain.py), a chain `keycard audit verify` checks.
 PATCH_V13 = "keycard-v13"
+# Requests only, of flows with `activity` (a setting no earlier request has): once its access has
+# ended and CloudTrail has had the flow's `activity.delay`, the request reads what was done with
+# each grant (`aws.activity`), records `access.activity`, and only then closes.
+PATCH_V14 = "keycard-v14"
+READ_ACTIVITY = "aws.activity"
+ACTIVITY_TIMEOUT = timedelta(minutes=10)
+ACTIVITY_HEARTBEAT = timedelta(minutes=1)
+# Throttling and outages are retried for a while; then the request records why it could not read,
+# and closes: a summary for auditors never holds a request open for good.
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=8,
+)
 # Ending sessions: one SessionPolicyWorkflow per permission set, the single writer of its inline
 # policy (keycard/session_policy.py), shared by every grant of that permission set.
 SESSION_POLICY_WORKFLOW = "SessionPolicyWorkflow"

@@ -120,6 +120,7 @@ class FakeCloud:
                 principal_id=f"u-{input.spec.principal_email.split('@')[0]}-{cloud.salt}",
                 # Salted too: each cloud's permission sets have their own session-policy writer.
                 instance_arn=f"arn:aws:sso:::instance/ssoins-{cloud.salt}",
+                identity_store_id=f"d-{cloud.salt}",
                 permission_set_arn=f"arn:aws:sso:::permissionSet/ssoins-{cloud.salt}/ps-{input.spec.permission_set}",
             )
 

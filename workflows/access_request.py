@@ -9,8 +9,8 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from workflows.request.deciding import update_error
-from workflows.request.granting import Granting
 from workflows.request.record import requester_actor, target_status
+from workflows.request.usage import Usage
 from workflows.waiting import run_through_cancel, wait_until
 
 with workflow.unsafe.imports_passed_through():
@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 @workflow.defn(name=names.ACCESS_REQUEST_WORKFLOW)
-class AccessRequestWorkflow(Granting):
+class AccessRequestWorkflow(Usage):
     """One request: PENDING → GRANTING → ACTIVE → REVOKING → ENDED (or DENIED, EXPIRED, CANCELLED,
     FAILED).
 
@@ -160,6 +160,8 @@ class AccessRequestWorkflow(Granting):
         if self._state is RequestState.ACTIVE:
             await self._hold_until_expiry_or_revoke()
             await self._revoke()
+            if self._reads_activity():
+                await self._read_activity()
 
     @workflow.update
     async def submitted(self) -> RequestView:

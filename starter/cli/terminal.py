@@ -268,6 +268,9 @@ def describe(view: RequestView, *, policy: bool = False) -> str:
         lines.append("  note:      this access existed before Keycard and stays in place")
     if view.end_reason:
         lines.append(f"  outcome:   {view.end_reason}")
+    for activity in view.activity:
+        on = f" ({activity.target})" if view.targets else ""
+        lines.append(f"  activity:  {activity.line}{on}")
     return "\n".join(printable(line) for line in lines)
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# Exactly the calls the strategy activities (activities/aws_sso.py, aws_sessions.py, aws_iam.py)
+# Exactly the calls the strategy activities (activities/aws_sso.py, aws_sessions.py, aws_iam.py),
+# the activity reader (aws_activity.py: flows with `activity: cloudtrail`)
 # and this doctor make; tests/starter/test_doctor.py checks both ways. deploy/iam-policy.json is this, printed.
 IAM_POLICY: dict[str, Any] = {
     "Version": "2012-10-17",
@@ -55,6 +56,12 @@ IAM_POLICY: dict[str, Any] = {
                 "identitystore:GetGroupMembershipId",
                 "identitystore:GetUserId",
             ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "KeycardReadActivity",
+            "Effect": "Allow",
+            "Action": ["cloudtrail:LookupEvents"],
             "Resource": "*",
         },
         {

@@ -10,173 +10,29 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import ValidationError
 
 from keycard.durations import format_duration, parse_duration
-from keycard.models import LifecycleEvent, RequestState
+from keycard.models import AccessActivity, LifecycleEvent, RequestState
 from starter.audit_trail import sequence
+from starter.reports.model import (
+    AccessReport,
+    Approval,
+    BreakGlassUse,
+    ConfigChange,
+    Exceptions,
+    FlowPolicies,
+    GrantRow,
+    OpenRequest,
+    PolicySeen,
+    Refusal,
+    Summary,
+)
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # what Temporal's visibility can be asked about
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 LATE_REMOVAL = timedelta(seconds=60)  # removal later than this past expiry is an exception
 OPEN_STATES = {"PENDING", "SCHEDULED", "GRANTING", "ACTIVE", "REVOKING"}
-
-
-class Approval(BaseModel):
-    """Who approved, through which door: a person (slack, api, cli, console), a rule, or the
-    requester themselves in an emergency (break-glass)."""
-
-    by: str
-    channel: str
-    at: datetime
-
-
-class GrantRow(BaseModel):
-    request_id: str
-    requester: str
-    flow: str
-    target: str
-    reason: str
-    ticket: str | None = None
-    approvals: list[Approval] = Field(default_factory=list)
-    approved_by_a_person: bool
-    break_glass: bool = False
-    asked_at: datetime
-    approved_at: datetime | None = None
-    granted_at: datetime
-    expires_at: datetime | None = None
-    ended_at: datetime | None = None
-    asked: timedelta = Field(description="the duration asked for, extensions included")
-    held: timedelta | None = Field(default=None, description="from the grant to its end")
-    extensions: list[str] = Field(default_factory=list)
-    ended: str = Field(description="expired, revoked, or still active")
-    ended_by: str | None = None
-    removal: str = Field(description="removed, left to other leases, standing, or pending")
-    removal_confirmed_at: datetime | None = None
-    removal_late_by: timedelta | None = Field(
-        default=None, description="how long after the expiry AWS confirmed the removal"
-    )
-    sessions: str | None = Field(default=None, description="ended at <time>, or why not")
-    policy_digest: str | None = None
-    policy_commit: str | None = None
-
-    @property
-    def approved_how(self) -> str:
-        if self.break_glass:
-            return "break-glass"
-        return (
-            "; ".join(
-                a.by if a.channel == "rule" else f"{a.by} ({a.channel})" for a in self.approvals
-            )
-            or "—"
-        )
-
-
-class BreakGlassUse(BaseModel):
-    request_id: str
-    requester: str
-    at: datetime
-    justification: str
-    reviewed: str = Field(
-        description="Keycard records no review step yet: each use is listed for review"
-    )
-
-
-class Refusal(BaseModel):
-    request_id: str
-    actor: str
-    decision: str
-    code: str
-    reason: str
-    at: datetime
-
-
-class Summary(BaseModel):
-    requests: int
-    grants: int
-    outcomes: dict[str, int] = Field(description="requests by their state at the period's end")
-    grants_by_flow: dict[str, int]
-    grants_by_person: dict[str, int]
-    auto_approvals_by_rule: dict[str, int]
-    break_glass: list[BreakGlassUse]
-    refused_by_code: dict[str, int]
-    self_approval_attempts: list[Refusal]
-    policies: list[FlowPolicies] = Field(
-        description="by flow, the policies (digest, commit) its requests were decided under"
-    )
-
-
-class PolicySeen(BaseModel):
-    digest: str
-    commit: str | None
-    first_request_at: datetime
-    requests: int
-
-
-class FlowPolicies(BaseModel):
-    """The policies a flow's requests in the period were decided under, oldest first."""
-
-    flow: str
-    policies: list[PolicySeen]
-
-
-class ConfigChange(BaseModel):
-    """A worker started with a config unlike the last one (`config.loaded`)."""
-
-    at: datetime
-    worker: str
-    digest: str
-    commit: str | None = None
-    path: str | None = None
-    dirty: bool = False
-    added: list[str] = Field(default_factory=list)
-    removed: list[str] = Field(default_factory=list)
-    changed: list[str] = Field(default_factory=list)
-    other_settings_changed: bool = False
-
-    @property
-    def what(self) -> str:
-        """One line: what the load changed."""
-        parts = [
-            f"{label} {', '.join(flows)}"
-            for label, flows in (
-                ("added", self.added),
-                ("removed", self.removed),
-                ("changed", self.changed),
-            )
-            if flows
-        ]
-        if self.other_settings_changed:
-            parts.append("settings outside the flows changed")
-        return "; ".join(parts) or "no flow changed"
-
-
-class OpenRequest(BaseModel):
-    request_id: str
-    requester: str
-    flow: str
-    state: str
-    since: datetime
-
-
-class Exceptions(BaseModel):
-    late_removals: list[GrantRow]
-    without_a_human_approver: list[GrantRow]
-    still_open: list[OpenRequest]
-    config_changes: list[ConfigChange] = Field(
-        description="configs workers started with in the period, unlike the one before"
-    )
-
-
-class AccessReport(BaseModel):
-    since: datetime
-    until: datetime
-    generated_at: datetime
-    flow: str | None = None
-    person: str | None = None
-    rows: list[GrantRow]
-    summary: Summary
-    exceptions: Exceptions
 
 
 def period_problem(since: datetime, until: datetime) -> str | None:
@@ -262,6 +118,7 @@ def build_report(
     )
     exceptions = Exceptions(
         late_removals=[r for r in rows if r.removal_late_by and r.removal_late_by > LATE_REMOVAL],
+        calls_after_end=[r for r in rows if r.activity is not None and r.activity.after_end],
         without_a_human_approver=[r for r in rows if not r.approved_by_a_person],
         still_open=[
             OpenRequest(
@@ -310,6 +167,7 @@ def _rows(own: list[LifecycleEvent], since: datetime) -> list[GrantRow]:
             (e for e in mine if e.type in ("access.sessions_ended", "access.sessions_not_ended")),
             None,
         )
+        activity = next((e for e in mine if e.type == "access.activity"), None)
         expires = _time(granted.detail.get("expires_at"))
         for extended in extensions:
             expires = _time(extended.detail.get("expires_at")) or expires
@@ -345,9 +203,20 @@ def _rows(own: list[LifecycleEvent], since: datetime) -> list[GrantRow]:
                 sessions=_sessions(sessions),
                 policy_digest=policy.get("digest"),
                 policy_commit=policy.get("commit"),
+                activity=_activity(activity),
             )
         )
     return rows
+
+
+def _activity(event: LifecycleEvent | None) -> AccessActivity | None:
+    if event is None:
+        return None
+    fields = {k: v for k, v in event.detail.items() if k in AccessActivity.model_fields}
+    try:
+        return AccessActivity.model_validate({**fields, "target": event.target.name})
+    except ValidationError:
+        return None  # an event this Keycard cannot read: the trail still has it
 
 
 def _approvals(own: list[LifecycleEvent]) -> tuple[list[Approval], bool, datetime | None]:

@@ -35,7 +35,7 @@ COLUMNS = (
     "request_id", "requester", "flow", "target", "reason", "ticket", "approved_how",
     "asked_at", "approved_at", "granted_at", "expires_at", "ended_at", "asked", "held",
     "extensions", "ended", "ended_by", "removal", "removal_confirmed_at", "removal_late_by",
-    "sessions", "policy_digest", "policy_commit",
+    "sessions", "activity", "policy_digest", "policy_commit",
 )  # fmt: skip
 
 
@@ -51,8 +51,11 @@ def render(report: AccessReport, format: Format) -> str:
 
 def cell(row: GrantRow, column: str) -> str:
     """One value of a row as a person reads it."""
-    value = row.approved_how if column == "approved_how" else getattr(row, column)
-    return show(value)
+    if column == "approved_how":
+        return row.approved_how
+    if column == "activity":
+        return row.activity_line
+    return show(getattr(row, column))
 
 
 def moment(value: datetime) -> str:
@@ -132,6 +135,12 @@ def _markdown(report: AccessReport) -> str:
             for r in e.late_removals
             if r.removal_late_by
         ),
+        f"- calls after a grant ended (its session outlived it): {len(e.calls_after_end)}"
+        + "".join(
+            f"\n  - {r.request_id} {r.target}: {r.activity.after_end} call(s)"
+            for r in e.calls_after_end
+            if r.activity
+        ),
         f"- grants without a human approver: {len(e.without_a_human_approver)}"
         + "".join(f"\n  - {r.request_id} ({r.approved_how})" for r in e.without_a_human_approver),
         f"- requests still open: {len(e.still_open)}"
@@ -148,8 +157,8 @@ def _markdown(report: AccessReport) -> str:
         "",
         "## Grants",
         "",
-        "| request | requester | flow / target | reason | approved | granted | ended | asked / held | removal | sessions | policy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| request | requester | flow / target | reason | approved | granted | ended | asked / held | removal | sessions | activity | policy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report.rows:
         lines.append(
@@ -168,6 +177,7 @@ def _markdown(report: AccessReport) -> str:
                     r.removal
                     + (f", {format_duration(r.removal_late_by)} late" if r.removal_late_by else ""),
                     r.sessions or "",
+                    r.activity_line,
                     (r.policy_digest or "")[:19]
                     + (f" @{r.policy_commit[:7]}" if r.policy_commit else ""),
                 )
@@ -175,7 +185,7 @@ def _markdown(report: AccessReport) -> str:
             + " |"
         )
     if not report.rows:
-        lines.append("| (no grants in the period) | | | | | | | | | | |")
+        lines.append("| (no grants in the period) | | | | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.aws_activity import ActivityReader
 from activities.drift import DriftActivities
 from activities.notify import ConsoleNotifier
 from keycard import temporal as names
@@ -42,6 +43,7 @@ from keycard.policy import PolicyError
 from starter.protocol import Ask
 from starter.run.drift import sweep_input
 from tests.conftest import _binary, register_search_attributes
+from tests.fake_cloudtrail import FakeCloudTrail
 from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CAROL, CONFIG, Stack, running_stack
 from worker import announce_config
@@ -152,6 +154,45 @@ async def config_loads(env: WorkflowEnvironment, stack: Stack) -> list[str]:
     await _until(current, lambda digest: digest == want)
     assert first_run is not None
     return [f"{workflow_id}@{first_run}", workflow_id]
+
+
+async def activity_read(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """A flow with `activity: cloudtrail`: approved, expired, and its CloudTrail events read
+    once the delay is up (PATCH_V14)."""
+    view = await _ask(stack, "req-golden-activity")
+    await stack.keycard.approve(view.id, BOB, "go")
+    await _until(lambda: stack.keycard.get(view.id), lambda v: v.state.value == "ACTIVE")
+    active = await stack.keycard.get(view.id)
+    assert active.granted_at is not None
+    for minute, name, read_only in ((1, "DescribeInstances", True), (2, "StopInstances", False)):
+        TRAIL.call(
+            active.granted_at + timedelta(minutes=minute),
+            name,
+            user="alice@example.com",
+            account="111111111111",
+            permission_set="PowerUserAccess",
+            read_only=read_only,
+        )
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
+class _Directory:
+    """Identity Center's names for the fake cloud's ids."""
+
+    def describe_user(self, IdentityStoreId: str, UserId: str) -> dict:
+        return {"UserName": f"{UserId.split('-')[1]}@example.com"}
+
+    def describe_permission_set(self, InstanceArn: str, PermissionSetArn: str) -> dict:
+        return {"PermissionSet": {"Name": PermissionSetArn.rsplit("/ps-", 1)[1]}}
+
+
+TRAIL = FakeCloudTrail()
+
+
+def _activity_reader(client: Client, cloud: FakeCloud, task_queue: str) -> list:
+    reader = ActivityReader(_Directory(), _Directory(), None, TRAIL.client, "us-east-1")
+    return [*reader.activities(), ConsoleNotifier().send]
 
 
 def _drift_activities(client: Client, cloud: FakeCloud, task_queue: str) -> list:
@@ -439,17 +480,25 @@ SCENARIOS: dict[str, Scenario] = {
     "many_targets": many_targets,
     "lease_during_session_end": lease_during_session_end,
     "config_loads": config_loads,
+    "activity_read": activity_read,
 }
 # Scenarios whose cloud fails in places.
 CLOUDS = {"many_targets": _failing_fleet, "lease_during_session_end": _held_writer}
 # Scenarios that need activities of their own (given the client, cloud and task queue).
-EXTRA = {"drift_sweep": _drift_activities, "unmeetable_request": _slack_security_group}
+EXTRA = {
+    "drift_sweep": _drift_activities,
+    "unmeetable_request": _slack_security_group,
+    "activity_read": _activity_reader,
+}
 # Scenarios that need another keycard.yaml than the harness's.
 CONFIGS = {
     "approval_steps": CONFIG + STEPPED,
     "unmeetable_request": CONFIG + STEPPED,
     "reminded_then_escalated": CONFIG + STEPPED,
     "many_targets": CONFIG + STEPPED,
+    "activity_read": CONFIG.replace(
+        "    allow_extension: true", "    allow_extension: true\n    activity: cloudtrail"
+    ),
     "managed_policy_expired": CONFIG.replace(
         "    allow_extension: true",
         "    allow_extension: true\n    end_sessions_policy: "

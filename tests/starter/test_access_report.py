@@ -18,7 +18,15 @@ from typer.testing import CliRunner
 
 from activities.hooks import HookActivities
 from keycard.config import ApiSettings, parse_config
-from keycard.models import Actor, LifecycleEvent, Requester, RequestState, TargetRef
+from keycard.models import (
+    AccessActivity,
+    ActivityCall,
+    Actor,
+    LifecycleEvent,
+    Requester,
+    RequestState,
+    TargetRef,
+)
 from keycard.policy import DecisionRefused
 from keycard.sdk.context import Integrations
 from keycard.temporal import config_workflow_id
@@ -242,6 +250,59 @@ def test_a_removal_later_than_a_minute_past_expiry_is_an_exception():
         and row.approved_how == "bob@example.com (slack)"
     )
     assert "req-late prod: 1m35s late" in render(report, Format.MD)
+
+
+def test_what_was_done_with_a_grant_is_on_its_row_and_calls_after_the_end_are_an_exception():
+    granted_at = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    ended_at = granted_at + timedelta(hours=1)
+    summary = AccessActivity(
+        target="prod", account_id="111111111111", regions=["us-east-1"],
+        role_session="AWSReservedSSO_PowerUserAccess_*/alice@example.com",
+        since=granted_at, until=ended_at, calls=42, writes=3, errors=1,
+        services={"ec2.amazonaws.com": 40, "s3.amazonaws.com": 2},
+        error_codes={"AccessDenied": 1}, after_end=2,
+        first_call=ActivityCall(
+            time=granted_at + timedelta(minutes=1), name="DescribeInstances",
+            service="ec2.amazonaws.com", region="us-east-1", read_only=True,
+        ),
+        last_call=ActivityCall(
+            time=granted_at + timedelta(minutes=40), name="GetObject",
+            service="s3.amazonaws.com", region="us-east-1", read_only=True,
+        ),
+    )  # fmt: skip
+
+    def event(seq: int, type: str, at: datetime, state: str, **detail) -> LifecycleEvent:
+        return LifecycleEvent(
+            id=f"req-used/{seq}", type=type, time=at, request_id="req-used", workflow_id="req-used",
+            run_id="r", requester=Requester(email="alice@example.com"), flow="f",
+            target=TargetRef(name="prod", label="Prod", strategy="aws_sso"),
+            duration=timedelta(hours=1), reason="x", state=state, detail=detail,
+            actor=Actor(email="bob@example.com", via="slack") if type == "request.approved" else None,
+        )  # fmt: skip
+
+    events = [
+        event(1, "request.created", granted_at - timedelta(minutes=2), "PENDING"),
+        event(2, "request.approved", granted_at - timedelta(minutes=1), "GRANTING"),
+        event(3, "access.granted", granted_at, "ACTIVE", expires_at=ended_at),
+        event(4, "access.ended", ended_at, "ENDED", removed=True),
+        event(
+            5, "access.activity", ended_at + timedelta(minutes=15), "ENDED",
+            summary=summary.line, **summary.model_dump(mode="json", exclude={"target"}),
+        ),
+    ]  # fmt: skip
+    report = build_report(
+        events, since=granted_at - timedelta(days=1), until=granted_at + timedelta(days=1)
+    )
+    [row] = report.rows
+    assert row.activity == summary
+    assert [r.request_id for r in report.exceptions.calls_after_end] == ["req-used"]
+    line = "42 call(s) (3 write(s), 1 error(s)) to ec2, s3; 09:01 to 09:40 UTC; 2 after the end"
+    assert row.activity_line == line
+    [csv_row] = list(csv.DictReader(io.StringIO(render(report, Format.CSV))))
+    assert csv_row["activity"] == line
+    markdown = render(report, Format.MD)
+    assert f"| {line} |" in markdown and "- req-used prod: 2 call(s)" in markdown
+    assert line in render(report, Format.HTML)
 
 
 async def test_csv_json_markdown_and_html(seeded):

@@ -475,12 +475,18 @@ def test_shipped_policy_file_is_the_one_doctor_prints():
 
 def test_policy_allows_every_aws_call_keycard_makes_and_nothing_else():
     """Every boto3 operation in the strategy activities and the doctor, as IAM actions."""
-    prefixes = {"sso-admin": "sso", "identitystore": "identitystore", "iam": "iam"}
+    prefixes = {
+        "sso-admin": "sso",
+        "identitystore": "identitystore",
+        "iam": "iam",
+        "cloudtrail": "cloudtrail",
+    }
     # Which AWS services each module talks to; names like list_users exist in several.
     modules = {
         "activities/aws_sso.py": ["sso-admin", "identitystore"],
         "activities/aws_sessions.py": ["sso-admin"],
         "activities/aws_iam.py": ["iam"],
+        "activities/aws_activity.py": ["sso-admin", "identitystore", "cloudtrail"],
         "starter/doctor/aws.py": ["sso-admin", "identitystore", "iam"],
     }
     session = boto3.session.Session(region_name=REGION)

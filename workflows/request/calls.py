@@ -20,7 +20,9 @@ with workflow.unsafe.imports_passed_through():
         RequestHooksResult,
     )
     from keycard.models import (
+        AccessActivity,
         AcquireLeaseInput,
+        ActivityQuery,
         AuditBatch,
         DeliveryRound,
         DeliveryRoundResult,
@@ -141,5 +143,19 @@ async def deliver_round(round: DeliveryRound) -> DeliveryRoundResult:
         start_to_close_timeout=names.ROUND_TIMEOUT,
         retry_policy=names.DELIVERY_RETRY,
         summary=f"deliver {len(round.events)} event(s)",
+    )
+    return result
+
+
+async def read_activity(query: ActivityQuery) -> AccessActivity:
+    """What was done with one ended grant (the flow's `activity`; PATCH_V14)."""
+    result: AccessActivity = await workflow.execute_activity(
+        names.READ_ACTIVITY,
+        query,
+        result_type=AccessActivity,
+        start_to_close_timeout=names.ACTIVITY_TIMEOUT,
+        heartbeat_timeout=names.ACTIVITY_HEARTBEAT,
+        retry_policy=names.ACTIVITY_RETRY,
+        summary=f"activity of {query.target}",
     )
     return result

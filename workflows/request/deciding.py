@@ -147,6 +147,8 @@ class Deciding(Delivery):
             self._emit("request.cancelled", actor, comment=comment, via="temporal")
         elif self._state in (RequestState.GRANTING, RequestState.ACTIVE) and not self._s.revoked_by:
             self._apply_revoke(RevokeInput(actor=actor, comment=comment))
+        elif self._state is RequestState.ENDED:  # waiting to read the grants' activity: don't
+            self._s.activity_cancelled = f"cancelled through Temporal: {comment}"
 
     def _apply_extend(self, input: ExtendInput) -> None:
         view = self._s.view

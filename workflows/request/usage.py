@@ -1,0 +1,87 @@
+"""What was done with the access: once a request's grants have ended, and CloudTrail has had the
+flow's `activity.delay` to deliver their events, one `aws.activity` call per grant reads them and
+the request records `access.activity` (flows with `activity`; PATCH_V14). The request stays open,
+ENDED, until then; nothing here touches access, which is already gone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+from workflows.request import calls
+from workflows.request.granting import Granting
+from workflows.waiting import wait_until
+
+with workflow.unsafe.imports_passed_through():
+    from keycard import temporal as names
+    from keycard.failures import root_message
+    from keycard.models import (
+        AccessActivity,
+        ActivityQuery,
+        RequestState,
+        ResolvedAssignment,
+        TargetStatus,
+    )
+
+
+class Usage(Granting):
+    def _reads_activity(self) -> bool:
+        """A flow with `activity` whose request held access (only such requests ask the patch,
+        and no request before it has the setting)."""
+        return (
+            self._flow.activity is not None
+            and self._state is RequestState.ENDED
+            and bool(self._ended_grants())
+            and workflow.patched(names.PATCH_V14)
+        )
+
+    async def _read_activity(self) -> None:
+        settings = self._flow.activity
+        ended_at = self._s.view.ended_at
+        assert settings is not None and ended_at is not None
+        wait = ended_at + settings.delay - workflow.now()
+
+        def cancelled() -> bool:
+            return self._s.activity_cancelled is not None
+
+        with contextlib.suppress(TimeoutError):  # the delay is up
+            await wait_until(cancelled, timeout=max(wait, timedelta(0)))
+        grants = self._ended_grants()
+        queries = [
+            ActivityQuery(
+                target=name, assignment=assignment, settings=settings, since=since, until=ended_at
+            )
+            for name, assignment, since, _ in grants
+        ]
+        summaries = await asyncio.gather(*(self._read_one(query) for query in queries))
+        for (_, _, _, status), summary in zip(grants, summaries, strict=True):
+            self._s.view.activity.append(summary)
+            detail = summary.model_dump(mode="json", exclude={"target"})
+            self._emit("access.activity", None, on=status, summary=summary.line, **detail)
+
+    async def _read_one(self, query: ActivityQuery) -> AccessActivity:
+        if self._s.activity_cancelled is not None:
+            return AccessActivity.not_read(query, self._s.activity_cancelled)
+        try:
+            return await calls.read_activity(query)
+        except ActivityError as err:
+            return AccessActivity.not_read(query, root_message(err))
+
+    def _ended_grants(
+        self,
+    ) -> list[tuple[str, ResolvedAssignment, datetime, TargetStatus | None]]:
+        """(target, assignment, granted at, its status) of every grant the request held."""
+        view = self._s.view
+        if self._multi:
+            return [
+                (t.name, self._s.assignments[t.name], t.granted_at, t)
+                for t in view.targets
+                if t.granted_at is not None and t.name in self._s.assignments
+            ]
+        if self._s.assignment is None or view.granted_at is None:
+            return []
+        return [(view.target, self._s.assignment, view.granted_at, None)]
