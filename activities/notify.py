@@ -63,6 +63,16 @@ def console_line(notification: Notification) -> str | None:
                 f"ALERT: {view.requester.email}'s AWS sessions of {what} could not be cut: "
                 f"{event.detail.get('error')}"
             )
+        case "access.activity":
+            return f"what {view.requester.email} did with {what}: {event.detail.get('summary')}"
+        case "break_glass.reviewed":
+            comment = event.detail.get("comment")
+            return (
+                f"{who} reviewed the break-glass use of {view.id}: "
+                f"{event.detail.get('finding')}" + (f" ({comment})" if comment else "")
+            )
+        case "break_glass.review_overdue":
+            return f"ALERT: the break-glass use of {view.id} was not reviewed: {event.detail.get('reason')}"
         case "decision.refused":
             attempted = event.detail.get("attempted_by") or {}  # reported by the refused signal
             by = attempted.get("email") or attempted.get("rule") or who
@@ -101,7 +111,13 @@ def console_line(notification: Notification) -> str | None:
 
 # Events a person must not miss: the console shows them as warnings.
 LOUD_EVENTS = frozenset(
-    {"break_glass.used", "access.revoke_retrying", "access.sessions_not_ended", "hook.failed"}
+    {
+        "break_glass.used",
+        "break_glass.review_overdue",
+        "access.revoke_retrying",
+        "access.sessions_not_ended",
+        "hook.failed",
+    }
 )
 
 

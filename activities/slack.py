@@ -423,6 +423,9 @@ _HANDLERS: dict[str, Callable[[_Delivery], Awaitable[None]]] = {
     "access.sessions_ended": _timeline,
     "access.sessions_not_ended": _timeline,
     "break_glass.used": _break_glass,
+    "break_glass.reviewed": _timeline,
+    "break_glass.review_overdue": _timeline,
+    "access.activity": _timeline,
     # A failed hook's note (view.notes) shows on the messages already out, the requester's too.
     "hook.failed": _decided,
 }

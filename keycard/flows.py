@@ -42,6 +42,9 @@ from keycard.strategies import (
     StrategyInfo,
 )
 
+# A break-glass use waits this long for its review unless the flow says otherwise.
+BREAK_GLASS_REVIEW_WITHIN = timedelta(days=7)
+
 
 class _FlowBase(_Strict):
     if TYPE_CHECKING:  # every strategy's model adds these (_flow_model)
@@ -105,6 +108,11 @@ class _FlowBase(_Strict):
         description="the requester may approve their own request with a written justification; "
         "the request is marked and announced as break-glass",
     )
+    break_glass_review_within: Duration | None = Field(
+        default=None,
+        description="after a break-glass use, the request waits this long (default 7d) for an "
+        "approver's review (`keycard review`), then audits `break_glass.review_overdue`",
+    )
     expiry_warning: Duration | None = Field(
         default=timedelta(minutes=10),
         description="warn the requester this long before access ends; null: never warn",
@@ -140,6 +148,11 @@ class _FlowBase(_Strict):
     @property
     def display(self) -> str:
         return self.label or self.name
+
+    @property
+    def review_within(self) -> timedelta:
+        """How long a break-glass use waits for its review."""
+        return self.break_glass_review_within or BREAK_GLASS_REVIEW_WITHIN
 
     @property
     def maximum(self) -> timedelta:
@@ -242,6 +255,12 @@ class _FlowBase(_Strict):
             raise ValueError(
                 f"end_sessions: true needs strategy {able}; an {strategy} flow's sessions "
                 "cannot be ended by Keycard (remove end_sessions from this flow)"
+            )
+        if self.break_glass_review_within is not None and not self.break_glass:
+            raise ValueError(
+                "break_glass_review_within says how long a break-glass use waits for its "
+                "review, but this flow does not allow break-glass: set break_glass: true, or "
+                "remove break_glass_review_within"
             )
         if self.activity is not None and strategy != "aws_sso":
             raise ValueError(

@@ -147,6 +147,26 @@ class DenyInput(DecisionInput):
     pass
 
 
+ReviewFinding = Literal["justified", "unjustified"]
+
+
+class ReviewInput(DecisionInput):
+    """Update/signal `review`: an approver's look at a break-glass use, afterwards."""
+
+    finding: ReviewFinding = Field(
+        default="justified",
+        description="justified: the emergency was real and the access fit it; unjustified: it "
+        "was not (say why in `comment`)",
+    )
+
+
+class BreakGlassReview(_Message):
+    by: Actor
+    at: datetime
+    finding: ReviewFinding
+    comment: str = ""
+
+
 class RevokeInput(DecisionInput):
     pass
 
@@ -164,7 +184,7 @@ class RefusedInput(_Message):
     attempt is audited (a rejected update leaves no history of its own)."""
 
     actor: Actor
-    decision: Literal["approve", "deny", "cancel", "revoke", "extend"]
+    decision: Literal["approve", "deny", "cancel", "revoke", "extend", "review"]
     code: str
     reason: str
     comment: str = ""
@@ -349,6 +369,13 @@ class RequestView(_Message):
     break_glass: bool = Field(
         default=False, description="the requester approved their own request; review it"
     )
+    review: BreakGlassReview | None = Field(
+        default=None, description="a break-glass request's review, once an approver made it"
+    )
+    review_due: datetime | None = Field(
+        default=None,
+        description="a break-glass request waits for its review until then (keycard-v14)",
+    )
     notes: list[str] = Field(
         default_factory=list,
         description="what the requester should know, such as a hook that failed (fails closed)",
@@ -421,6 +448,8 @@ EventType = Literal[
     "access.activity",  # what was done with the ended grant (the flow's `activity`: CloudTrail)
     "hook.failed",
     "break_glass.used",
+    "break_glass.reviewed",  # an approver looked at the emergency afterwards: justified or not
+    "break_glass.review_overdue",  # ... or nobody did within the flow's review window
     "drift.found",  # the sweep found access in AWS that Keycard never granted (reported)
     "drift.removed",  # ... or access Keycard granted that no lease holds (removed)
     "config.loaded",  # a worker started with a config unlike the last one it saw (flows changed)
@@ -1040,9 +1069,10 @@ class AccessRequestState(_Message):
         default_factory=dict, description="each granted lease's end, as the request last set it"
     )
     event_seq: int = 0
-    activity_cancelled: str | None = Field(
+    waits_cancelled: str | None = Field(
         default=None,
-        description="why the grants' activity will not be read (cancelled through Temporal)",
+        description="why an ended request waits no more for its activity or its break-glass "
+        "review (cancelled through Temporal)",
     )
     last_hash: str | None = Field(default=None, description="the latest event's, for the chain")
     outbox: list[LifecycleEvent] = Field(default_factory=list)

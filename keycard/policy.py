@@ -530,6 +530,46 @@ def check_deny(view: RequestView, flow: Flow, actor: Actor) -> None:
         )
 
 
+def check_review(view: RequestView, flow: Flow, actor: Actor, finding: str, comment: str) -> None:
+    """An approver's review of a break-glass use, afterwards: once, by someone other than the
+    requester, with a reason when they find it unjustified."""
+    if not view.break_glass:
+        raise DecisionRefused(
+            "NotBreakGlass",
+            f"request {view.id} was not approved with break-glass; only a break-glass use is "
+            "reviewed afterwards",
+            Refusal.CONFLICT,
+        )
+    if view.review is not None:
+        raise DecisionRefused(
+            "AlreadyReviewed",
+            f"request {view.id} was reviewed by {view.review.by.display} "
+            f"({view.review.finding}) at {view.review.at:%Y-%m-%d %H:%M} UTC",
+            Refusal.CONFLICT,
+        )
+    if _is_requester(view, actor):
+        raise DecisionRefused(
+            "SelfReview",
+            f"{actor.display} used break-glass on this request and cannot review it; ask one of "
+            f"{', '.join(view.approvers) or 'the flow approvers'}",
+            Refusal.FORBIDDEN,
+        )
+    if not (_is_approver(view, actor) or actor.role is Role.ADMIN):
+        raise DecisionRefused(
+            "NotAnApprover",
+            f"{actor.display} is not an approver of flow {flow.name}; only its approvers and "
+            "admins review its break-glass uses",
+            Refusal.FORBIDDEN,
+        )
+    if finding == "unjustified" and not comment.strip():
+        raise DecisionRefused(
+            "ReviewNeedsComment",
+            "say why the break-glass use was unjustified (a comment), so the finding can be "
+            "followed up",
+            Refusal.INVALID,
+        )
+
+
 def check_cancel(view: RequestView, flow: Flow, actor: Actor) -> None:
     if view.state not in (RequestState.PENDING, RequestState.SCHEDULED):
         raise _wrong_state(view, "cancelled")

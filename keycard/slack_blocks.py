@@ -601,7 +601,10 @@ def break_glass_message(
     )
     return [
         _section(text),
-        _context(f"{_request_ref(view, console_url)} · review it: was the emergency real?"),
+        _context(
+            f"{_request_ref(view, console_url)} · an approver reviews it afterwards: was the "
+            f"emergency real? (`keycard review {view.id}`, or the console)"
+        ),
     ]
 
 
@@ -727,6 +730,18 @@ def _timeline_text(event: LifecycleEvent, view: RequestView) -> str | None:
                 f":rotating_light: The access is gone, but sessions opened under it could not be "
                 f"cut ({escape(error)}); they last until the permission set's session duration"
             )
+        case "access.activity":
+            summary = event.detail.get("summary") or "read"
+            return f":mag: What was done with it, from CloudTrail: {escape(str(summary))}"
+        case "break_glass.reviewed":
+            finding = event.detail.get("finding") or "justified"
+            icon = ":white_check_mark:" if finding == "justified" else ":x:"
+            return (
+                f"{icon} Break-glass reviewed by {mention(event.actor)}: {finding}{_comment(event)}"
+            )
+        case "break_glass.review_overdue":
+            reason = event.detail.get("reason") or "the review window closed"
+            return f":rotating_light: Break-glass use not reviewed: {escape(str(reason))}"
         case "access.revoke_retrying":
             error = event.detail.get("error") or "unknown error"
             return (

@@ -54,6 +54,8 @@ from keycard.models import (
     Requester,
     RequestState,
     RequestView,
+    ReviewFinding,
+    ReviewInput,
     RevokeInput,
     Role,
     summary_line,
@@ -322,6 +324,24 @@ class KeycardClient:
             request_id, "revoked", "revoke",
             RevokeInput(actor=actor, comment=scrub_text(comment)), update_id,
         )  # fmt: skip
+
+    async def review(
+        self,
+        request_id: str,
+        actor: Actor,
+        finding: ReviewFinding = "justified",
+        comment: str = "",
+        *,
+        update_id: str | None = None,
+    ) -> RequestView:
+        """An approver's review of a break-glass use, afterwards (`break_glass.reviewed`)."""
+        input = ReviewInput(actor=actor, finding=finding, comment=scrub_text(comment))
+        try:
+            return await self._decide(request_id, "reviewed", "review", input, update_id)
+        except DecisionRefused as refusal:
+            if refusal.code != "WrongState":
+                raise
+            raise _why_not_reviewable(await self.get(request_id)) from None
 
     async def extend(
         self,
@@ -649,3 +669,28 @@ def _first_error(err: Exception) -> str:
         first = errors()[0]
         return str(first.get("msg", err)).removeprefix("Value error, ")
     return str(err)
+
+
+def _why_not_reviewable(view: RequestView) -> DecisionRefused:
+    """Why a closed request takes no review: it was not break-glass, was reviewed, or its review
+    window closed without one."""
+    if not view.break_glass:
+        return DecisionRefused(
+            "NotBreakGlass",
+            f"request {view.id} was not approved with break-glass; only a break-glass use is "
+            "reviewed afterwards",
+            Refusal.CONFLICT,
+        )
+    if view.review is not None:
+        return DecisionRefused(
+            "AlreadyReviewed",
+            f"request {view.id} was reviewed by {view.review.by.display} ({view.review.finding})",
+            Refusal.CONFLICT,
+        )
+    closed = f" on {view.review_due:%Y-%m-%d %H:%M} UTC" if view.review_due else ""
+    return DecisionRefused(
+        "ReviewClosed",
+        f"request {view.id}'s review window closed{closed} without a review (audited as "
+        "break_glass.review_overdue); Keycard takes no review after that",
+        Refusal.CONFLICT,
+    )

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keycard.models import Actor, Requester, RequestState, RequestView
+from keycard.models import Actor, Requester, RequestState, RequestView, ReviewFinding
 from starter.pages import RequestPage
 
 WAIT_TIMEOUT = timedelta(seconds=60)
@@ -69,6 +69,14 @@ class Keycard(Protocol):
 
     async def break_glass(
         self, request_id: str, actor: Actor, justification: str
+    ) -> RequestView: ...
+
+    async def review(
+        self,
+        request_id: str,
+        actor: Actor,
+        finding: ReviewFinding = "justified",
+        comment: str = "",
     ) -> RequestView: ...
 
     async def extend(

@@ -8,9 +8,9 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from workflows.request.afterwards import Afterwards
 from workflows.request.deciding import update_error
 from workflows.request.record import requester_actor, target_status
-from workflows.request.usage import Usage
 from workflows.waiting import run_through_cancel, wait_until
 
 with workflow.unsafe.imports_passed_through():
@@ -32,18 +32,20 @@ with workflow.unsafe.imports_passed_through():
         ReleaseResult,
         RequestState,
         RequestView,
+        ReviewInput,
         RevokeInput,
     )
 
 
 @workflow.defn(name=names.ACCESS_REQUEST_WORKFLOW)
-class AccessRequestWorkflow(Usage):
+class AccessRequestWorkflow(Afterwards):
     """One request: PENDING → GRANTING → ACTIVE → REVOKING → ENDED (or DENIED, EXPIRED, CANCELLED,
     FAILED).
 
     Updates (each with a validator that refuses with a reason and leaves no trace in history):
     `approve` ApproveInput, `deny` DenyInput, `cancel` CancelInput, `revoke` RevokeInput,
-    `extend` ExtendInput — each returns the RequestView after the decision — and `submitted`
+    `extend` ExtendInput, `review` ReviewInput (of a break-glass use, afterwards) — each returns
+    the RequestView after the decision — and `submitted`
     (no input), which returns once the request has been checked against AWS, or fails saying why.
     Signals with the same names carry the same decisions for tools that can only signal (recorded
     `via: signal`); a signal the rules refuse is recorded as `decision.refused` and otherwise
@@ -162,6 +164,8 @@ class AccessRequestWorkflow(Usage):
             await self._revoke()
             if self._reads_activity():
                 await self._read_activity()
+        if self._awaits_review():
+            await self._await_review()
 
     @workflow.update
     async def submitted(self) -> RequestView:
@@ -228,6 +232,15 @@ class AccessRequestWorkflow(Usage):
             lambda: policy.check_extend(self._s.view, self._flow, input.actor, input.duration)
         )
 
+    @workflow.update
+    def review(self, input: ReviewInput) -> RequestView:
+        self._apply_review(input)
+        return self._s.view
+
+    @review.validator
+    def _validate_review(self, input: ReviewInput) -> None:
+        self._check(lambda: self._review_rule(input))
+
     @workflow.signal(name="approve")
     async def approve_signal(self, input: ApproveInput) -> None:
         input = self._as_signalled(input)
@@ -250,6 +263,13 @@ class AccessRequestWorkflow(Usage):
     @workflow.signal(name="revoke")
     def revoke_signal(self, input: RevokeInput) -> None:
         self._signalled("revoke", input, policy.check_revoke, self._apply_revoke)
+
+    @workflow.signal(name="review")
+    def review_signal(self, input: ReviewInput) -> None:
+        def check(view: RequestView, flow: Flow, actor: Actor) -> None:
+            policy.check_review(view, flow, actor, input.finding, input.comment)
+
+        self._signalled("review", input, check, self._apply_review)
 
     @workflow.signal(name="extend")
     def extend_signal(self, input: ExtendInput) -> None:

@@ -64,6 +64,7 @@ from starter.api.bodies import (
     FlowList,
     Health,
     NewRequest,
+    ReviewBody,
     TargetInfo,
     WaitFor,
 )
@@ -510,6 +511,36 @@ async def break_glass_request(
         keycard.break_glass(request_id, caller.actor(), body.justification, update_id=update_id),
     )  # fmt: skip
     log.info("api.request.break_glass", request_id=request_id, caller=caller.email)
+    return view
+
+
+@v1.post(
+    "/requests/{request_id}/review",
+    response_model=RequestView,
+    responses=problem_responses(401, 403, 404, 409, 422, 503, 504),
+    summary="Review a break-glass use, afterwards",
+    tags=["decisions"],
+)
+async def review_request(
+    request_id: RequestId,
+    caller: Caller,
+    keycard: Keycard,
+    options: Options,
+    body: ReviewBody | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> RequestView:
+    """As an approver of the flow (or an admin), not the requester: was the emergency real and the
+    access fit for it? Recorded as `break_glass.reviewed`; a request waits for it after its access
+    ends, until the flow's `break_glass_review_within` (7 days by default)."""
+    body = body or ReviewBody()
+    update_id = _update_id(caller, "review", idempotency_key)
+    view = await _decided(
+        keycard, caller, options, request_id,
+        keycard.review(
+            request_id, caller.actor(), body.finding, body.comment, update_id=update_id
+        ),
+    )  # fmt: skip
+    log.info("api.request.review", request_id=request_id, caller=caller.email)
     return view
 
 

@@ -14,6 +14,7 @@ from keycard.config import PromptField, ReasonPolicy
 from keycard.models import (
     ApprovalStepView,
     Requester,
+    ReviewFinding,
 )
 from starter.protocol import Ask
 
@@ -107,6 +108,15 @@ class BreakGlassBody(_Body):
     justification: str = Field(
         min_length=1, max_length=2000, description="what is broken and why it cannot wait"
     )
+
+
+class ReviewBody(_Body):
+    finding: ReviewFinding = Field(
+        default="justified",
+        description="justified: the emergency was real and the access fit it; unjustified: it "
+        "was not (then say why in `comment`)",
+    )
+    comment: str = Field(default="", max_length=2000, description="what the review found")
 
 
 class TargetInfo(BaseModel):

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from keycard.durations import format_duration
-from keycard.models import Actor, Requester, RequestState, RequestView
+from keycard.models import Actor, Requester, RequestState, RequestView, ReviewFinding
 from keycard.policy import PolicyError, Refusal
 from starter.pages import RequestPage
 
@@ -150,6 +150,15 @@ class KeycardApiClient:
         self, request_id: str, actor: Actor | None, justification: str
     ) -> RequestView:
         return await self._decide(request_id, "break-glass", {"justification": justification})
+
+    async def review(
+        self,
+        request_id: str,
+        actor: Actor | None = None,
+        finding: ReviewFinding = "justified",
+        comment: str = "",
+    ) -> RequestView:
+        return await self._decide(request_id, "review", {"finding": finding, "comment": comment})
 
     async def _decide(self, request_id: str, verb: str, body: dict[str, Any]) -> RequestView:
         path = f"/v1/requests/{_segment(request_id)}/{verb}"

@@ -84,7 +84,7 @@ app.command(name="report")(report.report)
 # `keycard --help` in groups a newcomer can scan.
 HELP_PANELS = {
     "Ask and decide": (
-        "request", "approve", "deny", "cancel", "revoke", "extend", "break-glass", "status", "list",
+        "request", "approve", "deny", "cancel", "revoke", "extend", "break-glass", "review", "status", "list",
     ),
     "Sign in": ("login", "logout", "token"),
     "Run Keycard": ("dev", "worker", "serve", "slack", "doctor", "demo-access"),

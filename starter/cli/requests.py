@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from keycard.models import Actor, Requester, RequestState, RequestView, Role
+from keycard.models import Actor, Requester, RequestState, RequestView, ReviewFinding, Role
 from starter.cli.next_steps import WAIT_AT_MOST, next_steps, waiting_message
 from starter.cli.terminal import (
     AsOption,
@@ -222,6 +222,43 @@ def list_requests(
         "DECIDED BY",
     )
     typer.echo(table(headers, rows))
+
+
+@app.command()
+def review(
+    request_id: Annotated[str, typer.Argument(help="a request approved with break-glass")],
+    unjustified: Annotated[
+        bool,
+        typer.Option(
+            "--unjustified",
+            help="the emergency was not real, or the access did not fit it (say why with -m)",
+        ),
+    ] = False,
+    comment: Annotated[str, typer.Option("--comment", "-m", help="what the review found")] = "",
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            "--as", help="you, an approver of the flow (operator mode)", envvar="KEYCARD_AS"
+        ),
+    ] = None,
+    config_path: Annotated[Path | None, typer.Option("--config", "-c", help="keycard.yaml")] = None,
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """Review a break-glass use afterwards, as an approver of the flow: justified (the default)
+    or --unjustified with a comment. Audited as break_glass.reviewed; the request waits for it
+    after its access ends, until the flow's break_glass_review_within (7 days by default).
+
+        keycard review req-3k3frn88hz -m "the primary was down; INC-4312" --as bob@example.com
+    """
+    who = Actor(email=acting_as(actor))
+    config = load_unless_api(config_path)
+    finding: ReviewFinding = "unjustified" if unjustified else "justified"
+
+    async def go() -> RequestView:
+        keycard = await connect(config)
+        return await keycard.review(request_id, who, finding, comment)
+
+    show(run(go), output)
 
 
 @app.command(name="break-glass")

@@ -262,6 +262,17 @@ def describe(view: RequestView, *, policy: bool = False) -> str:
             lines.append(f"  {label + ':':10} {value:%Y-%m-%d %H:%M:%S} UTC")
     if view.break_glass:
         lines.append("  BREAK-GLASS: the requester approved their own request; it will be reviewed")
+        if view.review is not None:
+            note = f": {view.review.comment}" if view.review.comment else ""
+            lines.append(
+                f"  review:    {view.review.finding} by {view.review.by.display} at "
+                f"{view.review.at:%Y-%m-%d %H:%M:%S} UTC{note}"
+            )
+        elif view.review_due is not None:
+            lines.append(
+                f"  review:    awaiting an approver's, until {view.review_due:%Y-%m-%d %H:%M} UTC "
+                f"(keycard review {view.id})"
+            )
     for note in view.notes:
         lines.append(f"  note:      {note}")
     if view.standing_access:

@@ -95,15 +95,7 @@ def build_report(
             elif event.type == "request.auto_approved":
                 auto[str(event.detail.get("rule") or _actor(event))] += 1
             elif event.type == "break_glass.used":
-                break_glass.append(
-                    BreakGlassUse(
-                        request_id=request_id,
-                        requester=event.requester.email,
-                        at=event.time,
-                        justification=str(event.detail.get("justification", "")),
-                        reviewed="not recorded: review it",
-                    )
-                )
+                break_glass.append(_break_glass_use(event, own))
     summary = Summary(
         requests=len(requests),
         grants=len(rows),
@@ -118,6 +110,7 @@ def build_report(
     )
     exceptions = Exceptions(
         late_removals=[r for r in rows if r.removal_late_by and r.removal_late_by > LATE_REMOVAL],
+        break_glass_to_follow_up=[u for u in break_glass if u.to_follow_up],
         calls_after_end=[r for r in rows if r.activity is not None and r.activity.after_end],
         without_a_human_approver=[r for r in rows if not r.approved_by_a_person],
         still_open=[
@@ -204,9 +197,52 @@ def _rows(own: list[LifecycleEvent], since: datetime) -> list[GrantRow]:
                 policy_digest=policy.get("digest"),
                 policy_commit=policy.get("commit"),
                 activity=_activity(activity),
+                break_glass_review=_review_of(own) if break_glass else None,
             )
         )
     return rows
+
+
+def _review_of(own: list[LifecycleEvent]) -> str:
+    used = next((e for e in own if e.type == "break_glass.used"), None)
+    if used is None:
+        return "review: not recorded"
+    use = _break_glass_use(used, own)
+    if use.finding in ("justified", "unjustified"):
+        return f"reviewed {use.finding} by {use.reviewed_by}"
+    return "not reviewed" if use.finding == "not reviewed" else "review: awaiting"
+
+
+def _break_glass_use(used: LifecycleEvent, own: list[LifecycleEvent]) -> BreakGlassUse:
+    """A break-glass use, with what became of its review by the period's end
+    (break_glass.reviewed or break_glass.review_overdue)."""
+    use = BreakGlassUse(
+        request_id=used.request_id,
+        requester=used.requester.email,
+        at=used.time,
+        justification=str(used.detail.get("justification", "")),
+        reviewed="awaiting review",
+    )
+    for event in own:
+        if event.type == "break_glass.reviewed":
+            finding = "unjustified" if event.detail.get("finding") == "unjustified" else "justified"
+            comment = str(event.detail.get("comment") or "")
+            return use.model_copy(
+                update={
+                    "finding": finding,
+                    "reviewed_by": _actor(event),
+                    "reviewed_at": event.time,
+                    "comment": comment,
+                    "reviewed": f"{finding} by {_actor(event)} at {event.time:%Y-%m-%d %H:%M} UTC"
+                    + (f": {comment}" if comment else ""),
+                }
+            )
+        if event.type == "break_glass.review_overdue":
+            why = str(event.detail.get("reason") or "the review window closed")
+            return use.model_copy(
+                update={"finding": "not reviewed", "reviewed": f"not reviewed: {why}"}
+            )
+    return use
 
 
 def _activity(event: LifecycleEvent | None) -> AccessActivity | None:

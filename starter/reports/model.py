@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -57,10 +58,14 @@ class GrantRow(BaseModel):
     def activity_line(self) -> str:
         return self.activity.line if self.activity is not None else ""
 
+    break_glass_review: str | None = Field(
+        default=None, description="a break-glass grant's review: its finding and reviewer"
+    )
+
     @property
     def approved_how(self) -> str:
         if self.break_glass:
-            return "break-glass"
+            return f"break-glass ({self.break_glass_review or 'review: awaiting'})"
         return (
             "; ".join(
                 a.by if a.channel == "rule" else f"{a.by} ({a.channel})" for a in self.approvals
@@ -75,8 +80,18 @@ class BreakGlassUse(BaseModel):
     at: datetime
     justification: str
     reviewed: str = Field(
-        description="Keycard records no review step yet: each use is listed for review"
+        description="review: justified or unjustified, by whom and when; not reviewed (the "
+        "window closed); or awaiting"
     )
+    finding: Literal["justified", "unjustified", "not reviewed", "awaiting"] = "awaiting"
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    comment: str = ""
+
+    @property
+    def to_follow_up(self) -> bool:
+        """Found unjustified, or never reviewed: what an auditor asks about."""
+        return self.finding in ("unjustified", "not reviewed")
 
 
 class Refusal(BaseModel):
@@ -160,6 +175,10 @@ class Exceptions(BaseModel):
     late_removals: list[GrantRow]
     without_a_human_approver: list[GrantRow]
     still_open: list[OpenRequest]
+    break_glass_to_follow_up: list[BreakGlassUse] = Field(
+        default_factory=list,
+        description="break-glass uses found unjustified, or whose review window closed unreviewed",
+    )
     calls_after_end: list[GrantRow] = Field(
         default_factory=list,
         description="grants whose role session made calls after the grant ended (`activity`)",

@@ -135,6 +135,11 @@ def _markdown(report: AccessReport) -> str:
             for r in e.late_removals
             if r.removal_late_by
         ),
+        f"- break-glass uses found unjustified or never reviewed: {len(e.break_glass_to_follow_up)}"
+        + "".join(
+            f"\n  - {u.request_id} by {u.requester}: {_md(u.reviewed)}"
+            for u in e.break_glass_to_follow_up
+        ),
         f"- calls after a grant ended (its session outlived it): {len(e.calls_after_end)}"
         + "".join(
             f"\n  - {r.request_id} {r.target}: {r.activity.after_end} call(s)"

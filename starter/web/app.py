@@ -417,6 +417,12 @@ def console_router() -> APIRouter:
             "break-glass": lambda: keycard.break_glass(
                 view.id, actor, form.get("justification", "")
             ),
+            "review": lambda: keycard.review(
+                view.id,
+                actor,
+                "unjustified" if form.get("finding") == "unjustified" else "justified",
+                form.get("comment", ""),
+            ),
         }
         if verb not in calls:
             raise _Refused(HTTPStatus.NOT_FOUND, f"there is no decision called {verb!r}")
@@ -543,6 +549,7 @@ def _may(view: RequestView, me: Identity, flow: Any, extendable: bool) -> dict[s
         "revoke": state is RequestState.ACTIVE and (mine or decider),
         "extend": extendable and (mine or decider),
         "break_glass": state is RequestState.PENDING and mine and bool(flow and flow.break_glass),
+        "review": view.break_glass and view.review is None and decider and not mine,
     }
 
 

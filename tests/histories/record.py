@@ -177,6 +177,28 @@ async def activity_read(env: WorkflowEnvironment, stack: Stack) -> list[str]:
     return [view.id]
 
 
+async def break_glass_reviewed(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """Break-glass; the access expires; the request waits for its review, which carol makes an
+    hour later (PATCH_V14)."""
+    view = await _ask(stack, "req-golden-glass-reviewed")
+    await stack.keycard.break_glass(view.id, ALICE_ACTOR, "the primary is down, nobody answers")
+    await _until(lambda: stack.keycard.get(view.id), lambda v: v.state.value == "ACTIVE")
+    await env.sleep(timedelta(hours=2))
+    await stack.keycard.review(view.id, CAROL, "justified", "INC-4312")
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
+async def break_glass_review_overdue(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """Break-glass, never reviewed: the window closes (PATCH_V14)."""
+    view = await _ask(stack, "req-golden-glass-overdue")
+    await stack.keycard.break_glass(view.id, ALICE_ACTOR, "the primary is down, nobody answers")
+    await _until(lambda: stack.keycard.get(view.id), lambda v: v.state.value == "ACTIVE")
+    await env.sleep(timedelta(hours=23))
+    await _run_until_closed(env, view.id)
+    return [view.id]
+
+
 class _Directory:
     """Identity Center's names for the fake cloud's ids."""
 
@@ -481,7 +503,14 @@ SCENARIOS: dict[str, Scenario] = {
     "lease_during_session_end": lease_during_session_end,
     "config_loads": config_loads,
     "activity_read": activity_read,
+    "break_glass_reviewed": break_glass_reviewed,
+    "break_glass_review_overdue": break_glass_review_overdue,
 }
+BREAK_GLASS = CONFIG.replace(
+    "    allow_extension: true",
+    "    allow_extension: true\n    break_glass: true\n    break_glass_review_within: 1d",
+)
+ALICE_ACTOR = Actor(email="alice@example.com")
 # Scenarios whose cloud fails in places.
 CLOUDS = {"many_targets": _failing_fleet, "lease_during_session_end": _held_writer}
 # Scenarios that need activities of their own (given the client, cloud and task queue).
@@ -496,6 +525,8 @@ CONFIGS = {
     "unmeetable_request": CONFIG + STEPPED,
     "reminded_then_escalated": CONFIG + STEPPED,
     "many_targets": CONFIG + STEPPED,
+    "break_glass_reviewed": BREAK_GLASS,
+    "break_glass_review_overdue": BREAK_GLASS,
     "activity_read": CONFIG.replace(
         "    allow_extension: true", "    allow_extension: true\n    activity: cloudtrail"
     ),

@@ -345,6 +345,22 @@ def test_the_timeline():
     assert b.timeline_line(event("request.approved", active, BOB), active) is None
 
 
+def test_the_timeline_after_the_access():
+    ended = view(state=RequestState.ENDED, granted_at=T0, break_glass=True)
+    summary = "2 call(s) (1 write(s), 0 error(s)) to ec2; 13:31 to 13:40 UTC"
+    assert b.timeline_line(event("access.activity", ended, summary=summary), ended) == (
+        f":mag: What was done with it, from CloudTrail: {summary}"
+    )
+    reviewed = event("break_glass.reviewed", ended, BOB, finding="unjustified", comment="<b>")
+    assert b.timeline_line(reviewed, ended) == (
+        ":x: Break-glass reviewed by <@UBOB>: unjustified: “&lt;b&gt;”"
+    )
+    overdue = event("break_glass.review_overdue", ended, reason="not reviewed within 7d")
+    assert b.timeline_line(overdue, ended) == (
+        ":rotating_light: Break-glass use not reviewed: not reviewed within 7d"
+    )
+
+
 def test_the_request_list():
     active = view(state=RequestState.ACTIVE, expires_at=T0 + timedelta(hours=1))
     pending = view(id="req-def", reason="")

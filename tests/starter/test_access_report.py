@@ -139,6 +139,7 @@ async def seeded(dev_env, tmp_path_factory):
         await stack.keycard.revoke(approved, ALICE_ACTOR, "done early")
         await stack.keycard.revoke(auto, BOB)
         await stack.keycard.revoke(glass, ALICE_ACTOR)
+        await stack.keycard.review(glass, BOB, "justified", "the primary was down: INC-7")
         await stack.keycard.revoke(extended, Actor(email="grace@example.com"))
         for name in ("approved", "denied", "auto", "break_glass", "extended"):
             await stack.client.get_workflow_handle(ids[name]).result()
@@ -179,7 +180,8 @@ async def test_one_row_per_grant_with_how_it_was_approved_and_ended(seeded):
     assert auto.ended_by == "bob@example.com"
 
     glass = rows[ids["break_glass"]]
-    assert glass.break_glass and glass.approved_how == "break-glass"
+    assert glass.break_glass
+    assert glass.approved_how == "break-glass (reviewed justified by bob@example.com)"
 
     extended = rows[ids["extended"]]
     assert extended.requester == "grace@example.com" and extended.extensions == ["30m"]
@@ -201,7 +203,12 @@ async def test_the_summary_and_the_exceptions(seeded):
     assert s.grants_by_person == {"alice@example.com": 3, "grace@example.com": 1}
     assert s.auto_approvals_by_rule == {"hook:on_request": 1}
     assert [u.request_id for u in s.break_glass] == [ids["break_glass"]]
-    assert s.break_glass[0].justification == "the primary is down, no one answers"
+    [use] = s.break_glass
+    assert use.justification == "the primary is down, no one answers"
+    assert (use.finding, use.reviewed_by, use.comment) == (
+        "justified", "bob@example.com", "the primary was down: INC-7"
+    )  # fmt: skip
+    assert e.break_glass_to_follow_up == []
     assert s.refused_by_code == {"SelfApproval": 1}
     assert [(r.actor, r.request_id) for r in s.self_approval_attempts] == [
         ("alice@example.com", ids["denied"])
@@ -314,7 +321,7 @@ async def test_csv_json_markdown_and_html(seeded):
     markdown = render(report, Format.MD)
     for heading in ("# Access report: ", "## Summary", "## Exceptions", "## Grants"):
         assert heading in markdown
-    assert f"{ids['break_glass']} (break-glass)" in markdown
+    assert f"{ids['break_glass']} (break-glass (reviewed justified by bob@example.com))" in markdown
     html = render(report, Format.HTML)
     assert html.startswith("<!doctype html>") and "@page" in html and ids["extended"] in html
 

@@ -382,6 +382,30 @@ async def test_break_glass(api: Api):
     assert broken.json()["state"] in ("GRANTING", "ACTIVE")
 
 
+async def test_a_break_glass_use_is_reviewed_by_an_approver(api: Api):
+    view = await api.create(who="carol", flow="restricted")
+    await api.decide(view["id"], "break-glass", "carol", justification="prod is down, INC-4312")
+
+    own = await api.decide(view["id"], "review", "carol")
+    assert problem(own, 403, "SelfReview").startswith("carol@example.com used break-glass")
+    bare = await api.decide(view["id"], "review", "bob", finding="unjustified")
+    problem(bare, 422, "ReviewNeedsComment")
+    reviewed = await api.decide(
+        view["id"], "review", "bob", finding="unjustified", comment="a restart would have done"
+    )
+    assert reviewed.status_code == 200, reviewed.text
+    review = reviewed.json()["review"]
+    assert (review["finding"], review["by"]["email"], review["by"]["via"]) == (
+        "unjustified", "bob@example.com", "api"
+    )  # fmt: skip
+    problem(await api.decide(view["id"], "review", "admin"), 409, "AlreadyReviewed")
+
+    ordinary = await api.create()
+    problem(await api.decide(ordinary["id"], "review", "bob"), 409, "NotBreakGlass")
+    wrong = await api.decide(view["id"], "review", "bob", finding="fine")
+    assert wrong.status_code == 422
+
+
 async def test_service_requests_on_behalf_of_a_person(api: Api):
     created = await api.http.post(
         "/v1/requests",
@@ -701,6 +725,7 @@ async def test_openapi_document_is_valid(api: Api):
         "/v1/requests/{request_id}/cancel",
         "/v1/requests/{request_id}/extend",
         "/v1/requests/{request_id}/break-glass",
+        "/v1/requests/{request_id}/review",
         "/v1/flows",
         "/v1/auth",
         "/healthz",

@@ -149,8 +149,17 @@ async def test_break_glass_from_the_cli(api: Api):
         broken = await keycard(
             server.url, "carol", "break-glass", rid, "-m", "prod is down, INC-4312"
         )
+        own = await keycard(server.url, "carol", "review", rid)
+        reviewed = await keycard(server.url, "bob", "review", rid, "-m", "INC-4312 was real")
     assert broken.exit_code == 0, broken.output
     assert f"{rid}  GRANTING" in broken.stdout or f"{rid}  ACTIVE" in broken.stdout
+    assert own.exit_code == 1 and own.stderr.startswith(
+        "error: carol@example.com used break-glass on this request and cannot review it"
+    )
+    assert reviewed.exit_code == 0, reviewed.output
+    [line] = [x for x in reviewed.stdout.splitlines() if x.startswith("  review:")]
+    assert line.startswith("  review:    justified by bob@example.com at ")
+    assert line.endswith(" UTC: INC-4312 was real")
 
 
 async def test_cli_refusals_and_unreachable_api(api: Api):

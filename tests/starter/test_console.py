@@ -252,3 +252,25 @@ async def test_access_now_lists_a_request_whose_worker_is_gone_without_waiting_f
     assert page.status_code == 200
     silent = page.text.split('id="silent-heading"')[1]
     assert view.id in silent and took < 10
+
+
+async def test_an_approver_reviews_a_break_glass_use_in_the_console(api: Api):
+    view = await api.create(who="carol", flow="restricted")
+    await api.decide(view["id"], "break-glass", "carol", justification="prod is down, INC-4312")
+    page_of = f"/requests/{view['id']}"
+    async with browser(api) as carol, browser(api) as bob:
+        await sign_in(carol, "carol")
+        await sign_in(bob, "bob")
+        assert "Review this break-glass use" not in (await carol.get(page_of)).text  # her own
+        page = await bob.get(page_of)
+        assert "Review this break-glass use" in page.text and "Review it." in page.text
+
+        bare = await post(bob, f"{page_of}/review", page_of, finding="unjustified")
+        assert bare.status_code == 422 and said(bare).startswith("say why the break-glass use")
+        done = await post(
+            bob, f"{page_of}/review", page_of, finding="unjustified", comment="a restart did it"
+        )
+        assert done.status_code == 303, said(done)
+        page = await bob.get(page_of)
+        assert "Review this break-glass use" not in page.text
+        assert "unjustified by bob@example.com" in page.text and "a restart did it" in page.text

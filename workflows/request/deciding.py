@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         Actor,
         Approval,
         ApproveInput,
+        BreakGlassReview,
         CancelInput,
         DecisionInput,
         DenyInput,
@@ -30,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         Extension,
         RequestState,
         RequestView,
+        ReviewInput,
         RevokeInput,
     )
 
@@ -136,6 +138,21 @@ class Deciding(Delivery):
     def _apply_revoke(self, input: RevokeInput) -> None:
         self._s.revoked_by = input
 
+    def _review_rule(self, input: ReviewInput) -> None:
+        policy.check_review(self._s.view, self._flow, input.actor, input.finding, input.comment)
+
+    def _apply_review(self, input: ReviewInput) -> None:
+        """An approver's look at a break-glass use; the request waits for it after its access
+        ends (PATCH_V14), and it may come any time before."""
+        view = self._s.view
+        view.review = BreakGlassReview(
+            by=input.actor, at=workflow.now(), finding=input.finding, comment=input.comment
+        )
+        self._publish()
+        self._emit(
+            "break_glass.reviewed", input.actor, finding=input.finding, comment=input.comment
+        )
+
     def _cancelled_through_temporal(self, reason: str) -> None:
         """Temporal asked this workflow to cancel: a pending request is cancelled; access being
         granted or held is revoked now (the lifecycle removes it and records the removal)."""
@@ -148,7 +165,7 @@ class Deciding(Delivery):
         elif self._state in (RequestState.GRANTING, RequestState.ACTIVE) and not self._s.revoked_by:
             self._apply_revoke(RevokeInput(actor=actor, comment=comment))
         elif self._state is RequestState.ENDED:  # waiting to read the grants' activity: don't
-            self._s.activity_cancelled = f"cancelled through Temporal: {comment}"
+            self._s.waits_cancelled = f"cancelled through Temporal: {comment}"
 
     def _apply_extend(self, input: ExtendInput) -> None:
         view = self._s.view
