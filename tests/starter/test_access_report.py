@@ -38,10 +38,12 @@ from starter.client import KeycardClient
 from starter.reports.access import AccessReport, build_report
 from starter.reports.render import COLUMNS, Format, render
 from starter.run.http import create_app
+from tests.fake_cloudtrail import running_fake_cloudtrail
 from tests.fakes import KNOWN_USERS, FakeCloud
 from tests.harness import BOB, CAROL, ask, running_stack, state_is
 from tests.polling import eventually
 from tests.starter.conftest import IDENTITIES, TOKENS, auth, new_account_id
+from tests.workflows.test_access_activity import reader as cloudtrail_reader
 from worker import announce_config
 
 ALICE_ACTOR = Actor(email="alice@example.com")
@@ -69,6 +71,7 @@ def seeded_config(account: str, hooks: Path, max_duration: str = "4h"):
             max_duration: {max_duration}
             approvers: {{groups: [sre-leads]}}
             allow_extension: true
+            activity: {{delay: 2s}}
           - name: report-emergency
             strategy: aws_sso
             targets: [{{name: prod, account_id: "{account}", permission_set: AdministratorAccess}}]
@@ -100,12 +103,16 @@ async def seeded(dev_env, tmp_path_factory):
     runner = HookActivities(Integrations(), ".", timedelta(seconds=5))
     # grace asks too: a requester no other test uses, so lists elsewhere never see her requests.
     cloud = FakeCloud(users={*KNOWN_USERS, "grace@example.com"})
-    async with running_stack(
-        dev_env.client,
-        config,
-        cloud=cloud,
-        hook_activities=[runner.evaluate_request, runner.check_approval, runner.observe],
-    ) as stack:
+    async with (
+        running_fake_cloudtrail() as trail,
+        running_stack(
+            dev_env.client,
+            config,
+            cloud=cloud,
+            extra_activities=cloudtrail_reader(trail),
+            hook_activities=[runner.evaluate_request, runner.check_approval, runner.observe],
+        ) as stack,
+    ):
         ids: dict[str, str] = {}
         # What a worker does at its start: say which config it loaded.
         await announce_config(stack.client, config, stack.task_queue)
@@ -135,6 +142,21 @@ async def seeded(dev_env, tmp_path_factory):
 
         for name in ("approved", "auto", "break_glass", "extended"):
             await state_is(stack, ids[name], RequestState.ACTIVE)
+        # What alice did with the first grant, as CloudTrail will tell it.
+        granted_at = (await stack.keycard.get(approved)).granted_at
+        assert granted_at is not None
+        for n, (call, source, read_only) in enumerate(
+            [
+                ("DescribeDBInstances", "rds.amazonaws.com", True),
+                ("RebootDBInstance", "rds.amazonaws.com", False),
+                ("GetMetricData", "monitoring.amazonaws.com", True),
+            ]
+        ):
+            trail.call(
+                granted_at + timedelta(milliseconds=n + 1), call, user="alice@example.com",
+                account=account, permission_set="PowerUserAccess", source=source,
+                read_only=read_only,
+            )  # fmt: skip
         await stack.keycard.extend(extended, Actor(email="grace@example.com"), "30m")
         await stack.keycard.revoke(approved, ALICE_ACTOR, "done early")
         await stack.keycard.revoke(auto, BOB)
@@ -174,6 +196,12 @@ async def test_one_row_per_grant_with_how_it_was_approved_and_ended(seeded):
     assert approved.removal_confirmed_at is not None and approved.held is not None
     assert approved.asked == timedelta(hours=1) and approved.reason == "incident 4312"
     assert approved.policy_digest and approved.policy_digest.startswith("sha256:")
+    assert approved.activity is not None and (approved.activity.calls, approved.activity.writes) == (
+        3, 1
+    )  # fmt: skip
+    assert approved.activity_line.startswith(
+        "3 call(s) (1 write(s), 0 error(s)) to rds, monitoring"
+    )
 
     auto = rows[ids["auto"]]
     assert auto.approvals[0].channel == "rule" and not auto.approved_by_a_person
