@@ -83,6 +83,22 @@ class ConfigDifference(BaseModel):
         description="something outside the flows changed (audit destinations, API tokens, ...)",
     )
 
+    @property
+    def summary(self) -> str:
+        """One line: added a, b; changed c."""
+        parts = [
+            f"{label} {', '.join(flows)}"
+            for label, flows in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("changed", self.changed),
+            )
+            if flows
+        ]
+        if self.other_settings_changed:
+            parts.append("settings outside the flows changed")
+        return "; ".join(parts) or "no flow changed"
+
 
 def config_difference(before: ConfigPolicy | None, after: ConfigPolicy) -> ConfigDifference | None:
     """What changed from `before` to `after` (every flow added when there was none before);

@@ -112,7 +112,7 @@ def _event(
         flow="*",
         target=TargetRef(name=CONFIG_FILE, label=where, strategy="keycard"),
         duration=load.longest_access,
-        reason=f"worker {load.worker} loaded {where}{at}{dirty}: {_summary(difference)}",
+        reason=f"worker {load.worker} loaded {where}{at}{dirty}: {difference.summary}",
         state=RequestState.ACTIVE,
         detail={
             "worker": load.worker,
@@ -127,18 +127,3 @@ def _event(
     )
     event.hash = event_hash(event.model_dump(mode="json"))
     return event
-
-
-def _summary(difference: ConfigDifference) -> str:
-    parts = [
-        f"{label} {', '.join(flows)}"
-        for label, flows in (
-            ("added", difference.added),
-            ("removed", difference.removed),
-            ("changed", difference.changed),
-        )
-        if flows
-    ]
-    if difference.other_settings_changed:
-        parts.append("settings outside the flows changed")
-    return "; ".join(parts)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from keycard.models import AccessActivity
+from keycard.provenance import ConfigDifference
 
 
 class Approval(BaseModel):
@@ -149,18 +150,12 @@ class ConfigChange(BaseModel):
     @property
     def what(self) -> str:
         """One line: what the load changed."""
-        parts = [
-            f"{label} {', '.join(flows)}"
-            for label, flows in (
-                ("added", self.added),
-                ("removed", self.removed),
-                ("changed", self.changed),
-            )
-            if flows
-        ]
-        if self.other_settings_changed:
-            parts.append("settings outside the flows changed")
-        return "; ".join(parts) or "no flow changed"
+        return ConfigDifference(
+            added=self.added,
+            removed=self.removed,
+            changed=self.changed,
+            other_settings_changed=self.other_settings_changed,
+        ).summary
 
 
 class OpenRequest(BaseModel):

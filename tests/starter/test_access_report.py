@@ -254,17 +254,24 @@ async def test_the_summary_and_the_exceptions(seeded):
     assert power.policies[-1].requests == 1  # only the edited flow's request
 
 
+def made_event(
+    request_id: str, seq: int, type: str, at: datetime, state: str, **detail
+) -> LifecycleEvent:
+    """An event of a hand-made request of alice's, approved by bob in Slack."""
+    return LifecycleEvent(
+        id=f"{request_id}/{seq}", type=type, time=at, request_id=request_id,
+        workflow_id=request_id, run_id="r", requester=Requester(email="alice@example.com"),
+        flow="f", target=TargetRef(name="prod", label="Prod", strategy="aws_sso"),
+        duration=timedelta(hours=1), reason="x", state=state, detail=detail,
+        actor=Actor(email="bob@example.com", via="slack") if type == "request.approved" else None,
+    )  # fmt: skip
+
+
 def test_a_removal_later_than_a_minute_past_expiry_is_an_exception():
     granted_at = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
 
     def event(seq: int, type: str, at: datetime, state: str, **detail) -> LifecycleEvent:
-        return LifecycleEvent(
-            id=f"req-late/{seq}", type=type, time=at, request_id="req-late", workflow_id="req-late",
-            run_id="r", requester=Requester(email="alice@example.com"), flow="f",
-            target=TargetRef(name="prod", label="Prod", strategy="aws_sso"),
-            duration=timedelta(hours=1), reason="x", state=state, detail=detail,
-            actor=Actor(email="bob@example.com", via="slack") if type == "request.approved" else None,
-        )  # fmt: skip
+        return made_event("req-late", seq, type, at, state, **detail)
 
     events = [
         event(1, "request.created", granted_at - timedelta(minutes=2), "PENDING"),
@@ -307,13 +314,7 @@ def test_what_was_done_with_a_grant_is_on_its_row_and_calls_after_the_end_are_an
     )  # fmt: skip
 
     def event(seq: int, type: str, at: datetime, state: str, **detail) -> LifecycleEvent:
-        return LifecycleEvent(
-            id=f"req-used/{seq}", type=type, time=at, request_id="req-used", workflow_id="req-used",
-            run_id="r", requester=Requester(email="alice@example.com"), flow="f",
-            target=TargetRef(name="prod", label="Prod", strategy="aws_sso"),
-            duration=timedelta(hours=1), reason="x", state=state, detail=detail,
-            actor=Actor(email="bob@example.com", via="slack") if type == "request.approved" else None,
-        )  # fmt: skip
+        return made_event("req-used", seq, type, at, state, **detail)
 
     events = [
         event(1, "request.created", granted_at - timedelta(minutes=2), "PENDING"),
