@@ -11,7 +11,8 @@ from datetime import timedelta
 import boto3
 import structlog
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer, Worker
 from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
@@ -28,6 +29,7 @@ from keycard import temporal as names
 from keycard.codec import data_converter_from_env
 from keycard.config import KeycardConfig
 from keycard.models import ConfigHistoryInput, ConfigLoaded
+from keycard.provenance import ConfigPolicy
 from keycard.settings import WORKFLOW_CACHE, Settings, SlackSettings
 from starter.telemetry import Gauges, gauges_running
 from workflows.access_request import AccessRequestWorkflow
@@ -279,7 +281,7 @@ async def announce_config(client: Client, config: KeycardConfig, task_queue: str
     try:
         await client.start_workflow(
             ConfigWorkflow.run,
-            ConfigHistoryInput(task_queue=task_queue),
+            await _record_so_far(client, task_queue),
             id=names.config_workflow_id(task_queue),
             task_queue=task_queue,
             start_signal=names.CONFIG_LOADED,
@@ -297,6 +299,50 @@ async def announce_config(client: Client, config: KeycardConfig, task_queue: str
         log.error("config.announce_failed", error=str(err))
     else:
         log.info("config.announced", digest=policy.digest, commit=policy.commit)
+
+
+async def _record_so_far(client: Client, task_queue: str) -> ConfigHistoryInput:
+    """How a new ConfigWorkflow starts: afresh, or, when an earlier one was terminated, where it
+    stood (its last config.loaded), so event ids and the hash chain go on. Only read when no
+    record runs (a running one ignores this input)."""
+    from starter.audit_trail import history_events, sequence
+
+    fresh = ConfigHistoryInput(task_queue=task_queue)
+    workflow_id = names.config_workflow_id(task_queue)
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return fresh
+        raise
+    if described.status is WorkflowExecutionStatus.RUNNING:
+        return fresh
+    loaded = [
+        e
+        for e in await history_events(client, workflow_id, None, every_run=True)
+        if e.type == "config.loaded"
+    ]
+    if not loaded:
+        return fresh
+    last = loaded[-1]
+    detail = last.detail
+    return fresh.model_copy(
+        update={
+            "events": sequence(last),
+            "last_hash": last.hash,
+            "last": ConfigLoaded(
+                policy=ConfigPolicy(
+                    digest=detail["digest"],
+                    flows=detail["flows"],
+                    commit=detail.get("commit"),
+                    path=detail.get("path"),
+                    dirty=bool(detail.get("dirty")),
+                ),
+                worker=str(detail.get("worker", "")),
+                longest_access=last.duration,
+            ),
+        }
+    )
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:

@@ -6,7 +6,8 @@ workflow audits a `config.loaded` event saying which flows were added, removed o
 restarting on the same config adds nothing. Its events are chained like a request's
 (keycard/audit_chain.py) and live in its own history, so `keycard audit export` and the period
 report rebuild them as they do a request's. It runs for as long as the task queue does,
-continuing as new when Temporal suggests it.
+continuing as new when Temporal suggests it; a record someone terminated is started again by the
+next worker with its count, last hash and last config, so the chain and the event ids go on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import deque
 from temporalio import workflow
 
 from workflows.request import calls
+from workflows.waiting import wait_until
 
 with workflow.unsafe.imports_passed_through():
     from keycard import temporal as names
@@ -58,7 +60,8 @@ class ConfigWorkflow:
         self._loads.extend(input.pending)
         events, last_hash, loads = input.events, input.last_hash, 0
         while loads < input.continue_after and not workflow.info().is_continue_as_new_suggested():
-            await workflow.wait_condition(
+            # Carried through a cancel request from Temporal: the record ends only by termination.
+            await wait_until(
                 lambda: bool(self._loads) or workflow.info().is_continue_as_new_suggested()
             )
             if not self._loads:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from temporalio.client import WorkflowExecutionStatus
 from typer.testing import CliRunner
 
 from keycard import temporal as names
@@ -117,3 +118,26 @@ async def test_a_worker_that_cannot_record_its_config_still_starts(capsys):
     config = parse_config(CONFIG)
     await announce_config(_Unreachable(), config, "some-queue")  # type: ignore[arg-type]
     assert "config.announce_failed" in capsys.readouterr().out
+
+
+async def test_a_terminated_record_is_started_again_where_it_stood(dev_env):
+    """Someone ended the record by hand (a cancel it carries on through; a termination it cannot):
+    the next worker starts a new one that goes on with the ids, the chain and the last config."""
+    original, edited = parse_config(CONFIG), parse_config(EDITED)
+    async with running_stack(dev_env.client, original) as stack:
+        record = dev_env.client.get_workflow_handle(names.config_workflow_id(stack.task_queue))
+        await announce_config(stack.client, original, stack.task_queue)
+        [first] = await _loaded(stack, 1)
+        await record.cancel()  # taken as nothing: the record still runs
+        await announce_config(stack.client, original, stack.task_queue)
+        assert (await record.describe()).status is WorkflowExecutionStatus.RUNNING
+
+        await record.terminate("cleaning up long-running workflows")
+        await announce_config(stack.client, original, stack.task_queue)  # the same: no event
+        await announce_config(stack.client, edited, stack.task_queue)
+        _, change = await _loaded(stack, 2)
+        assert change.id.endswith("/2") and change.prev_hash == first.hash
+        assert change.detail["changed"] == ["prod-power-user"] and change.detail["added"] == []
+        assert change.run_id != first.run_id
+        assert verify_chain(e.model_dump(mode="json") for e in (first, change)).ok
+        await record.terminate()

@@ -69,7 +69,8 @@ class Afterwards(Granting):
             self._emit("access.activity", None, on=status, summary=summary.line, **detail)
 
     def _awaits_review(self) -> bool:
-        """A break-glass request not reviewed yet (only those ask the patch)."""
+        """A break-glass request, which waits for its review if it has none yet (only those ask
+        the patch)."""
         return self._s.view.break_glass and workflow.patched(names.PATCH_V14)
 
     async def _await_review(self) -> None:
