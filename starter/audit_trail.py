@@ -64,12 +64,12 @@ async def export_events(
     found: dict[str, LifecycleEvent] = {}
     for events in await asyncio.gather(*(read(e) for e in executions)):
         for event in events:
-            if since <= event.time < until and (not flow or _concerns(event, flow)):
+            if since <= event.time < until and (not flow or concerns(event, flow)):
                 found[event.id] = event
     return sorted(found.values(), key=lambda e: (e.time, e.workflow_id, sequence(e)))
 
 
-def _concerns(event: LifecycleEvent, flow: str) -> bool:
+def concerns(event: LifecycleEvent, flow: str) -> bool:
     """Whether an event belongs in a trail of one flow's: its own, or a config change to it."""
     if event.type == "config.loaded":
         return any(flow in event.detail.get(key, ()) for key in ("added", "removed", "changed"))

@@ -185,3 +185,15 @@ async def running_fake_cloudtrail() -> AsyncIterator[FakeCloudTrail]:
     async with serving(app) as url:
         fake.url = url
         yield fake
+
+
+class FakeDirectory:
+    """Identity Center's names for tests.fakes.FakeCloud's ids (the sso-admin and identitystore
+    calls the activity reader makes): user u-alice-<salt> is alice@example.com, permission set
+    .../ps-PowerUserAccess is PowerUserAccess."""
+
+    def describe_user(self, IdentityStoreId: str, UserId: str) -> dict[str, Any]:
+        return {"UserName": f"{UserId.split('-')[1]}@example.com"}
+
+    def describe_permission_set(self, InstanceArn: str, PermissionSetArn: str) -> dict[str, Any]:
+        return {"PermissionSet": {"Name": PermissionSetArn.rsplit("/ps-", 1)[1]}}

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from keycard.durations import format_duration, parse_duration
 from keycard.models import AccessActivity, LifecycleEvent, RequestState
-from starter.audit_trail import sequence
+from starter.audit_trail import concerns, sequence
 from starter.reports.model import (
     AccessReport,
     Approval,
@@ -63,7 +63,7 @@ def build_report(
         if event.time >= until:
             continue
         if event.type == "config.loaded":
-            if event.time >= since and (flow is None or _touches(event, flow)):
+            if event.time >= since and (flow is None or concerns(event, flow)):
                 loads.append(_config_change(event))
             continue
         if flow is not None and event.flow != flow:
@@ -274,10 +274,6 @@ def _approvals(own: list[LifecycleEvent]) -> tuple[list[Approval], bool, datetim
         ):
             approved_at = event.time
     return approvals, break_glass, approved_at
-
-
-def _touches(event: LifecycleEvent, flow: str) -> bool:
-    return any(flow in event.detail.get(key, ()) for key in ("added", "removed", "changed"))
 
 
 def _config_change(event: LifecycleEvent) -> ConfigChange:

@@ -43,7 +43,7 @@ from keycard.policy import PolicyError
 from starter.protocol import Ask
 from starter.run.drift import sweep_input
 from tests.conftest import _binary, register_search_attributes
-from tests.fake_cloudtrail import FakeCloudTrail
+from tests.fake_cloudtrail import FakeCloudTrail, FakeDirectory
 from tests.fakes import FakeCloud
 from tests.harness import ALICE, BOB, CAROL, CONFIG, Stack, running_stack
 from worker import announce_config
@@ -199,21 +199,11 @@ async def break_glass_review_overdue(env: WorkflowEnvironment, stack: Stack) -> 
     return [view.id]
 
 
-class _Directory:
-    """Identity Center's names for the fake cloud's ids."""
-
-    def describe_user(self, IdentityStoreId: str, UserId: str) -> dict:
-        return {"UserName": f"{UserId.split('-')[1]}@example.com"}
-
-    def describe_permission_set(self, InstanceArn: str, PermissionSetArn: str) -> dict:
-        return {"PermissionSet": {"Name": PermissionSetArn.rsplit("/ps-", 1)[1]}}
-
-
 TRAIL = FakeCloudTrail()
 
 
 def _activity_reader(client: Client, cloud: FakeCloud, task_queue: str) -> list:
-    reader = ActivityReader(_Directory(), _Directory(), None, TRAIL.client, "us-east-1")
+    reader = ActivityReader(FakeDirectory(), FakeDirectory(), None, TRAIL.client, "us-east-1")
     return [*reader.activities(), ConsoleNotifier().send]
 
 

@@ -19,7 +19,7 @@ from keycard.models import RequestState, RequestView
 from starter.api.auth import config_entry
 from starter.cli.terminal import describe
 from starter.run.http import create_app
-from tests.fake_cloudtrail import FakeCloudTrail, running_fake_cloudtrail
+from tests.fake_cloudtrail import FakeCloudTrail, FakeDirectory, running_fake_cloudtrail
 from tests.harness import BOB, CONFIG, ask, running_stack, state_is
 from tests.starter.conftest import IDENTITIES, TOKENS, auth
 from tests.starter.test_console import sign_in
@@ -30,16 +30,6 @@ ACTIVITY_CONFIG = CONFIG.replace(
 )
 
 
-class _Directory:
-    """Identity Center's names for the fake cloud's ids (sso-admin and identitystore calls)."""
-
-    def describe_user(self, IdentityStoreId: str, UserId: str) -> dict[str, Any]:
-        return {"UserName": f"{UserId.split('-')[1]}@example.com"}
-
-    def describe_permission_set(self, InstanceArn: str, PermissionSetArn: str) -> dict[str, Any]:
-        return {"PermissionSet": {"Name": PermissionSetArn.rsplit("/ps-", 1)[1]}}
-
-
 def reader(trail: FakeCloudTrail) -> list:
     session = boto3.Session(
         region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
@@ -48,7 +38,7 @@ def reader(trail: FakeCloudTrail) -> list:
     def cloudtrail(region: str, credentials: Any) -> Any:
         return session.client("cloudtrail", region_name=region, endpoint_url=trail.url)
 
-    reader = ActivityReader(_Directory(), _Directory(), None, cloudtrail, "us-east-1")
+    reader = ActivityReader(FakeDirectory(), FakeDirectory(), None, cloudtrail, "us-east-1")
     return [*reader.activities(), ConsoleNotifier().send]  # extra activities replace the notifier
 
 
