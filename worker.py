@@ -26,7 +26,7 @@ from activities.notify import ConsoleNotifier
 from activities.registry import StrategyContext, strategy_activities
 from activities.slack import SlackApprovers, SlackNotConfigured, SlackNotifier, web_client
 from keycard import temporal as names
-from keycard.codec import data_converter_from_env
+from keycard.codec import data_converter_from_env, require_keys_for
 from keycard.config import KeycardConfig
 from keycard.models import ConfigHistoryInput, ConfigLoaded
 from keycard.provenance import ConfigPolicy
@@ -302,9 +302,10 @@ async def announce_config(client: Client, config: KeycardConfig, task_queue: str
 
 
 async def _record_so_far(client: Client, task_queue: str) -> ConfigHistoryInput:
-    """How a new ConfigWorkflow starts: afresh, or, when an earlier one was terminated, where it
-    stood (its last config.loaded), so event ids and the hash chain go on. Only read when no
-    record runs (a running one ignores this input)."""
+    """How a new ConfigWorkflow starts: afresh, or, when the last one ended (terminated by hand),
+    where it stood, so event ids and the hash chain go on. That run started where the one before
+    it stood (its input says so) and went on from there (its config.loaded events). Only read
+    when no record runs (a running one ignores this input)."""
     from starter.audit_trail import history_events, sequence
 
     fresh = ConfigHistoryInput(task_queue=task_queue)
@@ -317,16 +318,20 @@ async def _record_so_far(client: Client, task_queue: str) -> ConfigHistoryInput:
         raise
     if described.status is WorkflowExecutionStatus.RUNNING:
         return fresh
+    started = await _run_input(client, workflow_id, described.run_id)
+    so_far = fresh.model_copy(
+        update={"events": started.events, "last_hash": started.last_hash, "last": started.last}
+    )
     loaded = [
         e
-        for e in await history_events(client, workflow_id, None, every_run=True)
+        for e in await history_events(client, workflow_id, described.run_id)
         if e.type == "config.loaded"
     ]
     if not loaded:
-        return fresh
+        return so_far
     last = loaded[-1]
     detail = last.detail
-    return fresh.model_copy(
+    return so_far.model_copy(
         update={
             "events": sequence(last),
             "last_hash": last.hash,
@@ -343,6 +348,17 @@ async def _record_so_far(client: Client, task_queue: str) -> ConfigHistoryInput:
             ),
         }
     )
+
+
+async def _run_input(client: Client, workflow_id: str, run_id: str) -> ConfigHistoryInput:
+    """The input one run of the config record started with."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    async for event in handle.fetch_history_events():
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        require_keys_for(payloads, client.data_converter)
+        [started] = await client.data_converter.decode(payloads, [ConfigHistoryInput])
+        return started
+    raise LookupError(f"{workflow_id} run {run_id} has no history")
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:

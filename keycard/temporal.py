@@ -82,6 +82,9 @@ PATCH_V13 = "keycard-v13"
 # ended and CloudTrail has had the flow's `activity.delay`, the request reads what was done with
 # each grant (`aws.activity`), records `access.activity`, and only then closes.
 PATCH_V14 = "keycard-v14"
+# The config record only: its work runs through a cancel request from Temporal (a delivery in
+# flight is not cancelled), where before such a request while it delivered ended the record.
+PATCH_V15 = "keycard-v15"
 READ_ACTIVITY = "aws.activity"
 ACTIVITY_TIMEOUT = timedelta(minutes=10)
 ACTIVITY_HEARTBEAT = timedelta(minutes=1)
@@ -115,8 +118,11 @@ CONFIG_CURRENT = "config.current"  # query: the last ConfigLoaded
 CONFIG_ACTOR = "config-load"
 
 
+CONFIG_WORKFLOW_PREFIX = "keycard-config-"
+
+
 def config_workflow_id(task_queue: str) -> str:
-    return f"keycard-config-{task_queue}"
+    return f"{CONFIG_WORKFLOW_PREFIX}{task_queue}"
 
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l/o/0/1: read aloud, typed from Slack

@@ -107,6 +107,8 @@ async def recorded_events(
     async def read(request_id: str) -> tuple[str, list[LifecycleEvent] | None]:
         async with readers:
             try:
+                if request_id.startswith(names.CONFIG_WORKFLOW_PREFIX):
+                    return request_id, await _record_events(client, request_id)
                 return request_id, await history_events(client, request_id, None, every_run=True)
             except RPCError as err:
                 if err.status is RPCStatusCode.NOT_FOUND:
@@ -119,6 +121,22 @@ async def recorded_events(
         for request_id, events in found
         if events is not None
     }
+
+
+async def _record_events(client: Client, workflow_id: str) -> list[LifecycleEvent] | None:
+    """The config record's events from every run it has had: those it continued as new, and
+    those a worker started after one was terminated (which go on with its ids and chain)."""
+    runs = [
+        execution.run_id
+        async for execution in client.list_workflows(f"WorkflowId = {_quote(workflow_id)}")
+    ]
+    if not runs:
+        return None
+    events: dict[str, LifecycleEvent] = {}
+    for run_id in runs:
+        for event in await history_events(client, workflow_id, run_id):
+            events.setdefault(event.id, event)
+    return sorted(events.values(), key=sequence)
 
 
 async def _recorded_events(client: Client, history_event: HistoryEvent) -> list[LifecycleEvent]:

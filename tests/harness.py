@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from activities.audit import AuditActivities, AuditBacklog, AuditSink
 from activities.leases import LeaseActivities
@@ -93,6 +93,20 @@ class MemorySink:
         async with asyncio.timeout(timeout), self._written:
             await self._written.wait_for(lambda: len(self.of(request_id, type)) >= nth)
         return self.of(request_id, type)[nth - 1]
+
+
+class HeldSink(MemorySink):
+    """A MemorySink that holds its first write until `released` is set: an event still on its
+    way to its destination (`writing` is set once it is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing, self.released = asyncio.Event(), asyncio.Event()
+
+    async def write(self, events: list[LifecycleEvent]) -> None:
+        self.writing.set()
+        await self.released.wait()
+        await super().write(events)
 
 
 @dataclass
@@ -198,6 +212,20 @@ async def state_is(stack: Stack, request_id: str, state: RequestState) -> Reques
 
 def unique_id() -> str:
     return f"req-test-{uuid.uuid4().hex[:10]}"
+
+
+async def cancel_heard(handle: WorkflowHandle) -> bool:
+    """Whether the workflow has completed a workflow task since the cancel request came."""
+    events = list((await handle.fetch_history()).events)
+    requested = [
+        i
+        for i, event in enumerate(events)
+        if event.HasField("workflow_execution_cancel_requested_event_attributes")
+    ]
+    return bool(requested) and any(
+        event.HasField("workflow_task_completed_event_attributes")
+        for event in events[requested[0] :]
+    )
 
 
 __all__ = ["activity", "running_stack"]

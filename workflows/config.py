@@ -18,7 +18,7 @@ from collections import deque
 from temporalio import workflow
 
 from workflows.request import calls
-from workflows.waiting import wait_until
+from workflows.waiting import run_through_cancel, wait_until
 
 with workflow.unsafe.imports_passed_through():
     from keycard import temporal as names
@@ -56,11 +56,19 @@ class ConfigWorkflow:
 
     @workflow.run
     async def run(self, input: ConfigHistoryInput) -> None:
+        # The record ends only by termination: a cancel request from Temporal interrupts neither
+        # a wait nor a delivery (PATCH_V15; before, one that came while an event was being
+        # delivered cancelled the delivery and ended the record).
+        if workflow.patched(names.PATCH_V15):
+            await run_through_cancel(self._record(input))
+        else:
+            await self._record(input)
+
+    async def _record(self, input: ConfigHistoryInput) -> None:
         self._last = input.last
         self._loads.extend(input.pending)
         events, last_hash, loads = input.events, input.last_hash, 0
         while loads < input.continue_after and not workflow.info().is_continue_as_new_suggested():
-            # Carried through a cancel request from Temporal: the record ends only by termination.
             await wait_until(
                 lambda: bool(self._loads) or workflow.info().is_continue_as_new_suggested()
             )

@@ -45,7 +45,17 @@ from starter.run.drift import sweep_input
 from tests.conftest import _binary, register_search_attributes
 from tests.fake_cloudtrail import FakeCloudTrail, FakeDirectory
 from tests.fakes import FakeCloud
-from tests.harness import ALICE, BOB, CAROL, CONFIG, Stack, running_stack
+from tests.harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    CONFIG,
+    HeldSink,
+    MemorySink,
+    Stack,
+    cancel_heard,
+    running_stack,
+)
 from worker import announce_config
 from workflows.config import ConfigWorkflow
 
@@ -154,6 +164,28 @@ async def config_loads(env: WorkflowEnvironment, stack: Stack) -> list[str]:
     await _until(current, lambda digest: digest == want)
     assert first_run is not None
     return [f"{workflow_id}@{first_run}", workflow_id]
+
+
+async def config_cancelled(env: WorkflowEnvironment, stack: Stack) -> list[str]:
+    """A cancel request from Temporal while the record's first event is being delivered: the
+    delivery finishes, the record goes on, and hears an edited config (PATCH_V15)."""
+    original = parse_config(CONFIG)
+    edited = parse_config(CONFIG.replace("max_duration: 4h", "max_duration: 8h"))
+    sink: HeldSink = stack.extra["audit"]
+    workflow_id = names.config_workflow_id(stack.task_queue)
+    handle = env.client.get_workflow_handle(workflow_id)
+    await announce_config(env.client, original, stack.task_queue)
+    await asyncio.wait_for(sink.writing.wait(), timeout=20)
+    await handle.cancel()
+    await _until(lambda: cancel_heard(handle), bool)
+    sink.released.set()
+    await announce_config(env.client, edited, stack.task_queue)
+    await _until(lambda: _loaded(sink, workflow_id), lambda n: n == 2)
+    return [workflow_id]
+
+
+async def _loaded(sink: MemorySink, workflow_id: str) -> int:
+    return len(sink.of(workflow_id, "config.loaded"))
 
 
 async def activity_read(env: WorkflowEnvironment, stack: Stack) -> list[str]:
@@ -492,6 +524,7 @@ SCENARIOS: dict[str, Scenario] = {
     "many_targets": many_targets,
     "lease_during_session_end": lease_during_session_end,
     "config_loads": config_loads,
+    "config_cancelled": config_cancelled,
     "activity_read": activity_read,
     "break_glass_reviewed": break_glass_reviewed,
     "break_glass_review_overdue": break_glass_review_overdue,
@@ -509,6 +542,8 @@ EXTRA = {
     "unmeetable_request": _slack_security_group,
     "activity_read": _activity_reader,
 }
+# Scenarios whose audit destination is a sink of their own (in `stack.extra["audit"]`).
+SINKS = {"config_cancelled": HeldSink}
 # Scenarios that need another keycard.yaml than the harness's.
 CONFIGS = {
     "approval_steps": CONFIG + STEPPED,
@@ -567,13 +602,16 @@ async def record(tag: str, overwrite: bool, only: list[str] | None = None) -> No
             config = parse_config(CONFIGS[name]) if name in CONFIGS else None
             cloud, task_queue = CLOUDS.get(name, FakeCloud)(), f"golden-{name}"
             extra = EXTRA[name](env.client, cloud, task_queue) if name in EXTRA else None
+            sink = SINKS[name]() if name in SINKS else None
             async with running_stack(
                 env.client,
                 config=config,
                 cloud=cloud,
                 task_queue=task_queue,
                 extra_activities=extra,
+                audit_sinks=None if sink is None else {"default": sink},
             ) as stack:
+                stack.extra["audit"] = sink
                 ids = await scenario(env, stack)
             for number, workflow_id in enumerate(ids):
                 # grant:..., sessions:..., drift:...; a request's id has no kind before a colon

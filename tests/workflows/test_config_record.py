@@ -16,7 +16,7 @@ from keycard.config import parse_config
 from keycard.models import ConfigHistoryInput, ConfigLoaded
 from main import app
 from starter.audit_trail import export_events
-from tests.harness import CONFIG, running_stack
+from tests.harness import CONFIG, HeldSink, cancel_heard, running_stack
 from tests.polling import eventually
 from worker import announce_config
 from workflows.config import ConfigWorkflow
@@ -120,24 +120,65 @@ async def test_a_worker_that_cannot_record_its_config_still_starts(capsys):
     assert "config.announce_failed" in capsys.readouterr().out
 
 
-async def test_a_terminated_record_is_started_again_where_it_stood(dev_env):
+async def test_a_terminated_record_is_started_again_where_it_stood(dev_env, monkeypatch, tmp_path):
     """Someone ended the record by hand (a cancel it carries on through; a termination it cannot):
-    the next worker starts a new one that goes on with the ids, the chain and the last config."""
+    the next worker starts a new one that goes on with the ids, the chain and the last config,
+    even when the run it follows recorded nothing of its own."""
     original, edited = parse_config(CONFIG), parse_config(EDITED)
     async with running_stack(dev_env.client, original) as stack:
         record = dev_env.client.get_workflow_handle(names.config_workflow_id(stack.task_queue))
         await announce_config(stack.client, original, stack.task_queue)
         [first] = await _loaded(stack, 1)
-        await record.cancel()  # taken as nothing: the record still runs
+        await record.cancel()  # taken as nothing, even while the event is still being delivered
         await announce_config(stack.client, original, stack.task_queue)
-        assert (await record.describe()).status is WorkflowExecutionStatus.RUNNING
+        described = await record.describe()
+        assert (described.status, described.run_id) == (
+            WorkflowExecutionStatus.RUNNING,
+            first.run_id,
+        )
 
-        await record.terminate("cleaning up long-running workflows")
-        await announce_config(stack.client, original, stack.task_queue)  # the same: no event
+        for _ in range(2):  # the second run follows one that recorded nothing
+            await record.terminate("cleaning up long-running workflows")
+            await announce_config(stack.client, original, stack.task_queue)  # the same: no event
         await announce_config(stack.client, edited, stack.task_queue)
         _, change = await _loaded(stack, 2)
+        assert len(stack.audit.of(record.id, "config.loaded")) == 2
         assert change.id.endswith("/2") and change.prev_hash == first.hash
         assert change.detail["changed"] == ["prod-power-user"] and change.detail["added"] == []
         assert change.run_id != first.run_id
         assert verify_chain(e.model_dump(mode="json") for e in (first, change)).ok
+
+        # `keycard audit verify` finds each event in the run that recorded it.
+        trail = tmp_path / "config.jsonl"
+        trail.write_text("".join(e.model_dump_json() + "\n" for e in (first, change)))
+        monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+
+        async def verified():
+            result = await asyncio.to_thread(
+                CliRunner().invoke, app, ["audit", "verify", str(trail)]
+            )
+            return result if result.exit_code == 0 else None
+
+        assert "OK" in (await eventually(verified, "the three runs in visibility")).output
+        await record.terminate()
+
+
+async def test_a_cancel_while_an_event_is_delivered_does_not_end_the_record(dev_env):
+    """A cancel request that comes while a config.loaded is still on its way to a destination
+    neither cancels the delivery nor ends the record (PATCH_V15; before, the record ended and the
+    next worker started another run)."""
+    original, edited = parse_config(CONFIG), parse_config(EDITED)
+    sink = HeldSink()
+    async with running_stack(dev_env.client, original, audit_sinks={"default": sink}) as stack:
+        record = dev_env.client.get_workflow_handle(names.config_workflow_id(stack.task_queue))
+        await announce_config(stack.client, original, stack.task_queue)
+        await asyncio.wait_for(sink.writing.wait(), timeout=20)
+        await record.cancel()
+        await eventually(lambda: cancel_heard(record), "the record to hear the cancel request")
+        sink.released.set()
+        await announce_config(stack.client, edited, stack.task_queue)
+        await eventually(lambda: len(sink.of(record.id, "config.loaded")) == 2, "two loads")
+        first, change = sink.of(record.id, "config.loaded")
+        assert change.run_id == first.run_id and change.prev_hash == first.hash
+        assert (await record.describe()).status is WorkflowExecutionStatus.RUNNING
         await record.terminate()
