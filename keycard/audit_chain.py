@@ -8,7 +8,8 @@ hash, and the one after a removed or moved event names a predecessor that is not
 also catches events removed from the end.
 
 Events made outside the request (a grant audits the end of a lease it had to drop; the drift
-sweep, what it found) carry no chain, and requests started before keycard-v13 have none either.
+sweep, what it found and had removed) carry no chain, and requests started before keycard-v13 have
+none either; verify finds them in the history of the workflow that wrote them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,35 @@ def by_request(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[st
     return grouped
 
 
+def drop_redelivered(
+    events: Iterable[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], int, list[Finding]]:
+    """The trail with each event once: a destination may be handed an event again (delivery is
+    at least once; ids are stable for this), so a later copy identical to the first is set aside
+    and counted; one that differs is a finding (`altered`). Returns the events, the copies set
+    aside, and the findings."""
+    first: dict[str, Mapping[str, Any]] = {}
+    kept, copies, findings = [], 0, []
+    for event in events:
+        event_id = str(event.get("id"))
+        earlier = first.get(event_id)
+        if earlier is None:
+            first[event_id] = event
+            kept.append(event)
+        elif canonical_json(dict(earlier)) == canonical_json(dict(event)):
+            copies += 1
+        else:
+            findings.append(
+                Finding(
+                    str(event.get("request_id")),
+                    event_id,
+                    "altered",
+                    "the trail has two copies of it that differ",
+                )
+            )
+    return kept, copies, findings
+
+
 def verify_chain(events: Iterable[Mapping[str, Any]]) -> Verdict:
     """Check each request's chained events in the trail's order; one finding per request: the
     first event altered, missing before it, or out of its place."""
@@ -101,26 +131,33 @@ def _first_break(request_id: str, chained: list[Mapping[str, Any]]) -> Finding |
 
 
 def compare_with_history(
-    trail: Iterable[Mapping[str, Any]], history: Mapping[str, list[Mapping[str, Any]]]
+    trail: Iterable[Mapping[str, Any]],
+    history: Mapping[str, list[Mapping[str, Any]]],
+    elsewhere: Mapping[str, list[Mapping[str, Any]]] | None = None,
 ) -> list[Finding]:
     """Each request's events in the trail against those its Temporal history recorded (`history`,
     by request id, in order): the first one missing, altered or out of order, per request.
+    `elsewhere`: events made for a request (or a drift sweep) that another workflow wrote, a grant
+    (`access.ended` for a lease it dropped, `drift.removed`); their order among the request's own
+    is the order they happened to be delivered in, so they are checked for being there and
+    unaltered, not for their place.
 
     A trail is a window (an export's --since and --until, or a sink file up to now): history's
     events before a request's first one in the trail, or later than the trail's last event of any
     request, are outside it; every other one must be there."""
     trail = list(trail)
-    end = max((_time(e) for e in trail), default=datetime.min.replace(tzinfo=UTC))
+    elsewhere = elsewhere or {}
+    end = max((event_time(e) for e in trail), default=datetime.min.replace(tzinfo=UTC))
     findings = []
     for request_id, own in by_request(trail).items():
-        recorded = history.get(request_id)
-        if recorded is None:
+        recorded, written_elsewhere = history.get(request_id), elsewhere.get(request_id, [])
+        if recorded is None and not written_elsewhere:
             first = str(own[0].get("id"))
             findings.append(
                 Finding(request_id, first, "not in history", "Temporal has no such request")
             )
             continue
-        finding = _against(request_id, own, recorded, end)
+        finding = _against(request_id, own, recorded or [], written_elsewhere, end)
         if finding is not None:
             findings.append(finding)
     return findings
@@ -130,9 +167,10 @@ def _against(
     request_id: str,
     own: list[Mapping[str, Any]],
     recorded: list[Mapping[str, Any]],
+    elsewhere: list[Mapping[str, Any]],
     end: datetime,
 ) -> Finding | None:
-    kept = {str(e.get("id")): e for e in recorded}
+    kept = {str(e.get("id")): e for e in [*recorded, *elsewhere]}
     ids = [str(e.get("id")) for e in own]
     for event in own:
         event_id = str(event.get("id"))
@@ -141,20 +179,29 @@ def _against(
             return Finding(request_id, event_id, "not in history", "history has no such event")
         if canonical_json(dict(truth)) != canonical_json(dict(event)):
             return Finding(request_id, event_id, "altered", "it differs from the history's")
-    in_order = [str(e.get("id")) for e in recorded if str(e.get("id")) in set(ids)]
-    for mine, theirs in zip(ids, in_order, strict=True):
-        if mine != theirs:
-            return Finding(request_id, mine, "reordered", f"history has {theirs} in its place")
-    first = next(n for n, e in enumerate(recorded) if str(e.get("id")) == ids[0])
-    for event in recorded[first:]:
-        if str(event.get("id")) not in set(ids) and _time(event) <= end:
+    in_trail = set(ids)
+    in_history = {str(e.get("id")) for e in recorded}
+    in_order = [str(e.get("id")) for e in recorded if str(e.get("id")) in in_trail]
+    mine = [event_id for event_id in ids if event_id in in_history]
+    for event_id, theirs in zip(mine, in_order, strict=True):
+        if event_id != theirs:
+            return Finding(request_id, event_id, "reordered", f"history has {theirs} in its place")
+    later: list[Mapping[str, Any]] = []
+    if mine:
+        first = next(n for n, e in enumerate(recorded) if str(e.get("id")) == mine[0])
+        later = recorded[first:]
+    since = event_time(own[0])
+    later += [e for e in elsewhere if event_time(e) >= since]
+    for event in later:
+        if str(event.get("id")) not in in_trail and event_time(event) <= end:
             return Finding(
                 request_id, str(event.get("id")), "missing", "history has it; the trail does not"
             )
     return None
 
 
-def _time(event: Mapping[str, Any]) -> datetime:
+def event_time(event: Mapping[str, Any]) -> datetime:
+    """An event's time (UTC if it names no zone; the earliest time if it has none)."""
     try:
         moment = datetime.fromisoformat(str(event.get("time")))
     except ValueError:

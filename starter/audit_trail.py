@@ -3,10 +3,11 @@
 Each AccessRequestWorkflow writes every lifecycle event into its own history the moment it happens,
 before and regardless of delivery to any destination: in the input of the delivery round it starts
 in the same workflow task, or, when no round can take it then, as a memo update under
-`AUDIT_MEMO_KEY` (every event, for requests started before rounds). This
-walks the requests through Temporal visibility, reads those events back from their histories, and
-writes them as JSON lines identical to the streamed ones (same ids) — evidence that does not depend
-on a sink having been up.
+`AUDIT_MEMO_KEY` (every event, for requests started before rounds). The other workflows that write
+events (the config record, drift sweeps, and grants, which deliver the events others made for them)
+have them in the input of their `audit.deliver` activities. This walks those workflows through
+Temporal visibility, reads the events back from their histories, and writes them as JSON lines
+identical to the streamed ones (same ids): evidence that does not depend on a sink having been up.
 """
 
 from __future__ import annotations
@@ -32,13 +33,28 @@ if TYPE_CHECKING:
 HISTORY_READERS = 8  # histories fetched at once
 
 
-def visibility_query(since: datetime, until: datetime, flow: str | None = None) -> str:
-    """Requests (and runs of the config record, workflows/config.py) alive at some point in
+# Workflows that write audit events besides requests: the config record (config.loaded), drift
+# sweeps (drift.found), and grants, which write the events others made for them to deliver (a
+# request's access.ended for a lease the grant dropped; a sweep's drift.removed).
+WRITERS = (names.CONFIG_WORKFLOW, names.DRIFT_SWEEP_WORKFLOW, names.GRANT_WORKFLOW)
+
+
+def visibility_query(
+    since: datetime,
+    until: datetime,
+    flow: str | None = None,
+    *,
+    requests: bool = True,
+    writers: Sequence[str] = WRITERS,
+) -> str:
+    """Requests (of `flow`, if given) and runs of the `writers` alive at some point in
     [since, until): started before the end, and still open or closed after the start."""
-    types = [f"WorkflowType = '{names.ACCESS_REQUEST_WORKFLOW}'"]
-    if flow:
-        types[0] = f"({types[0]} AND {names.SA_FLOW.name} = {_quote(flow)})"
-    types.append(f"WorkflowType = '{names.CONFIG_WORKFLOW}'")
+    types = [f"WorkflowType = '{writer}'" for writer in writers]
+    if requests:
+        request = f"WorkflowType = '{names.ACCESS_REQUEST_WORKFLOW}'"
+        if flow:
+            request = f"({request} AND {names.SA_FLOW.name} = {_quote(flow)})"
+        types.insert(0, request)
     clauses = [
         f"({' OR '.join(types)})",
         f"StartTime < '{_rfc3339(until)}'",
@@ -52,20 +68,10 @@ async def export_events(
 ) -> list[LifecycleEvent]:
     """Every event with since <= time < until, oldest first (a request's own in sequence)."""
     since, until = utc(since), utc(until or datetime.now(UTC))
-    executions = [
-        execution async for execution in client.list_workflows(visibility_query(since, until, flow))
-    ]
-    readers = asyncio.Semaphore(HISTORY_READERS)
-
-    async def read(execution: WorkflowExecution) -> list[LifecycleEvent]:
-        async with readers:
-            return await history_events(client, execution.id, execution.run_id)
-
     found: dict[str, LifecycleEvent] = {}
-    for events in await asyncio.gather(*(read(e) for e in executions)):
-        for event in events:
-            if since <= event.time < until and (not flow or concerns(event, flow)):
-                found[event.id] = event
+    for event in await _events_of_runs(client, visibility_query(since, until, flow)):
+        if since <= event.time < until and (not flow or concerns(event, flow)):
+            found[event.id] = event
     return sorted(found.values(), key=lambda e: (e.time, e.workflow_id, sequence(e)))
 
 
@@ -121,6 +127,32 @@ async def recorded_events(
         for request_id, events in found
         if events is not None
     }
+
+
+async def written_by_grants(
+    client: Client, since: datetime, until: datetime
+) -> dict[str, list[dict[str, Any]]]:
+    """The events grants alive in [since, until] wrote for others (a request's access.ended for a
+    lease it dropped, a sweep's drift.removed), by request id, as JSON: where `keycard audit
+    verify` finds the events a request's own history does not have."""
+    query = visibility_query(utc(since), utc(until), requests=False, writers=[names.GRANT_WORKFLOW])
+    found = {event.id: event for event in await _events_of_runs(client, query)}
+    written: dict[str, list[dict[str, Any]]] = {}
+    for event in found.values():
+        written.setdefault(event.request_id, []).append(json.loads(event.model_dump_json()))
+    return written
+
+
+async def _events_of_runs(client: Client, query: str) -> list[LifecycleEvent]:
+    """The events recorded in the history of each run the visibility query finds."""
+    executions = [execution async for execution in client.list_workflows(query)]
+    readers = asyncio.Semaphore(HISTORY_READERS)
+
+    async def read(execution: WorkflowExecution) -> list[LifecycleEvent]:
+        async with readers:
+            return await history_events(client, execution.id, execution.run_id)
+
+    return [event for events in await asyncio.gather(*map(read, executions)) for event in events]
 
 
 async def _record_events(client: Client, workflow_id: str) -> list[LifecycleEvent] | None:

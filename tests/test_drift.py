@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -121,6 +122,7 @@ async def test_the_sweep_removes_orphans_reports_the_unmanaged_and_keeps_standin
     deployment, dev_env
 ):
     keycard, aws, settings, config_text = deployment
+    started = datetime.now(UTC)
     # alice: Keycard granted and removed it; then someone copied the JIT grant by hand.
     view = await keycard.request(
         flow="prod-power-user", target="prod", duration="3s", reason="drift", requester=ALICE
@@ -178,6 +180,7 @@ async def test_the_sweep_removes_orphans_reports_the_unmanaged_and_keeps_standin
     )
     await eventually(lambda: _async(not aws.holds("bob@example.com")))
     assert aws.holds("carol@example.com")
+    await _the_sweeps_are_evidence(dev_env.client, settings, aws.account, started)
 
     # And a request after all this works as ever.
     again = await keycard.request(
@@ -188,6 +191,57 @@ async def test_the_sweep_removes_orphans_reports_the_unmanaged_and_keeps_standin
     report = await sweep(dev_env.client, strict, settings.task_queue)
     assert report.findings == [] and report.held == 2  # alice's lease, carol's standing access
     await keycard.revoke(again.id, Actor(email="alice@example.com"), "done")
+
+
+async def _the_sweeps_are_evidence(
+    client: Client, settings: Settings, account: str, started: datetime
+) -> None:
+    """The sink's file verifies against history, though the removals were written by grants,
+    not by the sweeps that made them; the export and the period report have them."""
+    await eventually(lambda: _async(len(audited(settings, "drift.removed")) == 2), "two removals")
+
+    def invoke(*args: str):
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("TEMPORAL_ADDRESS", client.service_client.config.target_host)
+            return CliRunner().invoke(app, list(args))
+
+    async def verified():
+        result = await asyncio.to_thread(invoke, "audit", "verify", str(settings.audit_jsonl))
+        return result if result.exit_code == 0 else None
+
+    result = await eventually(verified, "the sink's file to verify")
+    assert "OK: nothing missing, altered or reordered." in result.output
+
+    since = started.isoformat()
+    exported = await asyncio.to_thread(invoke, "audit", "export", "--since", since)
+    assert exported.exit_code == 0, exported.output
+    mine = [
+        json.loads(line)
+        for line in exported.stdout.splitlines()
+        if json.loads(line)["type"].startswith("drift.")
+        and json.loads(line)["detail"]["account_id"] == account
+    ]
+    assert sorted(e["type"] for e in mine) == ["drift.found", "drift.removed", "drift.removed"]
+    assert {e["id"] for e in mine} == {e["id"] for e in audited_drift(settings)}
+
+    report = await asyncio.to_thread(invoke, "report", "--since", since, "--format", "json")
+    assert report.exit_code == 0, report.output
+    drift = [
+        d for d in json.loads(report.stdout)["exceptions"]["drift"] if d["account_id"] == account
+    ]
+    assert sorted((d["action"], d["kind"], d["principal"]) for d in drift) == [
+        ("found", "unmanaged", "bob@example.com"),
+        ("removed", "orphan", "alice@example.com"),
+        ("removed", "unmanaged", "bob@example.com"),
+    ]
+    assert not any(
+        r["request_id"].startswith("keycard-drift")
+        for r in json.loads(report.stdout)["exceptions"]["still_open"]
+    )
+
+
+def audited_drift(settings: Settings) -> list[dict]:
+    return audited(settings, "drift.found") + audited(settings, "drift.removed")
 
 
 async def test_the_worker_schedules_the_sweep_and_keycard_drift_shows_it(

@@ -10,9 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from keycard.audit_chain import by_request, compare_with_history, verify_chain
+from keycard.audit_chain import (
+    by_request,
+    compare_with_history,
+    drop_redelivered,
+    event_time,
+    verify_chain,
+)
 from keycard.models import LifecycleEvent
-from starter.audit_trail import export_events, parse_time, recorded_events
+from starter.audit_trail import export_events, parse_time, recorded_events, written_by_grants
 from starter.cli.terminal import fail, run
 from starter.client import connect_temporal
 
@@ -61,19 +67,29 @@ def verify(
 
         keycard audit verify audit.jsonl
     """
-    events = _read_trail(file)
+    events, copies, findings = drop_redelivered(_read_trail(file))
     verdict = verify_chain(events)
-    findings = list(verdict.findings)
+    findings += verdict.findings
     if not offline:
         request_ids = list(by_request(events))
 
-        async def go() -> dict[str, list[dict[str, Any]]]:
+        async def go() -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
             client = await connect_temporal()
-            return await recorded_events(client, request_ids)
+            history = await recorded_events(client, request_ids)
+            # Events a request's own history lacks may have been written by a grant.
+            known = {str(e.get("id")) for own in history.values() for e in own}
+            lacking = [event_time(e) for e in events if str(e.get("id")) not in known]
+            if not lacking:
+                return history, {}
+            return history, await written_by_grants(client, min(lacking), max(lacking))
 
         broken = {f.request_id for f in findings}
-        history = run(go)
-        findings += [f for f in compare_with_history(events, history) if f.request_id not in broken]
+        history, elsewhere = run(go)
+        findings += [
+            f
+            for f in compare_with_history(events, history, elsewhere)
+            if f.request_id not in broken
+        ]
     unchained = verdict.events - verdict.chained
     typer.echo(
         f"{file}: {verdict.events} event(s) of {verdict.requests} request(s); "
@@ -83,6 +99,7 @@ def verify(
             if unchained
             else ""
         )
+        + (f"; {copies} redelivered cop(ies) set aside" if copies else "")
         + ("" if offline else "; compared with Temporal's history")
     )
     if findings:

@@ -20,6 +20,7 @@ from starter.reports.model import (
     Approval,
     BreakGlassUse,
     ConfigChange,
+    DriftSeen,
     Exceptions,
     FlowPolicies,
     GrantRow,
@@ -33,6 +34,7 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # what Temporal's visibility can be
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 LATE_REMOVAL = timedelta(seconds=60)  # removal later than this past expiry is an exception
 OPEN_STATES = {"PENDING", "SCHEDULED", "GRANTING", "ACTIVE", "REVOKING"}
+DRIFT_EVENTS = {"drift.found", "drift.removed"}
 
 
 def period_problem(since: datetime, until: datetime) -> str | None:
@@ -59,6 +61,7 @@ def build_report(
     """The report for [since, until) from the trail's events (those of requests alive then)."""
     requests: dict[str, list[LifecycleEvent]] = {}
     loads: list[ConfigChange] = []
+    drift: list[DriftSeen] = []
     for event in events:
         if event.time >= until:
             continue
@@ -69,6 +72,10 @@ def build_report(
         if flow is not None and event.flow != flow:
             continue
         if person is not None and event.requester.email != person.lower():
+            continue
+        if event.type in DRIFT_EVENTS:  # the sweep's, not a request's
+            if event.time >= since:
+                drift.append(_drift(event))
             continue
         requests.setdefault(event.request_id, []).append(event)
     rows: list[GrantRow] = []
@@ -125,6 +132,7 @@ def build_report(
             if e.state.value in OPEN_STATES
         ],
         config_changes=sorted(loads, key=lambda c: c.at),
+        drift=sorted(drift, key=lambda d: d.at),
     )
     return AccessReport(
         since=since,
@@ -274,6 +282,20 @@ def _approvals(own: list[LifecycleEvent]) -> tuple[list[Approval], bool, datetim
         ):
             approved_at = event.time
     return approvals, break_glass, approved_at
+
+
+def _drift(event: LifecycleEvent) -> DriftSeen:
+    detail = event.detail
+    return DriftSeen(
+        at=event.time,
+        action="removed" if event.type == "drift.removed" else "found",
+        kind=str(detail.get("kind", "")),
+        principal=event.requester.email,
+        flow=event.flow,
+        target=event.target.label or event.target.name,
+        account_id=detail.get("account_id"),
+        why=event.reason,
+    )
 
 
 def _config_change(event: LifecycleEvent) -> ConfigChange:

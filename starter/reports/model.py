@@ -158,6 +158,20 @@ class ConfigChange(BaseModel):
         ).summary
 
 
+class DriftSeen(BaseModel):
+    """Access in the cloud that no request held, found by the drift sweep (`drift.found`, left
+    in place) or removed (`drift.removed`, once the cloud confirmed)."""
+
+    at: datetime
+    action: str = Field(description="found (reported, left in place) or removed")
+    kind: str = Field(description="orphan (Keycard granted it; no lease holds it) or unmanaged")
+    principal: str
+    flow: str
+    target: str
+    account_id: str | None = None
+    why: str
+
+
 class OpenRequest(BaseModel):
     request_id: str
     requester: str
@@ -180,6 +194,10 @@ class Exceptions(BaseModel):
     )
     config_changes: list[ConfigChange] = Field(
         description="configs workers started with in the period, unlike the one before"
+    )
+    drift: list[DriftSeen] = Field(
+        default_factory=list,
+        description="access no request held, found or removed by the drift sweep",
     )
 
 

@@ -159,6 +159,12 @@ def _markdown(report: AccessReport) -> str:
             f"on {_md(c.worker)}: {_md(c.what)}"
             for c in e.config_changes
         ),
+        f"- access no request held (drift sweep): {len(e.drift)}"
+        + "".join(
+            f"\n  - {d.at:%Y-%m-%d %H:%M:%S} {d.action} ({d.kind}): {_md(d.principal)} in "
+            f"{_md(d.target)}: {_md(d.why)}"
+            for d in e.drift
+        ),
         "",
         "## Grants",
         "",

@@ -153,12 +153,14 @@ async def test_the_cli_writes_the_export_as_json_lines(dev_env, streamed, monkey
 
 
 def test_the_visibility_query_covers_requests_alive_in_the_window():
-    """... and the config record's runs (workflows/config.py), whose events say which flows
-    changed: those are kept for a flow's trail when they name it."""
+    """... and the runs of the other workflows that write events: the config record's
+    (workflows/config.py), whose events say which flows changed, kept for a flow's trail when
+    they name it; drift sweeps'; and grants', which write the events others made for them."""
     since, until = parse_time("2026-01-01"), parse_time("2026-02-01T12:00+02:00")
     assert visibility_query(since, until, "prod-admin") == (
         "((WorkflowType = 'AccessRequestWorkflow' AND KeycardFlow = 'prod-admin') "
-        "OR WorkflowType = 'ConfigWorkflow') AND StartTime < '2026-02-01T10:00:00.000000Z' "
+        "OR WorkflowType = 'ConfigWorkflow' OR WorkflowType = 'DriftSweepWorkflow' "
+        "OR WorkflowType = 'GrantWorkflow') AND StartTime < '2026-02-01T10:00:00.000000Z' "
         "AND (CloseTime >= '2026-01-01T00:00:00.000000Z' OR ExecutionStatus = 'Running')"
     )
 
@@ -208,9 +210,14 @@ async def test_a_clean_export_verifies_against_its_chain_and_history(
     assert result.exit_code == 0, result.output
     assert "compared with Temporal's history" in result.output
     assert "OK: nothing missing, altered or reordered." in result.output
-    # The sink's own file (the stream) verifies too.
+    # The sink's own file (the stream) verifies too, with an event delivered twice (at least
+    # once: a worker that died before it could report the write).
     streamed_lines = [e.model_dump_json() for e in events]
     assert (await _verify(streamed_lines, tmp_path)).exit_code == 0
+    twice = streamed_lines[:3] + streamed_lines[2:]
+    result = await _verify(twice, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "1 redelivered cop(ies) set aside" in result.output
 
 
 async def test_an_altered_a_removed_and_a_reordered_event_are_named(
