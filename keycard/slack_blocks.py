@@ -26,6 +26,7 @@ from keycard.models import (
     Requester,
     RequestState,
     RequestView,
+    ReviewFinding,
 )
 from keycard.policy import MAX_TARGETS
 
@@ -40,6 +41,10 @@ CANCEL = "keycard.cancel"
 REVOKE = "keycard.revoke"
 EXTEND = "keycard.extend"  # a static_select: option value "<request id> <duration>"
 DECISION_ACTIONS = (APPROVE, DENY, CANCEL, REVOKE)
+REVIEW = "keycard.review"  # the break-glass announcement's button: opens the review modal
+REVIEW_MODAL = "keycard.review_form"  # its callback_id; private_metadata is the request id
+FINDING_BLOCK = "finding"
+COMMENT_BLOCK = "comment"
 
 FLOW_BLOCK = "flow"
 REASON_BLOCK = "reason"
@@ -332,7 +337,7 @@ def _input_value(state: dict[str, Any] | None) -> Any:
     if not state:
         return None
     match state.get("type"):
-        case "static_select":
+        case "static_select" | "radio_buttons":
             option = state.get("selected_option")
             return option["value"] if option else None
         case "multi_static_select":
@@ -603,9 +608,78 @@ def break_glass_message(
         _section(text),
         _context(
             f"{_request_ref(view, console_url)} · an approver reviews it afterwards: was the "
-            f"emergency real? (`keycard review {view.id}`, or the console)"
+            f"emergency real? (here, `keycard review {view.id}`, or the console)"
         ),
+        {
+            "type": "actions",
+            "block_id": f"review:{view.id}",
+            "elements": [_button("Review", REVIEW, view.id)],
+        },
     ]
+
+
+# --- the break-glass review modal ---------------------------------------------------------------
+
+
+class ReviewForm(BaseModel):
+    """What an approver put in the review modal."""
+
+    request_id: str
+    finding: ReviewFinding | None = None
+    comment: str = ""
+
+
+def review_modal(view: RequestView) -> dict[str, Any]:
+    """Was the emergency real? Justified or not, with a comment (required when not)."""
+    return {
+        "type": "modal",
+        "callback_id": REVIEW_MODAL,
+        "title": _plain("Review break-glass", 24),
+        "submit": _plain("Record review", 24),
+        "close": _plain("Cancel", 24),
+        "private_metadata": view.id,
+        "blocks": [
+            _section(f"{request_line(view)} (`{view.id}`): approved by themselves."),
+            *_details(view),
+            *_notes(view),  # the justification is the break-glass note
+            {
+                "type": "input",
+                "block_id": FINDING_BLOCK,
+                "label": _plain("Was the emergency real?"),
+                "element": {
+                    "type": "radio_buttons",
+                    "action_id": VALUE,
+                    "options": [
+                        _option("Justified", "justified"),
+                        _option("Unjustified", "unjustified"),
+                    ],
+                },
+            },
+            {
+                "type": "input",
+                "block_id": COMMENT_BLOCK,
+                "label": _plain("Comment"),
+                "optional": True,
+                "hint": _plain("Required when unjustified: what should have happened instead"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": VALUE,
+                    "multiline": True,
+                    "max_length": 1000,
+                },
+            },
+        ],
+    }
+
+
+def read_review_form(view: dict[str, Any]) -> ReviewForm:
+    values: dict[str, dict[str, Any]] = view.get("state", {}).get("values", {})
+    finding = _input_value(values.get(FINDING_BLOCK, {}).get(VALUE))
+    return ReviewForm(
+        request_id=str(view.get("private_metadata") or ""),
+        finding=finding if finding in ("justified", "unjustified") else None,
+        comment=str(_input_value(values.get(COMMENT_BLOCK, {}).get(VALUE)) or ""),
+    )
 
 
 def extension_choices(view: RequestView, flow: Any | None) -> list[timedelta]:

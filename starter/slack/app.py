@@ -46,6 +46,9 @@ SLACK_EVENTS_PATH = "/slack/events"
 IDENTITY_TTL_SECONDS = 300
 LIST_LIMIT = 20
 LIST_READ_TIMEOUT = 3.0  # seconds per request; /access list answers within Slack's patience
+# A modal's submission is answered within Slack's 3 s: a review recorded by then closes the modal
+# (or shows the refusal on it); one still on its way closes it, and its outcome comes as a DM.
+REVIEW_ANSWER_WITHIN = 2.0
 
 
 class NoSlackIdentity(PolicyError):
@@ -124,6 +127,8 @@ class SlackFrontDoor:
         for action_id in blocks.DECISION_ACTIONS:
             app.action(action_id)(self.on_decision)
         app.action(blocks.EXTEND)(self.on_extend)
+        app.action(blocks.REVIEW)(self.on_review)
+        app.view(blocks.REVIEW_MODAL)(self.on_review_submitted)
 
     # --- /access ---------------------------------------------------------------------------------
 
@@ -227,6 +232,89 @@ class SlackFrontDoor:
         # Extending twice is legitimate; each click (its action_ts) is one update.
         update_id = f"slack:extend:{request_id}:{body['user']['id']}:{action['action_ts']}"
         await self._decide(body, "extend", request_id, update_id, duration=duration)
+
+    # --- the break-glass review: a button on the announcement, then a modal ---------------------
+
+    async def on_review(self, ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        request_id = action["value"]
+        try:
+            view = await self.keycard.get(request_id)
+        except PolicyError as refusal:
+            await self._whisper(body, f":no_entry: {blocks.escape(refusal.message)}")
+            return
+        if view.review is not None:
+            review = view.review
+            await self._whisper(
+                body,
+                f"`{request_id}` was reviewed already: {review.finding}, by "
+                f"{blocks.mention(review.by)} at {review.at:%Y-%m-%d %H:%M} UTC.",
+            )
+            return
+        await self.client.views_open(trigger_id=body["trigger_id"], view=blocks.review_modal(view))
+
+    async def on_review_submitted(self, ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        form = blocks.read_review_form(view)
+        if form.finding is None:
+            await ack(
+                response_action="errors",
+                errors={blocks.FINDING_BLOCK: "Choose justified or unjustified."},
+            )
+            return
+        user_id = body["user"]["id"]
+        try:
+            actor = (await self.people.person(user_id)).actor()
+        except PolicyError as refusal:
+            await ack(response_action="errors", errors={blocks.FINDING_BLOCK: refusal.message})
+            return
+        # One review per request can ever succeed: double submits are the same update.
+        recording = asyncio.ensure_future(
+            self.keycard.review(
+                form.request_id,
+                actor,
+                form.finding,
+                form.comment,
+                update_id=f"slack:review:{form.request_id}:{user_id}",
+            )
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(recording), REVIEW_ANSWER_WITHIN)
+        except TimeoutError:
+            await ack()
+            await self._review_outcome(recording, user_id, form.request_id)
+            return
+        except PolicyError as refusal:
+            block = (
+                blocks.COMMENT_BLOCK
+                if refusal.code == "ReviewNeedsComment"
+                else (blocks.FINDING_BLOCK)
+            )
+            await ack(response_action="errors", errors={block: refusal.message})
+            return
+        except Exception:
+            log.exception("slack.review_failed", request_id=form.request_id)
+            await ack(
+                response_action="errors",
+                errors={blocks.FINDING_BLOCK: "Keycard could not record that just now; try again."},
+            )
+            return
+        await ack()
+
+    async def _review_outcome(
+        self, recording: asyncio.Future, user_id: str, request_id: str
+    ) -> None:
+        """A review that outlasted the modal: its outcome, told to the reviewer."""
+        try:
+            await recording
+        except PolicyError as refusal:
+            await self._tell(
+                user_id, f"Your review of {request_id} was not recorded: {refusal.message}"
+            )
+        except Exception:
+            log.exception("slack.review_failed", request_id=request_id)
+            await self._tell(
+                user_id, f"Keycard could not record your review of {request_id}; please try again."
+            )
 
     async def _decide(
         self, body: dict[str, Any], verb: str, request_id: str, update_id: str, **kwargs: Any

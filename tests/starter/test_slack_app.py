@@ -4,6 +4,7 @@ dev server, and the fake Slack Web API standing in for Slack."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from keycard import slack_blocks as ids
 from keycard.models import Actor, Requester, RequestState, RequestView
 from keycard.settings import SlackSettings
+from starter.slack import app as slack_app
 from starter.slack.app import attach_slack, run_socket_mode
 from tests.polling import eventually
 from tests.slack_fake import (
@@ -481,7 +483,7 @@ EMERGENCY = """
 """
 
 
-async def test_break_glass_is_announced_in_the_flows_channel_and_to_security(dev_env):
+async def test_break_glass_is_announced_in_the_flows_channel_and_to_security(dev_env, monkeypatch):
     async with slack_stack(dev_env.client, SLACK_CONFIG + EMERGENCY) as s:
         s.slack.channels["#security"] = "C0SECURITY"
         alice = Requester(email="alice@example.com", slack_user_id="UALICE", name="Alice")
@@ -512,6 +514,68 @@ async def test_break_glass_is_announced_in_the_flows_channel_and_to_security(dev
         assert approval.actions() == []
         await s.keycard.revoke(view.id, Actor(email="alice@example.com"), "fixed")
         await s.keycard.wait(view.id, until=(RequestState.ENDED,))
+
+        # An approver reviews it from the announcement: a button, then a modal.
+        assert loud.actions() == [ids.REVIEW]
+        form = await _review_form(s, "UBOB", loud)
+        assert form["private_metadata"] == view.id
+        assert "prod database down, bob unreachable" in json.dumps(form["blocks"])
+        answer = await _submit_review(s, "UBOB", form, "unjustified")
+        assert ids.COMMENT_BLOCK in answer["errors"]  # unjustified needs a comment
+        answer = await _submit_review(s, "UALICE", form, "justified")
+        assert "cannot review it" in answer["errors"][ids.FINDING_BLOCK]
+        # A review that outlasts Slack's patience closes the modal; its outcome comes as a DM.
+        monkeypatch.setattr(slack_app, "REVIEW_ANSWER_WITHIN", 0)
+        assert await _submit_review(s, "UALICE", form, "justified") == {}
+        await s.slack.wait_for(
+            lambda: [
+                c
+                for c in s.slack.called("chat.postMessage")
+                if c.args.get("channel") == "UALICE" and "was not recorded" in c.args["text"]
+            ]
+        )
+        monkeypatch.undo()
+        assert (await _submit_review(s, "UCAROL", form, None))["errors"][ids.FINDING_BLOCK]
+        answer = await _submit_review(s, "UBOB", form, "unjustified", "carol was reachable")
+        assert answer == {}  # recorded: the modal closes
+        reviewed = await s.keycard.wait(view.id, until=(RequestState.ENDED,))
+        assert reviewed.review is not None and reviewed.review.by.email == "bob@example.com"
+        assert (reviewed.review.finding, reviewed.review.comment) == (
+            "unjustified",
+            "carol was reachable",
+        )
+        await s.slack.wait_for(
+            lambda: [m for m in s.slack.messages.values() if "Break-glass reviewed by" in m.text]
+        )
+
+        # A second look says who reviewed it, instead of opening the form again.
+        opened = len(s.slack.views)
+        assert (await s.interact(button_click("UCAROL", security, ids.REVIEW))).status_code == 200
+        [whisper] = await s.slack.wait_for(lambda: s.slack.called("chat.postEphemeral"))
+        assert whisper.args["user"] == "UCAROL"
+        assert f"`{view.id}` was reviewed already: unjustified, by <@UBOB>" in whisper.args["text"]
+        assert len(s.slack.views) == opened
+
+
+async def _review_form(s: SlackStack, user_id: str, message) -> dict:
+    opened = len(s.slack.views)
+    assert (await s.interact(button_click(user_id, message, ids.REVIEW))).status_code == 200
+    return await s.slack.wait_for(
+        lambda: s.slack.views[opened] if len(s.slack.views) > opened else None
+    )
+
+
+async def _submit_review(
+    s: SlackStack, user_id: str, form: dict, finding: str | None, comment: str = ""
+) -> dict:
+    values: dict = {ids.COMMENT_BLOCK: {ids.VALUE: {"type": "plain_text_input", "value": comment}}}
+    if finding is not None:
+        values[ids.FINDING_BLOCK] = {
+            ids.VALUE: {"type": "radio_buttons", "selected_option": {"value": finding}}
+        }
+    response = await s.interact(view_submission(user_id, form, values))
+    assert response.status_code == 200
+    return json.loads(response.content or b"{}")
 
 
 async def test_who_may_use_it(dev_env):
