@@ -39,6 +39,7 @@ from keycard.settings import SlackSettings
 from starter.api.problems import problem_response
 from starter.client import KeycardClient, RequestRejected
 from starter.protocol import Ask
+from starter.slack.review import BreakGlassReviews
 
 log = structlog.get_logger("keycard.slack_app")
 
@@ -46,9 +47,6 @@ SLACK_EVENTS_PATH = "/slack/events"
 IDENTITY_TTL_SECONDS = 300
 LIST_LIMIT = 20
 LIST_READ_TIMEOUT = 3.0  # seconds per request; /access list answers within Slack's patience
-# A modal's submission is answered within Slack's 3 s: a review recorded by then closes the modal
-# (or shows the refusal on it); one still on its way closes it, and its outcome comes as a DM.
-REVIEW_ANSWER_WITHIN = 2.0
 
 
 class NoSlackIdentity(PolicyError):
@@ -127,8 +125,7 @@ class SlackFrontDoor:
         for action_id in blocks.DECISION_ACTIONS:
             app.action(action_id)(self.on_decision)
         app.action(blocks.EXTEND)(self.on_extend)
-        app.action(blocks.REVIEW)(self.on_review)
-        app.view(blocks.REVIEW_MODAL)(self.on_review_submitted)
+        BreakGlassReviews(self).register(app)
 
     # --- /access ---------------------------------------------------------------------------------
 
@@ -208,7 +205,7 @@ class SlackFrontDoor:
             log.info("slack.request_rejected", code=rejected.code, reason=rejected.message)
         except Exception:
             log.exception("slack.request_failed", request_id=planned.request_id)
-            await self._tell(
+            await self.tell(
                 person.slack_user_id,
                 "Keycard could not start your request just now; please try again in a minute. "
                 f"(The details are in Keycard's log under {planned.request_id}.)",
@@ -233,89 +230,6 @@ class SlackFrontDoor:
         update_id = f"slack:extend:{request_id}:{body['user']['id']}:{action['action_ts']}"
         await self._decide(body, "extend", request_id, update_id, duration=duration)
 
-    # --- the break-glass review: a button on the announcement, then a modal ---------------------
-
-    async def on_review(self, ack, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        request_id = action["value"]
-        try:
-            view = await self.keycard.get(request_id)
-        except PolicyError as refusal:
-            await self._whisper(body, f":no_entry: {blocks.escape(refusal.message)}")
-            return
-        if view.review is not None:
-            review = view.review
-            await self._whisper(
-                body,
-                f"`{request_id}` was reviewed already: {review.finding}, by "
-                f"{blocks.mention(review.by)} at {review.at:%Y-%m-%d %H:%M} UTC.",
-            )
-            return
-        await self.client.views_open(trigger_id=body["trigger_id"], view=blocks.review_modal(view))
-
-    async def on_review_submitted(self, ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        form = blocks.read_review_form(view)
-        if form.finding is None:
-            await ack(
-                response_action="errors",
-                errors={blocks.FINDING_BLOCK: "Choose justified or unjustified."},
-            )
-            return
-        user_id = body["user"]["id"]
-        try:
-            actor = (await self.people.person(user_id)).actor()
-        except PolicyError as refusal:
-            await ack(response_action="errors", errors={blocks.FINDING_BLOCK: refusal.message})
-            return
-        # One review per request can ever succeed: double submits are the same update.
-        recording = asyncio.ensure_future(
-            self.keycard.review(
-                form.request_id,
-                actor,
-                form.finding,
-                form.comment,
-                update_id=f"slack:review:{form.request_id}:{user_id}",
-            )
-        )
-        try:
-            await asyncio.wait_for(asyncio.shield(recording), REVIEW_ANSWER_WITHIN)
-        except TimeoutError:
-            await ack()
-            await self._review_outcome(recording, user_id, form.request_id)
-            return
-        except PolicyError as refusal:
-            block = (
-                blocks.COMMENT_BLOCK
-                if refusal.code == "ReviewNeedsComment"
-                else (blocks.FINDING_BLOCK)
-            )
-            await ack(response_action="errors", errors={block: refusal.message})
-            return
-        except Exception:
-            log.exception("slack.review_failed", request_id=form.request_id)
-            await ack(
-                response_action="errors",
-                errors={blocks.FINDING_BLOCK: "Keycard could not record that just now; try again."},
-            )
-            return
-        await ack()
-
-    async def _review_outcome(
-        self, recording: asyncio.Future, user_id: str, request_id: str
-    ) -> None:
-        """A review that outlasted the modal: its outcome, told to the reviewer."""
-        try:
-            await recording
-        except PolicyError as refusal:
-            await self._tell(
-                user_id, f"Your review of {request_id} was not recorded: {refusal.message}"
-            )
-        except Exception:
-            log.exception("slack.review_failed", request_id=request_id)
-            await self._tell(
-                user_id, f"Keycard could not record your review of {request_id}; please try again."
-            )
-
     async def _decide(
         self, body: dict[str, Any], verb: str, request_id: str, update_id: str, **kwargs: Any
     ) -> None:
@@ -326,12 +240,12 @@ class SlackFrontDoor:
             await method(request_id, actor, update_id=update_id, **kwargs)
         except PolicyError as refusal:
             log.info("slack.refused", verb=verb, request_id=request_id, code=refusal.code)
-            await self._whisper(body, f":no_entry: {blocks.escape(refusal.message)}")
+            await self.whisper(body, f":no_entry: {blocks.escape(refusal.message)}")
         except Exception:
             log.exception("slack.decision_failed", verb=verb, request_id=request_id)
-            await self._whisper(body, "Keycard could not record that just now; please try again.")
+            await self.whisper(body, "Keycard could not record that just now; please try again.")
 
-    async def _whisper(self, body: dict[str, Any], text: str) -> None:
+    async def whisper(self, body: dict[str, Any], text: str) -> None:
         """An ephemeral answer to the person who clicked, where they clicked."""
         user_id = body["user"]["id"]
         channel = (body.get("channel") or {}).get("id") or user_id
@@ -404,7 +318,7 @@ class SlackFrontDoor:
                     return {blocks.field_block(flow_name, spec.name): message}
         return {blocks.FLOW_BLOCK: message}
 
-    async def _tell(self, user_id: str, text: str) -> None:
+    async def tell(self, user_id: str, text: str) -> None:
         try:
             await self.client.chat_postMessage(channel=user_id, text=blocks.escape(text))
         except SlackApiError:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from keycard import slack_blocks as ids
 from keycard.models import Actor, Requester, RequestState, RequestView
 from keycard.settings import SlackSettings
-from starter.slack import app as slack_app
+from starter.slack import review as slack_review
 from starter.slack.app import attach_slack, run_socket_mode
 from tests.polling import eventually
 from tests.slack_fake import (
@@ -525,7 +525,7 @@ async def test_break_glass_is_announced_in_the_flows_channel_and_to_security(dev
         answer = await _submit_review(s, "UALICE", form, "justified")
         assert "cannot review it" in answer["errors"][ids.FINDING_BLOCK]
         # A review that outlasts Slack's patience closes the modal; its outcome comes as a DM.
-        monkeypatch.setattr(slack_app, "REVIEW_ANSWER_WITHIN", 0)
+        monkeypatch.setattr(slack_review, "REVIEW_ANSWER_WITHIN", 0)
         assert await _submit_review(s, "UALICE", form, "justified") == {}
         await s.slack.wait_for(
             lambda: [
